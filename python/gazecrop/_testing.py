@@ -1,0 +1,104 @@
+"""Random ``.gzw`` networks for tests and benchmarks (numpy only; not part of the public API).
+
+:func:`student_like` builds the student's architecture (stem, dense blocks, transitions, multi-scale
+readout, blur, centre bias, log-softmax) with random weights and arbitrary (pruned-looking) channel counts.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .weights import Network
+
+__all__ = ["random_conv", "student_like", "random_network"]
+
+
+def random_conv(rng: np.random.Generator, cout: int, cin: int, k: int):
+    """He-initialised float32 conv weight (cout, cin, k, k) and a small bias (cout,)."""
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * np.float32(np.sqrt(2.0 / (cin * k * k)))
+    b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    return w, b
+
+
+def _dense_layers(rng, cin, growths, bottlenecks):
+    layers = []
+    c = cin
+    for g, b in zip(growths, bottlenecks):
+        w1, b1 = random_conv(rng, b, c, 1)
+        w2, b2 = random_conv(rng, g, b, 3)
+        layers.append((w1, b1, w2, b2))
+        c += g
+    return layers
+
+
+def student_like(seed: int = 0, *, stem: int = 24, blocks: Sequence[Sequence[tuple]] = (
+        ((12, 24),) * 4, ((16, 32),) * 6, ((20, 40),) * 6), transition: float = 0.5,
+        readout: Sequence[int] = (16, 8), sigma: float = 1.5, input_long_side: int = 256) -> Network:
+    """A student-sized random network: stem conv 3x3/2, max pool 3/2, dense blocks (each layer a
+    (growth, bottleneck) pair) separated by transitions (1x1 conv + 2x2 average pool), features of the last
+    two blocks concatenated at the second-to-last block's grid, a softplus readout, blur, centre bias,
+    log-softmax."""
+    rng = np.random.default_rng(seed)
+    net = Network(input_long_side=input_long_side, size_multiple=32)
+    x = net.conv2d(0, *random_conv(rng, stem, 3, 3), stride=2, name="stem")
+    x = net.max_pool(x, 3, 2, 1)
+    feats = []
+    for bi, layers in enumerate(blocks):
+        if bi > 0:
+            c = net.channels(x)
+            x = net.conv2d(x, *random_conv(rng, max(1, int(c * transition)), c, 1), name=f"trans{bi}")
+            x = net.avg_pool(x, 2, 2)
+        x = net.dense_block(x, _dense_layers(rng, net.channels(x), [g for g, _ in layers], [b for _, b in layers]),
+                            name=f"block{bi}")
+        feats.append(x)
+    deep = net.resize_bilinear(feats[-1], feats[-2])
+    x = net.concat(feats[-2], deep)
+    for i, c in enumerate(readout):
+        x = net.conv2d(x, *random_conv(rng, c, net.channels(x), 1), activation="softplus", name=f"readout{i}")
+    x = net.conv2d(x, *random_conv(rng, 1, net.channels(x), 1), activation="none", name="readout_out")
+    x = net.gaussian_blur(x, sigma, 3.0, "nearest")
+    yy, xx = np.mgrid[0:12, 0:16]
+    log_map = -(((yy - 5.5) / 4.0) ** 2 + ((xx - 7.5) / 5.0) ** 2) / 2.0
+    x = net.centre_bias(x, log_map.astype(np.float32), 1.0)
+    net.log_softmax(x)
+    return net
+
+
+def random_network(rng: np.random.Generator, *, max_blocks: int = 2, max_layers: int = 3,
+                   max_channels: int = 27, stride2: Optional[bool] = None) -> Network:
+    """A small random network exercising every op with odd channel counts, both strides, both kernels,
+    every activation, pool and border mode; for correctness tests at small input sizes (>= 16 px)."""
+    net = Network(input_long_side=64, size_multiple=8)
+    rint = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    s = (2 if rng.random() < 0.5 else 1) if stride2 is None else (2 if stride2 else 1)
+    k = rint(0, 1) * 2 + 1
+    x = net.conv2d(0, *random_conv(rng, rint(1, max_channels), 3, k), stride=s, padding=rint(0, k // 2),
+                   activation=["none", "relu", "softplus"][rint(0, 2)], name="stem")
+    if rng.random() < 0.5:
+        x = net.max_pool(x, rint(2, 3), rint(1, 2), rint(0, 1))
+    feats = [x]
+    for bi in range(rint(1, max_blocks)):
+        if bi > 0:
+            c = net.channels(x)
+            x = net.conv2d(x, *random_conv(rng, rint(1, max_channels), c, 1), name=f"trans{bi}")
+            x = net.avg_pool(x, 2, 2) if rng.random() < 0.7 else net.avg_pool(x, rint(1, 3), rint(1, 2))
+        nl = rint(1, max_layers)
+        x = net.dense_block(x, _dense_layers(rng, net.channels(x), [rint(1, max_channels) for _ in range(nl)],
+                                             [rint(1, max_channels) for _ in range(nl)]), name=f"block{bi}")
+        feats.append(x)
+    if len(feats) > 1 and rng.random() < 0.8:
+        others = [net.resize_bilinear(f, feats[0]) for f in feats[1:][:3]]
+        x = net.concat(feats[0], *others)
+    for i in range(rint(0, 2)):
+        x = net.conv2d(x, *random_conv(rng, rint(1, max_channels), net.channels(x), 1),
+                       activation=["relu", "softplus"][rint(0, 1)], name=f"readout{i}")
+    x = net.conv2d(x, *random_conv(rng, 1, net.channels(x), rint(0, 1) * 2 + 1), activation="none", name="out")
+    if rng.random() < 0.9:
+        x = net.gaussian_blur(x, float(rng.uniform(0.3, 2.0)), float(rng.uniform(1.0, 4.0)), ["zeros", "nearest", "reflect"][rint(0, 2)])
+    if rng.random() < 0.9:
+        lm = rng.standard_normal((rint(1, 9), rint(1, 9))).astype(np.float32)
+        x = net.centre_bias(x, lm, float(rng.uniform(0.2, 1.5)))
+    net.log_softmax(x)
+    return net

@@ -1,0 +1,105 @@
+"""The loaded saliency model: a ``.gzw`` network run by the native core (``gazecrop._core``)."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .weights import Network, WeightsFormatError, read_weights
+
+__all__ = ["Model", "load_model", "default_model_path", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "gazecrop-fast.gzw"
+
+
+def default_model_path() -> str:
+    """Path of the bundled default model (``gazecrop/models/gazecrop-fast.gzw`` in the installed package, or
+    ``weights/gazecrop-fast.gzw`` in a source checkout)."""
+    packaged = resources.files("gazecrop") / "models" / DEFAULT_MODEL
+    if packaged.is_file():
+        return str(packaged)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (os.path.join(here, "..", "..", "weights", DEFAULT_MODEL),):
+        if os.path.isfile(cand):
+            return os.path.normpath(cand)
+    raise FileNotFoundError(f"bundled model {DEFAULT_MODEL} not found in the package")
+
+
+class Model:
+    """A saliency network loaded from a ``.gzw`` file and run by the native core.
+
+    Immutable after load; one instance may be used from many threads at once (the core releases the GIL
+    and uses per-call scratch buffers).
+
+    Attributes:
+        path: the file it was loaded from.
+        network: the parsed :class:`~gazecrop.weights.Network` (validated by the Python reader too).
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", *, threads: int = 1) -> None:
+        from . import _core
+
+        self.path = os.fspath(path)
+        self.network: Network = read_weights(self.path)
+        self._core = _core.Model(self.path)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+
+    @property
+    def input_long_side(self) -> int:
+        """Long side in pixels images are resized to before the run."""
+        return self.network.input_long_side
+
+    def input_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(h, w) in pixels that a (height, width) image is resized to; see :meth:`Network.input_size`."""
+        return self.network.input_size(height, width)
+
+    def run(self, image: np.ndarray, *, threads: Optional[int] = None) -> np.ndarray:
+        """Raw forward pass at the array's own size.
+
+        Args:
+            image: uint8 (H, W, 3) RGB, or float32 (3, H, W), pixel values in 0..255, C-contiguous.
+            threads: intra-op threads for this call (default: the model's ``threads``).
+
+        Returns:
+            float32 (h, w) log-density on the network's output grid (``logsumexp == 0``).
+
+        Raises:
+            TypeError: dtype is not uint8 / float32. ValueError: wrong rank or shape, or image too small.
+        """
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+        if image.dtype not in (np.uint8, np.float32):
+            raise TypeError(f"image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got {image.dtype}")
+        image = np.ascontiguousarray(image)
+        return self._core.run(image, threads=self.threads if threads is None else int(threads))
+
+    def log_density(self, rgb: np.ndarray, *, threads: Optional[int] = None) -> np.ndarray:
+        """Resize a uint8 (H, W, 3) RGB image to :meth:`input_size` (Pillow, bilinear with antialiasing)
+        and run the network: float32 (h, w) log-density over the output grid, which covers the whole image.
+        """
+        from PIL import Image
+
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {getattr(rgb, 'dtype', type(rgb))} "
+                             f"{getattr(rgb, 'shape', '')}")
+        h, w = self.input_size(rgb.shape[0], rgb.shape[1])
+        if (h, w) != rgb.shape[:2]:
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=None))
+        return self.run(rgb, threads=threads)
+
+    def __repr__(self) -> str:
+        return f"Model({self.path!r}, input_long_side={self.input_long_side}, ops={len(self.network.ops)})"
+
+
+def load_model(path: "str | os.PathLike[str] | None" = None, *, threads: int = 1) -> Model:
+    """Load a ``.gzw`` saliency model (the bundled ``gazecrop-fast`` model when ``path`` is None).
+
+    Raises:
+        FileNotFoundError: no such file. WeightsFormatError (a ValueError): the file is invalid.
+    """
+    return Model(default_model_path() if path is None else path, threads=threads)

@@ -1,0 +1,502 @@
+"""Writer and reader of gazecrop's flat weights file (``.gzw``), numpy only.
+
+The format is specified in ``docs/weights-format.md``; field and op names here are the names used there
+and in the C++ loader. :class:`Network` is both the builder a training script fills and what
+:func:`read_weights` returns; :meth:`Network.validate` is the single implementation of the structural
+checks on the Python side (the C++ loader performs the same checks independently).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "MAGIC",
+    "END_MAGIC",
+    "VERSION",
+    "OP_CODES",
+    "OP_NAMES",
+    "ACTIVATIONS",
+    "BORDERS",
+    "Op",
+    "Network",
+    "WeightsFormatError",
+    "write_weights",
+    "read_weights",
+    "to_bytes",
+    "from_bytes",
+]
+
+MAGIC = b"\x89GZW\r\n\x1a\n"
+END_MAGIC = b"GZWEND\x00\x00"
+VERSION = 1
+
+FILE_HEADER = struct.Struct("<8sIIIIQQ24s")  # 64 bytes
+MODEL_INFO = struct.Struct("<3f3fII32s")  # 64 bytes
+OP_RECORD = struct.Struct("<II4II12i8fII12s")  # 128 bytes
+TENSOR_RECORD = struct.Struct("<48sII4IQQ8s")  # 96 bytes
+TRAILER = struct.Struct("<II8s")  # 16 bytes
+assert FILE_HEADER.size == 64 and MODEL_INFO.size == 64
+assert OP_RECORD.size == 128 and TENSOR_RECORD.size == 96 and TRAILER.size == 16
+
+ALIGN = 64
+MAX_OPS = 4096
+MAX_TENSORS = 65536
+MAX_CHANNELS = 65536
+MIN_FILE = FILE_HEADER.size + MODEL_INFO.size + TRAILER.size
+
+OP_CODES: Dict[str, int] = {
+    "conv2d": 1,
+    "dense_block": 2,
+    "avg_pool": 3,
+    "max_pool": 4,
+    "resize_bilinear": 5,
+    "concat": 6,
+    "gaussian_blur": 7,
+    "centre_bias": 8,
+    "log_softmax": 9,
+}
+OP_NAMES = {v: k for k, v in OP_CODES.items()}
+ACTIVATIONS = {"none": 0, "relu": 1, "softplus": 2}
+BORDERS = {"zeros": 0, "nearest": 1, "reflect": 2}
+# number of (iparams, fparams) each op uses; the rest must be zero
+_USED_PARAMS = {"conv2d": (6, 0), "dense_block": (3, 0), "avg_pool": (2, 0), "max_pool": (3, 0),
+                "resize_bilinear": (0, 0), "concat": (0, 0), "gaussian_blur": (1, 2), "centre_bias": (0, 1),
+                "log_softmax": (0, 0)}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,48}$")
+
+
+class WeightsFormatError(ValueError):
+    """A ``.gzw`` file (or a network about to be written) violates ``docs/weights-format.md``."""
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class Op:
+    """One op record: ``kind`` (a key of :data:`OP_CODES`), input value ids, integer and float
+    attributes as in the spec, and the op's tensors as ``(name, float32 array)`` pairs."""
+
+    kind: str
+    inputs: List[int]
+    iparams: List[int] = field(default_factory=list)
+    fparams: List[float] = field(default_factory=list)
+    tensors: List[Tuple[str, np.ndarray]] = field(default_factory=list)
+
+    def ip(self, i: int) -> int:
+        return int(self.iparams[i]) if i < len(self.iparams) else 0
+
+    def fp(self, i: int) -> float:
+        return float(self.fparams[i]) if i < len(self.fparams) else 0.0
+
+
+@dataclass
+class Network:
+    """A saliency network as stored in a ``.gzw`` file.
+
+    Value 0 is the input image, (3, H, W) float32 after ``(pixel - mean) / std`` with pixels in 0..255;
+    op ``i`` produces value ``i + 1``. The builder methods append an op and return its value id.
+
+    Attributes:
+        mean, std: per-channel (R, G, B) preprocessing constants, pixel units.
+        input_long_side: long side in pixels that callers resize images to.
+        size_multiple: both input sides are rounded to a multiple of this.
+        ops: the op list in execution order.
+    """
+
+    mean: Tuple[float, float, float] = (127.0, 127.0, 127.0)
+    std: Tuple[float, float, float] = (128.0, 128.0, 128.0)
+    input_long_side: int = 256
+    size_multiple: int = 32
+    ops: List[Op] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ builder
+    def _add(self, op: Op) -> int:
+        self.ops.append(op)
+        return len(self.ops)
+
+    def channels(self, value: int) -> int:
+        """Number of channels of ``value`` (0 = the 3-channel input)."""
+        return self._channel_list()[value]
+
+    def conv2d(self, x: int, weight: np.ndarray, bias: np.ndarray, *, stride: int = 1,
+               padding: Optional[int] = None, activation: str = "relu", name: str = "conv") -> int:
+        """Append a ``conv2d``; ``weight`` is (out, in, k, k) float32, ``bias`` (out,)."""
+        weight = np.asarray(weight, np.float32)
+        k = weight.shape[-1]
+        if padding is None:
+            padding = k // 2
+        return self._add(Op("conv2d", [x],
+                            [weight.shape[1], weight.shape[0], k, stride, padding, ACTIVATIONS[activation]],
+                            [], [(name + ".weight", weight), (name + ".bias", np.asarray(bias, np.float32))]))
+
+    def dense_block(self, x: int, layers: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                    name: str = "block") -> int:
+        """Append a ``dense_block``; each layer is ``(w1 (b, c, 1, 1), b1 (b,), w2 (g, b, 3, 3), b2 (g,))``."""
+        cin = self.channels(x)
+        tensors = []
+        cout = cin
+        for li, (w1, b1, w2, b2) in enumerate(layers):
+            p = f"{name}.l{li}"
+            tensors += [(p + ".conv1.weight", np.asarray(w1, np.float32)), (p + ".conv1.bias", np.asarray(b1, np.float32)),
+                        (p + ".conv2.weight", np.asarray(w2, np.float32)), (p + ".conv2.bias", np.asarray(b2, np.float32))]
+            cout += np.asarray(w2).shape[0]
+        return self._add(Op("dense_block", [x], [cin, len(layers), cout], [], tensors))
+
+    def avg_pool(self, x: int, kernel: int = 2, stride: int = 2) -> int:
+        return self._add(Op("avg_pool", [x], [kernel, stride]))
+
+    def max_pool(self, x: int, kernel: int = 2, stride: int = 2, padding: int = 0) -> int:
+        return self._add(Op("max_pool", [x], [kernel, stride, padding]))
+
+    def resize_bilinear(self, x: int, like: int) -> int:
+        return self._add(Op("resize_bilinear", [x, like]))
+
+    def concat(self, *xs: int) -> int:
+        return self._add(Op("concat", list(xs)))
+
+    def gaussian_blur(self, x: int, sigma: float, truncate: float = 3.0, border: str = "nearest") -> int:
+        return self._add(Op("gaussian_blur", [x], [BORDERS[border]], [sigma, truncate]))
+
+    def centre_bias(self, x: int, log_map: np.ndarray, weight: float = 1.0, name: str = "centre_bias") -> int:
+        return self._add(Op("centre_bias", [x], [], [weight], [(name + ".log_map", np.asarray(log_map, np.float32))]))
+
+    def log_softmax(self, x: int) -> int:
+        return self._add(Op("log_softmax", [x]))
+
+    # --------------------------------------------------------------- validation
+    def _channel_list(self) -> List[int]:
+        chans = [3]
+        for i, op in enumerate(self.ops):
+            chans.append(_check_op(i, op, chans))
+        return chans
+
+    def validate(self) -> None:
+        """Check the whole network against the spec; raises :class:`WeightsFormatError` naming the problem."""
+        if not (1 <= len(self.ops) <= MAX_OPS):
+            raise WeightsFormatError(f"num_ops {len(self.ops)} not in 1..{MAX_OPS}")
+        for name, vals in (("mean", self.mean), ("std", self.std)):
+            if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+                raise WeightsFormatError(f"model info: {name} must be 3 finite floats, got {vals!r}")
+        if not all(v > 0 for v in self.std):
+            raise WeightsFormatError(f"model info: std must be > 0, got {self.std!r}")
+        if not (16 <= self.input_long_side <= 4096):
+            raise WeightsFormatError(f"model info: input_long_side {self.input_long_side} not in 16..4096")
+        if not (1 <= self.size_multiple <= 256):
+            raise WeightsFormatError(f"model info: size_multiple {self.size_multiple} not in 1..256")
+        ntens = sum(len(op.tensors) for op in self.ops)
+        if ntens > MAX_TENSORS:
+            raise WeightsFormatError(f"num_tensors {ntens} > {MAX_TENSORS}")
+        chans = self._channel_list()
+        if chans[-1] != 1:
+            raise WeightsFormatError(f"the last op's output has {chans[-1]} channels, expected 1")
+
+    def num_macs(self, height: int, width: int) -> int:
+        """Multiply-accumulates of the convolutions for a (height, width) input (FLOPs = 2 x MACs)."""
+        from . import reference  # shapes follow the reference's rules
+
+        return reference.count_macs(self, height, width)
+
+    def input_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(h, w) in pixels a (height, width) image is resized to before the run: the long side becomes
+        ``input_long_side``, the aspect ratio is kept, both sides rounded to a multiple of
+        ``size_multiple`` (at least one multiple)."""
+        if height < 1 or width < 1:
+            raise ValueError(f"image size must be positive, got {height}x{width}")
+        scale = self.input_long_side / max(height, width)
+        m = self.size_multiple
+        h = max(m, int(round(height * scale / m)) * m)
+        w = max(m, int(round(width * scale / m)) * m)
+        return h, w
+
+
+def _shape(a: np.ndarray) -> Tuple[int, ...]:
+    return tuple(int(s) for s in a.shape)
+
+
+def _check_op(i: int, op: Op, chans: List[int]) -> int:
+    """Validate op ``i`` given the channel counts of the values before it; return its output channels."""
+    where = f"op {i} ({op.kind})"
+    if op.kind not in OP_CODES:
+        raise WeightsFormatError(f"op {i}: unknown op {op.kind!r}")
+    n_in = {"resize_bilinear": (2, 2), "concat": (2, 4)}.get(op.kind, (1, 1))
+    if not (n_in[0] <= len(op.inputs) <= n_in[1]):
+        raise WeightsFormatError(f"{where}: num_inputs {len(op.inputs)} not in {n_in[0]}..{n_in[1]}")
+    for v in op.inputs:
+        if not (0 <= v <= i):
+            raise WeightsFormatError(f"{where}: input value id {v} not in 0..{i}")
+    if len(op.iparams) > 12 or len(op.fparams) > 8:
+        raise WeightsFormatError(f"{where}: too many params")
+    for f in op.fparams:
+        if not math.isfinite(f):
+            raise WeightsFormatError(f"{where}: non-finite float param {f}")
+    n_ip, n_fp = _USED_PARAMS[op.kind]
+    if any(op.iparams[n_ip:]) or any(op.fparams[n_fp:]):
+        raise WeightsFormatError(f"{where}: params past the {n_ip} int / {n_fp} float ones the op uses are not zero")
+    for name, t in op.tensors:
+        if not _NAME_RE.match(name):
+            raise WeightsFormatError(f"{where}: bad tensor name {name!r}")
+        if not (1 <= t.ndim <= 4) or min(t.shape) < 1:
+            raise WeightsFormatError(f"{where}: tensor {name} has bad shape {t.shape}")
+        if not np.all(np.isfinite(t)):
+            raise WeightsFormatError(f"{where}: tensor {name} has non-finite values")
+    c = chans[op.inputs[0]]
+    shapes = [_shape(t) for _, t in op.tensors]
+
+    def expect_tensors(expected: List[Tuple[int, ...]]) -> None:
+        if shapes != expected:
+            raise WeightsFormatError(f"{where}: tensor shapes {shapes} != expected {expected}")
+
+    def expect_range(label: str, v: int, lo: int, hi: int) -> None:
+        if not (lo <= v <= hi):
+            raise WeightsFormatError(f"{where}: {label} {v} not in {lo}..{hi}")
+
+    if op.kind == "conv2d":
+        cin, cout, k, s, p, act = (op.ip(j) for j in range(6))
+        if cin != c:
+            raise WeightsFormatError(f"{where}: in_channels {cin} != {c} channels of input value {op.inputs[0]}")
+        expect_range("out_channels", cout, 1, MAX_CHANNELS)
+        if k not in (1, 3):
+            raise WeightsFormatError(f"{where}: kernel {k} not 1 or 3")
+        if s not in (1, 2):
+            raise WeightsFormatError(f"{where}: stride {s} not 1 or 2")
+        expect_range("padding", p, 0, k // 2)
+        expect_range("activation", act, 0, 2)
+        expect_tensors([(cout, cin, k, k), (cout,)])
+        return cout
+    if op.kind == "dense_block":
+        cin, nl, cout = op.ip(0), op.ip(1), op.ip(2)
+        if cin != c:
+            raise WeightsFormatError(f"{where}: in_channels {cin} != {c} channels of input value {op.inputs[0]}")
+        expect_range("num_layers", nl, 1, 256)
+        if len(shapes) != 4 * nl:
+            raise WeightsFormatError(f"{where}: {len(shapes)} tensors, expected 4 per layer = {4 * nl}")
+        cl = cin
+        for li in range(nl):
+            w1, b1, w2, b2 = shapes[4 * li: 4 * li + 4]
+            b = w1[0] if len(w1) == 4 else -1
+            g = w2[0] if len(w2) == 4 else -1
+            if b < 1 or g < 1 or [w1, b1, w2, b2] != [(b, cl, 1, 1), (b,), (g, b, 3, 3), (g,)]:
+                raise WeightsFormatError(f"{where}: layer {li} tensor shapes {[w1, b1, w2, b2]} do not chain "
+                                         f"from {cl} input channels")
+            cl += g
+            expect_range("channels", cl, 1, MAX_CHANNELS)
+        if cl != cout:
+            raise WeightsFormatError(f"{where}: out_channels {cout} != {cl} (in_channels + growth)")
+        return cout
+    if op.kind in ("avg_pool", "max_pool"):
+        k, s = op.ip(0), op.ip(1)
+        expect_range("kernel", k, 1, 8)
+        expect_range("stride", s, 1, 8)
+        if op.kind == "max_pool":
+            expect_range("padding", op.ip(2), 0, k // 2)
+        expect_tensors([])
+        return c
+    if op.kind == "resize_bilinear":
+        expect_tensors([])
+        return c
+    if op.kind == "concat":
+        expect_tensors([])
+        total = sum(chans[v] for v in op.inputs)
+        expect_range("channels", total, 1, MAX_CHANNELS)
+        return total
+    if op.kind == "gaussian_blur":
+        sigma, trunc = op.fp(0), op.fp(1)
+        if not (0 < sigma <= 1000) or not (0 < trunc <= 10):
+            raise WeightsFormatError(f"{where}: sigma {sigma} or truncate {trunc} out of range")
+        expect_range("border", op.ip(0), 0, 2)
+        expect_tensors([])
+        return c
+    if op.kind == "centre_bias":
+        if c != 1:
+            raise WeightsFormatError(f"{where}: input has {c} channels, expected 1")
+        if len(shapes) != 1 or len(shapes[0]) != 2:
+            raise WeightsFormatError(f"{where}: expected one (h, w) log_map tensor, got {shapes}")
+        return 1
+    if op.kind == "log_softmax":
+        if c != 1:
+            raise WeightsFormatError(f"{where}: input has {c} channels, expected 1")
+        expect_tensors([])
+        return 1
+    raise AssertionError(op.kind)  # pragma: no cover
+
+
+# ---------------------------------------------------------------------- writer
+def to_bytes(net: Network) -> bytes:
+    """Serialise ``net`` (validated first) to the bytes of a ``.gzw`` file."""
+    net.validate()
+    tensors = [t for op in net.ops for t in op.tensors]
+    header_bytes = 128 + 128 * len(net.ops) + 96 * len(tensors)
+    data_offset = _align(header_bytes)
+    offsets = []
+    pos = data_offset
+    for _, t in tensors:
+        offsets.append(pos)
+        pos = _align(pos + 4 * t.size)
+    file_size = pos + TRAILER.size
+    buf = bytearray(file_size)
+    FILE_HEADER.pack_into(buf, 0, MAGIC, VERSION, header_bytes, len(net.ops), len(tensors), data_offset,
+                          file_size, b"")
+    MODEL_INFO.pack_into(buf, 64, *map(float, net.mean), *map(float, net.std), net.input_long_side,
+                         net.size_multiple, b"")
+    first = 0
+    for i, op in enumerate(net.ops):
+        ins = list(op.inputs) + [0] * (4 - len(op.inputs))
+        ip = [int(v) for v in op.iparams] + [0] * (12 - len(op.iparams))
+        fp = [float(v) for v in op.fparams] + [0.0] * (8 - len(op.fparams))
+        OP_RECORD.pack_into(buf, 128 + 128 * i, OP_CODES[op.kind], len(op.inputs), *ins, i + 1, *ip, *fp,
+                            first, len(op.tensors), b"")
+        first += len(op.tensors)
+    tbase = 128 + 128 * len(net.ops)
+    for j, ((name, t), off) in enumerate(zip(tensors, offsets)):
+        shape = list(t.shape) + [0] * (4 - t.ndim)
+        TENSOR_RECORD.pack_into(buf, tbase + 96 * j, name.encode("ascii"), 1, t.ndim, *shape, off, 4 * t.size, b"")
+        data = np.ascontiguousarray(t, dtype="<f4").tobytes()
+        buf[off:off + len(data)] = data
+    crc = zlib.crc32(memoryview(buf)[: file_size - TRAILER.size]) & 0xFFFFFFFF
+    TRAILER.pack_into(buf, file_size - TRAILER.size, crc, 0, END_MAGIC)
+    return bytes(buf)
+
+
+def write_weights(path: "os.PathLike[str] | str", net: Network) -> None:
+    """Validate ``net`` and write it to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        WeightsFormatError: the network violates the spec (nothing is written).
+    """
+    data = to_bytes(net)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gzw", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------- reader
+def from_bytes(data: bytes) -> Network:
+    """Parse and fully validate the bytes of a ``.gzw`` file.
+
+    Raises:
+        WeightsFormatError: naming the field, op or tensor at fault.
+    """
+    data = memoryview(bytes(data))
+    n = len(data)
+    if n < MIN_FILE:
+        raise WeightsFormatError(f"file is {n} bytes, smaller than the minimum {MIN_FILE} (truncated?)")
+    magic, version, header_bytes, num_ops, num_tensors, data_offset, file_size, res = FILE_HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise WeightsFormatError(f"bad magic {bytes(magic)!r}: not a gazecrop weights file")
+    if version != VERSION:
+        raise WeightsFormatError(f"unsupported version {version} (this reader knows {VERSION})")
+    if file_size != n:
+        raise WeightsFormatError(f"file_size field {file_size} != actual size {n} (truncated or padded?)")
+    if any(res):
+        raise WeightsFormatError("file header: reserved bytes are not zero")
+    crc, res2, end_magic = TRAILER.unpack_from(data, n - TRAILER.size)
+    if end_magic != END_MAGIC or res2 != 0:
+        raise WeightsFormatError("bad trailer end_magic (truncated file?)")
+    if not (1 <= num_ops <= MAX_OPS):
+        raise WeightsFormatError(f"num_ops {num_ops} not in 1..{MAX_OPS}")
+    if num_tensors > MAX_TENSORS:
+        raise WeightsFormatError(f"num_tensors {num_tensors} > {MAX_TENSORS}")
+    expect_hb = 128 + 128 * num_ops + 96 * num_tensors
+    if header_bytes != expect_hb:
+        raise WeightsFormatError(f"header_bytes {header_bytes} != {expect_hb} for {num_ops} ops, {num_tensors} tensors")
+    if data_offset != _align(header_bytes):
+        raise WeightsFormatError(f"data_offset {data_offset} != {_align(header_bytes)}")
+    if data_offset + TRAILER.size > n:
+        raise WeightsFormatError(f"data_offset {data_offset} past the end of the {n}-byte file")
+    actual_crc = zlib.crc32(data[: n - TRAILER.size]) & 0xFFFFFFFF
+    if actual_crc != crc:
+        raise WeightsFormatError(f"checksum mismatch: stored crc32 {crc:#010x}, computed {actual_crc:#010x}")
+    mi = MODEL_INFO.unpack_from(data, 64)
+    if any(mi[8]):
+        raise WeightsFormatError("model info: reserved bytes are not zero")
+    net = Network(mean=tuple(mi[0:3]), std=tuple(mi[3:6]), input_long_side=mi[6], size_multiple=mi[7])
+    tbase = 128 + 128 * num_ops
+    end_data = n - TRAILER.size
+    regions = []
+    tensors = []
+    for j in range(num_tensors):
+        name, dtype, ndim, s0, s1, s2, s3, off, nbytes, tres = TENSOR_RECORD.unpack_from(data, tbase + 96 * j)
+        where = f"tensor {j}"
+        raw = name.rstrip(b"\x00")
+        if b"\x00" in raw or not _NAME_RE.match(raw.decode("latin-1")):
+            raise WeightsFormatError(f"{where}: bad name {bytes(name)!r}")
+        sname = raw.decode("ascii")
+        where = f"tensor {j} ({sname})"
+        if any(tres):
+            raise WeightsFormatError(f"{where}: reserved bytes are not zero")
+        if dtype != 1:
+            raise WeightsFormatError(f"{where}: unknown dtype {dtype}")
+        if not (1 <= ndim <= 4):
+            raise WeightsFormatError(f"{where}: ndim {ndim} not in 1..4")
+        shape = (s0, s1, s2, s3)[:ndim]
+        if any(s < 1 for s in shape) or any((s0, s1, s2, s3)[ndim:]):
+            raise WeightsFormatError(f"{where}: bad shape {(s0, s1, s2, s3)} for ndim {ndim}")
+        count = math.prod(shape)
+        if nbytes != 4 * count:
+            raise WeightsFormatError(f"{where}: nbytes {nbytes} != 4 * prod{shape} = {4 * count}")
+        if off % ALIGN:
+            raise WeightsFormatError(f"{where}: offset {off} not a multiple of {ALIGN}")
+        if off < data_offset or off + nbytes > end_data:
+            raise WeightsFormatError(f"{where}: data [{off}, {off + nbytes}) outside the data region "
+                                     f"[{data_offset}, {end_data})")
+        regions.append((off, off + nbytes, sname))
+        arr = np.frombuffer(data, dtype="<f4", count=count, offset=off).reshape(shape).astype(np.float32)
+        tensors.append((sname, arr))
+    regions.sort()
+    for a, b in zip(regions, regions[1:]):
+        if b[0] < a[1]:
+            raise WeightsFormatError(f"tensors {a[2]} and {b[2]} overlap")
+    nxt = 0
+    for i in range(num_ops):
+        rec = OP_RECORD.unpack_from(data, 128 + 128 * i)
+        code, nin, ins, out, ip, fp, first, ntens, ores = rec[0], rec[1], rec[2:6], rec[6], rec[7:19], rec[19:27], rec[27], rec[28], rec[29]
+        if code not in OP_NAMES:
+            raise WeightsFormatError(f"op {i}: unknown op code {code}")
+        if any(ores):
+            raise WeightsFormatError(f"op {i}: reserved bytes are not zero")
+        if not (1 <= nin <= 4) or any(ins[nin:]):
+            raise WeightsFormatError(f"op {i}: num_inputs {nin} invalid or unused input slots not zero")
+        if out != i + 1:
+            raise WeightsFormatError(f"op {i}: output value id {out} != {i + 1}")
+        if first != nxt or ntens > num_tensors - first:
+            raise WeightsFormatError(f"op {i}: tensor range [{first}, {first + ntens}) does not continue at {nxt} "
+                                     f"within {num_tensors} tensors")
+        nxt = first + ntens
+        net.ops.append(Op(OP_NAMES[code], list(ins[:nin]), list(ip), list(fp), tensors[first:nxt]))
+    if nxt != num_tensors:
+        raise WeightsFormatError(f"ops own {nxt} tensors but the table has {num_tensors}")
+    net.validate()
+    return net
+
+
+def read_weights(path: "os.PathLike[str] | str") -> Network:
+    """Read and fully validate a ``.gzw`` file.
+
+    Raises:
+        OSError: the file cannot be read.
+        WeightsFormatError: the file violates ``docs/weights-format.md``.
+    """
+    with open(path, "rb") as f:
+        return from_bytes(f.read())
