@@ -1,0 +1,340 @@
+"""Knowledge distillation of the teacher ensemble into the DenseNet-style student (Hinton et al. 2015,
+as used for saliency by Theis et al. 2018, arXiv:1801.05787).
+
+Loss per image: ``0.9 * CE(teacher density, student) + 0.1 * NLL(fixations)``, both in nats (the
+cross-entropy over grid cells, the negative log-likelihood averaged over the image's fixations). With no
+teacher targets (``--teacher-weight 0``) this is plain maximum-likelihood training on the fixations.
+
+Data: the train split of mit1003, osie and scene500 (:mod:`gazecrop.datasets`), decoded and resized once to
+the student input size (long side 256, sides multiples of 32) into a cache. Teacher targets are the
+ensemble's densities on each training image, computed once from the teacher's cached backbone features
+(:func:`gazecrop.train.teacher.load_features`) and area-resampled to the student grid. Augmentation
+(horizontal flip, random crop-and-rescale of 80-100 % of each side, colour jitter) is applied on the fly to
+the image, the fixations and the teacher density alike; the teacher density of an augmented image is thus
+the geometrically transformed density of the original (an approximation: the teacher is not re-run).
+
+Commands: ``python -m gazecrop.train.distill --help``. Every run resumes from ``<out>/checkpoint.pt`` and
+skips when ``<out>/final.pt`` exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import datasets as gds
+from ..centre_bias import default_centre_bias
+from ..weights import Network
+from .student import Student, StudentConfig
+
+STRIDE = 8
+LOG2 = math.log(2.0)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GAZECROP_CACHE", Path.home() / ".cache" / "gazecrop"))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def student_input_size(width: int, height: int, long_side: int = 256, multiple: int = 32):
+    """(width, height) of the student's input for an image: the :meth:`Network.input_size` rule."""
+    h, w = Network(input_long_side=long_side, size_multiple=multiple).input_size(height, width)
+    return w, h
+
+
+# ------------------------------------------------------------------------------------------------ data
+def build_data(split: str, long_side: int = 256, log=print) -> List[dict]:
+    """Decode + resize every image of ``split`` once; cached in ``$GAZECROP_CACHE/student``.
+
+    Returns a list of dicts: ``key``, ``dataset``, ``image`` uint8 (h, w, 3), ``fx``, ``fy`` float32 (n,)
+    fixations in input-image pixels.
+    """
+    path = cache_dir() / "student" / f"data_{split}_L{long_side}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    samples = gds.load_datasets(split=split)
+    items = []
+    t0 = time.time()
+    for i, s in enumerate(samples):
+        w, h = student_input_size(s.width, s.height, long_side)
+        fx, fy = s.fixations_at(w, h)
+        items.append(dict(key=s.key, dataset=s.dataset, image=gds.load_image(s, size=(w, h)),
+                          fx=fx.astype(np.float32), fy=fy.astype(np.float32), size=(s.width, s.height)))
+        if (i + 1) % 500 == 0:
+            log(f"[data {split}] {i + 1}/{len(samples)} {time.time() - t0:.0f}s")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(items, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
+    return items
+
+
+def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> Dict[str, np.ndarray]:
+    """The teacher ensemble's log-density for each item on the student grid (float32 (h/8, w/8)), from the
+    teacher's cached backbone features; cached in ``$GAZECROP_CACHE/student/teacher_<members>.pt``."""
+    from . import teacher as T
+
+    names = list(members) if members else T.ensemble_members()
+    path = cache_dir() / "student" / f"teacher_{'+'.join(names)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    ens = [T.load_member(n) for n in names]
+    by_key = {s.key: s for s in gds.load_datasets()}
+    out = {}
+    t0 = time.time()
+    for i, it in enumerate(items):
+        s = by_key[it["key"]]
+        h, w = it["image"].shape[0] // STRIDE, it["image"].shape[1] // STRIDE
+        dens = []
+        with torch.no_grad():
+            for m in ens:
+                grid = T._grid_of(s, m.spec.long_side)
+                logd = m.forward_features([f.float()[None] for f in T.load_features(m.spec.cache_key, s)], grid)
+                dens.append(F.adaptive_avg_pool2d(logd.exp()[None], (h, w))[0, 0])
+        d = torch.stack(dens).mean(0).double()
+        out[it["key"]] = (d / d.sum()).log().float().numpy()
+        if (i + 1) % 500 == 0:
+            log(f"[teacher] {i + 1}/{len(items)} {time.time() - t0:.0f}s")
+    torch.save(out, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
+    return out
+
+
+def _cells(fx: np.ndarray, fy: np.ndarray, h: int, w: int) -> torch.Tensor:
+    ix = np.clip(np.floor((fx + 0.5) / STRIDE), 0, w - 1).astype(np.int64)
+    iy = np.clip(np.floor((fy + 0.5) / STRIDE), 0, h - 1).astype(np.int64)
+    return torch.from_numpy(iy * w + ix)
+
+
+def augment(it: dict, target: Optional[np.ndarray], rng: random.Random):
+    """Random flip, crop-and-rescale (80-100 % of each side) and colour jitter, applied to the image,
+    fixations and teacher log-density alike. Returns (image float32 (3, h, w), cells int64 (n,), target)."""
+    img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
+    h, w = img.shape[1:]
+    fx, fy = it["fx"].copy(), it["fy"].copy()
+    tgt = None if target is None else torch.from_numpy(target).exp()[None, None].double()
+    if rng.random() < 0.5:
+        img = img.flip(2)
+        fx = w - 1 - fx
+        tgt = None if tgt is None else tgt.flip(3)
+    if rng.random() < 0.5:
+        ch, cw = int(h * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE, int(w * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE
+        y0, x0 = rng.randrange(0, h - ch + 1, STRIDE), rng.randrange(0, w - cw + 1, STRIDE)
+        img = F.interpolate(img[None, :, y0:y0 + ch, x0:x0 + cw], size=(h, w), mode="bilinear",
+                            align_corners=False, antialias=False)[0]
+        keep = (fx >= x0 - 0.5) & (fx < x0 + cw - 0.5) & (fy >= y0 - 0.5) & (fy < y0 + ch - 0.5)
+        fx = (fx[keep] - x0 + 0.5) * w / cw - 0.5
+        fy = (fy[keep] - y0 + 0.5) * h / ch - 0.5
+        if tgt is not None:
+            g = tgt[:, :, y0 // STRIDE:(y0 + ch) // STRIDE, x0 // STRIDE:(x0 + cw) // STRIDE]
+            tgt = F.interpolate(g / g.sum(), size=(h // STRIDE, w // STRIDE), mode="bilinear", align_corners=False)
+    b = rng.uniform(0.8, 1.2)
+    c = rng.uniform(0.8, 1.2)
+    s = rng.uniform(0.8, 1.2)
+    grey = img.mean(0, keepdim=True)
+    img = grey + s * (img - grey)
+    img = (img - img.mean()) * c + img.mean() * b
+    img = img.clamp(0, 255)
+    if tgt is not None:
+        tgt = (tgt / tgt.sum()).clamp_min(1e-12).log()[0, 0].float()
+    return img, _cells(fx, fy, h // STRIDE, w // STRIDE), tgt
+
+
+def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]]:
+    """Index batches of equal image size, shuffled."""
+    groups: Dict[tuple, List[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it["image"].shape, []).append(i)
+    out = []
+    for idx in groups.values():
+        rng.shuffle(idx)
+        out += [idx[j:j + batch] for j in range(0, len(idx), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rng: Optional[random.Random],
+                  teacher_weight: float):
+    """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented."""
+    imgs, cells, tgts = [], [], []
+    for i in idx:
+        it = items[i]
+        t = None if targets is None else targets[it["key"]]
+        if rng is not None:
+            img, c, tg = augment(it, t, rng)
+        else:
+            img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
+            h, w = img.shape[1:]
+            c = _cells(it["fx"], it["fy"], h // STRIDE, w // STRIDE)
+            tg = None if t is None else torch.from_numpy(t)
+        imgs.append(img)
+        cells.append(c)
+        tgts.append(tg)
+    logd = model(torch.stack(imgs)).flatten(1)
+    nll = torch.stack([-logd[j, c].mean() if len(c) else logd.new_zeros(()) for j, c in enumerate(cells)])
+    loss = (1 - teacher_weight) * nll if teacher_weight < 1 else 0 * nll
+    if teacher_weight > 0 and targets is not None:
+        t = torch.stack(tgts).flatten(1)
+        ce = -(t.exp() * logd).sum(1)
+        loss = loss + teacher_weight * ce
+    return loss, logd
+
+
+def evaluate_grid(model: Student, items: List[dict], batch: int = 16) -> Dict[str, float]:
+    """Val metrics on the student grid: log-likelihood gain over the centre bias (bits per fixation,
+    centre bias evaluated on the same grid) and AUC-Judd, per dataset and pooled."""
+    from .. import metrics
+
+    cb = default_centre_bias()
+    model.eval()
+    stats: Dict[str, List[float]] = {}
+    with torch.no_grad():
+        for idx in batches(items, batch, random.Random(0)):
+            imgs = torch.stack([torch.from_numpy(items[i]["image"]).permute(2, 0, 1).float() for i in idx])
+            logd = model(imgs).numpy().astype(np.float64)
+            for j, i in enumerate(idx):
+                it = items[i]
+                h, w = logd.shape[1:]
+                c = _cells(it["fx"], it["fy"], h, w).numpy()
+                if not len(c):
+                    continue
+                lcb = cb.log_density(h, w).ravel()
+                ig = (logd[j].ravel()[c] - lcb[c]).sum() / LOG2
+                gx, gy = c % w, c // w
+                auc = metrics.auc_judd(logd[j], gx.astype(float), gy.astype(float))
+                for k in (it["dataset"], "pooled"):
+                    s = stats.setdefault(k, [0.0, 0, 0.0, 0])
+                    s[0] += ig
+                    s[1] += len(c)
+                    s[2] += auc
+                    s[3] += 1
+    model.train()
+    return {f"{k}_{m}": v for k, s in stats.items() for m, v in (("ig", s[0] / s[1]), ("auc", s[2] / s[3]))}
+
+
+# ------------------------------------------------------------------------------------------------ training
+def init_student(cfg: StudentConfig) -> Student:
+    cb = default_centre_bias()
+    h, w = cfg["centre_bias_shape"]
+    return Student(cfg, cb.log_density(h, w).astype(np.float32))
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_weight: float = 0.9,
+          init: Optional[Path] = None, cfg: Optional[dict] = None, threads: int = 1, seed: int = 0,
+          log=print) -> Path:
+    """Train (or resume) a student in ``out``; keeps the checkpoint with the best pooled val information
+    gain as ``best.pt`` and writes ``final.pt`` (= best) when done. Returns the path of ``final.pt``."""
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / "final.pt"
+    if final.is_file():
+        log(f"{final} exists; skipping")
+        return final
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    train_items = build_data("train", log=log)
+    val_items = build_data("val", log=log)
+    targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
+    ck = out / "checkpoint.pt"
+    if ck.is_file():
+        state = torch.load(ck, weights_only=False)
+        model = Student(state["cfg"])
+        model.load_state_dict(state["model"])
+    elif init is not None:
+        state0 = torch.load(init, weights_only=False)
+        model = Student(state0["cfg"])
+        model.load_state_dict(state0["model"])
+        state = None
+    else:
+        model = init_student(StudentConfig(**(cfg or {})))
+        state = None
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = len(batches(train_items, batch, random.Random(0)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
+    epoch0, best = 0, -1e9
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        epoch0, best = state["epoch"], state["best"]
+        rng.setstate(state["rng"])
+        log(f"resumed at epoch {epoch0}")
+    config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, seed=seed,
+                  init=str(init) if init else None, cfg=dict(model.cfg), commit=git_commit())
+    (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
+    for epoch in range(epoch0, epochs):
+        model.train()
+        t0, tot, n = time.time(), 0.0, 0
+        for idx in batches(train_items, batch, rng):
+            loss, _ = loss_on_batch(model, train_items, idx, targets, rng, teacher_weight)
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.sum())
+            n += len(idx)
+        ev = evaluate_grid(model, val_items)
+        row = dict(epoch=epoch + 1, train_loss=tot / n, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
+        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        _append_csv(out / "log.csv", row)
+        if ev["pooled_ig"] > best:
+            best = ev["pooled_ig"]
+            save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), metrics=ev, epoch=epoch + 1), out / "best.pt")
+        save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                         epoch=epoch + 1, best=best, rng=rng.getstate()), ck)
+    os.replace(out / "best.pt", final)
+    return final
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gazecrop.train.distill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumes; skips if final.pt exists)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--teacher-weight", type=float, default=0.9,
+                   help="weight of the teacher cross-entropy; 1 - this weights the fixation NLL (paper: 0.9)")
+    p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
+    p.add_argument("--config", type=str, default="{}", help="JSON overrides of StudentConfig")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    train(a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight, init=a.init,
+          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
