@@ -1,0 +1,281 @@
+"""Image input for every public call: one :func:`_prepare` turns a path, a ``PIL.Image.Image`` or a uint8
+(H, W, 3) array into EXIF-transposed RGB uint8 pixels plus the size of the image *as displayed*.
+
+Rules (the cropping layer never decodes; it only sees what this module returns):
+
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), so sizes, boxes and points refer to the
+  image as a viewer shows it. Arrays carry no EXIF and are taken as displayed.
+- Every Pillow mode becomes RGB: ``1``/``L``/``P``/``YCbCr``/``HSV`` by ``convert``; modes with alpha (``LA``,
+  ``La``, ``PA``, ``RGBA``, ``RGBa``, ``P`` with a ``transparency`` entry) are composited over
+  :data:`BACKGROUND` (white, as image viewers and web pages usually show transparency); ``CMYK`` through its
+  embedded ICC profile when LittleCMS is available, else Pillow's formula; 16-bit greyscale (``I;16*``, 16-bit
+  PNG) scaled by 255 / 65535; ``I`` (32-bit int) taken as 8-bit when its maximum is <= 255, as 16-bit when
+  <= 65535, else min-max scaled; ``F`` scaled by 255 when its maximum is <= 1, else clipped to 0..255.
+  Multi-frame files (animated GIF / WebP / PNG, multi-page TIFF) give their first frame.
+- JPEG files opened from a path are decoded at reduced size with Pillow's draft mode (DCT scaling by 1/2, 1/4
+  or 1/8) when the caller only needs the model's input size; the returned ``size`` stays the full-resolution
+  displayed size, so coordinates remain full-resolution pixels.
+- Files over a pixel limit (decompression bombs; default Pillow's ``Image.MAX_IMAGE_PIXELS``) are refused
+  with :class:`ImageTooLargeError` before any pixel is decoded; unreadable, unknown or truncated files with
+  :class:`ImageError`. A missing file raises ``FileNotFoundError``.
+
+Pillow and numpy only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "open_image",
+           "to_rgb", "_prepare"]
+
+BACKGROUND: Tuple[int, int, int] = (255, 255, 255)
+"""RGB colour transparent pixels are composited over before the model sees them."""
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+"""What every public call accepts as ``image``."""
+
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+class ImageError(ValueError):
+    """An image cannot be used: unreadable, unknown format, truncated, or of an unsupported kind."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image file has more pixels than the limit (a possible decompression bomb)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image ready for the model.
+
+    Attributes:
+        rgb: uint8 (h, w, 3) RGB pixels as displayed; full resolution, or smaller when a JPEG was decoded in
+            draft mode (same aspect ratio up to rounding).
+        size: ``(width, height)`` of the displayed image at full resolution, in pixels; every coordinate the
+            public API returns refers to this size.
+    """
+
+    rgb: np.ndarray
+    size: Tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+
+def _describe(image: object) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    return f"<{type(image).__name__}>"
+
+
+def _limit(max_pixels: Optional[int]) -> Optional[int]:
+    return Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+
+
+def _check_pixels(size: Tuple[int, int], limit: Optional[int], what: str) -> None:
+    if limit is not None and size[0] * size[1] > limit:
+        raise ImageTooLargeError(f"{what}: {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the limit of "
+                                 f"{limit} pixels (possible decompression bomb)")
+
+
+def _open_path(path: "str | os.PathLike[str]", limit: Optional[int]) -> Image.Image:
+    """Open (header only) and size-check an image file. The caller closes it."""
+    name = os.fspath(path)
+    try:
+        im = Image.open(name)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{name}: {e}") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a readable image file ({e})") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: cannot open image: {e}") from e
+    try:
+        _check_pixels(im.size, limit, name)
+    except ImageTooLargeError:
+        im.close()
+        raise
+    return im
+
+
+def _load(im: Image.Image, what: str) -> None:
+    try:
+        im.load()
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{what}: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
+        raise ImageError(f"{what}: cannot decode image (unreadable or truncated file): {e}") from e
+
+
+def _transpose(im: Image.Image, what: str) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception as e:  # malformed EXIF must not make an otherwise good image unusable
+        if isinstance(e, (ImageError, MemoryError)):
+            raise
+        return im
+    return im if out is None else out
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:
+        return 1
+
+
+def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.Image:
+    """The full-resolution image as displayed: first frame, EXIF orientation applied, original mode kept.
+
+    Args:
+        image: a path (str / os.PathLike), a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3) array.
+        max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``; None there = no limit).
+    Returns:
+        A loaded ``PIL.Image.Image`` the caller owns (``info`` keeps ``icc_profile``, ``exif``; a JPEG source
+        keeps ``format == "JPEG"`` and its quantization tables on ``.quantization`` when not transposed).
+    Raises:
+        FileNotFoundError, ImageError, ImageTooLargeError (see the module docstring); TypeError / ValueError
+        for arrays of the wrong dtype / shape.
+    """
+    limit = _limit(max_pixels)
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(_check_array(image))
+    if isinstance(image, Image.Image):
+        what = _describe(image)
+        _check_pixels(image.size, limit if getattr(image, "fp", None) is not None else None, what)
+        _load(image, what)
+        return _transpose(image, what)
+    if isinstance(image, (str, os.PathLike)):
+        what = _describe(image)
+        im = _open_path(image, limit)
+        _load(im, what)
+        return _transpose(im, what)
+    raise TypeError(f"image must be a path, a PIL.Image.Image or a uint8 (H, W, 3) numpy array, "
+                    f"got {type(image).__name__}")
+
+
+def _check_array(a: np.ndarray) -> np.ndarray:
+    if a.dtype != np.uint8:
+        raise TypeError(f"image array must be uint8 (H, W, 3) RGB, got dtype {a.dtype}")
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"image array must be uint8 (H, W, 3) RGB, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _gray16_to_8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+
+
+def _composite(rgba: Image.Image, background: Tuple[int, int, int]) -> Image.Image:
+    bg = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+    return Image.alpha_composite(bg, rgba).convert("RGB")
+
+
+def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    """Convert a loaded image of any Pillow mode to uint8 (H, W, 3) RGB (rules in the module docstring).
+
+    Raises:
+        ImageError: a mode Pillow cannot convert to RGB.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info) \
+            or (mode in ("L", "RGB", "1") and "transparency" in im.info):
+        return np.asarray(_composite(im.convert("RGBA"), background), dtype=np.uint8).copy()
+    if mode.startswith("I;16"):
+        g = _gray16_to_8(np.asarray(im))
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        hi = int(a.max()) if a.size else 0
+        lo = int(a.min()) if a.size else 0
+        if lo >= 0 and hi <= 255:
+            g = a.astype(np.uint8)
+        elif lo >= 0 and hi <= 65535:
+            g = _gray16_to_8(a)
+        else:
+            g = np.rint((a - lo) * (255.0 / max(hi - lo, 1))).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and float(a.max()) <= 1.0:
+            a = a * 255.0
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode == "CMYK":
+        icc = im.info.get("icc_profile")
+        if icc:
+            try:
+                from PIL import ImageCms
+
+                src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                out = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+                if out is not None:
+                    return np.asarray(out, dtype=np.uint8).copy()
+            except Exception:  # no LittleCMS, or a broken profile: fall back to Pillow's formula
+                pass
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (ValueError, OSError) as e:
+        raise ImageError(f"cannot convert image mode {mode!r} to RGB: {e}") from e
+
+
+def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tuple[int, int]]] = None,
+             max_pixels: Optional[int] = None, background: Tuple[int, int, int] = BACKGROUND) -> Prepared:
+    """Any accepted image -> :class:`Prepared` (displayed RGB uint8 pixels + full-resolution displayed size).
+
+    Args:
+        image: a path (str / os.PathLike), a ``PIL.Image.Image`` (never modified) or a uint8 (H, W, 3) array.
+        input_size: the model's ``input_size(H, W) -> (h, w)``; when given, a JPEG file is decoded in draft
+            mode at the smallest DCT scale that is still at least that size. Other inputs are unaffected.
+        max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``).
+        background: RGB behind transparent pixels.
+    Raises:
+        FileNotFoundError: no such file. ImageTooLargeError: over the pixel limit. ImageError: unreadable,
+        truncated or unconvertible. TypeError / ValueError: an array of the wrong dtype / shape, or an
+        unsupported type.
+    """
+    if isinstance(image, np.ndarray):
+        a = _check_array(image)
+        return Prepared(rgb=a, size=(int(a.shape[1]), int(a.shape[0])))
+    if isinstance(image, (str, os.PathLike)):
+        what = _describe(image)
+        im = _open_path(image, _limit(max_pixels))
+        try:
+            full = im.size
+            orient = _orientation(im)
+            displayed = (full[1], full[0]) if orient in (5, 6, 7, 8) else full
+            if input_size is not None and im.format == "JPEG":
+                h, w = input_size(displayed[1], displayed[0])
+                req = (w, h) if displayed == full else (h, w)  # draft works in stored orientation
+                im.draft(im.mode, (max(1, int(req[0])), max(1, int(req[1]))))
+            _load(im, what)
+            out = _transpose(im, what)
+            rgb = to_rgb(out, background)
+        finally:
+            im.close()
+        return Prepared(rgb=rgb, size=(int(displayed[0]), int(displayed[1])))
+    if isinstance(image, Image.Image):
+        out = open_image(image, max_pixels=max_pixels)
+        rgb = to_rgb(out, background)
+        return Prepared(rgb=rgb, size=(int(rgb.shape[1]), int(rgb.shape[0])))
+    raise TypeError(f"image must be a path, a PIL.Image.Image or a uint8 (H, W, 3) numpy array, "
+                    f"got {type(image).__name__}")
