@@ -19,9 +19,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from . import crop as _crop
 from ._image import ImageInput, _prepare, open_image
-from .crop import DEFAULT_STRATEGY, AspectLike, CropBox, CropResult, Strategy
+from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult, Strategy, choose_crops,
+                   parse_aspect, resample_log_density)
 from .model import load_model
 
 __all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model"]
@@ -69,11 +69,11 @@ class Prediction:
     def saliency_map(self) -> np.ndarray:
         """float32 (H, W) log-density over the displayed image's pixels, ``logsumexp == 0``
         (:func:`gazecrop.crop.resample_log_density`)."""
-        return _crop.resample_log_density(self.log_density, self.size)
+        return resample_log_density(self.log_density, self.size)
 
     def crops(self, aspects: Iterable[AspectLike], *, strategy: Strategy = DEFAULT_STRATEGY) -> List[CropResult]:
         """One :class:`~gazecrop.crop.CropResult` per aspect ratio (:func:`gazecrop.crop.choose_crops`)."""
-        return _crop.choose_crops(self.log_density, self.size, list(aspects), strategy=strategy)
+        return choose_crops(self.log_density, self.size, list(aspects), strategy=strategy)
 
 
 def predict(image: ImageInput, *, model=None) -> Prediction:
@@ -130,9 +130,9 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model=None,
     """
     aspects = list(aspects)
     for a in aspects:
-        _crop.parse_aspect(a)  # fail before the model run
-    if strategy not in _crop.STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {_crop.STRATEGIES}")
+        parse_aspect(a)  # fail before the model run
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     return predict(image, model=model).crops(aspects, strategy=strategy)
 
 

@@ -254,7 +254,7 @@ class _Density:
         self.cx = np.concatenate([zero[1], np.cumsum(self.rx, axis=0)])  # (W + 1, w)
         self.total = float(self.cy[-1] @ self.d @ self.cx[-1])
         self._point: Optional[Tuple[int, int]] = None
-        self._cell: Optional[Tuple[int, int]] = None
+        self._cell: Optional[Tuple[float, float]] = None
 
     def mass(self, tops: np.ndarray, lefts: np.ndarray, bh: int, bw: int) -> np.ndarray:
         """Share of mass of boxes (top, left, bh, bw) for all tops x lefts: float64 (len(tops), len(lefts))."""
@@ -262,14 +262,19 @@ class _Density:
         b = self.cx[lefts + bw] - self.cx[lefts]
         return (a @ self.d @ b.T) / self.total
 
-    def cell(self) -> Tuple[int, int]:
-        """(row, col) of the grid maximum; near-ties go to the cell nearest the grid centre."""
+    def cell(self) -> Tuple[float, float]:
+        """(row, col) of the grid maximum; near-ties (relative 1e-6) go to the cell nearest the grid centre,
+        and a flat grid gives the centre itself (fractional)."""
         if self._cell is None:
             h, w = self.d.shape
-            cand = np.argwhere(self.d >= 1.0 - 1e-6)
-            dist = (cand[:, 0] - (h - 1) / 2) ** 2 + (cand[:, 1] - (w - 1) / 2) ** 2
-            r, c = cand[int(np.argmin(dist))]
-            self._cell = (int(r), int(c))
+            tied = self.d >= 1.0 - 1e-6
+            if tied.all():
+                self._cell = ((h - 1) / 2, (w - 1) / 2)
+            else:
+                cand = np.argwhere(tied)
+                dist = (cand[:, 0] - (h - 1) / 2) ** 2 + (cand[:, 1] - (w - 1) / 2) ** 2
+                r, c = cand[int(np.argmin(dist))]
+                self._cell = (int(r), int(c))
         return self._cell
 
     def to_pixel(self, row: float, col: float) -> Tuple[int, int]:
@@ -348,7 +353,7 @@ def _peaks(dens: _Density, max_peaks: int, min_strength: float, radius: float) -
     first = dens.cell()
     cand = [first] + [(int(rows[i]), int(cols[i])) for i in order if (rows[i], cols[i]) != first]
     r2 = radius * radius
-    kept: List[Tuple[int, int, float, float]] = []
+    kept: List[Tuple[float, float, float, float]] = []
     pixels = set()
     for r, c in cand:
         x = float(grid_to_image(c, w, dens.W))
@@ -359,7 +364,7 @@ def _peaks(dens: _Density, max_peaks: int, min_strength: float, radius: float) -
             pixels.add(px)
             if len(kept) >= max_peaks:
                 break
-    return tuple(Peak(*dens.to_pixel(r, c), float(d[r, c])) for r, c, _, _ in kept)
+    return tuple(Peak(*dens.to_pixel(r, c), float(d[int(round(r)), int(round(c))])) for r, c, _, _ in kept)
 
 
 def find_peaks(log_density: np.ndarray, size: Sequence[int], *, max_peaks: int = 5, min_strength: float = 0.1,
@@ -384,8 +389,9 @@ def _place(dens: _Density, bw: int, bh: int, strategy: str) -> CropBox:
         return CropBox((W - bw) // 2, (H - bh) // 2, bw, bh)
     px, py = dens.point()
     if strategy == "point":
-        left = int(np.clip(math.floor(px - (bw - 1) / 2 + 0.5), 0, W - bw))
-        top = int(np.clip(math.floor(py - (bh - 1) / 2 + 0.5), 0, H - bh))
+        # nearest box centre to the point; exact halves go to the smaller index, as the "mass" tie-break
+        left = int(np.clip(math.ceil(px - (bw - 1) / 2 - 0.5), 0, W - bw))
+        top = int(np.clip(math.ceil(py - (bh - 1) / 2 - 0.5), 0, H - bh))
         return CropBox(left, top, bw, bh)
     if strategy == "mass":
         tops = np.arange(H - bh + 1)
