@@ -1,0 +1,113 @@
+// gazecrop._core: the pybind11 wrapper of the native core (cpp/include/gazecrop/gazecrop.h). Validates
+// arrays, copies shapes into plain structs, allocates the output, releases the GIL, runs, returns.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <string>
+
+#include "gazecrop/gazecrop.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads) {
+  if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
+  const bool u8 = image.dtype().is(py::dtype::of<std::uint8_t>());
+  const bool f32 = image.dtype().is(py::dtype::of<float>());
+  if (!u8 && !f32)
+    throw py::type_error("image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got " +
+                         std::string(py::str(image.dtype())));
+  if (image.ndim() != 3 || (u8 && image.shape(2) != 3) || (f32 && image.shape(0) != 3))
+    throw py::value_error(std::string("image must be ") + (u8 ? "uint8 (H, W, 3)" : "float32 (3, H, W)") + ", got shape " +
+                          shape_str(image));
+  if (!(image.flags() & py::array::c_style))
+    throw py::value_error("image must be C-contiguous (use numpy.ascontiguousarray)");
+  const py::ssize_t h = u8 ? image.shape(0) : image.shape(1), w = u8 ? image.shape(1) : image.shape(2);
+  if (h < 1 || w < 1 || h > 32768 || w > 32768)
+    throw py::value_error("image size " + std::to_string(h) + "x" + std::to_string(w) + " not supported");
+  int oh = 0, ow = 0;
+  model.output_size(int(h), int(w), &oh, &ow);  // std::invalid_argument -> ValueError
+  py::array_t<float> out({py::ssize_t(oh), py::ssize_t(ow)});
+  float* dst = out.mutable_data();
+  const std::size_t n = std::size_t(oh) * std::size_t(ow);
+  gazecrop::RunOptions opt;
+  opt.threads = threads;
+  if (u8) {
+    const gazecrop::ImageU8 img{static_cast<const std::uint8_t*>(image.data()), int(h), int(w)};
+    py::gil_scoped_release release;
+    model.run(img, dst, n, opt);
+  } else {
+    const gazecrop::ImageF32 img{static_cast<const float*>(image.data()), int(h), int(w)};
+    py::gil_scoped_release release;
+    model.run(img, dst, n, opt);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "gazecrop native core (see cpp/include/gazecrop/gazecrop.h and docs/native-core.md)";
+
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> format_error;
+  format_error.call_once_and_store_result(
+      [] { return py::module_::import("gazecrop.weights").attr("WeightsFormatError"); });
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const gazecrop::FormatError& e) {
+      PyErr_SetString(format_error.get_stored().ptr(), e.what());
+    } catch (const gazecrop::IoError& e) {
+      PyObject* type = e.errno_value == ENOENT ? PyExc_FileNotFoundError
+                       : (e.errno_value == EACCES || e.errno_value == EPERM) ? PyExc_PermissionError
+                                                                             : PyExc_OSError;
+      PyErr_SetString(type, e.what());
+    }
+  });
+
+  py::class_<gazecrop::Model>(m, "Model", "A .gzw network loaded and validated by the native core (immutable).")
+      .def(py::init([](const std::string& path) { return gazecrop::Model::load(path); }), py::arg("path"),
+           "Load and validate a .gzw file. Raises WeightsFormatError (ValueError) or OSError.")
+      .def_static(
+          "from_bytes",
+          [](const py::bytes& data) {
+            const std::string s = data;
+            return gazecrop::Model::from_memory(s.data(), s.size());
+          },
+          py::arg("data"), "Load and validate the bytes of a .gzw file.")
+      .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1,
+           "Run on uint8 (H, W, 3) RGB or float32 (3, H, W) pixels (0..255, C-contiguous); returns the float32 "
+           "(h, w) log-density. The GIL is released during the run.")
+      .def(
+          "output_size",
+          [](const gazecrop::Model& self, int height, int width) {
+            int oh = 0, ow = 0;
+            self.output_size(height, width, &oh, &ow);
+            return py::make_tuple(oh, ow);
+          },
+          py::arg("height"), py::arg("width"), "Output grid (h, w) for an input of height x width.")
+      .def_property_readonly("num_ops", &gazecrop::Model::num_ops);
+
+  m.def("kernel_set", [] { return std::string(gazecrop::kernel_set()); },
+        "Name of the kernel set in use: 'avx2' or 'scalar' (GAZECROP_ISA forces one).");
+  m.def(
+      "set_kernel_set",
+      [](const std::string& name) {
+        if (!gazecrop::set_kernel_set(name))
+          throw py::value_error("kernel set '" + name + "' is unknown or not supported by this CPU/build");
+      },
+      py::arg("name"), "Switch the process-wide kernel set (tests); ValueError when unsupported.");
+  m.def(
+      "supported_kernel_sets", [] { return gazecrop::supported_kernel_sets(); },
+      "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2'].");
+  m.def("version", [] { return std::string(gazecrop::version()); }, "Version of the native core.");
+}

@@ -1,0 +1,104 @@
+// gazecrop native core: public C++ API (no Python). Loads a `.gzw` saliency network
+// (docs/weights-format.md) and runs it on an image, returning the log-density over the output grid.
+//
+//   auto model = gazecrop::Model::load("gazecrop-fast.gzw");      // throws gazecrop::FormatError
+//   gazecrop::LogDensity d = model.run(gazecrop::ImageU8{rgb, h, w});  // h x w x 3 RGB bytes
+//   // d.data[i * d.width + j] = log p(i, j); sum of exp == 1
+//
+// A Model is immutable after load; run() is const and thread-safe (per-call scratch memory).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gazecrop {
+
+// The weights file violates docs/weights-format.md; the message names the field, op or tensor and numbers.
+class FormatError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The weights file cannot be opened or read (errno_value is the OS error number).
+class IoError : public std::runtime_error {
+ public:
+  IoError(const std::string& what, int errno_value) : std::runtime_error(what), errno_value(errno_value) {}
+  int errno_value;
+};
+
+// RGB pixels, row-major (height, width, 3), values 0..255, rows `width * 3` bytes apart.
+struct ImageU8 {
+  const std::uint8_t* data;
+  int height;
+  int width;
+};
+
+// Planar float pixels (3, height, width), C order, values in 0..255 (before the model's mean/std).
+struct ImageF32 {
+  const float* data;
+  int height;
+  int width;
+};
+
+struct RunOptions {
+  int threads = 1;  // intra-op threads, 1 .. 256 (1 = run on the calling thread only)
+};
+
+// float32 (height, width) log-density, row-major.
+struct LogDensity {
+  int height = 0;
+  int width = 0;
+  std::vector<float> data;
+};
+
+// Preprocessing and input-size fields of the model info record.
+struct ModelInfo {
+  float mean[3];
+  float std[3];
+  int input_long_side;
+  int size_multiple;
+};
+
+class Model {
+ public:
+  // Memory-maps (or reads) the file, validates every field in the spec, repacks the weights.
+  // Throws IoError (cannot read) or FormatError (invalid file).
+  static Model load(const std::string& path);
+  // Same from bytes already in memory (copied from as needed; `data` may be freed after the call).
+  static Model from_memory(const void* data, std::size_t size);
+
+  const ModelInfo& info() const;
+  int num_ops() const;
+
+  // Output grid (h, w) for an input of height x width; throws std::invalid_argument when an op's output
+  // would be smaller than 1x1 (or other run-time shape errors, e.g. concat inputs on different grids).
+  void output_size(int height, int width, int* out_height, int* out_width) const;
+
+  // Runs the network. `out` must hold output_size() floats (out_len). Throws std::invalid_argument on bad
+  // sizes or options.
+  void run(const ImageU8& image, float* out, std::size_t out_len, const RunOptions& options = {}) const;
+  void run(const ImageF32& image, float* out, std::size_t out_len, const RunOptions& options = {}) const;
+  LogDensity run(const ImageU8& image, const RunOptions& options = {}) const;
+  LogDensity run(const ImageF32& image, const RunOptions& options = {}) const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::shared_ptr<const Impl> impl);
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Name of the kernel set in use: "avx2" or "scalar" (GAZECROP_ISA=scalar|avx2 forces one at startup).
+const char* kernel_set();
+// Switches the process-wide kernel set (for tests); false when unknown or not supported by this CPU.
+bool set_kernel_set(const std::string& name);
+// Kernel sets this build and CPU can run, best last (e.g. {"scalar", "avx2"}).
+std::vector<std::string> supported_kernel_sets();
+// The core's version, e.g. "0.1.0".
+const char* version();
+
+}  // namespace gazecrop

@@ -1,0 +1,223 @@
+// gazecrop::Model: load (map + validate + build the op list + repack weights once) and the const run().
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "gazecrop/gazecrop.h"
+#include "kernels/kernels.h"
+#include "ops/op.h"
+#include "weights_loader.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define GAZECROP_HAVE_MMAP 1
+#endif
+
+#ifndef GAZECROP_VERSION
+#define GAZECROP_VERSION "0.0.0"
+#endif
+
+namespace gazecrop {
+
+using detail::AlignedBuffer;
+using detail::Frame;
+using detail::Shape;
+
+struct Model::Impl {
+  ModelInfo info{};
+  std::vector<std::unique_ptr<detail::Op>> ops;
+  std::vector<int> last_use;  // per value: index of the last op reading it (-1: none)
+
+  std::vector<Shape> plan(int height, int width) const {
+    if (height < 1 || width < 1 || height > 32768 || width > 32768 ||
+        std::int64_t(height) * width > (std::int64_t(1) << 26))
+      throw std::invalid_argument("image size " + std::to_string(height) + "x" + std::to_string(width) +
+                                  " not supported (each side 1 .. 32768, at most 2^26 pixels)");
+    std::vector<Shape> shapes{{3, height, width}};
+    std::vector<Shape> in;
+    for (const auto& op : ops) {
+      in.clear();
+      for (int v : op->inputs) in.push_back(shapes[std::size_t(v)]);
+      shapes.push_back(op->out_shape(in));
+    }
+    return shapes;
+  }
+
+  template <typename Fill>
+  void run(int height, int width, Fill fill_input, float* out, std::size_t out_len, const RunOptions& opt) const {
+    if (opt.threads < 1 || opt.threads > 256)
+      throw std::invalid_argument("threads must be in 1..256, got " + std::to_string(opt.threads));
+    const std::vector<Shape> shapes = plan(height, width);
+    const Shape& last = shapes.back();
+    if (out_len != std::size_t(last.h) * std::size_t(last.w))
+      throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " floats, expected " +
+                                  std::to_string(last.h) + "x" + std::to_string(last.w));
+    detail::ThreadPool pool(opt.threads);
+    const detail::RunContext ctx{kernels::active_kernels(), pool};
+    std::vector<AlignedBuffer> bufs(shapes.size());
+    std::vector<Frame> frames(shapes.size());
+    auto alloc = [&](std::size_t v) {
+      const Shape& s = shapes[v];
+      bufs[v].reset(std::size_t(s.c) * detail::frame_plane(s.h, s.w));
+      frames[v] = Frame::make(bufs[v].data(), s.c, s.h, s.w);
+    };
+    alloc(0);
+    fill_input(frames[0]);
+    std::vector<Frame> in;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      in.clear();
+      for (int v : ops[i]->inputs) in.push_back(frames[std::size_t(v)]);
+      alloc(i + 1);
+      ops[i]->run(ctx, in, frames[i + 1]);
+      detail::zero_ring(frames[i + 1], 0, frames[i + 1].c);
+      for (int v : ops[i]->inputs)
+        if (last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
+    }
+    const Frame& y = frames.back();
+    for (int i = 0; i < y.h; ++i) std::memcpy(out + std::size_t(i) * y.w, y.pixel(0, i, 0), std::size_t(y.w) * sizeof(float));
+  }
+};
+
+namespace {
+
+std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t size) {
+  detail::ParsedWeights pw = detail::parse_weights(data, size);
+  auto impl = std::make_shared<Model::Impl>();
+  impl->info = pw.info;
+  impl->last_use.assign(pw.ops.size() + 1, -1);
+  for (std::size_t i = 0; i < pw.ops.size(); ++i) {
+    const detail::OpRecord& rec = pw.ops[i];
+    std::unique_ptr<detail::Op> op;
+    switch (rec.op_type) {
+      case detail::kConv2d: op = detail::make_conv2d(rec, pw.tensors); break;
+      case detail::kDenseBlock: op = detail::make_dense_block(rec, pw.tensors); break;
+      case detail::kAvgPool:
+      case detail::kMaxPool: op = detail::make_pool(rec, pw.tensors); break;
+      case detail::kResizeBilinear: op = detail::make_resize_bilinear(rec, pw.tensors); break;
+      case detail::kConcat: op = detail::make_concat(rec, pw.tensors); break;
+      case detail::kGaussianBlur: op = detail::make_gaussian_blur(rec, pw.tensors); break;
+      case detail::kCentreBias: op = detail::make_centre_bias(rec, pw.tensors); break;
+      case detail::kLogSoftmax: op = detail::make_log_softmax(rec, pw.tensors); break;
+      default: throw FormatError("op " + std::to_string(i) + ": unknown op code " + std::to_string(rec.op_type));
+    }
+    op->label = "op " + std::to_string(i) + " (" + detail::op_name(rec.op_type) + ")";
+    for (std::uint32_t k = 0; k < rec.num_inputs; ++k) {
+      op->inputs.push_back(int(rec.inputs[k]));
+      impl->last_use[rec.inputs[k]] = int(i);
+    }
+    impl->ops.push_back(std::move(op));
+  }
+  return impl;
+}
+
+}  // namespace
+
+Model::Model(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+
+Model Model::from_memory(const void* data, std::size_t size) {
+  return Model(build(static_cast<const std::uint8_t*>(data), size));
+}
+
+Model Model::load(const std::string& path) {
+#if defined(GAZECROP_HAVE_MMAP)
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    throw IoError("cannot open " + path + ": " + std::strerror(e), e);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const int e = errno ? errno : EINVAL;
+    ::close(fd);
+    throw IoError("cannot read " + path + ": not a regular file", e);
+  }
+  const std::size_t size = std::size_t(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return from_memory(nullptr, 0);
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int e = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw IoError("cannot map " + path + ": " + std::strerror(e), e);
+  struct Unmap {
+    void* p;
+    std::size_t n;
+    ~Unmap() { ::munmap(p, n); }
+  } guard{p, size};
+  return from_memory(p, size);
+#else
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw IoError("cannot open " + path, ENOENT);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return from_memory(bytes.data(), bytes.size());
+#endif
+}
+
+const ModelInfo& Model::info() const { return impl_->info; }
+int Model::num_ops() const { return int(impl_->ops.size()); }
+
+void Model::output_size(int height, int width, int* out_height, int* out_width) const {
+  const std::vector<Shape> s = impl_->plan(height, width);
+  *out_height = s.back().h;
+  *out_width = s.back().w;
+}
+
+void Model::run(const ImageU8& image, float* out, std::size_t out_len, const RunOptions& options) const {
+  if (!image.data) throw std::invalid_argument("image data is null");
+  const ModelInfo& mi = impl_->info;
+  impl_->run(image.height, image.width, [&](const Frame& f) {
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < f.h; ++i) {
+        const std::uint8_t* src = image.data + (std::size_t(i) * f.w) * 3 + c;
+        float* dst = f.pixel(c, i, 0);
+        for (int j = 0; j < f.w; ++j) dst[j] = (float(src[3 * std::size_t(j)]) - mi.mean[c]) / mi.std[c];
+      }
+  }, out, out_len, options);
+}
+
+void Model::run(const ImageF32& image, float* out, std::size_t out_len, const RunOptions& options) const {
+  if (!image.data) throw std::invalid_argument("image data is null");
+  const ModelInfo& mi = impl_->info;
+  impl_->run(image.height, image.width, [&](const Frame& f) {
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < f.h; ++i) {
+        const float* src = image.data + (std::size_t(c) * f.h + i) * f.w;
+        float* dst = f.pixel(c, i, 0);
+        for (int j = 0; j < f.w; ++j) dst[j] = (src[j] - mi.mean[c]) / mi.std[c];
+      }
+  }, out, out_len, options);
+}
+
+LogDensity Model::run(const ImageU8& image, const RunOptions& options) const {
+  LogDensity d;
+  output_size(image.height, image.width, &d.height, &d.width);
+  d.data.resize(std::size_t(d.height) * d.width);
+  run(image, d.data.data(), d.data.size(), options);
+  return d;
+}
+
+LogDensity Model::run(const ImageF32& image, const RunOptions& options) const {
+  LogDensity d;
+  output_size(image.height, image.width, &d.height, &d.width);
+  d.data.resize(std::size_t(d.height) * d.width);
+  run(image, d.data.data(), d.data.size(), options);
+  return d;
+}
+
+const char* kernel_set() { return kernels::active_kernels().name; }
+bool set_kernel_set(const std::string& name) { return kernels::set_kernel_set(name.c_str()); }
+std::vector<std::string> supported_kernel_sets() {
+  std::vector<std::string> out;
+  for (const char* n : {"scalar", "avx2"})
+    if (kernels::find_kernels(n)) out.emplace_back(n);
+  return out;
+}
+const char* version() { return GAZECROP_VERSION; }
+
+}  // namespace gazecrop

@@ -1,0 +1,68 @@
+#include "conv_common.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gazecrop {
+namespace detail {
+
+PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, int kernel) {
+  PackedConv pc;
+  pc.cout = cout;
+  pc.cin = cin;
+  pc.taps = kernel * kernel;
+  pc.bias.assign(bias, bias + cout);
+  const int ntiles = (cout + kernels::kMR - 1) / kernels::kMR;
+  const int base = cout / ntiles, extra = cout % ntiles;
+  const std::size_t per_row = std::size_t(cin) * pc.taps;
+  pc.w.reset(per_row * std::size_t(cout));
+  std::size_t off = 0;
+  int m0 = 0;
+  for (int t = 0; t < ntiles; ++t) {
+    const int mr = base + (t < extra ? 1 : 0);
+    pc.tiles.push_back({m0, mr, off});
+    float* dst = pc.w.data() + off;
+    for (int c = 0; c < cin; ++c)
+      for (int k = 0; k < pc.taps; ++k)
+        for (int m = 0; m < mr; ++m)
+          *dst++ = weight[(std::size_t(m0 + m) * cin + c) * pc.taps + k];
+    off += per_row * mr;
+    m0 += mr;
+  }
+  return pc;
+}
+
+namespace {
+inline float softplus(float v) { return std::max(v, 0.0f) + std::log1p(std::exp(-std::fabs(v))); }
+}  // namespace
+
+void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
+               const Frame& out, int c0, int act) {
+  const kernels::ConvFn fn = taps9 ? ctx.kernels.conv3x3 : ctx.kernels.conv1x1;
+  const std::size_t q0 = out.flat_begin(), q1 = out.flat_end(), n = q1 - q0;
+  // Pixel chunks: a few per thread, a multiple of the tile width; each chunk runs every channel tile so
+  // its input block stays in L2 while one tile's weights stay in L1.
+  const std::size_t nthreads = std::size_t(ctx.pool.size());
+  std::size_t chunk = 256;
+  if (nthreads > 1) chunk = std::min<std::size_t>(chunk, std::max<std::size_t>(64, (n / (4 * nthreads) + 15) / 16 * 16));
+  const std::size_t nchunks = (n + chunk - 1) / chunk;
+  const int relu = act == 1;
+  // 3x3: the kernel walks the 9 taps itself; 1x1 and im2col columns: one tap per row of x.
+  const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
+  ctx.pool.run(nchunks, [&](std::size_t ci) {
+    const std::size_t a = q0 + ci * chunk, nc = std::min(chunk, q1 - a);
+    for (const PackedConv::Tile& t : pc.tiles) {
+      fn(std::size_t(t.mr), nc, kc, x + a, x_stride, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
+         pc.bias.data() + t.m0, out.plane_ptr(c0 + t.m0) + a, out.plane, relu);
+    }
+    if (act == 2) {
+      for (int m = 0; m < pc.cout; ++m) {
+        float* y = out.plane_ptr(c0 + m) + a;
+        for (std::size_t j = 0; j < nc; ++j) y[j] = softplus(y[j]);
+      }
+    }
+  });
+}
+
+}  // namespace detail
+}  // namespace gazecrop

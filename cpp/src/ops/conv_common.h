@@ -1,0 +1,34 @@
+// Weight packing and the flat-convolution driver shared by conv2d and dense_block.
+#pragma once
+
+#include <vector>
+
+#include "op.h"
+
+namespace gazecrop {
+namespace detail {
+
+// Weights of one convolution repacked into output-channel tiles of at most kMR rows, tile sizes balanced
+// (13 -> 5, 4, 4; 27 -> 6, 6, 5, 5, 5). Tile layout: [c][tap][m] (m fastest), taps = k * k.
+struct PackedConv {
+  struct Tile {
+    int m0, mr;
+    std::size_t offset;  // into w
+  };
+  int cout = 0, cin = 0, taps = 0;
+  AlignedBuffer w;
+  std::vector<float> bias;
+  std::vector<Tile> tiles;
+};
+
+PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, int kernel);
+
+// out planes [c0, c0 + cout) over the flat interior range of `out` =
+//   act(bias + conv(x)), where x points at plane 0 of an input in the same frame geometry as `out`,
+// `x_stride` floats between its planes; taps9 selects the 3x3 stride-1 padding-1 kernel. act: 0 none,
+// 1 ReLU (fused), 2 softplus. The ring columns of the written planes hold garbage until zero_ring().
+void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
+               const Frame& out, int c0, int act);
+
+}  // namespace detail
+}  // namespace gazecrop

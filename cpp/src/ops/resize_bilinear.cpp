@@ -1,0 +1,54 @@
+// Op 5 resize_bilinear: x resized to like's grid, half-pixel centres (PyTorch align_corners=False).
+#include <cmath>
+
+#include "op.h"
+
+namespace gazecrop {
+namespace detail {
+namespace {
+
+class ResizeBilinear final : public Op {
+ public:
+  Shape out_shape(const std::vector<Shape>& in) const override { return {in[0].c, in[1].h, in[1].w}; }
+
+  void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
+    const Frame& x = in[0];
+    const ResizeAxis ay = resize_axis(x.h, out.h), ax = resize_axis(x.w, out.w);
+    ctx.pool.run(std::size_t(out.c), [&](std::size_t ch) {
+      std::vector<double> row(std::size_t(x.w));
+      for (int i = 0; i < out.h; ++i) {
+        const float* a = x.pixel(int(ch), ay.i0[i], 0);
+        const float* b = x.pixel(int(ch), ay.i1[i], 0);
+        const double fy = ay.f[i];
+        for (int q = 0; q < x.w; ++q) row[q] = double(a[q]) * (1.0 - fy) + double(b[q]) * fy;
+        float* y = out.pixel(int(ch), i, 0);
+        for (int j = 0; j < out.w; ++j)
+          y[j] = float(row[ax.i0[j]] * (1.0 - ax.f[j]) + row[ax.i1[j]] * ax.f[j]);
+      }
+    });
+  }
+};
+
+}  // namespace
+
+ResizeAxis resize_axis(int n_in, int n_out) {
+  ResizeAxis r;
+  r.i0.resize(n_out);
+  r.i1.resize(n_out);
+  r.f.resize(n_out);
+  for (int d = 0; d < n_out; ++d) {
+    const double s = std::max((d + 0.5) * double(n_in) / double(n_out) - 0.5, 0.0);
+    const int i0 = std::min(int(std::floor(s)), n_in - 1);
+    r.i0[d] = i0;
+    r.i1[d] = std::min(i0 + 1, n_in - 1);
+    r.f[d] = s - i0;
+  }
+  return r;
+}
+
+std::unique_ptr<Op> make_resize_bilinear(const OpRecord&, const std::vector<TensorRecord>&) {
+  return std::make_unique<ResizeBilinear>();
+}
+
+}  // namespace detail
+}  // namespace gazecrop

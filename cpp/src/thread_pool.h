@@ -1,0 +1,42 @@
+// A minimal fork-join pool for intra-op parallelism: run(n, fn) calls fn(i) for every i < n on the calling
+// thread and the pool's workers, and returns when all are done. One pool lives for one Model::run call.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace gazecrop {
+namespace detail {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);  // total threads including the caller
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+  void run(std::size_t n, const std::function<void(std::size_t)>& fn);
+
+ private:
+  void work(std::size_t gen);
+  void worker_main();
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(std::size_t)>* fn_ = nullptr;
+  std::size_t n_ = 0;
+  std::atomic<std::size_t> next_{0};
+  std::size_t generation_ = 0;
+  int busy_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace detail
+}  // namespace gazecrop
