@@ -148,8 +148,8 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
         image: a path (str / os.PathLike), a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3) array.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``; None there = no limit).
     Returns:
-        A loaded ``PIL.Image.Image`` the caller owns (``info`` keeps ``icc_profile``, ``exif``; a JPEG source
-        keeps ``format == "JPEG"`` and its quantization tables on ``.quantization`` when not transposed).
+        A loaded ``PIL.Image.Image`` the caller owns, detached from any file (``info`` keeps
+        ``icc_profile`` and ``exif``; ``format`` is not kept).
     Raises:
         FileNotFoundError, ImageError, ImageTooLargeError (see the module docstring); TypeError / ValueError
         for arrays of the wrong dtype / shape.
@@ -165,8 +165,12 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
     if isinstance(image, (str, os.PathLike)):
         what = _describe(image)
         im = _open_path(image, limit)
-        _load(im, what)
-        return _transpose(im, what)
+        try:
+            _load(im, what)
+            out = _transpose(im, what)
+            return im.copy() if out is im else out
+        finally:
+            im.close()  # multi-frame files keep their file open after load()
     raise TypeError(f"image must be a path, a PIL.Image.Image or a uint8 (H, W, 3) numpy array, "
                     f"got {type(image).__name__}")
 
@@ -197,7 +201,12 @@ def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> np
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info) \
+    if mode in ("La", "RGBa"):  # premultiplied alpha: out = colour + background * (1 - alpha)
+        a = np.asarray(im).astype(np.float64)
+        colour = np.repeat(a[..., :1], 3, axis=2) if mode == "La" else a[..., :3]
+        bg = np.asarray(background, np.float64) * (1.0 - a[..., -1:] / 255.0)
+        return np.clip(np.rint(colour + bg), 0, 255).astype(np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info) \
             or (mode in ("L", "RGB", "1") and "transparency" in im.info):
         return np.asarray(_composite(im.convert("RGBA"), background), dtype=np.uint8).copy()
     if mode.startswith("I;16"):
