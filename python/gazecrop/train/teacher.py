@@ -85,6 +85,9 @@ class MemberSpec:
     lr: float = 3e-3
     batch: int = 8
     weight_decay: float = 1e-5
+    dropout: float = 0.0
+    flip: bool = False
+    patience: int = 4
 
     @property
     def cache_key(self) -> str:
@@ -219,9 +222,10 @@ class Readout(nn.Module):
     ``forward(feats, grid)``: list of (N, C_i, h_i, w_i) -> (N, h, w) float readout on ``grid = (h, w)``.
     """
 
-    def __init__(self, channels: Sequence[int], hidden: Sequence[int] = (16, 16)):
+    def __init__(self, channels: Sequence[int], hidden: Sequence[int] = (16, 16), dropout: float = 0.0):
         super().__init__()
         self.channels = list(channels)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         for i, c in enumerate(self.channels):
             self.register_buffer(f"mean{i}", torch.zeros(c))
             self.register_buffer(f"std{i}", torch.ones(c))
@@ -239,7 +243,7 @@ class Readout(nn.Module):
             f = f.float()
             m = getattr(self, f"mean{i}").view(1, -1, 1, 1)
             s = getattr(self, f"std{i}").view(1, -1, 1, 1)
-            y = conv((f - m) / s)
+            y = conv(self.dropout((f - m) / s))
             if y.shape[-2:] != tuple(grid):
                 y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
             acc = y if acc is None else acc + y
@@ -305,7 +309,7 @@ class TeacherMember(nn.Module):
         super().__init__()
         self.spec = spec
         self.backbone = backbone if backbone is not None else get_backbone(spec.backbone)
-        self.readout = Readout(self.backbone.channels, spec.hidden)
+        self.readout = Readout(self.backbone.channels, spec.hidden, spec.dropout)
         self.finalizer = Finalizer(centre_bias_map)
 
     def forward_features(self, feats: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
@@ -450,9 +454,13 @@ def _feature_path(key: str, s: gds.Sample) -> Path:
     return feature_dir(key) / s.dataset / (s.image + ".npz")
 
 
-def cache_features(backbone: str, long_side: int, samples: Sequence[gds.Sample], log=print) -> Path:
-    """Run the frozen backbone once per image and store float16 features (resumable; ``_done`` marker)."""
-    key = f"{backbone}_L{long_side}"
+def cache_features(backbone: str, long_side: int, samples: Sequence[gds.Sample], log=print,
+                   flip: bool = False) -> Path:
+    """Run the frozen backbone once per image and store float16 features (resumable; ``_done`` marker).
+
+    With ``flip``, the images are mirrored left-right first (training augmentation; cache key suffix
+    ``_flip``)."""
+    key = f"{backbone}_L{long_side}" + ("_flip" if flip else "")
     root = feature_dir(key)
     done = root / "_done"
     if done.is_file():
@@ -464,7 +472,9 @@ def cache_features(backbone: str, long_side: int, samples: Sequence[gds.Sample],
     for i, s in enumerate(todo):
         wi, hi = input_size(s.width, s.height, long_side)
         img = gds.load_image(s, size=(wi, hi))
-        x = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
+        if flip:
+            img = img[:, ::-1]
+        x = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None].contiguous()
         with torch.no_grad():
             feats = net(x)
         p = _feature_path(key, s)
@@ -502,13 +512,17 @@ def fixation_cells(s: gds.Sample, grid: tuple[int, int]) -> torch.Tensor:
 
 
 class _Item:
-    __slots__ = ("sample", "feats", "grid", "cells", "cb_ll")
+    __slots__ = ("sample", "feats", "grid", "cells", "cb_ll", "feats_flip", "cells_flip")
 
-    def __init__(self, sample, feats, grid, cells, cb_ll):
+    def __init__(self, sample, feats, grid, cells, cb_ll, feats_flip=None):
         self.sample, self.feats, self.grid, self.cells, self.cb_ll = sample, feats, grid, cells, cb_ll
+        self.feats_flip = feats_flip
+        h, w = grid
+        iy, ix = cells // w, cells % w
+        self.cells_flip = iy * w + (w - 1 - ix)
 
 
-def _load_items(spec: MemberSpec, samples: Sequence[gds.Sample], cb: CentreBias) -> list[_Item]:
+def _load_items(spec: MemberSpec, samples: Sequence[gds.Sample], cb: CentreBias, flip: bool = False) -> list[_Item]:
     items = []
     cb_cache: dict = {}
     for s in samples:
@@ -516,7 +530,8 @@ def _load_items(spec: MemberSpec, samples: Sequence[gds.Sample], cb: CentreBias)
         if grid not in cb_cache:
             cb_cache[grid] = torch.from_numpy(cb.log_density(*grid)).flatten()
         cells = fixation_cells(s, grid)
-        items.append(_Item(s, load_features(spec.cache_key, s), grid, cells, float(cb_cache[grid][cells].sum())))
+        ff = load_features(spec.cache_key + "_flip", s) if flip else None
+        items.append(_Item(s, load_features(spec.cache_key, s), grid, cells, float(cb_cache[grid][cells].sum()), ff))
     return items
 
 
@@ -550,15 +565,18 @@ def _batches(items: Sequence[_Item], batch: int, rng: random.Random) -> list[lis
     return out
 
 
-def _batch_ll(model: TeacherMember, b: Sequence[_Item]) -> tuple[torch.Tensor, int]:
-    """Sum of log-likelihoods (nats, on the grid) of the batch's fixations, and their count."""
-    feats = [torch.stack([it.feats[j] for it in b]).float() for j in range(len(b[0].feats))]
+def _batch_ll(model: TeacherMember, b: Sequence[_Item], flip: bool = False) -> tuple[torch.Tensor, int]:
+    """Sum of log-likelihoods (nats, on the grid) of the batch's fixations, and their count. With ``flip``,
+    the mirrored image's features and mirrored fixations are used."""
+    src = [it.feats_flip if flip else it.feats for it in b]
+    feats = [torch.stack([f[j] for f in src]).float() for j in range(len(src[0]))]
     logd = model.forward_features(feats, b[0].grid).flatten(1)
     tot = 0.0
     n = 0
     for k, it in enumerate(b):
-        tot = tot + logd[k, it.cells].sum()
-        n += it.cells.numel()
+        c = it.cells_flip if flip else it.cells
+        tot = tot + logd[k, c].sum()
+        n += c.numel()
     return tot, n
 
 
@@ -601,9 +619,11 @@ def train_member(spec: MemberSpec, root: str | None = None, threads: int = 1, lo
     train = gds.load_datasets(split="train", root=root)
     val = gds.load_datasets(split="val", root=root)
     cache_features(spec.backbone, spec.long_side, train + val, log=log)
+    if spec.flip:
+        cache_features(spec.backbone, spec.long_side, train, log=log, flip=True)
     cb = default_centre_bias()
     log(f"[{spec.name}] loading cached features")
-    tr_items = _load_items(spec, train, cb)
+    tr_items = _load_items(spec, train, cb, flip=spec.flip)
     va_items = _load_items(spec, val, cb)
 
     torch.manual_seed(spec.seed)
@@ -627,18 +647,18 @@ def train_member(spec: MemberSpec, root: str | None = None, threads: int = 1, lo
         torch.set_rng_state(blob["torch_rng"])
         log(f"[{spec.name}] resumed at epoch {state['epoch']}")
     logf = run / "log.csv"
-    patience = 6
+    patience = spec.patience
     while state["epoch"] < spec.epochs and state["bad"] < patience:
         model.train()
         t0 = time.time()
         tot, nfix = 0.0, 0
         for b in _batches(tr_items, spec.batch, rng):
-            ll, n = _batch_ll(model, b)
+            ll, n = _batch_ll(model, b, flip=spec.flip and rng.random() < 0.5)
             loss = -ll / n
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += float(ll) - sum(it.cb_ll for it in b)
+            tot += float(ll.detach()) - sum(it.cb_ll for it in b)
             nfix += n
         train_ig = tot / nfix / math.log(2)
         ev = _evaluate_items(model, va_items)
@@ -707,6 +727,37 @@ def fit_project_centre_bias(root: str | None = None, out: Path = CB_PATH, log=pr
 
 
 # ----------------------------------------------------------------------------------------------------------
+# cost
+
+
+def profile(model: nn.Module, height: int = 384, width: int = 512, repeats: int = 5, threads: int = 1) -> dict:
+    """FLOPs (2 x multiply-adds, counted by ``torch.utils.flop_counter``) and single-thread CPU time per image.
+
+    Args:
+        model: a :class:`TeacherMember` or :class:`TeacherEnsemble`.
+        height, width: input size (multiples of 32).
+    Returns:
+        ``{"gflops": float, "ms_median": float, "ms_min": float, "input": "HxW", "threads": int}``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    x = torch.rand(1, 3, height, width) * 255
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            model(x)
+        flops = fc.get_total_flops()
+        model(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return {"gflops": flops / 1e9, "ms_median": 1e3 * float(np.median(times)), "ms_min": 1e3 * min(times),
+            "input": f"{height}x{width}", "threads": threads}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # command line
 
 
@@ -717,10 +768,12 @@ def _spec_from_args(a) -> MemberSpec:
             raise SystemExit(f"unknown member {a.member!r}: give --backbone (and --long-side, --seed)")
         base = MemberSpec(a.member)
     kw = asdict(base)
-    for k in ("backbone", "long_side", "seed", "epochs", "lr", "batch"):
+    for k in ("backbone", "long_side", "seed", "epochs", "lr", "batch", "dropout", "weight_decay"):
         v = getattr(a, k, None)
         if v is not None:
             kw[k] = v
+    if a.flip:
+        kw["flip"] = True
     if a.hidden:
         kw["hidden"] = tuple(int(x) for x in a.hidden.split(","))
     kw["hidden"] = tuple(kw["hidden"])
@@ -745,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("cache", help="cache backbone features for all images")
     c.add_argument("--backbone", choices=BACKBONES, required=True)
     c.add_argument("--long-side", type=int, default=512)
+    c.add_argument("--flip", action="store_true", help="mirrored images (train split only)")
     t = sub.add_parser("train", help="train member(s) (resumable, skips finished runs)")
     t.add_argument("--member", default=None, help="member name (default members or a new name)")
     t.add_argument("--all", action="store_true", help="train all default members in turn")
@@ -755,17 +809,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--batch", type=int, default=None)
     t.add_argument("--hidden", default=None, help="readout widths, e.g. 16,16")
+    t.add_argument("--dropout", type=float, default=None, help="channel dropout on the features")
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--flip", action="store_true", help="left-right flip augmentation (caches mirrored features)")
     e = sub.add_parser("ensemble", help="evaluate members on val (grid IG) and write weights/teacher/ensemble.json")
     e.add_argument("--members", default=None, help="comma-separated member names (default: all *.pt)")
     sub.add_parser("list", help="list members and their status")
+    pr = sub.add_parser("profile", help="FLOPs and single-thread CPU time of the vanilla model and the ensemble")
+    pr.add_argument("--height", type=int, default=384)
+    pr.add_argument("--width", type=int, default=512)
+    pr.add_argument("--repeats", type=int, default=5)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if a.cmd == "centre-bias":
         fit_project_centre_bias(a.data, log=log)
     elif a.cmd == "cache":
-        s = gds.load_datasets(root=a.data)
-        cache_features(a.backbone, a.long_side, s, log=log)
+        s = gds.load_datasets(split="train" if a.flip else None, root=a.data)
+        cache_features(a.backbone, a.long_side, s, log=log, flip=a.flip)
     elif a.cmd == "train":
         if a.all:
             for spec in DEFAULT_MEMBERS.values():
@@ -784,6 +845,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         vanilla = max(scores, key=lambda k: scores[k])
         (WEIGHTS_DIR / "ensemble.json").write_text(json.dumps({"members": names, "vanilla": vanilla}, indent=1) + "\n")
         log(f"ensemble: {names}; vanilla = {vanilla}")
+    elif a.cmd == "profile":
+        names = ensemble_members()
+        vanilla = json.loads((WEIGHTS_DIR / "ensemble.json").read_text())["vanilla"]
+        for label, model in [(f"vanilla ({vanilla})", load_member(vanilla)), (f"ensemble ({len(names)})", load_ensemble())]:
+            r = profile(model, a.height, a.width, a.repeats, a.threads)
+            log(f"{label}: {r['gflops']:.2f} GFLOPs, {r['ms_median']:.0f} ms median ({r['ms_min']:.0f} ms min) "
+                f"per {r['input']} image, {r['threads']} thread(s)")
     elif a.cmd == "list":
         for n, spec in DEFAULT_MEMBERS.items():
             run = cache_dir() / "teacher" / "runs" / n
