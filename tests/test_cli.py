@@ -213,3 +213,15 @@ def test_cli_matches_the_api(fixed, tmp_path, capsys):
     main([src, "-a", "16:9", "--json"])
     rec = json.loads(capsys.readouterr().out)
     assert rec["crops"][0]["box"] == list(gazecrop.crop_box(src, "16:9", model=fixed))
+
+
+def test_name_template(fixed, tmp_path, capsys):
+    src = _photo(tmp_path / "a.jpg")
+    assert main([src, "-a", "16:9", "--out", str(tmp_path / "o"), "--name", "{stem}{ext}"]) == 0
+    assert os.listdir(tmp_path / "o") == ["a.jpg"]
+    # the same template writing next to the input would replace it: refused
+    assert main([src, "-a", "16:9", "--out", str(tmp_path), "--name", "{stem}{ext}"]) == 1
+    assert "refusing to overwrite input" in capsys.readouterr().err
+    for bad in (["--name", "{nope}"], ["--name", "../{stem}{ext}"], ["-a", "1:1", "-a", "2:1", "--name", "{stem}{ext}"]):
+        with pytest.raises(SystemExit):
+            main([src, "--out", str(tmp_path / "o")] + bad)

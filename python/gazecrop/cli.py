@@ -5,8 +5,9 @@
 
 Like libvips' ``vipsthumbnail``: each input is handled on its own; a failing file is reported on stderr and
 skipped, the others complete, and the exit status is 1 if any failed (2 for usage errors). Inputs are files,
-folders (their image files, not recursive unless ``--recursive``) or glob patterns. Outputs are named
-``{stem}_{aspect}{ext}`` (``photo_16x9.jpg``) and ``{stem}_heatmap.png`` in ``--out``; they are written to a
+folders (their image files, not recursive unless ``--recursive``) or glob patterns. Outputs are named from a
+template relative to the input, ``--name {stem}_{aspect}{ext}`` by default (``photo_16x9.jpg``; ``--name
+{stem}{ext}`` keeps the input's name), and ``{stem}_heatmap.png``, in ``--out``; they are written to a
 temporary file in the same folder and renamed into place, never replace an input file, and keep the input's
 format, JPEG quantisation tables (so quality close to the original), ICC profile and EXIF (orientation reset,
 since the pixels are stored as displayed). Animated inputs give their first frame.
@@ -39,6 +40,9 @@ from .api import Prediction, predict
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
 """File extensions picked up from folders (case-insensitive)."""
 
+DEFAULT_NAME = "{stem}_{aspect}{ext}"
+"""Output name template (fields ``stem``, ``aspect``, ``ext``)."""
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -55,6 +59,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
     p.add_argument("-o", "--out", metavar="DIR", help="write cropped images (and heatmaps) to this folder")
+    p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
+                   help="output file name in --out: {stem} (input name without extension), {aspect} (16x9), "
+                        "{ext} (the input's extension with the dot); default %(default)s")
     p.add_argument("--json", action="store_true", help="print one JSON record per input instead of text")
     p.add_argument("--heatmap", action="store_true", help="also write {stem}_heatmap.png: the saliency map "
                    "over the photo with the crop boxes (needs --out)")
@@ -78,6 +85,14 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--jobs must be >= 1")
     if args.heatmap and not args.out:
         p.error("--heatmap needs --out DIR")
+    try:
+        name = args.name.format(stem="x", aspect="1x1", ext=".jpg")
+    except (KeyError, IndexError, ValueError) as e:
+        p.error(f"--name {args.name!r}: unknown field or bad template ({e}); use {{stem}}, {{aspect}}, {{ext}}")
+    if not name or os.sep in name or (os.altsep and os.altsep in name):
+        p.error(f"--name {args.name!r} must give a plain file name")
+    if len(args.aspect) > 1 and "{aspect}" not in args.name:
+        p.error("--name needs {aspect} when several --aspect are given")
     return args
 
 
@@ -282,7 +297,7 @@ class _Run:
             ext = ext if ext else "." + (fmt or "png").lower()
             save_fmt = fmt or "PNG"
             for a, r in zip(args.aspect, results):
-                dst = os.path.join(args.out, f"{stem}_{format_aspect(a)}{ext}")
+                dst = os.path.join(args.out, args.name.format(stem=stem, aspect=format_aspect(a), ext=ext))
                 self._claim(dst, path)
                 piece = full.crop(r.box.to_pil())
                 if save_fmt == "JPEG" and piece.mode not in ("L", "RGB", "CMYK"):
