@@ -1,5 +1,8 @@
 // gazecrop::Model: load (map + validate + build the op list + repack weights once) and the const run().
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -57,6 +60,7 @@ struct Model::Impl {
     if (out_len != std::size_t(last.h) * std::size_t(last.w))
       throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " floats, expected " +
                                   std::to_string(last.h) + "x" + std::to_string(last.w));
+    static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;  // per-op timings on stderr
     detail::ThreadPool pool(opt.threads);
     const detail::RunContext ctx{kernels::active_kernels(), pool};
     std::vector<AlignedBuffer> bufs(shapes.size());
@@ -73,7 +77,12 @@ struct Model::Impl {
       in.clear();
       for (int v : ops[i]->inputs) in.push_back(frames[std::size_t(v)]);
       alloc(i + 1);
+      const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       ops[i]->run(ctx, in, frames[i + 1]);
+      if (profile)
+        std::fprintf(stderr, "gazecrop: %-24s %4dx%4dx%4d %9.3f ms\n", ops[i]->label.c_str(), shapes[i + 1].c,
+                     shapes[i + 1].h, shapes[i + 1].w,
+                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       detail::zero_ring(frames[i + 1], 0, frames[i + 1].c);
       for (int v : ops[i]->inputs)
         if (last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();

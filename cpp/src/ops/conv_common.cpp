@@ -32,10 +32,6 @@ PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, 
   return pc;
 }
 
-namespace {
-inline float softplus(float v) { return std::max(v, 0.0f) + std::log1p(std::exp(-std::fabs(v))); }
-}  // namespace
-
 void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
                const Frame& out, int c0, int act) {
   const kernels::ConvFn fn = taps9 ? ctx.kernels.conv3x3 : ctx.kernels.conv1x1;
@@ -56,10 +52,7 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
          pc.bias.data() + t.m0, out.plane_ptr(c0 + t.m0) + a, out.plane, relu);
     }
     if (act == 2) {
-      for (int m = 0; m < pc.cout; ++m) {
-        float* y = out.plane_ptr(c0 + m) + a;
-        for (std::size_t j = 0; j < nc; ++j) y[j] = softplus(y[j]);
-      }
+      for (int m = 0; m < pc.cout; ++m) ctx.kernels.softplus(nc, out.plane_ptr(c0 + m) + a);
     }
   });
 }

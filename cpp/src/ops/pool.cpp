@@ -1,5 +1,6 @@
 // Ops 3 avg_pool (no padding) and 4 max_pool (padding counts as -inf).
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "op.h"
@@ -17,29 +18,30 @@ class Pool final : public Op {
     return {in[0].c, window_out(label, "height", in[0].h, k_, s_, p_), window_out(label, "width", in[0].w, k_, s_, p_)};
   }
 
+  // Separable: a vectorisable vertical max/sum over the window's rows into one row, then the horizontal
+  // window on that row. Windows are clipped to the image (max: padding is -inf; avg has no padding).
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
+    const float inv = 1.0f / float(k_ * k_);
     ctx.pool.run(std::size_t(out.c), [&](std::size_t ch) {
+      std::vector<float> tmp(std::size_t(x.w));
+      float* t = tmp.data();
       for (int i = 0; i < out.h; ++i) {
         const int r0 = std::max(0, i * s_ - p_), r1 = std::min(x.h, i * s_ - p_ + k_);
+        std::memcpy(t, x.pixel(int(ch), r0, 0), std::size_t(x.w) * sizeof(float));
+        for (int r = r0 + 1; r < r1; ++r) {
+          const float* row = x.pixel(int(ch), r, 0);
+          if (max_)
+            for (int q = 0; q < x.w; ++q) t[q] = std::max(t[q], row[q]);
+          else
+            for (int q = 0; q < x.w; ++q) t[q] += row[q];
+        }
         float* y = out.pixel(int(ch), i, 0);
         for (int j = 0; j < out.w; ++j) {
           const int q0 = std::max(0, j * s_ - p_), q1 = std::min(x.w, j * s_ - p_ + k_);
-          if (max_) {
-            float m = -std::numeric_limits<float>::infinity();
-            for (int r = r0; r < r1; ++r) {
-              const float* row = x.pixel(int(ch), r, 0);
-              for (int q = q0; q < q1; ++q) m = std::max(m, row[q]);
-            }
-            y[j] = m;
-          } else {
-            double sum = 0.0;
-            for (int r = r0; r < r1; ++r) {
-              const float* row = x.pixel(int(ch), r, 0);
-              for (int q = q0; q < q1; ++q) sum += row[q];
-            }
-            y[j] = float(sum / double(k_ * k_));
-          }
+          float m = t[q0];
+          for (int q = q0 + 1; q < q1; ++q) m = max_ ? std::max(m, t[q]) : m + t[q];
+          y[j] = max_ ? m : m * inv;
         }
       }
     });

@@ -1,0 +1,61 @@
+"""Shared helpers for the native-core tests (test_core.py, test_ops.py, test_weights.py, test_fuzz_weights.py)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from gazecrop import weights
+
+core = pytest.importorskip("gazecrop._core")
+
+KERNEL_SETS = ["avx2", "scalar"]
+
+
+@contextmanager
+def kernel_set(name: str):
+    """Force a kernel set for the block; a set this CPU or build lacks is a skip, never a pass."""
+    if name not in core.supported_kernel_sets():
+        pytest.skip(f"kernel set {name!r} not supported on this CPU/build")
+    before = core.kernel_set()
+    core.set_kernel_set(name)
+    try:
+        yield
+    finally:
+        core.set_kernel_set(before)
+
+
+def load(net: weights.Network):
+    """The native model of ``net`` (via the bytes the Python writer produces)."""
+    return core.Model.from_bytes(weights.to_bytes(net))
+
+
+def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
+    """Max over pixels of |out - ref| / max(|ref|, 1): relative error on the log-density (the floor of 1 only
+    matters for near-zero log-densities, i.e. grids of a few pixels)."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert out.dtype == np.float32
+    return float(np.max(np.abs(out.astype(np.float64) - ref) / np.maximum(np.abs(ref.astype(np.float64)), 1.0)))
+
+
+def fix_crc(buf: bytearray) -> bytearray:
+    """Recompute the trailer CRC of a (mutated) .gzw image so that a test reaches the check it targets."""
+    n = len(buf)
+    crc = zlib.crc32(bytes(buf[: n - 16])) & 0xFFFFFFFF
+    buf[n - 16: n - 12] = crc.to_bytes(4, "little")
+    return buf
+
+
+def image(rng: np.random.Generator, h: int, w: int, kind: str = "uint8") -> np.ndarray:
+    if kind == "uint8":
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return rng.uniform(0, 255, (3, h, w)).astype(np.float32)
+
+
+def tol(k: int, scale: float) -> float:
+    """Absolute tolerance for float32 sums of length k with values of magnitude ``scale``."""
+    return 4e-6 * math.sqrt(max(k, 1)) * max(scale, 1.0)

@@ -1,0 +1,200 @@
+"""The native core (gazecrop._core) against the independent NumPy reference (gazecrop.reference), on both
+kernel sets; thread safety; argument checking. Tolerance: max relative error 1e-4 on the log-density
+(see _native_helpers.rel_err)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gazecrop
+from gazecrop import reference, weights
+from gazecrop._testing import random_network, student_like
+
+from _native_helpers import KERNEL_SETS, core, image, kernel_set, load, rel_err
+
+TOL = 1e-4
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+        return " avx2 " in flags + " " and " fma " in flags + " "
+    except OSError:
+        return False
+
+
+def test_version_and_kernel_set():
+    assert core.version() == gazecrop.__version__
+    assert core.kernel_set() in core.supported_kernel_sets()
+    assert "scalar" in core.supported_kernel_sets()
+
+
+@pytest.mark.skipif(not _cpu_has_avx2() or os.environ.get("GAZECROP_ISA"), reason="CPU without AVX2+FMA or ISA forced")
+def test_avx2_is_the_default_here():
+    out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
+                         capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items()
+                                                                          if k != "GAZECROP_ISA"})
+    assert out.stdout.strip() == "avx2"
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+def test_env_forces_kernel_set(isa):
+    if isa not in core.supported_kernel_sets():
+        pytest.skip(f"{isa} not supported here")
+    out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "GAZECROP_ISA": isa})
+    assert out.stdout.strip() == isa
+
+
+def test_set_kernel_set_rejects_unknown():
+    with pytest.raises(ValueError, match="neon-9000"):
+        core.set_kernel_set("neon-9000")
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(16, 48), w=st.integers(16, 48),
+       blocks=st.integers(1, 3), layers=st.integers(1, 4), max_channels=st.sampled_from([5, 13, 27, 40]),
+       stride2=st.booleans(), kind=st.sampled_from(["uint8", "float32"]))
+def test_random_networks_match_reference(isa, seed, h, w, blocks, layers, max_channels, stride2, kind):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, max_blocks=blocks, max_layers=layers, max_channels=max_channels, stride2=stride2)
+    img = image(rng, h, w, kind)
+    model = load(net)
+    try:
+        ref = reference.run(net, img)
+    except ValueError:  # input too small for this network: the core must refuse it too
+        with kernel_set(isa), pytest.raises(ValueError):
+            model.run(img)
+        return
+    with kernel_set(isa):
+        out = model.run(img)
+    assert out.shape == ref.shape
+    err = rel_err(out, ref)
+    assert err <= TOL, f"seed={seed} {h}x{w} ops={[op.kind for op in net.ops]} rel err {err:.3g}"
+    lse = np.logaddexp.reduce(out.astype(np.float64).ravel())
+    assert abs(lse) < 1e-4
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@pytest.mark.parametrize("hw", [(192, 256), (256, 192), (96, 160)], ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_student_like_matches_reference(isa, hw):
+    net = student_like(1)
+    img = image(np.random.default_rng(7), *hw, kind="float32")
+    ref = reference.run(net, img)
+    with kernel_set(isa):
+        out = load(net).run(img)
+    assert rel_err(out, ref) <= TOL
+
+
+def test_uint8_and_float32_inputs_agree():
+    net = random_network(np.random.default_rng(3))
+    img = image(np.random.default_rng(4), 33, 29)
+    model = load(net)
+    a = model.run(img)
+    b = model.run(np.ascontiguousarray(img.transpose(2, 0, 1).astype(np.float32)))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+def test_intra_op_threads_identical(isa):
+    net = student_like(2)
+    img = image(np.random.default_rng(5), 96, 128)
+    with kernel_set(isa):
+        model = load(net)
+        serial = model.run(img, threads=1)
+        for t in (2, 3, 4, 7):
+            np.testing.assert_array_equal(model.run(img, threads=t), serial)
+
+
+def test_many_threads_one_model_identical_to_serial():
+    net = student_like(3)
+    model = load(net)
+    rng = np.random.default_rng(6)
+    imgs = [image(rng, 64 + 32 * (i % 3), 96, "uint8" if i % 2 else "float32") for i in range(12)]
+    serial = [model.run(im) for im in imgs]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        for _ in range(2):
+            outs = list(ex.map(lambda a: model.run(a[1], threads=1 + a[0] % 3), enumerate(imgs)))
+            for o, s in zip(outs, serial):
+                np.testing.assert_array_equal(o, s)
+
+
+def test_python_model_wrapper(tmp_path):
+    net = random_network(np.random.default_rng(8))
+    path = tmp_path / "net.gzw"
+    weights.write_weights(path, net)
+    model = gazecrop.load_model(path)
+    img = image(np.random.default_rng(9), 40, 40)
+    out = model.run(img)
+    assert out.dtype == np.float32
+    assert rel_err(out, reference.run(net, img)) <= TOL
+    assert abs(np.logaddexp.reduce(out.astype(np.float64).ravel())) < 1e-4
+    assert core.Model(str(path)).output_size(40, 40) == out.shape
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return load(random_network(np.random.default_rng(10), stride2=False))
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(np.zeros((20, 20, 3), np.float64), id="float64"),
+    pytest.param(np.zeros((20, 20, 3), np.int32), id="int32"),
+    pytest.param(np.zeros((20, 20, 3), np.int8), id="int8"),
+    pytest.param(np.zeros((3, 20, 20), np.float16), id="float16"),
+    pytest.param(np.zeros((3, 20, 20), ">f4"), id="float32-big-endian"),
+    pytest.param([[[0, 0, 0]]], id="list"),
+    pytest.param(None, id="None"),
+])
+def test_bad_dtype_raises_type_error(small_model, bad):
+    with pytest.raises(TypeError):
+        small_model.run(bad)
+
+
+@pytest.mark.parametrize("bad,expected", [
+    pytest.param(np.zeros((20, 20, 4), np.uint8), r"uint8 \(H, W, 3\), got shape \(20, 20, 4\)", id="uint8-4ch"),
+    pytest.param(np.zeros((3, 20, 20), np.uint8), r"uint8 \(H, W, 3\), got shape \(3, 20, 20\)", id="uint8-chw"),
+    pytest.param(np.zeros((20, 20, 3), np.float32), r"float32 \(3, H, W\), got shape \(20, 20, 3\)", id="f32-hwc"),
+    pytest.param(np.zeros((20, 20), np.uint8), r"got shape \(20, 20\)", id="rank2"),
+    pytest.param(np.zeros((1, 20, 20, 3), np.uint8), r"got shape \(1, 20, 20, 3\)", id="rank4"),
+    pytest.param(np.zeros((20, 0, 3), np.uint8), "0", id="empty"),
+    pytest.param(np.zeros((40, 40, 3), np.uint8)[::2, ::2], "C-contiguous", id="strided"),
+    pytest.param(np.zeros((2, 2, 3), np.uint8), "too small", id="too-small"),
+])
+def test_bad_shape_raises_value_error(small_model, bad, expected):
+    with pytest.raises(ValueError, match=expected):
+        small_model.run(bad)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1000])
+def test_bad_threads(small_model, threads):
+    with pytest.raises(ValueError, match="threads"):
+        small_model.run(np.zeros((20, 20, 3), np.uint8), threads=threads)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError):
+        core.Model("/nonexistent/dir/model.gzw")
+
+
+def test_directory_is_os_error(tmp_path):
+    with pytest.raises(OSError):
+        core.Model(str(tmp_path))
+
+
+def test_format_error_is_weights_format_error(tmp_path):
+    p = tmp_path / "bad.gzw"
+    p.write_bytes(b"\x00" * 200)
+    with pytest.raises(gazecrop.WeightsFormatError, match="magic"):
+        core.Model(str(p))
+    assert issubclass(gazecrop.WeightsFormatError, ValueError)
