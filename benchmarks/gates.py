@@ -1,0 +1,184 @@
+"""gazecrop's speed gates: ``python benchmarks/gates.py [--quick] [--json PATH]`` (``benchmarks/gates.sh`` runs it).
+
+Each gate times its methods interleaved in this one process (:func:`harness.interleaved`) and compares them
+by the median over rounds of the per-round ratio of medians (:func:`harness.paired_ratio`), so machine load
+shifts all methods alike:
+
+1. model speed-up: ``time(vanilla teacher) / time(pruned student) >= 10``, both in PyTorch on one thread,
+   each at its own input size for the same 1024x768 photo (teacher 384x512, student 192x256);
+2. implementation: the pruned student in the native core (1 thread) is faster than the same weights in
+   PyTorch (1 thread) and in ONNX Runtime (1 intra-op thread);
+3. end to end: a crop box for a 1024x768 JPEG from disk (decode included, 1 thread) takes gazecrop at most as
+   long as libvips ``smartcrop`` with ``interesting=attention``.
+
+A gate whose methods cannot run here (a package not installed, the core not built) is skipped with the
+reason; a missing trained model is replaced by a random-weight stand-in of the intended size and the output
+says so. Exit status 1 when a gate fails, else 0. The pytest suites (``benchmarks/test_*.py``) call the same
+functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import harness as H  # noqa: E402 - sets the one-thread environment first
+import methods as M  # noqa: E402
+
+ROUNDS = {"quick": {"model": 10, "implementation": 15, "end_to_end": 20},
+          "full": {"model": 30, "implementation": 40, "end_to_end": 50}}
+
+
+def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
+    rows = []
+    for name, st in stats.items():
+        row = {"method": name, "median_ms": st.median * 1e3, "min_ms": st.min * 1e3, "n": st.n}
+        if info and name in info:
+            row.update({k: v for k, v in info[name].items() if k != "path"})
+        rows.append(row)
+    return rows
+
+
+def _result(suite: str, rows, skipped, gate: dict, notes) -> dict:
+    return {"suite": suite, "rows": rows, "skipped": skipped, "gate": gate, "notes": notes}
+
+
+def gate_model_speedup(rounds: int = 10, photo: Optional[Path] = None) -> dict:
+    """Gate 1. The unpruned student is timed too (not gated) to show what pruning alone gives."""
+    paths, desc = H.photo_paths(1)
+    photo = photo or paths[0]
+    fns, skipped, info = M.model_speed_methods(photo)
+    notes = [f"photo: {photo.name} ({desc.split(' (')[0]}), forward pass only, inputs pre-resized"]
+    notes += [f"{info[n]['label']}: random-weight stand-in, the trained model is missing" for n in info
+              if info[n].get("standin")]
+    gate = {"expr": "time(vanilla teacher) / time(pruned student), PyTorch, 1 thread", "threshold": 10.0,
+            "value": None, "passed": None}
+    if M.TEACHER not in fns or M.PRUNED_TORCH not in fns:
+        gate["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        return _result("model_speedup", [], skipped, gate, notes)
+    stats = H.interleaved(fns, rounds, warmup=2, inner=H.calls_per_round(fns, 0.25))
+    for n, st in stats.items():
+        info[n]["speedup_vs_teacher"] = H.paired_ratio(stats[M.TEACHER], st)
+    gate["value"] = info[M.PRUNED_TORCH]["speedup_vs_teacher"]
+    gate["passed"] = gate["value"] >= gate["threshold"]
+    return _result("model_speedup", _rows(stats, info), skipped, gate, notes)
+
+
+def gate_implementation(rounds: int = 15, photo: Optional[Path] = None, with_numpy: bool = False) -> dict:
+    """Gate 2 (the NumPy reference is timed only when ``with_numpy``; it is not gated)."""
+    paths, desc = H.photo_paths(1)
+    photo = photo or paths[0]
+    fns, skipped, info = M.implementation_methods(photo, with_numpy=with_numpy)
+    notes = [f"{info['label']} ({info['macs'] / 1e6:.0f} M MACs at {info['input'][0]}x{info['input'][1]}), batch 1"]
+    if info.get("kernel_set"):
+        notes.append(f"native core kernel set: {info['kernel_set']}")
+    if info["standin"]:
+        notes.append("the pruned student is a random-weight stand-in: the trained model is missing")
+    gate = {"expr": "native core (1 thread) faster than PyTorch and ONNX Runtime: min of time(peer) / time(core)",
+            "threshold": 1.0, "value": None, "passed": None}
+    if M.CORE1 not in fns:
+        gate["skipped"] = skipped[M.CORE1]
+        return _result("implementation", [], skipped, gate, notes)
+    peers = [n for n in (M.TORCH, M.ORT) if n in fns]
+    if not peers:
+        gate["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        return _result("implementation", [], skipped, gate, notes)
+    inner = H.calls_per_round(fns, 0.1)
+    stats = H.interleaved(fns, rounds, warmup=2, inner=inner)
+    flops = 2 * info["macs"]
+    extra = {n: {"gflops": flops / st.median / 1e9, "speedup_of_core": H.paired_ratio(st, stats[M.CORE1])}
+             for n, st in stats.items()}
+    gate["per_peer"] = {n: extra[n]["speedup_of_core"] for n in peers}
+    gate["value"] = min(gate["per_peer"].values())
+    gate["passed"] = gate["value"] > 1.0
+    if len(peers) < 2:
+        notes.append("gate checked against " + ", ".join(peers) + " only: " +
+                     "; ".join(f"{k}: {v}" for k, v in skipped.items() if k in (M.TORCH, M.ORT)))
+    return _result("implementation", _rows(stats, extra), skipped, gate, notes)
+
+
+def gate_end_to_end(rounds: int = 20, names=(M.GAZECROP, M.VIPS), n_photos: int = 4) -> dict:
+    """Gate 3; ``names`` picks the croppers timed (all of :data:`methods.CROPPERS` for the full table)."""
+    paths, desc = H.photo_paths(n_photos)
+    crs, skipped = M.croppers(names)
+    mf = H.student_paths()["pruned"]
+    notes = [f"photos: {desc}, aspect {H.END_TO_END_ASPECT}, decode included, 1 thread",
+             f"gazecrop model: {mf.label}"]
+    if mf.standin:
+        notes.append("gazecrop runs a random-weight stand-in: the trained model is missing")
+    gate = {"expr": "gazecrop at most as slow as libvips attention: time(vips) / time(gazecrop)", "threshold": 1.0, "value": None,
+            "passed": None}
+    fns = {n: M.cycling(f, paths, H.END_TO_END_ASPECT) for n, f in crs.items()}
+    if M.GAZECROP not in fns or M.VIPS not in fns:
+        gate["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        if not fns:
+            return _result("end_to_end", [], skipped, gate, notes)
+    # whole passes over the photos per round, so every method sees the same photos equally often
+    inner = {n: max(1, k // len(paths)) * len(paths) for n, k in H.calls_per_round(fns, 0.15).items()}
+    stats = H.interleaved(fns, rounds, warmup=1, inner=inner)
+    extra = {}
+    if M.VIPS in stats:  # > 1: faster than libvips attention
+        extra = {n: {"speedup_vs_vips": H.paired_ratio(stats[M.VIPS], st)} for n, st in stats.items()}
+    if "skipped" not in gate:
+        gate["value"] = extra[M.GAZECROP]["speedup_vs_vips"]
+        gate["passed"] = gate["value"] >= 1.0
+    return _result("end_to_end", _rows(stats, extra), skipped, gate, notes)
+
+
+GATES = {"model": gate_model_speedup, "implementation": gate_implementation, "end_to_end": gate_end_to_end}
+
+
+def format_result(r: dict) -> str:
+    lines = [f"== {r['suite']}"]
+    for n in r["notes"]:
+        lines.append(f"   note: {n}")
+    if r["rows"]:
+        w = max(len(row.get("label", row["method"])) for row in r["rows"]) + 2
+        lines.append(f"   {'method':<{w}}{'median ms':>10}{'min ms':>10}{'n':>6}")
+        for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
+            name = row.get("label", row["method"]) if row["method"].startswith(("vanilla", "pruned", "unpruned")) \
+                else row["method"]
+            lines.append(f"   {name:<{w}}{row['median_ms']:>10.2f}{row['min_ms']:>10.2f}{row['n']:>6}")
+    for k, v in r["skipped"].items():
+        lines.append(f"   SKIPPED {k}: {v}")
+    g = r["gate"]
+    if g.get("passed") is None:
+        lines.append(f"   gate SKIPPED ({g['expr']}): {g.get('skipped', 'not measured')}")
+    else:
+        lines.append(f"   gate {'PASS' if g['passed'] else 'FAIL'}: {g['expr']}: ratio {g['value']:.2f}"
+                     f" (needs {'>=' if r['suite'] == 'model_speedup' else '>'} {g['threshold']:g}"
+                     f"{', ties pass' if r['suite'] == 'end_to_end' else ''})"
+                     + ("" if not g.get("per_peer") else
+                        " [" + ", ".join(f"{k}: {v:.2f}x" for k, v in g["per_peer"].items()) + "]"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/gates.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer rounds (CI); the gates are the same")
+    p.add_argument("--only", action="append", choices=list(GATES), help="run only this gate (repeatable)")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
+    a = p.parse_args(argv)
+    mode = "quick" if a.quick else "full"
+    results = {"machine": H.machine(), "mode": mode, "gates": []}
+    m = results["machine"]
+    print(f"gazecrop speed gates ({mode}): {m['cpu']}, {m['cores']} cores, {m['date']}, commit {m['commit']}"
+          f", load {m.get('load_avg_1m', '?')}", flush=True)
+    failed = False
+    for name in a.only or list(GATES):
+        r = GATES[name](rounds=ROUNDS[mode][name])
+        results["gates"].append(r)
+        print(format_result(r), flush=True)
+        failed |= r["gate"].get("passed") is False
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print("speed gates: " + ("FAILED" if failed else "passed (skipped ones say why above)"), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

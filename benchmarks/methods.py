@@ -1,0 +1,324 @@
+"""The methods the benchmark suites time, as zero-argument callables (plus what they need, built once).
+
+- :func:`model_speed_methods`: suite 1, the vanilla teacher vs the pruned and unpruned student, PyTorch,
+  one thread, each at its own input size for the same 1024x768 photo (teacher 384x512, student 192x256).
+- :func:`implementation_methods`: suite 2, the pruned student's weights in the native core (1 and 2 threads),
+  PyTorch, ONNX Runtime and the NumPy reference, batch 1, 192x256 input.
+- :func:`croppers`: suite 3 and the quality script, crop box from a JPEG path (decode included), one thread:
+  gazecrop, smartcrop.py, libvips smartcrop ``attention``, OpenCV spectral-residual saliency + gazecrop's mass
+  crop, centre crop.
+
+Each builder returns ``{name: callable}`` plus ``{name: reason}`` for the methods that cannot run here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import harness as H
+
+Box = Tuple[int, int, int, int]
+Cropper = Callable[[Path, object], Box]
+
+# ---------------------------------------------------------------------------------------------- suite 1
+
+TEACHER = "vanilla teacher (PyTorch)"
+PRUNED_TORCH = "pruned student (PyTorch)"
+UNPRUNED_TORCH = "unpruned student (PyTorch)"
+
+
+def model_speed_methods(photo: Path):
+    """Suite 1 methods. Returns (fns, skipped, info) where info holds labels, stand-in flags, input sizes and
+    model-card AUCs."""
+    fns: Dict[str, Callable[[], object]] = {}
+    skipped: Dict[str, str] = {}
+    info: Dict[str, dict] = {}
+    rgb = H.photo_array(photo)
+    try:
+        torch = H.torch1()
+    except H.Unavailable as e:
+        return fns, {TEACHER: str(e), PRUNED_TORCH: str(e), UNPRUNED_TORCH: str(e)}, info
+
+    def runner(module, x):
+        def f():
+            with torch.inference_mode():
+                return module(x)
+        return f
+
+    try:
+        t = H.teacher_model()
+        x = torch.from_numpy(H.resized(rgb, H.TEACHER_INPUT).transpose(2, 0, 1).astype(np.float32))[None]
+        fns[TEACHER] = runner(t.module, x)
+        info[TEACHER] = dict(label=t.label, standin=t.standin, input=H.TEACHER_INPUT,
+                             auc=None if t.standin else H.card_auc(H.teacher_card_paths()))
+    except H.Unavailable as e:
+        skipped[TEACHER] = str(e)
+    students = H.student_paths()
+    for name, role in ((PRUNED_TORCH, "pruned"), (UNPRUNED_TORCH, "unpruned")):
+        mf = students[role]
+        try:
+            module = H.torch_student(mf.path)
+        except H.Unavailable as e:
+            skipped[name] = str(e)
+            continue
+        net = H.read_network(mf.path)
+        hw = net.input_size(rgb.shape[0], rgb.shape[1])
+        x = torch.from_numpy(H.resized(rgb, hw).transpose(2, 0, 1).astype(np.float32))[None]
+        fns[name] = runner(module, x)
+        info[name] = dict(label=mf.label, standin=mf.standin, input=hw, path=str(mf.path),
+                          macs=net.num_macs(*hw),
+                          auc=None if mf.standin else H.card_auc(H.student_card_paths(mf.path)))
+    if TEACHER in info:
+        info[TEACHER]["macs"] = teacher_macs(H.TEACHER_INPUT)
+    return fns, skipped, info
+
+
+_TEACHER_MACS: Dict[tuple, int] = {}
+
+
+def teacher_macs(hw) -> Optional[int]:
+    """Convolution MACs of the vanilla teacher at (h, w), counted with forward hooks."""
+    if hw in _TEACHER_MACS:
+        return _TEACHER_MACS[hw]
+    try:
+        torch = H.torch1()
+        t = H.teacher_model()
+    except H.Unavailable:
+        return None
+    total = [0]
+
+    def hook(mod, inp, out):
+        total[0] += out.numel() * mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+
+    hooks = [m.register_forward_hook(hook) for m in t.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        t.module(torch.zeros(1, 3, *hw))
+    for h in hooks:
+        h.remove()
+    _TEACHER_MACS[hw] = total[0]
+    return total[0]
+
+
+# ---------------------------------------------------------------------------------------------- suite 2
+
+CORE1 = "native core, 1 thread"
+CORE2 = "native core, 2 threads"
+TORCH = "PyTorch, 1 thread"
+ORT = "ONNX Runtime, 1 thread"
+NUMPY = "NumPy reference, 1 thread"
+
+
+def export_onnx(module, x, path: Path) -> None:
+    """Export a torch module to ONNX (TorchScript exporter, opset 17; falls back to the dynamo exporter)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (x,), str(path), opset_version=17, input_names=["image"],
+                              output_names=["log_density"], dynamo=False)
+        except TypeError:  # older torch without the dynamo argument
+            torch.onnx.export(module, (x,), str(path), opset_version=17, input_names=["image"],
+                              output_names=["log_density"])
+
+
+def ort_session(onnx_path: Path):
+    ort = H.require("onnxruntime")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+
+def implementation_methods(photo: Path, *, with_numpy: bool = True):
+    """Suite 2 methods on the pruned student. Returns (fns, skipped, info)."""
+    fns: Dict[str, Callable[[], object]] = {}
+    skipped: Dict[str, str] = {}
+    mf = H.student_paths()["pruned"]
+    net = H.read_network(mf.path)
+    rgb_full = H.photo_array(photo)
+    hw = net.input_size(rgb_full.shape[0], rgb_full.shape[1])
+    rgb = np.ascontiguousarray(H.resized(rgb_full, hw))
+    info = dict(label=mf.label, standin=mf.standin, path=str(mf.path), input=hw, macs=net.num_macs(*hw))
+    try:
+        core = H.load_core_model(mf.path, threads=1)
+        fns[CORE1] = lambda: core.run(rgb, threads=1)
+        fns[CORE2] = lambda: core.run(rgb, threads=2)
+        info["kernel_set"] = H.import_gazecrop()._core.kernel_set()
+    except H.Unavailable as e:
+        skipped[CORE1] = skipped[CORE2] = str(e)
+    x = None
+    try:
+        torch = H.torch1()
+        module = H.torch_student(mf.path)
+        x = torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32))[None].contiguous()
+
+        def torch_run():
+            with torch.inference_mode():
+                return module(x)
+        fns[TORCH] = torch_run
+    except H.Unavailable as e:
+        skipped[TORCH] = str(e)
+        module = None
+    try:
+        if module is None:
+            raise H.Unavailable(f"needs the PyTorch module to export ONNX: {skipped[TORCH]}")
+        H.require("onnx")
+        H.require("onnxruntime")
+        onnx_path = Path(tempfile.mkdtemp(prefix="gazecrop-onnx-")) / "student.onnx"
+        export_onnx(module, x, onnx_path)
+        sess = ort_session(onnx_path)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        fns[ORT] = lambda: sess.run(None, feed)
+    except H.Unavailable as e:
+        skipped[ORT] = str(e)
+    if with_numpy:
+        from gazecrop import reference
+
+        fns[NUMPY] = lambda: reference.run(net, rgb)
+    return fns, skipped, info
+
+
+# ---------------------------------------------------------------------------------------------- suite 3
+
+GAZECROP = "gazecrop"
+GAZECROP_POINT = "gazecrop (point)"
+SMARTCROP = "smartcrop.py"
+VIPS = "libvips attention"
+SPECTRAL = "OpenCV spectral residual"
+CENTRE = "centre crop"
+CROPPERS = (GAZECROP, VIPS, SPECTRAL, SMARTCROP, CENTRE)
+
+
+def _largest(size, aspect) -> Tuple[int, int]:
+    return H.crop_module().largest_box_size(size, aspect)
+
+
+def _gazecrop(strategy: str, model_path: Path):
+    gz = H.import_gazecrop()
+    model = gz.load_model(str(model_path), threads=1)
+
+    def f(path: Path, aspect) -> Box:
+        return tuple(gz.crop_box(path, aspect, model=model, strategy=strategy))
+    return f
+
+
+def _vips():
+    pyvips = H.require("pyvips", "pyvips (+ pyvips-binary)")
+    try:
+        pyvips.cache_set_max(0)  # every call decodes the file again
+        if hasattr(pyvips, "concurrency_set"):
+            pyvips.concurrency_set(1)
+    except Exception as e:  # noqa: BLE001 - libvips missing behind the module
+        raise H.Unavailable(f"libvips is not usable: {e}") from None
+
+    def f(path: Path, aspect) -> Box:
+        im = pyvips.Image.new_from_file(str(path))
+        if im.get_typeof("orientation"):
+            im = im.autorot()
+        bw, bh = _largest((im.width, im.height), aspect)
+        out, opts = im.smartcrop(bw, bh, interesting="attention", attention_x=True, attention_y=True)
+        left, top = -out.xoffset, -out.yoffset
+        if not (0 <= left <= im.width - bw and 0 <= top <= im.height - bh):  # older libvips: no offsets
+            left = min(max(0, opts["attention_x"] - bw // 2), im.width - bw)
+            top = min(max(0, opts["attention_y"] - bh // 2), im.height - bh)
+        return (int(left), int(top), bw, bh)
+    return f
+
+
+def _smartcrop():
+    smartcrop = H.require("smartcrop")
+    from PIL import Image, ImageOps
+
+    sc = smartcrop.SmartCrop()
+
+    def f(path: Path, aspect) -> Box:
+        with Image.open(path) as im:
+            img = ImageOps.exif_transpose(im).convert("RGB")
+        bw, bh = _largest(img.size, aspect)
+        # smartcrop.js usage: ask for a thumbnail-sized target of the aspect; the analysis then runs on a
+        # prescaled copy and the crop (the largest box: min_scale 1) comes back in full-size pixels.
+        s = min(1.0, 256.0 / max(bw, bh))
+        tw, th = max(1, int(round(bw * s))), max(1, int(round(bh * s)))
+        r = sc.crop(img, tw, th, min_scale=1.0, max_scale=1.0, num_scale_steps=1)["top_crop"]
+        left = min(max(0, int(r["x"])), img.size[0] - bw)
+        top = min(max(0, int(r["y"])), img.size[1] - bh)
+        return (left, top, bw, bh)
+    return f
+
+
+def _spectral():
+    cv2 = H.require("cv2", "opencv-contrib-python-headless")
+    if not hasattr(cv2, "saliency"):
+        raise H.Unavailable("cv2.saliency is missing: it ships in opencv-contrib-python(-headless)")
+    cv2.setNumThreads(1)
+    C = H.crop_module()
+    sal = cv2.saliency.StaticSaliencySpectralResidual_create()
+
+    def f(path: Path, aspect) -> Box:
+        full = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_4)  # DCT-scaled decode, like gazecrop's draft
+        if full is None:
+            raise ValueError(f"cv2 cannot read {path}")
+        from PIL import Image
+
+        with Image.open(path) as im:
+            size = displayed_size(im)
+        ok, m = sal.computeSaliency(full)
+        m = np.asarray(m, np.float64)
+        gh, gw = max(1, m.shape[0] // 4), max(1, m.shape[1] // 4)
+        g = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
+        g = g + 1e-6 * max(float(g.max()), 1e-12)
+        g = np.log(g / g.sum()).astype(np.float32)
+        return tuple(C.choose_crop(g, size, aspect, strategy="mass").box)
+    return f
+
+
+def displayed_size(im) -> Tuple[int, int]:  # noqa: N802 - tiny helper
+    """Displayed (width, height) of an open PIL image (EXIF orientation 5-8 swaps the sides)."""
+    o = im.getexif().get(0x0112, 1)
+    return (im.size[1], im.size[0]) if o in (5, 6, 7, 8) else im.size
+
+
+def _centre():
+    from PIL import Image
+
+    C = H.crop_module()
+
+    def f(path: Path, aspect) -> Box:
+        with Image.open(path) as im:  # the header only
+            W, Hh = displayed_size(im)
+        bw, bh = C.largest_box_size((W, Hh), aspect)
+        return ((W - bw) // 2, (Hh - bh) // 2, bw, bh)
+    return f
+
+
+def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None):
+    """``{name: f(path, aspect) -> (left, top, width, height)}`` and ``{name: reason}`` for unavailable ones.
+    gazecrop uses the pruned student (or its stand-in) unless ``model_path`` is given."""
+    out: Dict[str, Cropper] = {}
+    skipped: Dict[str, str] = {}
+    model_path = model_path or H.student_paths()["pruned"].path
+    build = {GAZECROP: lambda: _gazecrop("mass", model_path), GAZECROP_POINT: lambda: _gazecrop("point", model_path),
+             SMARTCROP: _smartcrop, VIPS: _vips, SPECTRAL: _spectral, CENTRE: _centre}
+    for n in names:
+        try:
+            out[n] = build[n]()
+        except H.Unavailable as e:
+            skipped[n] = str(e)
+    return out, skipped
+
+
+def cycling(f: Cropper, paths: Sequence[Path], aspect) -> Callable[[], Box]:
+    """A zero-argument callable cropping the next photo of ``paths`` on each call (round robin)."""
+    it = itertools.cycle(list(paths))
+    return lambda: f(next(it), aspect)
