@@ -1,0 +1,34 @@
+"""Typed stub of the native core module ``gazecrop._core`` (cpp/bindings/module.cpp)."""
+
+from typing import List, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+class Model:
+    """A ``.gzw`` network loaded and validated by the native core; immutable, usable from many threads."""
+
+    def __init__(self, path: str) -> None:
+        """Load and validate a file. Raises WeightsFormatError (a ValueError) or OSError."""
+    @staticmethod
+    def from_bytes(data: bytes) -> "Model":
+        """Load and validate the bytes of a ``.gzw`` file."""
+    def run(self, image: npt.NDArray[np.uint8] | npt.NDArray[np.float32], threads: int = 1) -> npt.NDArray[np.float32]:
+        """uint8 (H, W, 3) RGB or float32 (3, H, W), pixel values 0..255, C-contiguous, no conversion ->
+        float32 (h, w) log-density. TypeError on another dtype, ValueError on a wrong rank/shape or an image
+        too small for the network. The GIL is released during the run."""
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Output grid (h, w) for an input of height x width."""
+    @property
+    def num_ops(self) -> int: ...
+
+def kernel_set() -> str:
+    """'avx2' or 'scalar': the kernel set in use (GAZECROP_ISA=scalar|avx2 forces one at import)."""
+
+def set_kernel_set(name: str) -> None:
+    """Switch the process-wide kernel set (tests, benchmarks); ValueError when unsupported here."""
+
+def supported_kernel_sets() -> List[str]:
+    """Kernel sets this build and CPU can run, best last."""
+
+def version() -> str: ...
