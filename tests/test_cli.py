@@ -222,6 +222,29 @@ def test_name_template(fixed, tmp_path, capsys):
     # the same template writing next to the input would replace it: refused
     assert main([src, "-a", "16:9", "--out", str(tmp_path), "--name", "{stem}{ext}"]) == 1
     assert "refusing to overwrite input" in capsys.readouterr().err
-    for bad in (["--name", "{nope}"], ["--name", "../{stem}{ext}"], ["-a", "1:1", "-a", "2:1", "--name", "{stem}{ext}"]):
+    for bad in (["--name", "{nope}"], ["--name", "../{stem}{ext}"],
+                ["-a", "1:1", "-a", "2:1", "--name", "{stem}{ext}"]):
         with pytest.raises(SystemExit):
             main([src, "--out", str(tmp_path / "o")] + bad)
+
+
+def test_mpo_lossless_webp_and_read_only_formats(fixed, tmp_path):
+    a = Image.new("RGB", (64, 48), (10, 200, 30))
+    a.save(tmp_path / "m.jpg", format="MPO", save_all=True, append_images=[Image.new("RGB", (64, 48))])
+    _photo(tmp_path / "w.webp", size=(64, 48), lossless=True)
+    _photo(tmp_path / "q.webp", size=(64, 48), quality=50)
+    (tmp_path / "x.xpm").write_text('/* XPM */\nstatic char * t_xpm[] = {\n"4 2 2 1",\n"a c #FF0000",\n'
+                                    '"b c #0000FF",\n"aabb",\n"abab"};\n')
+    out = tmp_path / "o"
+    files = [str(tmp_path / n) for n in ("m.jpg", "w.webp", "q.webp", "x.xpm")]
+    assert main(files + ["-a", "1:1", "--out", str(out)]) == 0
+    with Image.open(out / "m_1x1.jpg") as m, Image.open(tmp_path / "m.jpg") as src:
+        assert m.format == "JPEG" and m.size == (48, 48) and m.quantization == src.quantization
+    with open(tmp_path / "w.webp", "rb") as f:
+        assert b"VP8L" in f.read(64)
+    with open(out / "w_1x1.webp", "rb") as f:
+        assert b"VP8L" in f.read(64)  # lossless in, lossless out
+    with open(out / "q_1x1.webp", "rb") as f:
+        assert b"VP8 " in f.read(64)
+    with Image.open(out / "x_1x1.png") as x:  # Pillow cannot write XPM: PNG instead
+        assert x.format == "PNG" and x.size == (2, 2)

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps
+from PIL.JpegImagePlugin import JpegImageFile
 
 __all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "open_image",
            "to_rgb", "_prepare"]
@@ -272,7 +273,7 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
             full = im.size
             orient = _orientation(im)
             displayed = (full[1], full[0]) if orient in (5, 6, 7, 8) else full
-            if input_size is not None and im.format == "JPEG":
+            if input_size is not None and isinstance(im, JpegImageFile):  # JPEG and MPO
                 h, w = input_size(displayed[1], displayed[0])
                 req = (w, h) if displayed == full else (h, w)  # draft works in stored orientation
                 im.draft(im.mode, (max(1, int(req[0])), max(1, int(req[1]))))

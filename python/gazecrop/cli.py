@@ -118,7 +118,8 @@ def _expand(inputs: Sequence[str], recursive: bool) -> List[str]:
             else:
                 found = [os.path.join(item, f) for f in sorted(os.listdir(item))]
             for f in found:
-                if os.path.isfile(f) and f.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(f).startswith("."):
+                hidden = os.path.basename(f).startswith(".")
+                if os.path.isfile(f) and f.lower().endswith(IMAGE_EXTENSIONS) and not hidden:
                     add(f)
         elif not os.path.exists(item) and glob.has_magic(item):
             for f in sorted(glob.glob(item, recursive=True)):
@@ -151,7 +152,10 @@ def _save_options(src_format: Optional[str], src: Image.Image, info: dict, quant
         if info.get("progressive") or info.get("progression"):
             opts["progressive"] = True
     elif src_format == "WEBP":
-        opts["quality"] = 90
+        if info.get("lossless"):
+            opts["lossless"] = True
+        else:
+            opts["quality"] = 90
     elif src_format == "TIFF":
         if info.get("compression") and info["compression"] != "raw":
             opts["compression"] = info["compression"]
@@ -194,14 +198,39 @@ def _write_atomic(image: Image.Image, path: str, fmt: str, opts: dict) -> None:
         raise
 
 
+def _webp_lossless(path: str) -> bool:
+    """True when the WebP file's first image chunk is lossless (``VP8L``), by walking its RIFF chunks."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            for _ in range(64):
+                ch = f.read(8)
+                if len(ch) < 8:
+                    return False
+                tag, size = ch[:4], int.from_bytes(ch[4:], "little")
+                if tag in (b"VP8L", b"VP8 "):
+                    return tag == b"VP8L"
+                if tag == b"ANMF":  # animation frame: its image chunk follows a 16-byte frame header
+                    f.seek(16, os.SEEK_CUR)
+                    continue
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        pass
+    return False
+
+
 def _source_info(path: str) -> Tuple[Optional[str], dict, object, int]:
     """Format, save-relevant info (ICC, EXIF with orientation 1, ...), JPEG quantisation tables and
     subsampling of the file at ``path``."""
     from PIL import JpegImagePlugin
 
     with _open_path(path, None) as im:
-        fmt = im.format
+        fmt = "JPEG" if isinstance(im, JpegImagePlugin.JpegImageFile) else im.format  # MPO is a JPEG too
         info = dict(im.info)
+        if fmt == "WEBP":
+            info["lossless"] = _webp_lossless(path)
         quant, sampling = None, -1
         if fmt == "JPEG":
             quant = getattr(im, "quantization", None)
@@ -246,8 +275,8 @@ def heatmap_overlay(photo: Image.Image, prediction: Prediction, results: Sequenc
         b = r.box
         draw.rectangle([b.left * s, b.top * s, b.right * s - 1, b.bottom * s - 1],
                        outline=_BOX_COLOURS[k % len(_BOX_COLOURS)], width=max(1, round(2 * max(w, h) / 512)))
-    px, py = results[0].salient_point if results else (0, 0)
     if results:
+        px, py = results[0].salient_point
         rr = max(2, round(max(w, h) / 128))
         draw.ellipse([px * s - rr, py * s - rr, px * s + rr, py * s + rr], outline=(255, 255, 255), width=2)
     return out
@@ -294,6 +323,9 @@ class _Run:
             if full.size != pred.size:
                 raise _Failure(f"decoded size {full.size} differs from {pred.size}")
             stem, ext = os.path.splitext(os.path.basename(path))
+            Image.init()
+            if fmt is None or fmt.upper() not in Image.SAVE:  # a format Pillow reads but cannot write
+                fmt, ext = None, ".png"
             ext = ext if ext else "." + (fmt or "png").lower()
             save_fmt = fmt or "PNG"
             for a, r in zip(args.aspect, results):
@@ -366,7 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         model = _model(args.model)
     except (OSError, ValueError) as e:
-        print(f"gazecrop: cannot load model: {e}", file=sys.stderr)
+        hint = "" if args.model else " (pass --model PATH to use a .gzw file)"
+        print(f"gazecrop: cannot load model: {e}{hint}", file=sys.stderr)
         return EXIT_USAGE
     if args.out:
         os.makedirs(args.out, exist_ok=True)
