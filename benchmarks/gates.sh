@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# gazecrop speed gates and benchmark suites.
+#
+#   bash benchmarks/gates.sh --quick   # CI: the three speed gates, quick round counts (a few minutes on 2 cores)
+#   bash benchmarks/gates.sh           # the same gates with the full round counts
+#   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
+#                                      # the gates (full), the quality script, then the report (tables + plot)
+#
+# Gates compare ratios measured interleaved within one process (benchmarks/gates.py). A method whose package
+# is not installed is skipped with a message (install the `bench` extra: pip install ".[bench]"); a missing
+# trained model is replaced by a random-weight stand-in of the intended size, and the output says so.
+# Exit status: non-zero when a gate fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=full
+case "${1:-}" in
+  --quick) mode=quick ;;
+  --all) mode=all ;;
+  "") ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  *) echo "usage: bash benchmarks/gates.sh [--quick|--all]" >&2; exit 2 ;;
+esac
+py=${PYTHON:-python3}
+command -v "$py" >/dev/null 2>&1 || py=python
+# One thread per library unless a method says otherwise (harness.py sets the same defaults).
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 VIPS_CONCURRENCY=1
+# A source checkout that is not installed: use its python/ folder (harness.py finds the built core in build/).
+if ! "$py" -c "import gazecrop" >/dev/null 2>&1; then
+  export PYTHONPATH="$(pwd)/python${PYTHONPATH:+:$PYTHONPATH}"
+fi
+missing=$("$py" - <<'PY'
+import importlib.util as u
+mods = {"torch": "torch", "onnxruntime": "onnxruntime", "onnx": "onnx", "pyvips": "pyvips",
+        "cv2": "opencv-contrib-python-headless", "smartcrop": "smartcrop", "pytest_benchmark": "pytest-benchmark",
+        "efficientnet_lite_pytorch": "efficientnet-lite-pytorch"}
+print(" ".join(p for m, p in mods.items() if u.find_spec(m) is None))
+PY
+)
+if [ -n "$missing" ]; then
+  echo "gates.sh: not installed: $missing -> the methods needing them are skipped (pip install \".[bench]\")"
+fi
+case "$mode" in
+  quick) exec "$py" benchmarks/gates.py --quick ;;
+  full) exec "$py" benchmarks/gates.py ;;
+  all)
+    out=benchmarks/results
+    mkdir -p "$out"
+    "$py" -m pytest benchmarks/ -p no:cacheprovider -k "not gate" --benchmark-json="$out/suites.json" \
+      --benchmark-columns=min,median,mean,iqr,rounds --benchmark-sort=median
+    status=0
+    "$py" benchmarks/gates.py --json "$out/gates.json" || status=$?
+    "$py" benchmarks/quality.py --json "$out/quality.json"
+    "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json"
+    exit $status ;;
+esac
