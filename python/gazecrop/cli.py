@@ -35,6 +35,7 @@ from PIL import Image
 from .crop import (DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect,
                    resample_log_density)
 from ._image import ImageError, _open_path, open_image
+from . import __version__
 from .api import Prediction, predict
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
@@ -56,6 +57,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="Crop photos to any aspect ratio around where people are predicted to look "
                     "(a saliency map learned from eye-tracking data).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
     p.add_argument("-o", "--out", metavar="DIR", help="write cropped images (and heatmaps) to this folder")
