@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -24,7 +24,20 @@ from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult
                    parse_aspect, resample_log_density)
 from .model import load_model
 
-__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model"]
+__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model", "SaliencyModel"]
+
+class SaliencyModel(Protocol):
+    """What the API needs from a model (:class:`gazecrop.Model` has it; tests use small stand-ins)."""
+
+    def input_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(h, w) pixels an (height, width) image is resized to before the run."""
+
+    def log_density(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) RGB -> float32 (h, w) log-density over a grid covering the whole image."""
+
+
+ModelLike = Union[SaliencyModel, str, "os.PathLike[str]", None]
+"""A model object, a ``.gzw`` path, or None for the bundled default model."""
 
 _LOCK = threading.Lock()
 _MODELS: Dict[Optional[str], object] = {}
@@ -39,7 +52,7 @@ def default_model():
     return _model(None)
 
 
-def _model(model):
+def _model(model: ModelLike) -> SaliencyModel:
     if model is not None and not isinstance(model, (str, os.PathLike)):
         if not (hasattr(model, "log_density") and hasattr(model, "input_size")):
             raise TypeError(f"model must be a gazecrop.Model, a .gzw path or None, got {type(model).__name__}")
@@ -53,7 +66,7 @@ def _model(model):
         return m
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prediction:
     """One model run on one image.
 
@@ -76,7 +89,7 @@ class Prediction:
         return choose_crops(self.log_density, self.size, list(aspects), strategy=strategy)
 
 
-def predict(image: ImageInput, *, model=None) -> Prediction:
+def predict(image: ImageInput, *, model: ModelLike = None) -> Prediction:
     """Run the saliency model once on an image.
 
     Args:
@@ -96,7 +109,7 @@ def predict(image: ImageInput, *, model=None) -> Prediction:
     return Prediction(log_density=grid, size=prep.size)
 
 
-def saliency_map(image: ImageInput, *, model=None) -> np.ndarray:
+def saliency_map(image: ImageInput, *, model: ModelLike = None) -> np.ndarray:
     """Where people are predicted to look: a log-density over the displayed image's pixels.
 
     Args:
@@ -111,7 +124,7 @@ def saliency_map(image: ImageInput, *, model=None) -> np.ndarray:
     return predict(image, model=model).saliency_map()
 
 
-def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model=None,
+def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike = None,
           strategy: Strategy = DEFAULT_STRATEGY) -> List[CropResult]:
     """Crops for several aspect ratios from one model run.
 
@@ -136,7 +149,8 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model=None,
     return predict(image, model=model).crops(aspects, strategy=strategy)
 
 
-def crop_box(image: ImageInput, aspect: AspectLike, *, model=None, strategy: Strategy = DEFAULT_STRATEGY) -> CropBox:
+def crop_box(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
+             strategy: Strategy = DEFAULT_STRATEGY) -> CropBox:
     """The crop box for one aspect ratio: ``CropBox(left, top, width, height)``, ints, pixels of the displayed
     image; the largest box of ``aspect`` (width / height, e.g. ``16 / 9`` or ``"16:9"``) that fits.
 
@@ -146,7 +160,8 @@ def crop_box(image: ImageInput, aspect: AspectLike, *, model=None, strategy: Str
     return crops(image, [aspect], model=model, strategy=strategy)[0].box
 
 
-def crop(image: ImageInput, aspect: AspectLike, *, model=None, strategy: Strategy = DEFAULT_STRATEGY) -> Image.Image:
+def crop(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
+         strategy: Strategy = DEFAULT_STRATEGY) -> Image.Image:
     """The cropped image: the displayed image (EXIF orientation applied, original mode, first frame) cut to
     :func:`crop_box`.
 
