@@ -24,7 +24,9 @@ from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult
                    parse_aspect, resample_log_density)
 from .model import load_model
 
-__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model", "SaliencyModel"]
+__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model",
+           "SaliencyModel"]
+
 
 class SaliencyModel(Protocol):
     """What the API needs from a model (:class:`gazecrop.Model` has it; tests use small stand-ins)."""
@@ -40,10 +42,10 @@ ModelLike = Union[SaliencyModel, str, "os.PathLike[str]", None]
 """A model object, a ``.gzw`` path, or None for the bundled default model."""
 
 _LOCK = threading.Lock()
-_MODELS: Dict[Optional[str], object] = {}
+_MODELS: Dict[Optional[str], SaliencyModel] = {}
 
 
-def default_model():
+def default_model() -> SaliencyModel:
     """The bundled default model (:func:`gazecrop.load_model` with no path), loaded on first use and cached.
 
     Raises:
