@@ -125,14 +125,14 @@ def _load(im: Image.Image, what: str) -> None:
         raise ImageError(f"{what}: cannot decode image (unreadable or truncated file): {e}") from e
 
 
-def _transpose(im: Image.Image, what: str) -> Image.Image:
+def _transpose(im: Image.Image) -> Tuple[Image.Image, bool]:
+    """``(exif_transpose(im), True)``, or ``(im, False)`` when the EXIF data is too malformed to apply
+    (an otherwise good image stays usable, shown as stored)."""
     try:
         out = ImageOps.exif_transpose(im)
-    except Exception as e:  # malformed EXIF must not make an otherwise good image unusable
-        if isinstance(e, (ImageError, MemoryError)):
-            raise
-        return im
-    return im if out is None else out
+    except (ValueError, TypeError, KeyError, IndexError, OSError, SyntaxError, struct.error):
+        return im, False
+    return (im, True) if out is None else (out, True)
 
 
 def _orientation(im: Image.Image) -> int:
@@ -162,13 +162,13 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
         what = _describe(image)
         _check_pixels(image.size, limit if getattr(image, "fp", None) is not None else None, what)
         _load(image, what)
-        return _transpose(image, what)
+        return _transpose(image)[0]
     if isinstance(image, (str, os.PathLike)):
         what = _describe(image)
         im = _open_path(image, limit)
         try:
             _load(im, what)
-            out = _transpose(im, what)
+            out = _transpose(im)[0]
             return im.copy() if out is im else out
         finally:
             im.close()  # multi-frame files keep their file open after load()
@@ -271,14 +271,16 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
         im = _open_path(image, _limit(max_pixels))
         try:
             full = im.size
-            orient = _orientation(im)
-            displayed = (full[1], full[0]) if orient in (5, 6, 7, 8) else full
+            swap = _orientation(im) in (5, 6, 7, 8)  # transposes: width and height exchange
+            displayed = (full[1], full[0]) if swap else full
             if input_size is not None and isinstance(im, JpegImageFile):  # JPEG and MPO
                 h, w = input_size(displayed[1], displayed[0])
-                req = (w, h) if displayed == full else (h, w)  # draft works in stored orientation
+                req = (h, w) if swap else (w, h)  # draft works in stored orientation
                 im.draft(im.mode, (max(1, int(req[0])), max(1, int(req[1]))))
             _load(im, what)
-            out = _transpose(im, what)
+            out, applied = _transpose(im)
+            if not applied:
+                displayed = full
             rgb = to_rgb(out, background)
         finally:
             im.close()
