@@ -28,6 +28,10 @@ ratio that fits the image:
 libvips ``smartcrop`` (``libvips/conversion/smartcrop.c``) likewise scores a small proxy, maps back to full
 size, clamps the box and always returns the attention point.
 
+Import names with ``from gazecrop.crop import choose_crop`` (or ``importlib.import_module("gazecrop.crop")``):
+the package attribute ``gazecrop.crop`` is the public function :func:`gazecrop.crop`, which shadows this
+module after ``import gazecrop``.
+
 numpy only.
 """
 
