@@ -248,3 +248,17 @@ def test_mpo_lossless_webp_and_read_only_formats(fixed, tmp_path):
         assert b"VP8 " in f.read(64)
     with Image.open(out / "x_1x1.png") as x:  # Pillow cannot write XPM: PNG instead
         assert x.format == "PNG" and x.size == (2, 2)
+
+
+def test_name_clash_between_inputs_fails_the_later_one(fixed, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    first = _photo(tmp_path / "x" / "p.png", seed=1)
+    second = _photo(tmp_path / "y" / "p.png", seed=2)
+    for jobs in ("1", "2"):
+        out = tmp_path / f"o{jobs}"
+        assert main([first, second, "-a", "1:1", "--out", str(out), "--jobs", jobs]) == 1
+        err = capsys.readouterr().err
+        assert f"{second}: output" in err and f"also the output of {first}" in err
+        with Image.open(out / "p_1x1.png") as im, Image.open(first) as src:
+            assert np.array_equal(np.asarray(im), np.asarray(src)[:, 40:160])  # the box is (40, 0, 120, 120)

@@ -291,17 +291,28 @@ class _Run:
         self.args = args
         self.model = model
         self.inputs_real = {os.path.realpath(p) for p in inputs}
-        self.claimed: set = set()
+        self.owner: dict = {}  # output real path -> the input that writes it (the first in input order)
         self.lock = threading.Lock()
+        if args.out:  # plan names up front so that clashes fail the same input whatever the thread timing
+            for p in inputs:
+                for dst in self._names(p, os.path.splitext(p)[1]):
+                    self.owner.setdefault(os.path.realpath(dst), p)
+
+    def _names(self, path: str, ext: str) -> List[str]:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        names = [self.args.name.format(stem=stem, aspect=format_aspect(a), ext=ext) for a in self.args.aspect]
+        if self.args.heatmap:
+            names.append(f"{stem}_heatmap.png")
+        return [os.path.join(self.args.out, n) for n in names]
 
     def _claim(self, path: str, source: str) -> None:
         real = os.path.realpath(path)
         with self.lock:
             if real in self.inputs_real or (os.path.exists(path) and os.path.samefile(path, source)):
                 raise _Failure(f"refusing to overwrite input file {path}")
-            if real in self.claimed:
-                raise _Failure(f"output {path} already written by another input in this run")
-            self.claimed.add(real)
+            first = self.owner.setdefault(real, source)
+            if first != source:
+                raise _Failure(f"output {path} is also the output of {first}")
 
     def process(self, path: str) -> dict:
         args = self.args
