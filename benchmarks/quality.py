@@ -90,6 +90,7 @@ def saliency_metrics(limit=None, log=print) -> dict:
         H.require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
         if H.vanilla_member_name() is None:
             raise H.Unavailable("no trained teacher (weights/teacher/ensemble.json)")
+        argv += ["--weights-dir", str(H.WEIGHTS / "teacher")]
     except H.Unavailable as e:
         log(f"[quality] teacher rows skipped: {e}", file=sys.stderr)
         argv.append("--no-teacher")

@@ -1,0 +1,250 @@
+"""Write the benchmark sections of ``benchmarks/RESULTS.md`` and ``benchmarks/quality_vs_time.png``.
+
+    python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
+        [--suites benchmarks/results/suites.json]
+
+Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
+pytest-benchmark's ``--benchmark-json``). Only the text between ``<!-- benchmarks:begin -->`` and
+``<!-- benchmarks:end -->`` is replaced; other sections of RESULTS.md (the native core's) are left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+PLOT = HERE / "quality_vs_time.png"
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+HEADER = """# gazecrop benchmark results
+
+Run every suite, the gates, the quality script and this report with one command (from the repository root,
+with the `bench` extra installed: `pip install ".[bench]"`):
+
+```bash
+bash benchmarks/gates.sh --all
+```
+
+`bash benchmarks/gates.sh --quick` runs only the speed gates (what CI runs); `python -m pytest benchmarks/`
+runs the pytest-benchmark suites and the gates. Ratios are measured within one process with the methods
+interleaved round by round; absolute times depend on the machine and its load, recorded beside them.
+
+"""
+
+
+def _ms(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _gate(g: dict) -> str:
+    if g.get("passed") is None:
+        return f"skipped ({g.get('skipped', '')})"
+    return f"**{'pass' if g['passed'] else 'FAIL'}** (ratio {g['value']:.2f})"
+
+
+def _row_name(row: dict) -> str:
+    return row.get("label") if row.get("label") and row["method"].startswith(("vanilla", "pruned", "unpruned")) \
+        else row["method"]
+
+
+def section_gates(gates: dict) -> str:
+    m = gates["machine"]
+    out = [f"Machine: **{m['cpu']}**, {m['cores']} cores ({m.get('flags', '')}), native core kernel set "
+           f"`{m.get('kernel_set', '?')}`, Python {m['python']}; {m['date']}; commit `{m['commit']}`; "
+           f"1-minute load average at the start {m.get('load_avg_1m', '?')} (a shared machine: other jobs were "
+           f"running, so medians sit above minima). Mode: `{gates['mode']}`.", ""]
+    out += ["| gate | measured | needs | result |", "|---|---|---|---|"]
+    need = {"model_speedup": ">= 10", "implementation": "> 1 (each peer)", "end_to_end": ">= 1"}
+    for r in gates["gates"]:
+        g = r["gate"]
+        val = "-" if g.get("value") is None else f"{g['value']:.2f}"
+        if g.get("per_peer"):
+            val += " (" + ", ".join(f"{k.split(',')[0]} {v:.2f}" for k, v in g["per_peer"].items()) + ")"
+        out.append(f"| {g['expr']} | {val} | {need.get(r['suite'], '')} | {_gate(g)} |")
+    out.append("")
+    out.append("Ratios: the median over interleaving rounds of per-round ratios (per-round minimum of the back-to-back "
+               "calls for the model and implementation gates, per-round median over the photos end to end); "
+               "see `benchmarks/harness.py`.")
+    return "\n".join(out)
+
+
+def section_model(r: dict) -> str:
+    out = ["### 1. Model speed-up (PyTorch, 1 thread, the same 1024x768 photo at each model's input size)", ""]
+    out += [f"- {n}" for n in r["notes"]]
+    out += ["", "| model | input (h x w) | MMACs | median ms | min ms | speed-up over the teacher | val AUC-Judd |",
+            "|---|---|---|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: -x["median_ms"]):
+        auc = "stand-in" if row.get("standin") else ("n/a" if row.get("auc") is None else f"{row['auc']:.4f}")
+        inp = "x".join(map(str, row.get("input", ())))
+        macs = "-" if row.get("macs") is None else f"{row['macs'] / 1e6:.0f}"
+        out.append(f"| {_row_name(row)} | {inp} | {macs} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | "
+                   f"{row.get('speedup_vs_teacher', 0):.1f}x | {auc} |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
+    return "\n".join(out)
+
+
+def section_impl(r: dict) -> str:
+    out = ["### 2. Implementation speed-up (the pruned student's weights, batch 1)", ""]
+    out += [f"- {n}" for n in r["notes"]]
+    out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
+            "time / time(core, 1 thread) |", "|---|---|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
+        best = row.get("gflops", 0) * row["median_ms"] / row["min_ms"] if row["min_ms"] else 0
+        out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | {row.get('gflops', 0):.1f} | "
+                   f"{best:.1f} | {row.get('speedup_of_core', 0):.2f} |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
+    return "\n".join(out)
+
+
+def section_e2e(r: dict) -> str:
+    out = ["### 3. End to end (crop box from a 1024x768 JPEG on disk, decode included, 1 thread)", ""]
+    out += [f"- {n}" for n in r["notes"]]
+    out += ["", "| method | median ms | min ms | speed relative to libvips attention |", "|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
+        sp = row.get("speedup_vs_vips")
+        out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | "
+                   + ("-" if sp is None else f"{sp:.2f}x") + " |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
+    return "\n".join(out)
+
+
+def section_suites(suites: dict) -> str:
+    out = ["### pytest-benchmark suites (`python -m pytest benchmarks/ -k 'not gate'`, each method timed on its own)",
+           "", "| group | test | min ms | median ms | mean ms | rounds |", "|---|---|---|---|---|---|"]
+    for b in sorted(suites["benchmarks"], key=lambda b: (b["group"] or "", b["stats"]["median"])):
+        s = b["stats"]
+        out.append(f"| {(b['group'] or '').split(':')[0]} | {b['name'].split('[')[-1].rstrip(']')} | "
+                   f"{s['min'] * 1e3:.2f} | {s['median'] * 1e3:.2f} | {s['mean'] * 1e3:.2f} | {s['rounds']} |")
+    return "\n".join(out)
+
+
+def section_quality(q: dict) -> str:
+    c = q["crop"]
+    aspects = q["aspects"]
+    out = ["### 4. Quality beside speed", "",
+           f"Mean share of human fixations inside the crop box, {q['n_images']} {q['split']} images (MIT1003, OSIE, "
+           f"Scene500 val split), largest box of each aspect; gazecrop model: {q['gazecrop_model']}"
+           + (" (**random weights: its quality numbers mean nothing yet**)" if q["gazecrop_standin"] else "")
+           + ". `s / box`: mean time per box over these images (not interleaved; the end-to-end table is the "
+             "speed reference).", "",
+           "| method | " + " | ".join(aspects) + " | mean | s / box |", "|---|" + "---|" * (len(aspects) + 2)]
+    mean = {m: sum(d.values()) / len(d) for m, d in c["shares"].items()}
+    for m in sorted(c["shares"], key=lambda m: -mean[m]):
+        d = c["shares"][m]
+        t = c["seconds_per_box"].get(m)
+        out.append(f"| {m} | " + " | ".join(f"{d[a]:.3f}" for a in aspects) + f" | {mean[m]:.3f} | "
+                   + ("-" if t is None else f"{t * 1e3:.1f} ms") + " |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in c["skipped"].items()]
+    sal = q.get("saliency")
+    out += ["", "Saliency metrics of the students next to the teacher (val split, `python -m gazecrop.evaluate`):", ""]
+    if not sal:
+        out.append("not run (`--no-metrics`).")
+    elif "skipped" in sal:
+        out.append(f"not run: {sal['skipped']}.")
+    else:
+        sys.path.insert(0, str(HERE.parent / "python"))
+        from gazecrop.evaluate import format_table
+
+        out += [f"`{' '.join(sal['argv'])}`", "", format_table(sal["metrics"])]
+    return "\n".join(out)
+
+
+def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
+    """Quality (mean fixation share over the aspects) against time per image, every cropping method."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot"
+    e2e = next((r for r in gates["gates"] if r["suite"] == "end_to_end"), {"rows": []})
+    t_e2e = {row["method"]: row["median_ms"] for row in e2e["rows"]}
+    c = q["crop"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for m, d in c["shares"].items():
+        y = sum(d.values()) / len(d)
+        if m.startswith("oracle"):
+            ax.axhline(y, ls="--", c="grey", lw=1)
+            ax.text(0.02, y, " oracle (upper bound)", va="bottom", color="grey", transform=ax.get_yaxis_transform())
+            continue
+        if m in t_e2e:
+            x, filled = t_e2e[m], True
+        elif m.startswith("gazecrop") and "gazecrop" in t_e2e:
+            x, filled = t_e2e["gazecrop"], True
+        elif m in c["seconds_per_box"]:
+            x, filled = c["seconds_per_box"][m] * 1e3, False
+        else:
+            continue
+        colour = "tab:red" if m.startswith("gazecrop") else "tab:blue"
+        ax.scatter([x], [y], s=50, c=colour if filled else "white", edgecolors=colour, zorder=3)
+        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, -11 if m.startswith("gazecrop") else 4),
+                    fontsize=8, color="tab:red" if m.startswith("gazecrop") else "black")
+    ax.set_xscale("log")
+    ax.set_xlabel("time per image, ms (median, 1024x768 JPEG from disk, 1 thread; hollow: mean over val images)")
+    ax.set_ylabel(f"mean fixation share inside the crop\n({q['n_images']} val images, aspects "
+                  f"{', '.join(q['aspects'])})")
+    title = "gazecrop vs peers: crop quality against time"
+    if q["gazecrop_standin"]:
+        title += "\n(gazecrop runs a random-weight stand-in: the trained model is missing)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def build(gates: dict, quality: Optional[dict], suites: Optional[dict]) -> str:
+    parts = ["## Benchmarks and speed gates", "",
+             "Written by `benchmarks/report.py` from `benchmarks/results/*.json` (raw numbers committed beside "
+             "this file); do not edit by hand.", "", section_gates(gates), ""]
+    by = {r["suite"]: r for r in gates["gates"]}
+    for key, fn in (("model_speedup", section_model), ("implementation", section_impl), ("end_to_end", section_e2e)):
+        if key in by:
+            parts += [fn(by[key]), ""]
+    if quality:
+        parts += [section_quality(quality), "", f"![quality against time per image]({PLOT.name})", ""]
+    if suites:
+        parts += [section_suites(suites), ""]
+    return "\n".join(parts)
+
+
+def write_results(block: str, path: Path = RESULTS) -> None:
+    text = path.read_text() if path.is_file() else HEADER
+    if "gates.sh --all" not in text:  # someone else created the file: put the run command first
+        text = HEADER + re.sub(r"^# .*\n+", "", text, count=1)
+    new = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + new + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + new + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/report.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--gates", required=True)
+    p.add_argument("--quality", default=None)
+    p.add_argument("--suites", default=None)
+    p.add_argument("--out", default=str(RESULTS))
+    a = p.parse_args(argv)
+    gates = json.loads(Path(a.gates).read_text())
+    quality = json.loads(Path(a.quality).read_text()) if a.quality and Path(a.quality).is_file() else None
+    suites = json.loads(Path(a.suites).read_text()) if a.suites and Path(a.suites).is_file() else None
+    write_results(build(gates, quality, suites), Path(a.out))
+    if quality:
+        msg = plot(gates, quality)
+        if msg:
+            print(msg, file=sys.stderr)
+    print(f"wrote {a.out}" + ("" if not quality else f" and {PLOT}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
