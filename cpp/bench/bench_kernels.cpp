@@ -1,0 +1,110 @@
+// Kernel micro-benchmark: every conv family of kernels.def at the layer shapes of the student network
+// (gazecrop._testing.student_like at a 192x256 input), one thread, median of repeated runs. Reports GFLOP/s
+// of useful work (interior pixels only) and the share of the AVX2+FMA peak (32 FLOP/cycle/core) at the
+// given clock. Times only; checks nothing (tests/test_ops.py checks results).
+//
+//   bench_kernels [GHz]      (default 2.45, i.e. ~78 GFLOP/s peak per core)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "tensor.h"
+
+using namespace gazecrop;
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int cin, cout, taps, h, w;
+};
+
+double bench(kernels::ConvFn fn, const Shape& s) {
+  const std::size_t plane = detail::frame_plane(s.h, s.w), row = detail::frame_row(s.w);
+  const std::size_t kc = s.taps == 9 ? s.cin : std::size_t(s.cin) * s.taps;  // im2col rows for taps 1 + k*k
+  detail::AlignedBuffer x(kc * plane), y(std::size_t(s.cout) * plane), w(kc * (s.taps == 9 ? 9 : 1) * s.cout);
+  std::vector<float> bias(std::size_t(s.cout), 0.1f);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = u(rng);
+  for (std::size_t i = 0; i < w.size(); ++i) w.data()[i] = u(rng);
+  const std::size_t q0 = row + 1, q1 = std::size_t(s.h) * row + std::size_t(s.w) + 1;
+  const int ntiles = (s.cout + 5) / 6;
+  auto once = [&] {
+    for (std::size_t a = q0; a < q1; a += 256) {
+      const std::size_t nc = std::min<std::size_t>(256, q1 - a);
+      int m0 = 0;
+      for (int t = 0; t < ntiles; ++t) {
+        const int mr = s.cout / ntiles + (t < s.cout % ntiles ? 1 : 0);
+        fn(std::size_t(mr), nc, kc, x.data() + a, plane, std::ptrdiff_t(row), w.data(), bias.data() + m0,
+           y.data() + std::size_t(m0) * plane + a, plane, 1);
+        m0 += mr;
+      }
+    }
+  };
+  once();
+  std::vector<double> times;
+  for (int r = 0; r < 31; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < 5; ++k) once();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 5);
+  }
+  std::sort(times.begin(), times.end());
+  const double flops = 2.0 * s.cin * s.cout * (s.taps == 9 ? 9 : s.taps) * s.h * s.w;
+  return flops / times[times.size() / 2] / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double ghz = argc > 1 ? std::atof(argv[1]) : 2.45;
+  const double peak = 32.0 * ghz;
+  const Shape shapes[] = {
+      {"stem 3x3/2 3->24 (im2col K=27) 96x128", 3, 24, 9 + 0, 96, 128},
+      {"block0 1x1 48->24 48x64", 48, 24, 1, 48, 64},
+      {"block0 3x3 24->12 48x64", 24, 12, 9, 48, 64},
+      {"trans1 1x1 72->36 48x64", 72, 36, 1, 48, 64},
+      {"block1 1x1 84->32 24x32", 84, 32, 1, 24, 32},
+      {"block1 3x3 32->16 24x32", 32, 16, 9, 24, 32},
+      {"trans2 1x1 132->66 24x32", 132, 66, 1, 24, 32},
+      {"block2 1x1 126->40 12x16", 126, 40, 1, 12, 16},
+      {"block2 3x3 40->20 12x16", 40, 20, 9, 12, 16},
+      {"readout 1x1 318->16 24x32", 318, 16, 1, 24, 32},
+      {"odd 1x1 27->13 48x64", 27, 13, 1, 48, 64},
+      {"odd 3x3 13->27 48x64", 13, 27, 9, 48, 64},
+  };
+  std::printf("| shape | kernel | GFLOP/s | share of peak (%.0f GFLOP/s) |\n|---|---|---|---|\n", peak);
+  for (const Shape& s0 : shapes) {
+    Shape s = s0;
+    const bool im2col = s.taps == 9 && s.cin == 3;  // the stem runs the 1x1 kernel on 27 im2col rows
+    if (im2col) s.taps = 9, s.cin = 3;
+    struct K {
+      const char* name;
+      kernels::ConvFn fn;
+    };
+    std::vector<K> ks;
+    if (s.taps == 9 && !im2col) {
+      ks.push_back({"f32_conv3x3_6x16_scalar", kernels::f32_conv3x3_6x16_scalar});
+#if defined(GAZECROP_HAVE_AVX2_KERNELS)
+      if (kernels::cpu_features().avx2) ks.push_back({"f32_conv3x3_6x16_avx2", kernels::f32_conv3x3_6x16_avx2});
+#endif
+    } else {
+      ks.push_back({"f32_conv1x1_6x16_scalar", kernels::f32_conv1x1_6x16_scalar});
+#if defined(GAZECROP_HAVE_AVX2_KERNELS)
+      if (kernels::cpu_features().avx2) ks.push_back({"f32_conv1x1_6x16_avx2", kernels::f32_conv1x1_6x16_avx2});
+#endif
+    }
+    for (const K& k : ks) {
+      Shape b = s;
+      if (im2col) b.taps = 9 * 1, b.cin = 3;  // kc = 27 rows of columns, taps counted in the FLOPs
+      const double g = im2col ? bench(k.fn, Shape{s.name, 27, s.cout, 1, s.h, s.w}) : bench(k.fn, b);
+      std::printf("| %s | %s | %.1f | %.0f%% |\n", s.name, k.name, g, 100.0 * g / peak);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
