@@ -34,9 +34,10 @@ double bench(kernels::ConvFn fn, const Shape& s) {
   for (std::size_t i = 0; i < w.size(); ++i) w.data()[i] = u(rng);
   const std::size_t q0 = row + 1, q1 = std::size_t(s.h) * row + std::size_t(s.w) + 1;
   const int ntiles = (s.cout + 5) / 6;
+  static const std::size_t chunk = std::getenv("CHUNK") ? std::strtoul(std::getenv("CHUNK"), nullptr, 10) : 256;
   auto once = [&] {
-    for (std::size_t a = q0; a < q1; a += 256) {
-      const std::size_t nc = std::min<std::size_t>(256, q1 - a);
+    for (std::size_t a = q0; a < q1; a += chunk) {
+      const std::size_t nc = std::min<std::size_t>(chunk, q1 - a);
       int m0 = 0;
       for (int t = 0; t < ntiles; ++t) {
         const int mr = s.cout / ntiles + (t < s.cout % ntiles ? 1 : 0);

@@ -26,21 +26,37 @@ class Conv2d final : public Op {
     const Frame& x = in[0];
     if (k_ == 1 && s_ == 1) return conv_flat(ctx, pc_, false, x.data, x.plane, out, 0, act_);
     if (k_ == 3 && s_ == 1 && p_ == 1) return conv_flat(ctx, pc_, true, x.data, x.plane, out, 0, act_);
-    // im2col into the output's layout: row (c, u, v) holds x[c, s i + u - p, s j + v - p] at pixel (i, j).
-    // Input rows -1 and H (and columns) are the zero ring, so padding <= 1 needs no bounds checks.
-    const int kk = k_ * k_;
-    const std::size_t rows = std::size_t(x.c) * kk;
-    AlignedBuffer cols(rows * out.plane);
-    ctx.pool.run(rows, [&](std::size_t r) {
-      const int c = int(r / kk), u = int(r % kk) / k_, v = int(r % kk) % k_;
-      float* dst = cols.data() + r * out.plane;
-      for (int i = 0; i < out.h; ++i) {
-        const float* src = x.pixel(c, s_ * i + u - p_, v - p_);
-        float* d = dst + (std::size_t(i) + 1) * out.row + 1;
-        for (int j = 0; j < out.w; ++j) d[j] = src[std::size_t(s_) * j];
-      }
-    });
-    conv_flat(ctx, pc_, false, cols.data(), out.plane, out, 0, act_);
+    // im2col per pixel chunk: row (c, u, v) holds x[c, s i + u - p, s j + v - p] for output pixel (i, j).
+    // Input rows/columns -1 and H/W are the zero ring, so padding <= 1 needs no bounds checks; the ring
+    // positions of the output range get zero columns.
+    const int cin = x.c;
+    const GatherFn gather = [&](std::size_t a, std::size_t nc, float* dst, std::size_t ds) {
+      for (int c = 0; c < cin; ++c)
+        for (int u = 0; u < k_; ++u)
+          for (int v = 0; v < k_; ++v) {
+            float* d = dst + std::size_t((c * k_ + u) * k_ + v) * ds;
+            std::size_t q = a;
+            while (q < a + nc) {
+              const std::size_t i1 = q / out.row, j1 = q % out.row;  // padded coordinates
+              const std::size_t run = std::min(a + nc - q, out.row - j1);
+              float* dq = d + (q - a);
+              const std::size_t lo = std::max<std::size_t>(j1, 1), hi = std::min(j1 + run, std::size_t(out.w) + 1);
+              if (i1 >= 1 && i1 <= std::size_t(out.h) && lo < hi) {
+                const float* src = x.pixel(c, s_ * (int(i1) - 1) + u - p_, v - p_);
+                for (std::size_t jj = j1; jj < lo; ++jj) dq[jj - j1] = 0.0f;
+                if (s_ == 1)
+                  for (std::size_t jj = lo; jj < hi; ++jj) dq[jj - j1] = src[jj - 1];
+                else
+                  for (std::size_t jj = lo; jj < hi; ++jj) dq[jj - j1] = src[2 * (jj - 1)];
+                for (std::size_t jj = hi; jj < j1 + run; ++jj) dq[jj - j1] = 0.0f;
+              } else {
+                for (std::size_t t = 0; t < run; ++t) dq[t] = 0.0f;
+              }
+              q += run;
+            }
+          }
+    };
+    conv_flat(ctx, pc_, false, nullptr, 0, out, 0, act_, &gather);
   }
 
  private:

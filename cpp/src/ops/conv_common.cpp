@@ -33,13 +33,13 @@ PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, 
 }
 
 void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
-               const Frame& out, int c0, int act) {
+               const Frame& out, int c0, int act, const GatherFn* gather) {
   const kernels::ConvFn fn = taps9 ? ctx.kernels.conv3x3 : ctx.kernels.conv1x1;
   const std::size_t q0 = out.flat_begin(), q1 = out.flat_end(), n = q1 - q0;
   // Pixel chunks: a few per thread, a multiple of the tile width; each chunk runs every channel tile so
   // its input block stays in L2 while one tile's weights stay in L1.
   const std::size_t nthreads = std::size_t(ctx.pool.size());
-  std::size_t chunk = 256;
+  std::size_t chunk = gather ? 128 : 256;
   if (nthreads > 1) chunk = std::min<std::size_t>(chunk, std::max<std::size_t>(64, (n / (4 * nthreads) + 15) / 16 * 16));
   const std::size_t nchunks = (n + chunk - 1) / chunk;
   const int relu = act == 1;
@@ -47,8 +47,17 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
   ctx.pool.run(nchunks, [&](std::size_t ci) {
     const std::size_t a = q0 + ci * chunk, nc = std::min(chunk, q1 - a);
+    const float* xa = x + a;
+    std::size_t xs = x_stride;
+    AlignedBuffer cols;
+    if (gather) {  // columns for this chunk only: kc rows of nc floats, L1/L2-resident
+      xs = (nc + 15) / 16 * 16;
+      cols.reset(kc * xs);
+      (*gather)(a, nc, cols.data(), xs);
+      xa = cols.data();
+    }
     for (const PackedConv::Tile& t : pc.tiles) {
-      fn(std::size_t(t.mr), nc, kc, x + a, x_stride, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
+      fn(std::size_t(t.mr), nc, kc, xa, xs, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
          pc.bias.data() + t.m0, out.plane_ptr(c0 + t.m0) + a, out.plane, relu);
     }
     if (act == 2) {

@@ -1,6 +1,7 @@
 // Weight packing and the flat-convolution driver shared by conv2d and dense_block.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "op.h"
@@ -23,12 +24,17 @@ struct PackedConv {
 
 PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, int kernel);
 
+// Fills im2col columns for the output flat positions [a, a + nc): row r at dst + r * dst_stride.
+using GatherFn = std::function<void(std::size_t a, std::size_t nc, float* dst, std::size_t dst_stride)>;
+
 // out planes [c0, c0 + cout) over the flat interior range of `out` =
 //   act(bias + conv(x)), where x points at plane 0 of an input in the same frame geometry as `out`,
 // `x_stride` floats between its planes; taps9 selects the 3x3 stride-1 padding-1 kernel. act: 0 none,
-// 1 ReLU (fused), 2 softplus. The ring columns of the written planes hold garbage until zero_ring().
+// 1 ReLU (fused), 2 softplus. With `gather` (1x1 kernel only), x is ignored and each pixel chunk's columns
+// are gathered into a small per-chunk buffer first. The ring columns of the written planes hold garbage
+// until zero_ring().
 void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
-               const Frame& out, int c0, int act);
+               const Frame& out, int c0, int act, const GatherFn* gather = nullptr);
 
 }  // namespace detail
 }  // namespace gazecrop
