@@ -81,7 +81,12 @@ def import_gazecrop():
         builds = sorted(glob.glob(str(ROOT / "build" / "*" / "_core*.so")), key=os.path.getmtime)
         if not builds:
             raise Unavailable("the native core gazecrop._core is not built; `pip install .` first") from None
-        gazecrop.__path__.append(os.path.dirname(builds[-1]))
+        # a private copy: a rebuild overwriting the mapped library mid-run would crash this process (SIGBUS)
+        import shutil
+
+        private = tempfile.mkdtemp(prefix="gazecrop-core-")
+        shutil.copy2(builds[-1], private)
+        gazecrop.__path__.append(private)
         importlib.import_module("gazecrop._core")
     return gazecrop
 
