@@ -294,7 +294,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
             loss.mean().backward()
             opt.step()
             sched.step()
-            tot += float(loss.sum())
+            tot += float(loss.detach().sum())
             n += len(idx)
         ev = evaluate_grid(model, val_items)
         row = dict(epoch=epoch + 1, train_loss=tot / n, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
