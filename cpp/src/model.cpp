@@ -67,11 +67,13 @@ struct Model::Impl {
     std::vector<Frame> frames(shapes.size());
     auto alloc = [&](std::size_t v) {
       const Shape& s = shapes[v];
-      bufs[v].reset(std::size_t(s.c) * detail::frame_plane(s.h, s.w));
+      // Not zeroed: every op writes all interior pixels and the runner zeroes ring and tails (zero_ring).
+      bufs[v].reset(std::size_t(s.c) * detail::frame_plane(s.h, s.w), false);
       frames[v] = Frame::make(bufs[v].data(), s.c, s.h, s.w);
     };
     alloc(0);
     fill_input(frames[0]);
+    detail::zero_ring(frames[0], 0, 3);
     std::vector<Frame> in;
     for (std::size_t i = 0; i < ops.size(); ++i) {
       in.clear();

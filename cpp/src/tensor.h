@@ -36,13 +36,13 @@ class AlignedBuffer {
   }
   ~AlignedBuffer() { release(); }
 
-  // (Re)allocates `count` floats plus one vector (16 floats) of padding, all zero.
-  void reset(std::size_t count) {
+  // (Re)allocates `count` floats plus one vector (16 floats) of padding, zeroed unless `zero` is false.
+  void reset(std::size_t count, bool zero = true) {
     release();
     const std::size_t bytes = ((count + 16) * sizeof(float) + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
     p_ = static_cast<float*>(std::aligned_alloc(kBufferAlign, bytes));
     if (!p_) throw std::bad_alloc();
-    std::memset(p_, 0, bytes);
+    if (zero) std::memset(p_, 0, bytes);
     n_ = count;
   }
   void release() {

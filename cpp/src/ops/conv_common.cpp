@@ -52,7 +52,7 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
     AlignedBuffer cols;
     if (gather) {  // columns for this chunk only: kc rows of nc floats, L1/L2-resident
       xs = (nc + 15) / 16 * 16;
-      cols.reset(kc * xs);
+      cols.reset(kc * xs, false);  // the gather writes every column
       (*gather)(a, nc, cols.data(), xs);
       xa = cols.data();
     }

@@ -37,17 +37,34 @@ class Pool final : public Op {
             for (int q = 0; q < x.w; ++q) t[q] += row[q];
         }
         float* y = out.pixel(int(ch), i, 0);
-        for (int j = 0; j < out.w; ++j) {
+        // Windows fully inside the row take the unclipped loop (k known at compile time for 2 and 3).
+        const int j_lo = std::min(out.w, (p_ + s_ - 1) / s_), j_hi = std::max(j_lo, std::min(out.w, (x.w + p_ - k_) / s_ + 1));
+        auto edge = [&](int j) {
           const int q0 = std::max(0, j * s_ - p_), q1 = std::min(x.w, j * s_ - p_ + k_);
           float m = t[q0];
           for (int q = q0 + 1; q < q1; ++q) m = max_ ? std::max(m, t[q]) : m + t[q];
           y[j] = max_ ? m : m * inv;
-        }
+        };
+        for (int j = 0; j < j_lo; ++j) edge(j);
+        if (k_ == 2) inner<2>(t, y, j_lo, j_hi, inv);
+        else if (k_ == 3) inner<3>(t, y, j_lo, j_hi, inv);
+        else for (int j = j_lo; j < j_hi; ++j) edge(j);
+        for (int j = j_hi; j < out.w; ++j) edge(j);
       }
     });
   }
 
  private:
+  template <int K>
+  void inner(const float* t, float* y, int j0, int j1, float inv) const {
+    for (int j = j0; j < j1; ++j) {
+      const float* w = t + (j * s_ - p_);
+      float m = w[0];
+      for (int q = 1; q < K; ++q) m = max_ ? std::max(m, w[q]) : m + w[q];
+      y[j] = max_ ? m : m * inv;
+    }
+  }
+
   bool max_;
   int k_, s_, p_;
 };

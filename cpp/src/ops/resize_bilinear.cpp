@@ -14,16 +14,19 @@ class ResizeBilinear final : public Op {
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const ResizeAxis ay = resize_axis(x.h, out.h), ax = resize_axis(x.w, out.w);
+    std::vector<float> fy(ay.f.begin(), ay.f.end()), fx(ax.f.begin(), ax.f.end());
     ctx.pool.run(std::size_t(out.c), [&](std::size_t ch) {
-      std::vector<double> row(std::size_t(x.w));
+      std::vector<float> row(std::size_t(x.w));
       for (int i = 0; i < out.h; ++i) {
         const float* a = x.pixel(int(ch), ay.i0[i], 0);
         const float* b = x.pixel(int(ch), ay.i1[i], 0);
-        const double fy = ay.f[i];
-        for (int q = 0; q < x.w; ++q) row[q] = double(a[q]) * (1.0 - fy) + double(b[q]) * fy;
+        const float wy = fy[i];
+        for (int q = 0; q < x.w; ++q) row[q] = a[q] + wy * (b[q] - a[q]);
         float* y = out.pixel(int(ch), i, 0);
-        for (int j = 0; j < out.w; ++j)
-          y[j] = float(row[ax.i0[j]] * (1.0 - ax.f[j]) + row[ax.i1[j]] * ax.f[j]);
+        for (int j = 0; j < out.w; ++j) {
+          const float l = row[ax.i0[j]], r = row[ax.i1[j]];
+          y[j] = l + fx[j] * (r - l);
+        }
       }
     });
   }
