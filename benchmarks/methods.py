@@ -32,6 +32,7 @@ Cropper = Callable[[Path, object], Box]
 TEACHER = "vanilla teacher (PyTorch)"
 PRUNED_TORCH = "pruned student (PyTorch)"
 UNPRUNED_TORCH = "unpruned student (PyTorch)"
+SHIPPED_TORCH = "shipped interim model (PyTorch)"
 
 
 def model_speed_methods(photo: Path):
@@ -61,7 +62,9 @@ def model_speed_methods(photo: Path):
     except H.Unavailable as e:
         skipped[TEACHER] = str(e)
     students = H.student_paths()
-    for name, role in ((PRUNED_TORCH, "pruned"), (UNPRUNED_TORCH, "unpruned")):
+    for name, role in ((PRUNED_TORCH, "pruned"), (UNPRUNED_TORCH, "unpruned"), (SHIPPED_TORCH, "shipped")):
+        if role not in students:
+            continue
         mf = students[role]
         try:
             module = H.torch_student(mf.path)
@@ -193,11 +196,12 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
 
 GAZECROP = "gazecrop"
 GAZECROP_POINT = "gazecrop (point)"
+GAZECROP_SHIPPED = "gazecrop (shipped interim model)"
 SMARTCROP = "smartcrop.py"
 VIPS = "libvips attention"
 SPECTRAL = "OpenCV spectral residual"
 CENTRE = "centre crop"
-CROPPERS = (GAZECROP, VIPS, SPECTRAL, SMARTCROP, CENTRE)
+CROPPERS = (GAZECROP, GAZECROP_SHIPPED, VIPS, SPECTRAL, SMARTCROP, CENTRE)
 
 
 def _largest(size, aspect) -> Tuple[int, int]:
@@ -304,13 +308,19 @@ def _centre():
 
 def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None):
     """``{name: f(path, aspect) -> (left, top, width, height)}`` and ``{name: reason}`` for unavailable ones.
-    gazecrop uses the pruned student (or its stand-in) unless ``model_path`` is given."""
+    gazecrop uses the pruned student (or its stand-in) unless ``model_path`` is given; ``gazecrop (shipped
+    interim model)`` exists only while the shipped default is not the pruned export."""
     out: Dict[str, Cropper] = {}
     skipped: Dict[str, str] = {}
-    model_path = model_path or H.student_paths()["pruned"].path
+    students = H.student_paths()
+    model_path = model_path or students["pruned"].path
     build = {GAZECROP: lambda: _gazecrop("mass", model_path), GAZECROP_POINT: lambda: _gazecrop("point", model_path),
              SMARTCROP: _smartcrop, VIPS: _vips, SPECTRAL: _spectral, CENTRE: _centre}
+    if "shipped" in students:  # an interim default model that is not the pruned export (see harness.student_paths)
+        build[GAZECROP_SHIPPED] = lambda: _gazecrop("mass", students["shipped"].path)
     for n in names:
+        if n not in build:
+            continue
         try:
             out[n] = build[n]()
         except H.Unavailable as e:

@@ -33,7 +33,7 @@ import numpy as np
 ASPECTS = ("1:1", "16:9", "9:16", "2:1")
 CENTRE_BIAS = "centre-bias density (mass)"
 ORACLE = "oracle (upper bound)"
-QUALITY_METHODS = (M.GAZECROP, M.GAZECROP_POINT, M.VIPS, M.SPECTRAL, M.SMARTCROP, M.CENTRE)
+QUALITY_METHODS = (M.GAZECROP, M.GAZECROP_POINT, M.GAZECROP_SHIPPED, M.VIPS, M.SPECTRAL, M.SMARTCROP, M.CENTRE)
 
 
 def _crop_quality():
@@ -77,14 +77,14 @@ def crop_shares(samples, aspects: Sequence[str] = ASPECTS, names: Sequence[str] 
 
 def saliency_metrics(limit=None, log=print) -> dict:
     """Student rows next to the teacher's via ``gazecrop.evaluate`` (trained students only)."""
-    students = H.student_paths()
-    if any(mf.standin for mf in students.values()):
-        return {"skipped": "the trained students (weights/gazecrop-fast.gzw, weights/gazecrop-unpruned.gzw) do "
-                           "not exist yet: no saliency metrics for random-weight stand-ins"}
+    real = [mf for mf in H.student_paths().values() if not mf.standin]
+    if not real:
+        return {"skipped": "no trained student (weights/gazecrop-fast.gzw, weights/gazecrop-unpruned.gzw) yet: "
+                           "no saliency metrics for random-weight stand-ins"}
     H.import_gazecrop()
     from gazecrop import evaluate as E
 
-    argv = [a for mf in students.values() for a in ("--gzw", str(mf.path))]
+    argv = [a for mf in real for a in ("--gzw", str(mf.path))]
     try:
         H.torch1()
         H.require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
