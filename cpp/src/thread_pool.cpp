@@ -1,7 +1,17 @@
 #include "thread_pool.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define GAZECROP_PAUSE() _mm_pause()
+#else
+#define GAZECROP_PAUSE() std::this_thread::yield()
+#endif
+
 namespace gazecrop {
 namespace detail {
+namespace {
+constexpr int kSpin = 4000;  // ~50-100 us of polling before sleeping
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { worker_main(); });
@@ -10,7 +20,7 @@ ThreadPool::ThreadPool(int threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -19,20 +29,22 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_main() {
   std::size_t seen = 0;
   for (;;) {
-    const std::function<void(std::size_t)>* fn;
-    std::size_t n;
-    {
+    auto ready = [&] {
+      return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+    };
+    for (int i = 0; i < kSpin && !ready(); ++i) GAZECROP_PAUSE();
+    if (!ready()) {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      fn = fn_;
-      n = n_;
+      wake_.wait(lock, ready);
     }
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
+    const std::function<void(std::size_t)>* fn = fn_;
+    const std::size_t n = n_;
     for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) (*fn)(i);
-    {
+    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (--busy_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }
@@ -47,13 +59,16 @@ void ThreadPool::run(std::size_t n, const std::function<void(std::size_t)>& fn) 
     fn_ = &fn;
     n_ = n;
     next_.store(0, std::memory_order_relaxed);
-    busy_ = int(workers_.size());
-    ++generation_;
+    busy_.store(int(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_acq_rel);  // publishes fn_, n_, next_, busy_
   }
   wake_.notify_all();
   for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_.wait(lock, [&] { return busy_ == 0; });
+  for (int i = 0; i < kSpin && busy_.load(std::memory_order_acquire) != 0; ++i) GAZECROP_PAUSE();
+  if (busy_.load(std::memory_order_acquire) != 0) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return busy_.load(std::memory_order_acquire) == 0; });
+  }
 }
 
 }  // namespace detail

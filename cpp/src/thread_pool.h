@@ -1,5 +1,7 @@
 // A minimal fork-join pool for intra-op parallelism: run(n, fn) calls fn(i) for every i < n on the calling
 // thread and the pool's workers, and returns when all are done. One pool lives for one Model::run call.
+// Between jobs the workers spin briefly (a run issues dozens of short parallel regions back to back), then
+// sleep on a condition variable.
 #pragma once
 
 #include <atomic>
@@ -24,7 +26,6 @@ class ThreadPool {
   void run(std::size_t n, const std::function<void(std::size_t)>& fn);
 
  private:
-  void work(std::size_t gen);
   void worker_main();
 
   std::vector<std::thread> workers_;
@@ -33,9 +34,9 @@ class ThreadPool {
   const std::function<void(std::size_t)>* fn_ = nullptr;
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
-  std::size_t generation_ = 0;
-  int busy_ = 0;
-  bool stop_ = false;
+  std::atomic<std::size_t> generation_{0};
+  std::atomic<int> busy_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace detail
