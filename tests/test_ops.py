@@ -5,13 +5,17 @@ parameters. The test networks end with a plain 1x1 conv to one channel and no lo
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+
 import numpy as np
 import pytest
 
 from gazecrop import reference, weights
 from gazecrop._testing import random_conv
 
-from _native_helpers import KERNEL_SETS, image, kernel_set, load, tol
+from _native_helpers import KERNEL_SETS, core, image, kernel_set, load, tol
 
 SIZES = [(1, 1), (1, 15), (1, 16), (1, 17), (2, 7), (5, 7), (9, 33), (16, 16)]
 CHANNELS = [1, 3, 13, 27, 64]
@@ -173,3 +177,32 @@ def test_log_softmax(hw, isa):
     x = net.conv2d(0, 20 * w, b, activation="none", name="pre")  # wide range of logits
     net.log_softmax(x)
     _check(net, *hw, isa, 27)
+
+
+# Kernel level: every kernels.def entry against a naive loop over tile-edge sizes (mr 1..6; nc below, at,
+# above and multiples of the 16-pixel tile; kc 1..27; relu on/off; nothing written past nc), run in C++.
+_KERNELS_DEF = os.path.join(os.path.dirname(__file__), "..", "cpp", "src", "kernels", "kernels.def")
+
+
+def _kernel_names():
+    if not os.path.exists(_KERNELS_DEF):  # tests run outside the source tree
+        return [f"f32_{k}_{isa}" for k in ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8") for isa in KERNEL_SETS]
+    with open(_KERNELS_DEF) as f:
+        return re.findall(r"^GAZECROP_\w+_KERNEL\((\w+),", f.read(), re.M)
+
+
+KERNEL_NAMES = _kernel_names()
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_results():
+    return dict(core._kernel_self_test())
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_kernel(name):
+    results = _kernel_results()
+    assert name in results, f"{name} is in kernels.def but not in the module's self-test"
+    if results[name].startswith("skipped"):
+        pytest.skip(results[name])
+    assert results[name] == "ok", results[name]

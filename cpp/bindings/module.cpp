@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gazecrop/gazecrop.h"
+#include "kernels/self_test.h"  // test hook only (cpp/src)
 
 namespace py = pybind11;
 
@@ -109,5 +110,9 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "supported_kernel_sets", [] { return gazecrop::supported_kernel_sets(); },
       "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2'].");
+  m.def(
+      "_kernel_self_test", [] { return gazecrop::kernels::kernel_self_test(); },
+      "Test hook: every kernels.def kernel against a naive loop over tile-edge sizes; [(name, 'ok' | "
+      "'skipped: ...' | failure)].");
   m.def("version", [] { return std::string(gazecrop::version()); }, "Version of the native core.");
 }

@@ -1,0 +1,100 @@
+// Kernel self-test (see self_test.h): conv kernels over mr 1..6, nc below/at/above/multiples of the 16-pixel
+// tile, kc 1..27, both taps families, relu on/off; outputs past nc must stay untouched. Unary kernels over
+// a range of values including both tails.
+#include "self_test.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#include "../tensor.h"
+#include "kernels.h"
+
+namespace gazecrop {
+namespace kernels {
+namespace {
+
+std::string test_conv(ConvFn fn, bool taps9) {
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const int taps = taps9 ? 9 : 1;
+  const std::ptrdiff_t row = 21;  // row stride of the input planes (3x3 offsets reach +-(row + 1))
+  const std::size_t margin = std::size_t(row) + 1;
+  for (std::size_t kc : {1, 2, 5, 13, 27})
+    for (std::size_t mr = 1; mr <= 6; ++mr)
+      for (std::size_t nc : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64})
+        for (int relu = 0; relu <= 1; ++relu) {
+          const std::size_t xs = nc + 2 * margin + 16, ys = nc + 16;
+          detail::AlignedBuffer x(kc * xs), w(kc * taps * mr), y(mr * ys);
+          std::vector<float> bias(mr);
+          for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = u(rng);
+          for (std::size_t i = 0; i < w.size(); ++i) w.data()[i] = u(rng);
+          for (float& b : bias) b = u(rng);
+          for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = 12345.0f;
+          fn(mr, nc, kc, x.data() + margin, xs, row, w.data(), bias.data(), y.data(), ys, relu);
+          for (std::size_t m = 0; m < mr; ++m)
+            for (std::size_t n = 0; n < ys; ++n) {
+              const float got = y.data()[m * ys + n];
+              double want = 12345.0;  // past nc: untouched
+              if (n < nc) {
+                want = bias[m];
+                for (std::size_t c = 0; c < kc; ++c)
+                  for (int t = 0; t < taps; ++t) {
+                    const std::ptrdiff_t off = taps9 ? (t / 3 - 1) * row + (t % 3 - 1) : 0;
+                    want += double(w.data()[(c * taps + t) * mr + m]) *
+                            x.data()[margin + c * xs + std::size_t(std::ptrdiff_t(n) + off)];
+                  }
+                if (relu && want < 0) want = 0;
+              }
+              if (std::fabs(got - want) > 1e-5 * (1.0 + std::sqrt(double(kc * taps))) * (1.0 + std::fabs(want))) {
+                std::ostringstream s;
+                s << "mr=" << mr << " nc=" << nc << " kc=" << kc << " relu=" << relu << ": y[" << m << "][" << n
+                  << "] = " << got << ", expected " << want;
+                return s.str();
+              }
+            }
+        }
+  return "ok";
+}
+
+std::string test_unary(UnaryFn fn) {
+  for (std::size_t n : {1, 7, 8, 9, 16, 17, 100}) {
+    std::vector<float> v(n + 1);
+    for (std::size_t i = 0; i < n; ++i) v[i] = -90.0f + 180.0f * float(i) / float(n) + 0.37f;
+    v[n] = 777.0f;  // sentinel past n
+    std::vector<float> in(v);
+    fn(n, v.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x = in[i];
+      const double want = std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
+      if (std::fabs(v[i] - want) > 2e-6 * std::fabs(want) + 1e-30) {
+        std::ostringstream s;
+        s << "n=" << n << ": softplus(" << x << ") = " << v[i] << ", expected " << want;
+        return s.str();
+      }
+    }
+    if (v[n] != 777.0f) return "wrote past n=" + std::to_string(n);
+  }
+  return "ok";
+}
+
+bool isa_ok(const char* isa) { return std::strcmp(isa, "scalar") == 0 || find_kernels(isa) != nullptr; }
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> kernel_self_test() {
+  std::vector<std::pair<std::string, std::string>> out;
+#define GAZECROP_CONV_KERNEL(name, isa)                                                           \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
+                                        : test_conv(name, std::strstr(#name, "3x3") != nullptr));
+#define GAZECROP_UNARY_KERNEL(name, isa) \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
+#include "kernels.def"
+#undef GAZECROP_CONV_KERNEL
+#undef GAZECROP_UNARY_KERNEL
+  return out;
+}
+
+}  // namespace kernels
+}  // namespace gazecrop
