@@ -22,8 +22,8 @@ std::string shape_str(const py::array& a) {
 
 py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
-  const bool u8 = image.dtype().is(py::dtype::of<std::uint8_t>());
-  const bool f32 = image.dtype().is(py::dtype::of<float>());
+  const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
+  const bool f32 = image.dtype().equal(py::dtype::of<float>());
   if (!u8 && !f32)
     throw py::type_error("image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got " +
                          std::string(py::str(image.dtype())));
