@@ -198,3 +198,20 @@ def test_format_error_is_weights_format_error(tmp_path):
     with pytest.raises(gazecrop.WeightsFormatError, match="magic"):
         core.Model(str(p))
     assert issubclass(gazecrop.WeightsFormatError, ValueError)
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), stem=st.integers(1, 29),
+       growth=st.lists(st.integers(1, 27), min_size=3, max_size=3), bottleneck=st.integers(1, 40),
+       layers=st.integers(1, 4), hw=st.sampled_from([(64, 96), (96, 64), (80, 112), (64, 64)]),
+       readout=st.lists(st.integers(1, 19), min_size=0, max_size=2))
+def test_pruned_student_shapes_match_reference(isa, seed, stem, growth, bottleneck, layers, hw, readout):
+    """The student architecture with pruned-looking (odd) channel counts everywhere."""
+    blocks = tuple(((g, max(1, bottleneck - 3 * i)),) * layers for i, g in enumerate(growth))
+    net = student_like(seed % 1000, stem=stem, blocks=blocks, readout=tuple(readout))
+    img = image(np.random.default_rng(seed), *hw, kind="uint8")
+    ref = reference.run(net, img)
+    with kernel_set(isa):
+        out = load(net).run(img)
+    assert rel_err(out, ref) <= TOL
