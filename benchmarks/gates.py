@@ -41,7 +41,7 @@ def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
     for name, st in stats.items():
         row = {"method": name, "median_ms": st.median * 1e3, "min_ms": st.min * 1e3, "n": st.n}
         if info and name in info:
-            row.update({k: v for k, v in info[name].items() if k != "path"})
+            row.update(info[name])
         rows.append(row)
     return rows
 

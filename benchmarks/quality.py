@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -84,13 +85,13 @@ def saliency_metrics(limit=None, log=print) -> dict:
     H.import_gazecrop()
     from gazecrop import evaluate as E
 
-    argv = [a for mf in real for a in ("--gzw", str(mf.path))]
+    argv = [a for mf in real for a in ("--gzw", os.path.relpath(mf.path))]  # the row names: short paths
     try:
         H.torch1()
         H.require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
         if H.vanilla_member_name() is None:
             raise H.Unavailable("no trained teacher (weights/teacher/ensemble.json)")
-        argv += ["--weights-dir", str(H.WEIGHTS / "teacher")]
+        argv += ["--weights-dir", os.path.relpath(H.WEIGHTS / "teacher")]
     except H.Unavailable as e:
         log(f"[quality] teacher rows skipped: {e}", file=sys.stderr)
         argv.append("--no-teacher")
