@@ -185,7 +185,7 @@ def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
     e2e = next((r for r in gates["gates"] if r["suite"] == "end_to_end"), {"rows": []})
     t_e2e = {row["method"]: row["median_ms"] for row in e2e["rows"]}
     c = q["crop"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 5.2), dpi=120)
     for m, d in c["shares"].items():
         y = sum(d.values()) / len(d)
         if m.startswith("oracle"):
@@ -202,15 +202,18 @@ def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
             continue
         colour = "tab:red" if m.startswith("gazecrop") else "tab:blue"
         ax.scatter([x], [y], s=50, c=colour if filled else "white", edgecolors=colour, zorder=3)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, -11 if m.startswith("gazecrop") else 4),
+        label = m + (" [random-weight stand-in]" if q["gazecrop_standin"] and m in ("gazecrop", "gazecrop (point)")
+                     else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, -11 if m.startswith("gazecrop") else 4),
                     fontsize=8, color="tab:red" if m.startswith("gazecrop") else "black")
     ax.set_xscale("log")
-    ax.set_xlabel("time per image, ms (median, 1024x768 JPEG from disk, 1 thread; hollow: mean over val images)")
+    ax.set_xlabel("time per image, ms (median, 1024x768 JPEG from disk, decode included, 1 thread)\n"
+                  "hollow marker: mean over the val images instead")
     ax.set_ylabel(f"mean fixation share inside the crop\n({q['n_images']} val images, aspects "
                   f"{', '.join(q['aspects'])})")
     title = "gazecrop vs peers: crop quality against time"
     if q["gazecrop_standin"]:
-        title += "\n(gazecrop runs a random-weight stand-in: the trained model is missing)"
+        title += "\n(the pruned student is missing: 'gazecrop' runs a random-weight stand-in of its size)"
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
