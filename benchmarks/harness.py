@@ -454,11 +454,11 @@ def machine() -> dict:
 _AUC_RE = re.compile(r"AUC[- ]?Judd", re.I)
 
 
-def card_auc(paths: Sequence[Path]) -> Optional[float]:
+def card_auc(paths: Sequence[Path], prefer: Sequence[str] = ()) -> Optional[float]:
     """Val AUC-Judd read from a model card, best effort: a JSON card (``{"val": {"auc": x}}`` or any key
     ``auc``/``auc_judd`` nested anywhere, pooled preferred) or a Markdown card with a table whose header has an
-    ``AUC-Judd`` column (the row mentioning ``pooled``, ``all`` or ``val``, else the first row). None when no
-    card or no number is found."""
+    ``AUC-Judd`` column: the row naming one of ``prefer`` (the model) and ``pooled``/``all``/``val``, else one
+    naming the model, else a pooled one, else the first. None when no card or no number is found."""
     for p in paths:
         if not p.is_file():
             continue
@@ -471,7 +471,7 @@ def card_auc(paths: Sequence[Path]) -> Optional[float]:
             if v is not None:
                 return v
             continue
-        v = _markdown_auc(text)
+        v = _markdown_auc(text, prefer)
         if v is not None:
             return v
     return None
@@ -494,8 +494,9 @@ def _json_auc(obj) -> Optional[float]:
     return None
 
 
-def _markdown_auc(text: str) -> Optional[float]:
+def _markdown_auc(text: str, prefer: Sequence[str] = ()) -> Optional[float]:
     lines = text.splitlines()
+    pooled = re.compile(r"pooled|\ball\b|\bval\b", re.I)
     for i, line in enumerate(lines):
         if "|" in line and _AUC_RE.search(line):
             head = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -505,14 +506,13 @@ def _markdown_auc(text: str) -> Optional[float]:
                 if "|" not in row:
                     break
                 cells = [c.strip() for c in row.strip().strip("|").split("|")]
-                if len(cells) > col:
+                if len(cells) > col and re.search(r"\d+\.\d+", cells[col]):
                     rows.append(cells)
-            pick = next((r for r in rows if re.search(r"pooled|\ball\b", " ".join(r), re.I)), None) or \
-                next((r for r in rows if re.search(r"\bval\b", " ".join(r), re.I)), None) or (rows[0] if rows else None)
-            if pick:
-                m = re.search(r"\d+\.\d+", pick[col])
-                if m:
-                    return float(m.group(0))
+            named = [r for r in rows if any(k.lower() in " ".join(r).lower() for k in prefer)]
+            for cands in ([r for r in named if pooled.search(" ".join(r))], named,
+                          [r for r in rows if pooled.search(" ".join(r))], rows[:1]):
+                if cands:
+                    return float(re.search(r"\d+\.\d+", cands[0][col]).group(0))
     return None
 
 

@@ -58,7 +58,7 @@ def model_speed_methods(photo: Path):
         x = torch.from_numpy(H.resized(rgb, H.TEACHER_INPUT).transpose(2, 0, 1).astype(np.float32))[None]
         fns[TEACHER] = runner(t.module, x)
         info[TEACHER] = dict(label=t.label, standin=t.standin, input=H.TEACHER_INPUT,
-                             auc=None if t.standin else H.card_auc(H.teacher_card_paths()))
+                             auc=None if t.standin else H.card_auc(H.teacher_card_paths(), (t.name, "vanilla")))
     except H.Unavailable as e:
         skipped[TEACHER] = str(e)
     students = H.student_paths()
@@ -77,7 +77,8 @@ def model_speed_methods(photo: Path):
         fns[name] = runner(module, x)  # torch_net.TorchNet: float32 (3, H, W) pixels -> (h, w)
         info[name] = dict(label=mf.label, standin=mf.standin, input=hw, path=str(mf.path),
                           macs=net.num_macs(*hw),
-                          auc=None if mf.standin else H.card_auc(H.student_card_paths(mf.path)))
+                          auc=None if mf.standin else H.card_auc(H.student_card_paths(mf.path),
+                                                                 (mf.path.stem, mf.path.name, role, "student")))
     if TEACHER in info:
         info[TEACHER]["macs"] = teacher_macs(H.TEACHER_INPUT)
     return fns, skipped, info
