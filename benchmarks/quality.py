@@ -128,9 +128,14 @@ def main(argv=None) -> int:
     from gazecrop import datasets as gds
 
     samples = []
-    for name in gds.DATASETS:
-        ss = gds.load_dataset(name, split=a.split)
-        samples += ss[: a.limit] if a.limit else ss
+    try:
+        for name in gds.DATASETS:
+            ss = gds.load_dataset(name, split=a.split)
+            samples += ss[: a.limit] if a.limit else ss
+    except gds.DatasetError as e:
+        print(f"quality.py needs the eye-tracking data ({gds.default_root()}; set $GAZECROP_DATA): {e}",
+              file=sys.stderr)
+        return 2
     pruned = H.student_paths()["pruned"]
     out = {"machine": H.machine(), "split": a.split, "n_images": len(samples), "aspects": list(ASPECTS),
            "gazecrop_model": pruned.label, "gazecrop_standin": pruned.standin}
