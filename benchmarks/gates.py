@@ -149,12 +149,17 @@ def format_result(r: dict) -> str:
     for n in r["notes"]:
         lines.append(f"   note: {n}")
     if r["rows"]:
+        auc = r["suite"] == "model_speedup"  # val AUC-Judd beside the times, from the model cards
         w = max(len(row.get("label", row["method"])) for row in r["rows"]) + 2
-        lines.append(f"   {'method':<{w}}{'median ms':>10}{'min ms':>10}{'n':>6}")
+        lines.append(f"   {'method':<{w}}{'median ms':>10}{'min ms':>10}{'n':>6}" + ("  val AUC-Judd" if auc else ""))
         for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
             name = row.get("label", row["method"]) if row["method"].startswith(("vanilla", "pruned", "unpruned")) \
                 else row["method"]
-            lines.append(f"   {name:<{w}}{row['median_ms']:>10.2f}{row['min_ms']:>10.2f}{row['n']:>6}")
+            a = ""
+            if auc:
+                a = "  " + ("stand-in" if row.get("standin") else
+                            "n/a (no model card)" if row.get("auc") is None else f"{row['auc']:.4f}")
+            lines.append(f"   {name:<{w}}{row['median_ms']:>10.2f}{row['min_ms']:>10.2f}{row['n']:>6}{a}")
     for k, v in r["skipped"].items():
         lines.append(f"   SKIPPED {k}: {v}")
     g = r["gate"]
