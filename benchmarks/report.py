@@ -119,9 +119,25 @@ def section_impl(r: dict) -> str:
     return "\n".join(out)
 
 
+PEERS = """How each method gets its box (`benchmarks/methods.py`; every one returns the largest box of the aspect,
+so the quality table compares placement only):
+
+- gazecrop: `gazecrop.crop_box(path, "16:9", model=gazecrop.load_model(pruned, threads=1))` (Pillow draft-mode
+  decode, model run at 192x256, `mass` crop);
+- libvips attention: `pyvips.Image.new_from_file(path).smartcrop(w, h, interesting="attention")`, the box from the
+  output's offsets; libvips' operation cache off (every call decodes the file), `VIPS_CONCURRENCY=1`;
+- OpenCV spectral residual: `cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_4)` (DCT-scaled decode, like gazecrop's
+  draft mode), `cv2.saliency.StaticSaliencySpectralResidual.computeSaliency`, the map pooled 4x and cropped by
+  gazecrop's `mass` rule; `cv2.setNumThreads(1)`;
+- smartcrop.py: Pillow decode, `SmartCrop().crop(image, tw, th, min_scale=1.0)` with a 256-pixel target of the
+  aspect (its usual thumbnail use: the analysis runs on a prescaled copy), the box scaled back by smartcrop;
+- centre crop: the image size from the file header, the centred box."""
+
+
 def section_e2e(r: dict) -> str:
     out = ["### 3. End to end (crop box from a 1024x768 JPEG on disk, decode included, 1 thread)", ""]
     out += [f"- {n}" for n in r["notes"]]
+    out += ["", PEERS]
     out += ["", "| method | median ms | min ms | speed relative to libvips attention |", "|---|---|---|---|"]
     for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
         sp = row.get("speedup_vs_vips")
