@@ -10,7 +10,7 @@
 namespace gazecrop {
 namespace detail {
 namespace {
-constexpr int kSpin = 4000;  // ~50-100 us of polling before sleeping
+constexpr int kSpin = 2000;  // a few tens of microseconds of polling before sleeping
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
@@ -38,11 +38,20 @@ void ThreadPool::worker_main() {
       wake_.wait(lock, ready);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    seen = generation_.load(std::memory_order_acquire);
-    const std::function<void(std::size_t)>* fn = fn_;
-    const std::size_t n = n_;
+    const std::function<void(std::size_t)>* fn = nullptr;
+    std::size_t n = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      seen = generation_.load(std::memory_order_relaxed);
+      if (open_) {
+        active_.fetch_add(1, std::memory_order_relaxed);
+        fn = fn_;
+        n = n_;
+      }
+    }
+    if (!fn) continue;  // that job was already closed
     for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) (*fn)(i);
-    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       done_.notify_one();
     }
@@ -59,15 +68,20 @@ void ThreadPool::run(std::size_t n, const std::function<void(std::size_t)>& fn) 
     fn_ = &fn;
     n_ = n;
     next_.store(0, std::memory_order_relaxed);
-    busy_.store(int(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_acq_rel);  // publishes fn_, n_, next_, busy_
+    open_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
-  for (int i = 0; i < kSpin && busy_.load(std::memory_order_acquire) != 0; ++i) GAZECROP_PAUSE();
-  if (busy_.load(std::memory_order_acquire) != 0) {
+  {
+    // Every task is claimed: close the job; only workers that joined can still be running tasks.
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = false;
+  }
+  for (int i = 0; i < kSpin && active_.load(std::memory_order_acquire) != 0; ++i) GAZECROP_PAUSE();
+  if (active_.load(std::memory_order_acquire) != 0) {
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return busy_.load(std::memory_order_acquire) == 0; });
+    done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
   }
 }
 

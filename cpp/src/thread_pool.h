@@ -1,7 +1,9 @@
 // A minimal fork-join pool for intra-op parallelism: run(n, fn) calls fn(i) for every i < n on the calling
 // thread and the pool's workers, and returns when all are done. One pool lives for one Model::run call.
 // Between jobs the workers spin briefly (a run issues dozens of short parallel regions back to back), then
-// sleep on a condition variable.
+// sleep on a condition variable. A worker joins a job only while it is open; the caller closes it once every
+// task is claimed and then waits only for the workers that joined, so a worker the OS has not scheduled
+// (busy machine) never delays a region.
 #pragma once
 
 #include <atomic>
@@ -35,7 +37,8 @@ class ThreadPool {
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
   std::atomic<std::size_t> generation_{0};
-  std::atomic<int> busy_{0};
+  bool open_ = false;            // guarded by mu_
+  std::atomic<int> active_{0};  // workers inside the current job
   std::atomic<bool> stop_{false};
 };
 
