@@ -198,6 +198,7 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
 GAZECROP = "gazecrop"
 GAZECROP_POINT = "gazecrop (point)"
 GAZECROP_SHIPPED = "gazecrop (shipped interim model)"
+TEACHER_CROP = "vanilla teacher (PyTorch) + mass crop"
 SMARTCROP = "smartcrop.py"
 VIPS = "libvips attention"
 SPECTRAL = "OpenCV spectral residual"
@@ -294,6 +295,48 @@ def displayed_size(im) -> Tuple[int, int]:  # noqa: N802 - tiny helper
     return (im.size[1], im.size[0]) if o in (5, 6, 7, 8) else im.size
 
 
+class _TeacherAsModel:
+    """The vanilla teacher behind gazecrop's model interface (``input_size``, ``log_density``), so the public
+    API crops with it exactly as with the student: decode, resize to the teacher's input, run, ``mass`` crop."""
+
+    def __init__(self, memo: bool = False) -> None:
+        self.memo = memo  # keep the last image's map (the quality script asks for 4 aspects of one image)
+        self._last = None
+        self.torch = H.torch1()
+        self.t = H.teacher_model()
+        from gazecrop.train import teacher as T
+
+        self.T = T
+        self.long_side = self.t.module.spec.long_side
+
+    def input_size(self, height: int, width: int):
+        w, h = self.T.input_size(width, height, self.long_side)
+        return h, w
+
+    def log_density(self, rgb: np.ndarray) -> np.ndarray:
+        if self.memo:
+            import hashlib
+
+            key = (rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+        with self.torch.inference_mode():
+            out = self.t.module(self.T.preprocess(rgb, self.long_side))[0].numpy()
+        if self.memo:
+            self._last = (key, out)
+        return out
+
+
+def _teacher_crop(memo: bool = False):
+    gz = H.import_gazecrop()
+    model = _TeacherAsModel(memo)
+
+    def f(path: Path, aspect) -> Box:
+        return tuple(gz.crop_box(path, aspect, model=model, strategy="mass"))
+    f.label = model.t.label  # type: ignore[attr-defined]
+    return f
+
+
 def _centre():
     from PIL import Image
 
@@ -307,16 +350,18 @@ def _centre():
     return f
 
 
-def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None):
+def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None, teacher_memo: bool = False):
     """``{name: f(path, aspect) -> (left, top, width, height)}`` and ``{name: reason}`` for unavailable ones.
     gazecrop uses the pruned student (or its stand-in) unless ``model_path`` is given; ``gazecrop (shipped
-    interim model)`` exists only while the shipped default is not the pruned export."""
+    interim model)`` exists only while the shipped default is not the pruned export. ``teacher_memo`` lets the
+    teacher cropper reuse its map for repeated calls on the same image (quality runs only, never timed)."""
     out: Dict[str, Cropper] = {}
     skipped: Dict[str, str] = {}
     students = H.student_paths()
     model_path = model_path or students["pruned"].path
     build = {GAZECROP: lambda: _gazecrop("mass", model_path), GAZECROP_POINT: lambda: _gazecrop("point", model_path),
-             SMARTCROP: _smartcrop, VIPS: _vips, SPECTRAL: _spectral, CENTRE: _centre}
+             SMARTCROP: _smartcrop, VIPS: _vips, SPECTRAL: _spectral, CENTRE: _centre,
+             TEACHER_CROP: lambda: _teacher_crop(teacher_memo)}
     if "shipped" in students:  # an interim default model that is not the pruned export (see harness.student_paths)
         build[GAZECROP_SHIPPED] = lambda: _gazecrop("mass", students["shipped"].path)
     for n in names:

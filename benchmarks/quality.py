@@ -34,7 +34,8 @@ import numpy as np
 ASPECTS = ("1:1", "16:9", "9:16", "2:1")
 CENTRE_BIAS = "centre-bias density (mass)"
 ORACLE = "oracle (upper bound)"
-QUALITY_METHODS = (M.GAZECROP, M.GAZECROP_POINT, M.GAZECROP_SHIPPED, M.VIPS, M.SPECTRAL, M.SMARTCROP, M.CENTRE)
+QUALITY_METHODS = (M.GAZECROP, M.GAZECROP_POINT, M.GAZECROP_SHIPPED, M.TEACHER_CROP, M.VIPS, M.SPECTRAL,
+                   M.SMARTCROP, M.CENTRE)
 
 
 def _crop_quality():
@@ -52,7 +53,7 @@ def crop_shares(samples, aspects: Sequence[str] = ASPECTS, names: Sequence[str] 
 
     gz = H.import_gazecrop()
     C = H.crop_module()
-    crs, skipped = M.croppers(names)
+    crs, skipped = M.croppers(names, teacher_memo=True)
     cb_model = cq.CentreBiasModel()
     crs[CENTRE_BIAS] = lambda path, aspect: tuple(gz.crop_box(path, aspect, model=cb_model, strategy="mass"))
     shares: Dict[str, Dict[str, List[float]]] = {n: {a: [] for a in aspects} for n in list(crs) + [ORACLE]}

@@ -131,7 +131,9 @@ so the quality table compares placement only):
   gazecrop's `mass` rule; `cv2.setNumThreads(1)`;
 - smartcrop.py: Pillow decode, `SmartCrop().crop(image, tw, th, min_scale=1.0)` with a 256-pixel target of the
   aspect (its usual thumbnail use: the analysis runs on a prescaled copy), the box scaled back by smartcrop;
-- centre crop: the image size from the file header, the centred box."""
+- centre crop: the image size from the file header, the centred box;
+- vanilla teacher + mass crop (tables only, not gated): the teacher member behind gazecrop's model interface, so
+  `gazecrop.crop_box` decodes, resizes to 384x512, runs it in PyTorch (1 thread) and places the `mass` crop."""
 
 
 def section_e2e(r: dict) -> str:
@@ -166,7 +168,7 @@ def section_quality(q: dict) -> str:
            f"Scene500 val split), largest box of each aspect; gazecrop model: {q['gazecrop_model']}"
            + (" (**random weights: its quality numbers mean nothing yet**)" if q["gazecrop_standin"] else "")
            + ". `s / box`: mean time per box over these images (not interleaved; the end-to-end table is the "
-             "speed reference).", "",
+             "speed reference; the teacher runs once per image for its 4 boxes).", "",
            "| method | " + " | ".join(aspects) + " | mean | s / box |", "|---|" + "---|" * (len(aspects) + 2)]
     mean = {m: sum(d.values()) / len(d) for m, d in c["shares"].items()}
     for m in sorted(c["shares"], key=lambda m: -mean[m]):
