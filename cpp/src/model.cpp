@@ -48,6 +48,12 @@ struct Model::Impl {
       for (int v : op->inputs) in.push_back(shapes[std::size_t(v)]);
       shapes.push_back(op->out_shape(in));
     }
+    // Upper bound of the workspace (every value alive at once): refuse absurd inputs before allocating.
+    double floats = 0;
+    for (const Shape& sh : shapes) floats += double(sh.c) * double(detail::frame_plane(sh.h, sh.w));
+    if (floats > double(std::uint64_t(1) << 32))
+      throw std::invalid_argument("image size " + std::to_string(height) + "x" + std::to_string(width) +
+                                  " needs more than 16 GiB of activations for this network");
     return shapes;
   }
 
