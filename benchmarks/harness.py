@@ -141,9 +141,10 @@ def student_paths() -> Dict[str, ModelFile]:
     default is not (yet) the pruned student.
 
     The pruning pipeline exports both ``weights/gazecrop-fast.gzw`` (pruned) and ``weights/gazecrop-unpruned.gzw``
-    (issue 4). Only when both exist is ``gazecrop-fast.gzw`` taken as the pruned student; a ``gazecrop-fast.gzw``
-    alone is an interim (unpruned) model: it is timed as ``"shipped"`` beside the others, not gated, and a
-    random-weight stand-in of the intended pruned size stands in for the pruned student. Missing files are
+    (issue 4). Only when both exist and the first has fewer MACs than the second (at 192x256) is
+    ``gazecrop-fast.gzw`` taken as the pruned student; otherwise it is an interim (not yet pruned) model: it is
+    timed as ``"shipped"`` beside the others, not gated, and a random-weight stand-in of the intended pruned
+    size stands in for the pruned student. Missing files are
     replaced by stand-ins written once under ``.benchmarks/standins/``. ``GAZECROP_BENCH_PRUNED`` /
     ``GAZECROP_BENCH_UNPRUNED`` (paths) override the choice."""
     out: Dict[str, ModelFile] = {}
@@ -156,13 +157,26 @@ def student_paths() -> Dict[str, ModelFile]:
         out["unpruned"] = ModelFile("unpruned", _standin("unpruned"), True)
     if os.environ.get("GAZECROP_BENCH_PRUNED"):
         out["pruned"] = ModelFile("pruned", Path(os.environ["GAZECROP_BENCH_PRUNED"]), False)
-    elif fast.is_file() and unpruned.is_file():
+    elif fast.is_file() and unpruned.is_file() and _macs(fast) < _macs(unpruned):
         out["pruned"] = ModelFile("pruned", fast, False)
     else:
         out["pruned"] = ModelFile("pruned", _standin("pruned"), True)
         if fast.is_file():
             out["shipped"] = ModelFile("shipped", fast, False)
     return out
+
+
+_MACS: Dict[tuple, int] = {}
+
+
+def _macs(path: Path) -> int:
+    """Convolution MACs of a ``.gzw`` at the student input of a 1024x768 photo (cached per file version)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _MACS:
+        net = read_network(path)
+        _MACS[key] = net.num_macs(*net.input_size(PHOTO_SIZE[1], PHOTO_SIZE[0]))
+    return _MACS[key]
 
 
 def read_network(path: Path):
