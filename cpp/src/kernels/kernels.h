@@ -26,20 +26,27 @@ using ConvFn = void (*)(std::size_t mr, std::size_t nc, std::size_t kc, const fl
 // softplus: x <- max(x, 0) + log1p(exp(-|x|)), relative error below 1e-6.
 using UnaryFn = void (*)(std::size_t n, float* x);
 
+// Stride-2 gather for im2col of stride-2 convolutions: dst[t] = src[2 t] for t < n. Reads only
+// src[0 .. 2 (n - 1)].
+using GatherS2Fn = void (*)(std::size_t n, const float* src, float* dst);
+
 #define GAZECROP_CONV_KERNEL(name, isa) \
   void name(std::size_t mr, std::size_t nc, std::size_t kc, const float* x, std::size_t x_stride, \
             std::ptrdiff_t row_stride, const float* w, const float* bias, float* y, std::size_t y_stride, \
             int relu);
 #define GAZECROP_UNARY_KERNEL(name, isa) void name(std::size_t n, float* x);
+#define GAZECROP_GATHER_KERNEL(name, isa) void name(std::size_t n, const float* src, float* dst);
 #include "kernels.def"
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
+#undef GAZECROP_GATHER_KERNEL
 
 struct KernelTable {
   const char* name;    // "scalar" or "avx2"
   ConvFn conv1x1;      // taps = 1
   ConvFn conv3x3;      // taps = 9, stride 1, padding 1 in the padded-plane layout
   UnaryFn softplus;
+  GatherS2Fn gather_s2;
   int mr;              // output channels per tile (the packer's tile)
   int nr;              // pixels per tile
 };

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "../tensor.h"
 #include "kernels.h"
@@ -79,6 +80,21 @@ std::string test_unary(UnaryFn fn) {
   return "ok";
 }
 
+std::string test_gather(GatherS2Fn fn) {
+  for (std::size_t n = 1; n <= 40; ++n) {
+    std::vector<float> src(2 * n - 1), dst(n + 8, -1.0f);
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = float(i) * 0.5f + 1.0f;
+    fn(n, src.data(), dst.data());  // ASan catches a read past src[2 (n - 1)]
+    for (std::size_t t = 0; t < n + 8; ++t) {
+      const float want = t < n ? src[2 * t] : -1.0f;
+      if (dst[t] != want)
+        return "n=" + std::to_string(n) + ": dst[" + std::to_string(t) + "] = " + std::to_string(dst[t]) +
+               ", expected " + std::to_string(want);
+    }
+  }
+  return "ok";
+}
+
 bool isa_ok(const char* isa) { return std::strcmp(isa, "scalar") == 0 || find_kernels(isa) != nullptr; }
 
 }  // namespace
@@ -90,9 +106,12 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
                                         : test_conv(name, std::strstr(#name, "3x3") != nullptr));
 #define GAZECROP_UNARY_KERNEL(name, isa) \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
+#define GAZECROP_GATHER_KERNEL(name, isa) \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_gather(name));
 #include "kernels.def"
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
+#undef GAZECROP_GATHER_KERNEL
   return out;
 }
 

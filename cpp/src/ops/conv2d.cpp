@@ -47,7 +47,7 @@ class Conv2d final : public Op {
                 if (s_ == 1)
                   for (std::size_t jj = lo; jj < hi; ++jj) dq[jj - j1] = src[jj - 1];
                 else
-                  for (std::size_t jj = lo; jj < hi; ++jj) dq[jj - j1] = src[2 * (jj - 1)];
+                  ctx.kernels.gather_s2(hi - lo, src + 2 * (lo - 1), dq + (lo - j1));
                 for (std::size_t jj = hi; jj < j1 + run; ++jj) dq[jj - j1] = 0.0f;
               } else {
                 for (std::size_t t = 0; t < run; ++t) dq[t] = 0.0f;
