@@ -32,3 +32,6 @@ def supported_kernel_sets() -> List[str]:
     """Kernel sets this build and CPU can run, best last."""
 
 def version() -> str: ...
+
+def _kernel_self_test() -> List[Tuple[str, str]]:
+    """Test hook: each kernels.def kernel checked against a naive loop: (name, 'ok' | 'skipped: ...' | failure)."""
