@@ -100,6 +100,7 @@ DEFAULT_MEMBERS = {
         MemberSpec("lite0_512", "lite0", 512, 0, lr=1e-3, dropout=0.3),
         MemberSpec("lite0_512_flip", "lite0", 512, 0, lr=1e-3, dropout=0.3, flip=True),
         MemberSpec("lite1_512", "lite1", 512, 0, lr=1e-3, dropout=0.3),
+        MemberSpec("lite1_512_s1", "lite1", 512, 1, lr=1e-3, dropout=0.3),
         MemberSpec("lite2_512", "lite2", 512, 0, lr=1e-3, dropout=0.3),
     ]
 }
@@ -334,18 +335,34 @@ class TeacherEnsemble(nn.Module):
     """Mean of the members' densities: ``log(mean_k exp(log_density_k))``.
 
     ``forward(images)``: float32 (N, 3, H, W) RGB 0..255, H and W multiples of 32 (nominal input 384 x 512 for
-    a 4:3 landscape image: every default member uses long side 512) -> float32 (N, H / 8, W / 8) log-densities
-    (logsumexp 0 per map). All members see the same input tensor.
+    a 4:3 landscape image, i.e. long side 512) -> float32 (N, H / 8, W / 8) log-densities (logsumexp 0 per
+    map). A member whose own long side (``spec.long_side``) differs from ``max(H, W)`` gets the batch resized
+    to its own scale (bilinear, sides rounded to multiples of 32) and its output resized back to the
+    (H / 8, W / 8) grid (bilinear in log space, renormalised); pass ``native_scale=False`` to feed every member
+    the same tensor.
     """
 
-    def __init__(self, members: Sequence[TeacherMember]):
+    def __init__(self, members: Sequence[TeacherMember], native_scale: bool = True):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        self.native_scale = native_scale
+
+    def _member(self, m: TeacherMember, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        grid = (h // GRID_STRIDE, w // GRID_STRIDE)
+        if not self.native_scale or m.spec.long_side == max(h, w):
+            return m(images)
+        f = m.spec.long_side / max(h, w)
+        size = (max(32, int(round(h * f / 32)) * 32), max(32, int(round(w * f / 32)) * 32))
+        x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        y = F.interpolate(m(x)[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
+        n = y.shape[0]
+        return (y.reshape(n, -1) - torch.logsumexp(y.reshape(n, -1), 1, keepdim=True)).reshape(y.shape)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logs = torch.stack([m(images) for m in self.members], 0)
+        logs = torch.stack([self._member(m, images) for m in self.members], 0)
         return torch.logsumexp(logs, 0) - math.log(len(self.members))
 
 
