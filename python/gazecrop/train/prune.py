@@ -162,11 +162,47 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
     return out
 
 
+def plot_curve(curve_csv: Path, png: Path, vanilla_gflops: Optional[float] = None) -> None:
+    """Plot a pruning path (``curve.csv``): val information gain and AUC-Judd (pooled, student grid)
+    against GFLOPs at :data:`REF_SIZE`; vertical lines at 1/10, 1/20 and 1/40 of the vanilla model."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(curve_csv) as f:
+        rows = list(csv.DictReader(f))
+    gf = [float(r["flops"]) / 1e9 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "ig", "information gain (bit/fix)"), (axes[1], "auc", "AUC-Judd")):
+        for ds in ("pooled", "mit1003", "osie", "scene500"):
+            ax.plot(gf, [float(r[f"{ds}_{key}"]) for r in rows], "-o" if ds == "pooled" else "--",
+                    ms=3, lw=2 if ds == "pooled" else 1, label=ds)
+        if vanilla_gflops:
+            for frac in (10, 20, 40):
+                ax.axvline(vanilla_gflops / frac, color="grey", lw=0.8, ls=":")
+                ax.text(vanilla_gflops / frac, ax.get_ylim()[0], f" 1/{frac}", color="grey", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("GFLOPs per image at 192x256")
+        ax.set_ylabel(f"val {label}, student grid")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Fisher pruning path of the gazecrop student")
+    fig.tight_layout()
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, png)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gazecrop.train.prune", description=__doc__.split("\n\n")[0])
-    p.add_argument("--from", dest="src", type=Path, required=True, help="distilled student (final.pt)")
+    p.add_argument("--from", dest="src", type=Path, help="distilled student (final.pt)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--target-gflops", type=float, required=True, help="stop below this many GFLOPs at 192x256")
+    p.add_argument("--target-gflops", type=float, help="stop below this many GFLOPs at 192x256")
+    p.add_argument("--plot", type=Path, help="only plot <out>/curve.csv to this PNG (and copy the CSV beside it)")
+    p.add_argument("--vanilla-gflops", type=float, help="with --plot: mark 1/10, 1/20, 1/40 of this")
     p.add_argument("--steps", type=int, default=5, help="fine-tuning batches between removals")
     p.add_argument("--maps-per-step", type=int, default=4, help="maps removed per round (costs recomputed each)")
     p.add_argument("--beta", type=float, default=1.0, help="FLOP penalty relative to the initial median ratio")
@@ -177,6 +213,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.plot:
+        plot_curve(a.out / "curve.csv", a.plot, a.vanilla_gflops)
+        import shutil
+
+        shutil.copyfile(a.out / "curve.csv", a.plot.with_suffix(".csv"))
+        return 0
+    if a.src is None or a.target_gflops is None:
+        p.error("--from and --target-gflops are required to prune")
     prune(a.src, a.out, target_flops=a.target_gflops * 1e9, steps=a.steps, maps_per_step=a.maps_per_step,
           beta=a.beta, lr=a.lr, batch=a.batch, eval_every=a.eval_every, teacher_weight=a.teacher_weight,
           threads=a.threads, seed=a.seed, log=lambda s: print(s, flush=True))
