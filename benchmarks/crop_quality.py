@@ -4,13 +4,19 @@ For every val image of ``../shared/data/eyetracking`` (via :mod:`gazecrop.datase
 (default 1:1, 16:9, 9:16, 2:1), the largest box of that aspect is placed by
 
 - ``point``: Twitter 2018 (centre on the salient point, shift inside),
-- ``mass``: most saliency mass inside (summed-area table, ties towards the salient point),
+- ``mass``: the default rule: most saliency mass inside (summed-area table, ties towards the salient point)
+  among the positions that keep the salient point at least :data:`gazecrop.crop.ANCHOR_MARGIN` of the box
+  inside it (relaxed only at the image edge),
+- ``mass-free``: most saliency mass inside over *all* positions (``margin=None``, the rule before the
+  anchor; it can cut through the most salient object),
+- ``mass@M`` for each ``--margins M``: the anchored rule with margin M (a sweep to choose the margin),
 - ``centre``: the centred box (no model),
 - ``oracle``: the same-size box placed to cover the most human fixations (an upper bound),
 
 and scored by the share of that image's fixations inside the box (fixation pixels as
-:func:`gazecrop.metrics.fixation_pixels` rounds them). Images count equally. The better of ``point`` / ``mass``
-is :data:`gazecrop.crop.DEFAULT_STRATEGY`.
+:func:`gazecrop.metrics.fixation_pixels` rounds them). Images count equally. The best of ``point`` / ``mass``
+/ ``mass-free`` / the sweep is printed; :data:`gazecrop.crop.DEFAULT_STRATEGY` and ``ANCHOR_MARGIN`` are
+chosen from it together with ``tests/test_crop_photo.py`` (a crop must not cut through the face).
 
 A model is needed: ``--model PATH`` (a ``.gzw``, run by the native core on one thread), or a stand-in until
 a trained model exists: ``--centre-bias`` (the fitted centre-bias density, ``weights/teacher/centre_bias.npz``;
@@ -22,6 +28,7 @@ separates the strategies; see :class:`GoldStandard`).
 (``gazecrop.crop(path, "16:9")`` including decode, model, crop and JPEG encode to memory).
 
     PYTHONPATH=python python3 benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --time
+    PYTHONPATH=python python3 benchmarks/crop_quality.py --gold-standard --margins 0 0.1 0.2 0.3 0.4
     PYTHONPATH=python python3 benchmarks/crop_quality.py --centre-bias --time
 
 This script measures; it asserts nothing (``tests/`` never time, ``benchmarks/`` never check).
@@ -47,10 +54,20 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 from gazecrop import datasets as gds  # noqa: E402
 from gazecrop import metrics  # noqa: E402
-from gazecrop.crop import choose_crops, largest_box_size, parse_aspect  # noqa: E402
+from gazecrop.crop import ANCHOR_MARGIN, choose_crops, largest_box_size, parse_aspect  # noqa: E402
 
 ASPECTS = ("1:1", "16:9", "9:16", "2:1")
-METHODS = ("point", "mass", "centre", "oracle")
+
+
+def methods(margins: Sequence[float] = ()) -> Dict[str, tuple]:
+    """Column name -> ``(strategy, margin)`` for :func:`gazecrop.crop.choose_crops` (``"oracle"`` -> None)."""
+    out: Dict[str, tuple] = {"point": ("point", ANCHOR_MARGIN), "mass": ("mass", ANCHOR_MARGIN),
+                             "mass-free": ("mass", None)}
+    for m in margins:
+        out[f"mass@{m:g}"] = ("mass", float(m))
+    out["centre"] = ("centre", ANCHOR_MARGIN)
+    out["oracle"] = None
+    return out
 
 
 class CentreBiasModel:
@@ -129,8 +146,10 @@ def oracle_share(iy: np.ndarray, ix: np.ndarray, size, bw: int, bh: int) -> floa
     return float(inside.max() / iy.size)
 
 
-def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], log=print) -> Dict[str, Dict[str, float]]:
-    shares: Dict[str, Dict[str, List[float]]] = {a: {m: [] for m in METHODS} for a in aspects}
+def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], margins: Sequence[float] = (),
+             log=print) -> Dict[str, Dict[str, float]]:
+    cols = methods(margins)
+    shares: Dict[str, Dict[str, List[float]]] = {a: {m: [] for m in cols} for a in aspects}
     t0 = time.perf_counter()
     for k, s in enumerate(samples):
         size = (s.width, s.height)
@@ -139,17 +158,18 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], log=p
         else:
             rgb = gds.load_image(s)  # stored orientation, as the fixations
             runs = [(model.log_density(rgb), np.ones(s.n_fixations, bool))]
-        acc = {a: {m: [] for m in METHODS} for a in aspects}
+        acc = {a: {m: [] for m in cols} for a in aspects}
         for grid, ev in runs:
             iy, ix = metrics.fixation_pixels(s.x[ev], s.y[ev], (s.height, s.width))
-            per = {st: choose_crops(grid, size, aspects, strategy=st) for st in ("point", "mass", "centre")}
+            per = {name: choose_crops(grid, size, aspects, strategy=st, margin=mg)
+                   for name, (st, mg) in ((n, c) for n, c in cols.items() if c is not None)}
             for i, a in enumerate(aspects):
-                for st in ("point", "mass", "centre"):
-                    acc[a][st].append(fixation_share(iy, ix, per[st][i].box))
+                for name, res in per.items():
+                    acc[a][name].append(fixation_share(iy, ix, res[i].box))
                 bw, bh = largest_box_size(size, a)
                 acc[a]["oracle"].append(oracle_share(iy, ix, size, bw, bh))
         for a in aspects:
-            for m in METHODS:
+            for m in cols:
                 shares[a][m].append(float(np.mean(acc[a][m])))
         if (k + 1) % 50 == 0:
             log(f"  {k + 1}/{len(samples)} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -157,12 +177,14 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], log=p
 
 
 def format_table(result: Dict[str, Dict[str, float]], n: int, label: str) -> str:
-    lines = [f"Mean share of human fixations inside the crop ({n} val images, model: {label})", "",
-             "| aspect | point | mass | centre | oracle |", "|---|---|---|---|---|"]
+    cols = list(next(iter(result.values())))
+    lines = [f"Mean share of human fixations inside the crop ({n} val images, model: {label}; "
+             f"mass = anchored, margin {ANCHOR_MARGIN:g}; mass-free = no anchor)", "",
+             "| aspect | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for a, d in result.items():
-        lines.append(f"| {a} | " + " | ".join(f"{d[m]:.3f}" for m in METHODS) + " |")
-    mean = {m: float(np.mean([d[m] for d in result.values()])) for m in METHODS}
-    lines.append("| mean | " + " | ".join(f"{mean[m]:.3f}" for m in METHODS) + " |")
+        lines.append(f"| {a} | " + " | ".join(f"{d[m]:.3f}" for m in cols) + " |")
+    mean = {m: float(np.mean([d[m] for d in result.values()])) for m in cols}
+    lines.append("| mean | " + " | ".join(f"{mean[m]:.3f}" for m in cols) + " |")
     return "\n".join(lines)
 
 
@@ -208,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(gds.DATASETS))
     p.add_argument("--split", default="val")
     p.add_argument("--aspects", nargs="+", default=list(ASPECTS))
+    p.add_argument("--margins", nargs="*", type=float, default=[],
+                   help="also score the anchored 'mass' rule with these margins (0 to 0.5)")
     p.add_argument("--limit", type=int, help="first N images only (smoke test)")
     p.add_argument("--time", action="store_true", help="also time cropping a 1024x768 JPEG from disk")
     p.add_argument("--time-only", action="store_true", help="only the timing")
@@ -240,12 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.limit:
             samples = samples[: args.limit]
         print(f"{len(samples)} {args.split} images from {', '.join(args.datasets)}", file=sys.stderr)
-        result = evaluate(model, samples, args.aspects)
+        result = evaluate(model, samples, args.aspects, args.margins)
         print(format_table(result, len(samples), label))
-        out.update(n_images=len(samples), split=args.split, shares=result)
-        means = {m: float(np.mean([d[m] for d in result.values()])) for m in ("point", "mass")}
+        out.update(n_images=len(samples), split=args.split, shares=result, anchor_margin=ANCHOR_MARGIN)
+        means = {m: float(np.mean([d[m] for d in result.values()])) for m in next(iter(result.values()))
+                 if m not in ("centre", "oracle")}
         best = max(means, key=means.get)
-        print(f"\nbetter strategy: {best} (mean over aspects: point {means['point']:.4f}, mass {means['mass']:.4f})")
+        print(f"\nbest rule: {best} (mean over aspects: "
+              + ", ".join(f"{m} {v:.4f}" for m, v in means.items()) + ")")
         out["better"] = best
     if args.time or args.time_only:
         src_img = args.time_image if os.path.isfile(args.time_image) else None

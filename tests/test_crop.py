@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gazecrop.crop import (ASPECT_TOLERANCE, STRATEGIES, CropBox, box_mass, choose_crop, choose_crops,
+from gazecrop.crop import (ANCHOR_MARGIN, ASPECT_TOLERANCE, STRATEGIES, CropBox, box_mass, choose_crop, choose_crops,
                            find_peaks, format_aspect, grid_to_image, image_to_grid, largest_box_size,
                            parse_aspect, resample_log_density, salient_point)
 
@@ -157,19 +157,85 @@ def test_box_is_exact_for_a_clear_peak(grid_shape, peak, size, aspect, strategy)
     assert res.score == pytest.approx(box_mass(grid, size, res.box), abs=1e-12)
 
 
-def test_mass_prefers_a_large_cluster_to_a_narrow_peak():
+def test_unanchored_mass_prefers_a_large_cluster_to_a_narrow_peak():
     # a single strongest cell on the left, much more mass spread on the right
     g = np.full((10, 20), -12.0)
     g[4, 2] = 0.0
     g[:, 12:18] = math.log(0.5)
     point = choose_crop(g, (2000, 1000), "1:1", strategy="point")
-    mass = choose_crop(g, (2000, 1000), "1:1", strategy="mass")
-    assert point.salient_point == (250, 450) and mass.salient_point == (250, 450)
+    free = choose_crop(g, (2000, 1000), "1:1", strategy="mass", margin=None)
+    assert point.salient_point == (250, 450) and free.salient_point == (250, 450)
     assert point.box == CropBox(0, 0, 1000, 1000)
     # cluster cells 12-17 cover x 1200-1800; bilinear ramps reach the neighbouring cell centres 1150 / 1850;
     # every box holding all of it ties, and the tie goes towards the salient point (smallest left)
-    assert mass.box == CropBox(850, 0, 1000, 1000)
-    assert mass.score > point.score + 0.5
+    assert free.box == CropBox(850, 0, 1000, 1000)
+    assert free.score > point.score + 0.5
+    # the default (anchored) rule keeps the strongest cell: its 25 % margin would need left <= 0.5 - 250 + 250
+    anchored = choose_crop(g, (2000, 1000), "1:1")
+    assert anchored.strategy == "mass" and anchored.box == CropBox(0, 0, 1000, 1000)
+
+
+def _two_peaks(shape, strong, diffuse_rows, diffuse_cols, diffuse_level=math.log(0.4)):
+    """Log-density: background -12, one strong small cell (0.0) and a larger, weaker diffuse block holding
+    most of the mass."""
+    g = np.full(shape, -12.0)
+    g[diffuse_rows[0]:diffuse_rows[1], diffuse_cols[0]:diffuse_cols[1]] = diffuse_level
+    g[strong] = 0.0
+    return g
+
+
+def test_anchor_keeps_a_strong_small_peak_near_the_top_edge():
+    # the photo's failure, synthetic: a face (strong small peak) near the top, a badge / body (larger diffuse
+    # region with more mass) below; a 16:9 box cannot hold both
+    g = _two_peaks((20, 20), (3, 9), (11, 18), (4, 16))
+    size = (1000, 1000)
+    free = choose_crop(g, size, "16:9", margin=None)
+    res = choose_crop(g, size, "16:9")
+    px, py = res.salient_point
+    assert (px, py) == (475, 175)
+    assert (res.box.width, res.box.height) == (1000, 562)
+    # unanchored: the box drops the peak to keep the diffuse block
+    assert free.box.top > py
+    # anchored: py + 0.5 - top >= 0.25 * 562 = 140.5, so top <= 35; the mass pulls the box down to that bound
+    assert res.box == CropBox(0, 35, 1000, 562)
+    assert py + 0.5 - res.box.top >= ANCHOR_MARGIN * res.box.height
+    assert res.box.bottom - (py + 0.5) >= ANCHOR_MARGIN * res.box.height
+    assert free.score > res.score > choose_crop(g, size, "16:9", strategy="point").score
+
+
+def test_anchor_margin_bounds_the_box_and_mass_picks_within_them():
+    # peak at x = 650, diffuse block to its right: the box slides right until the peak sits at the margin
+    g = _two_peaks((10, 20), (5, 6), (1, 9), (10, 18))
+    size = (2000, 1000)
+    res = choose_crop(g, size, "1:1")
+    assert res.salient_point == (650, 550)
+    assert res.box == CropBox(400, 0, 1000, 1000)  # 650.5 - 0.25 * 1000 = 400.5
+    for m, left in [(0.0, 650), (0.1, 550), (0.4, 250)]:
+        assert choose_crop(g, size, "1:1", margin=m).box.left == left, m
+    assert choose_crop(g, size, "1:1", margin=0.5).box == choose_crop(g, size, "1:1", strategy="point").box
+    assert choose_crop(g, size, "1:1", margin=None).box.left > 650  # unanchored: the peak is dropped
+
+
+def test_anchor_margin_is_relaxed_only_where_the_edge_forces_it():
+    # a strong small peak 150 px from the left edge and a larger diffuse block on the right
+    g = _two_peaks((10, 20), (5, 1), (1, 9), (8, 18))
+    size = (2000, 1000)
+    res = choose_crop(g, size, "1:1")
+    assert res.salient_point == (150, 550)
+    assert res.box.left == 0  # 25 % of 1000 is impossible; the edge allows 150.5, the box goes no further
+    assert choose_crop(g, size, "1:1", margin=None).box.left > 150
+    # vertically the box is the image's height: nothing to relax
+    assert (res.box.top, res.box.height) == (0, 1000)
+    # the same peak on the right edge
+    res = choose_crop(g[:, ::-1], size, "1:1")
+    assert res.salient_point == (1850, 550) and res.box.right == 2000
+
+
+@pytest.mark.parametrize("bad,exc", [(-0.1, ValueError), (0.6, ValueError), (float("nan"), ValueError),
+                                     ("0.2", TypeError), (True, TypeError)])
+def test_bad_margins_are_rejected(bad, exc):
+    with pytest.raises(exc):
+        choose_crop(np.zeros((2, 2)), (10, 10), 1, margin=bad)
 
 
 def test_mass_ties_go_towards_the_salient_point():
@@ -271,4 +337,22 @@ def test_boxes_are_valid_and_mass_is_best(gh, gw, W, H, aspect, seed, scale):
         assert (b.width, b.height) == (bw, bh)
         assert 0 <= b.left <= W - bw and 0 <= b.top <= H - bh
         assert -1e-12 <= r.score <= 1.0
-    assert res["mass"].score >= max(res["point"].score, res["centre"].score) - 1e-6
+    free = choose_crop(grid, (W, H), aspect, strategy="mass", margin=None)
+    assert free.score >= max(res["mass"].score, res["point"].score, res["centre"].score) - 1e-6
+    # the anchored rule never keeps less than "point" (its box is always allowed) ...
+    assert res["mass"].score >= res["point"].score - 1e-6
+    # ... and keeps the salient point ANCHOR_MARGIN inside the box, or as far as the image edge allows
+    px, py = res["mass"].salient_point
+    b = res["mass"].box
+    for p, lo, n, L in ((px + 0.5, b.left, bw, W), (py + 0.5, b.top, bh, H)):
+        assert p - lo >= min(ANCHOR_MARGIN * n, p) - 1e-9
+        assert lo + n - p >= min(ANCHOR_MARGIN * n, L - p) - 1e-9
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(gh=st.integers(1, 9), gw=st.integers(1, 9), W=st.integers(1, 300), H=st.integers(1, 300),
+       aspect=st.floats(0.05, 20.0), seed=st.integers(0, 2 ** 16), scale=st.floats(0.0, 20.0))
+def test_half_margin_is_the_point_box(gh, gw, W, H, aspect, seed, scale):
+    grid = np.random.default_rng(seed).standard_normal((gh, gw)) * scale
+    assert (choose_crop(grid, (W, H), aspect, margin=0.5).box
+            == choose_crop(grid, (W, H), aspect, strategy="point").box)
