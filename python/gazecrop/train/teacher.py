@@ -101,7 +101,9 @@ DEFAULT_MEMBERS = {
         MemberSpec("lite0_512_flip", "lite0", 512, 0, lr=1e-3, dropout=0.3, flip=True),
         MemberSpec("lite1_512", "lite1", 512, 0, lr=1e-3, dropout=0.3),
         MemberSpec("lite1_512_s1", "lite1", 512, 1, lr=1e-3, dropout=0.3),
+        MemberSpec("lite1_512_flip", "lite1", 512, 0, lr=1e-3, dropout=0.3, flip=True),
         MemberSpec("lite2_512", "lite2", 512, 0, lr=1e-3, dropout=0.3),
+        MemberSpec("lite2_512_flip", "lite2", 512, 0, lr=1e-3, dropout=0.3, flip=True),
     ]
 }
 """The default ensemble members (names encode backbone, input long side and seed)."""
