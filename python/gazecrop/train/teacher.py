@@ -832,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--dropout", type=float, default=None, help="channel dropout on the features")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--flip", action="store_true", help="left-right flip augmentation (caches mirrored features)")
-    e = sub.add_parser("ensemble", help="evaluate members on val (grid IG) and write weights/teacher/ensemble.json")
+    e = sub.add_parser("ensemble", help="write weights/teacher/ensemble.json (vanilla = best val IG recorded at training)")
     e.add_argument("--members", default=None, help="comma-separated member names (default: all *.pt)")
     sub.add_parser("list", help="list members and their status")
     pr = sub.add_parser("profile", help="FLOPs and single-thread CPU time of the vanilla model and the ensemble")
