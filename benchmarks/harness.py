@@ -475,8 +475,10 @@ _AUC_RE = re.compile(r"AUC[- ]?Judd", re.I)
 def card_auc(paths: Sequence[Path], prefer: Sequence[str] = ()) -> Optional[float]:
     """Val AUC-Judd read from a model card, best effort: a JSON card (``{"val": {"auc": x}}`` or any key
     ``auc``/``auc_judd`` nested anywhere, pooled preferred) or a Markdown card with a table whose header has an
-    ``AUC-Judd`` column: the row naming one of ``prefer`` (the model) and ``pooled``/``all``/``val``, else one
-    naming the model, else a pooled one, else the first. None when no card or no number is found."""
+    ``AUC-Judd`` column: for the first name of ``prefer`` (most specific first, whole words) that some row
+    mentions, its ``pooled``/``all``/``val`` row, else its first row; without ``prefer``, a pooled row, else
+    the first.
+    None when no card, no such row or no number is found."""
     for p in paths:
         if not p.is_file():
             continue
@@ -526,9 +528,14 @@ def _markdown_auc(text: str, prefer: Sequence[str] = ()) -> Optional[float]:
                 cells = [c.strip() for c in row.strip().strip("|").split("|")]
                 if len(cells) > col and re.search(r"\d+\.\d+", cells[col]):
                     rows.append(cells)
-            named = [r for r in rows if any(k.lower() in " ".join(r).lower() for k in prefer)]
-            for cands in ([r for r in named if pooled.search(" ".join(r))], named,
-                          [r for r in rows if pooled.search(" ".join(r))], rows[:1]):
+            order = []
+            for k in prefer:  # most specific name first; a named model gets only its own row
+                name = re.compile(r"(?<![\w-])" + re.escape(k) + r"(?![\w-])", re.I)
+                named = [r for r in rows if name.search(" ".join(r))]
+                order += [[r for r in named if pooled.search(" ".join(r))], named]
+            if not any(prefer):
+                order = [[r for r in rows if pooled.search(" ".join(r))], rows[:1]]
+            for cands in order:
                 if cands:
                     return float(re.search(r"\d+\.\d+", cands[0][col]).group(0))
     return None

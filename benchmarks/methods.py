@@ -78,7 +78,7 @@ def model_speed_methods(photo: Path):
         info[name] = dict(label=mf.label, standin=mf.standin, input=hw, path=str(mf.path),
                           macs=net.num_macs(*hw),
                           auc=None if mf.standin else H.card_auc(H.student_card_paths(mf.path),
-                                                                 (mf.path.stem, mf.path.name, role, "student")))
+                                                                 (mf.path.stem, role)))
     if TEACHER in info:
         info[TEACHER]["macs"] = teacher_macs(H.TEACHER_INPUT)
     return fns, skipped, info
