@@ -26,8 +26,10 @@ import numpy as np
 
 __all__ = ["CentreBias", "fit_centre_bias", "log_centre_bias", "default_centre_bias", "DEFAULT_PATH"]
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "weights" / "teacher" / "centre_bias.npz"
-"""Where the fitted centre bias of the teacher is stored in the repository."""
+DEFAULT_PATH = Path(os.environ.get("GAZECROP_CENTRE_BIAS",
+                                   Path(__file__).resolve().parents[2] / "weights" / "teacher" / "centre_bias.npz"))
+"""Where the fitted centre bias of the teacher is stored: ``weights/teacher/centre_bias.npz`` in the repository
+(``$GAZECROP_CENTRE_BIAS`` overrides it, e.g. for an installed package)."""
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 

@@ -57,7 +57,8 @@ from gazecrop import datasets as gds
 from gazecrop.centre_bias import CentreBias, default_centre_bias, fit_centre_bias, DEFAULT_PATH as CB_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-WEIGHTS_DIR = REPO_ROOT / "weights" / "teacher"
+WEIGHTS_DIR = Path(os.environ.get("GAZECROP_TEACHER_WEIGHTS", REPO_ROOT / "weights" / "teacher"))
+"""Member files: ``weights/teacher`` in the repository (``$GAZECROP_TEACHER_WEIGHTS`` overrides it)."""
 GRID_STRIDE = 8
 CB_MAP_SIZE = 32
 BACKBONES = ("lite0", "lite1", "lite2")
