@@ -191,6 +191,10 @@ def section_quality(q: dict) -> str:
     return "\n".join(out)
 
 
+# label offsets (points) and alignment where the default (right of the marker) collides or leaves the axes
+LABEL_PLACE = {"OpenCV spectral residual": (-6, -12, "right"), "vanilla teacher (PyTorch) + mass crop": (-6, 6, "right")}
+
+
 def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
     """Quality (mean fixation share over the aspects) against time per image, every cropping method."""
     try:
@@ -222,7 +226,8 @@ def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
         ax.scatter([x], [y], s=50, c=colour if filled else "white", edgecolors=colour, zorder=3)
         label = m + (" [random-weight stand-in]" if q["gazecrop_standin"] and m in ("gazecrop", "gazecrop (point)")
                      else "")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, -11 if m.startswith("gazecrop") else 4),
+        dx, dy, ha = LABEL_PLACE.get(m, (6, -11 if m.startswith("gazecrop") else 4, "left"))
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha,
                     fontsize=8, color="tab:red" if m.startswith("gazecrop") else "black")
     ax.set_xscale("log")
     ax.set_xlabel("time per image, ms (median, 1024x768 JPEG from disk, decode included, 1 thread)\n"
