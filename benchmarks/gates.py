@@ -42,6 +42,9 @@ def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
         row = {"method": name, "median_ms": st.median * 1e3, "min_ms": st.min * 1e3, "n": st.n}
         if info and name in info:
             row.update(info[name])
+            if row.get("path"):  # repository-relative in the committed JSON
+                p = Path(row["path"]).resolve()
+                row["path"] = str(p.relative_to(H.ROOT)) if p.is_relative_to(H.ROOT) else str(p)
         rows.append(row)
     return rows
 
