@@ -59,3 +59,21 @@ def image(rng: np.random.Generator, h: int, w: int, kind: str = "uint8") -> np.n
 def tol(k: int, scale: float) -> float:
     """Absolute tolerance for float32 sums of length k with values of magnitude ``scale``."""
     return 4e-6 * math.sqrt(max(k, 1)) * max(scale, 1.0)
+
+
+def run_both(net: weights.Network, img: np.ndarray, isa: str):
+    """``(core output, reference output)`` for ``img``, or None when the input is too small for ``net``:
+    then the reference raised ValueError and this checks that the core refuses it too."""
+    from gazecrop import reference
+
+    model = load(net)
+    try:
+        ref = reference.run(net, img)
+    except ValueError:  # input too small for this network: the core must refuse it too
+        with kernel_set(isa), pytest.raises(ValueError):
+            model.run(img)
+        return None
+    with kernel_set(isa):
+        out = model.run(img)
+    assert out.shape == ref.shape
+    return out, ref

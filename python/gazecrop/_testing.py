@@ -12,7 +12,7 @@ import numpy as np
 
 from .weights import Network
 
-__all__ = ["random_conv", "student_like", "random_network"]
+__all__ = ["random_conv", "student_like", "random_network", "readers_agree"]
 
 
 def random_conv(rng: np.random.Generator, cout: int, cin: int, k: int):
@@ -102,3 +102,37 @@ def random_network(rng: np.random.Generator, *, max_blocks: int = 2, max_layers:
         x = net.centre_bias(x, lm, float(rng.uniform(0.2, 1.5)))
     net.log_softmax(x)
     return net
+
+
+def readers_agree(core, data: bytes) -> bool:
+    """The fuzzing oracle: feed one candidate ``.gzw`` to the native core (``core`` = ``gazecrop._core``) and to
+    the Python reader. Both must accept it or both reject it with ``WeightsFormatError``; an accepted file
+    must run on a 16x16 uint8 image (float32 output of its ``output_size``) or refuse it with ValueError.
+
+    Returns:
+        whether the file was accepted.
+    Raises:
+        AssertionError: the readers disagree or an accepted file misbehaves (a bug).
+    """
+    from .weights import WeightsFormatError, from_bytes
+
+    try:
+        model = core.Model.from_bytes(data)
+        core_ok = True
+    except WeightsFormatError:
+        core_ok = False
+    try:
+        from_bytes(data)
+        py_ok = True
+    except WeightsFormatError:
+        py_ok = False
+    assert core_ok == py_ok, f"readers disagree: core accepts={core_ok}, python accepts={py_ok}"
+    if core_ok:
+        try:
+            oh, ow = model.output_size(16, 16)
+            if oh * ow <= 4096:
+                out = model.run(np.full((16, 16, 3), 128, np.uint8))
+                assert out.dtype == np.float32 and out.shape == (oh, ow), (out.dtype, out.shape)
+        except ValueError:
+            pass
+    return core_ok
