@@ -118,23 +118,116 @@ def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, 
     return out
 
 
+class TeacherHints:
+    """Feature hints (FitNets, Romero et al. 2015) and flipped-image targets from the teacher ensemble.
+
+    For each training image and both orientations (as is, mirrored left-right) the last hidden readout layer
+    of every member (:meth:`gazecrop.train.teacher.Readout.hidden`, 16 softplus maps each, the maps the
+    member's output conv combines into its saliency map), area-resampled to the student grid: ``hint[key]``
+    float16 (2, C, h/8, w/8), C = 16 x members, orientation 0 as is, 1 mirrored (computed from the backbone
+    features of the mirrored image, so the teacher is really re-run under flips); ``logd_flip[key]`` float32
+    (h/8, w/8) the ensemble log-density of the mirrored image. ``mean``/``std`` float32 (C,) standardise the
+    hints over the training set. Built by :func:`teacher_hints`.
+    """
+
+    def __init__(self, hint: Dict[str, np.ndarray], logd_flip: Dict[str, np.ndarray], members: Sequence[str]):
+        self.hint, self.logd_flip, self.members = hint, logd_flip, list(members)
+        c = next(iter(hint.values())).shape[1]
+        s1, s2, n = np.zeros(c), np.zeros(c), 0
+        for v in hint.values():
+            x = v.astype(np.float64)
+            s1 += x.sum((0, 2, 3))
+            s2 += (x * x).sum((0, 2, 3))
+            n += x.shape[0] * x.shape[2] * x.shape[3]
+        self.mean = (s1 / n).astype(np.float32)
+        self.std = np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 1e-12)).astype(np.float32)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def standardised(self, key: str, flipped: bool) -> torch.Tensor:
+        """float32 (C, h/8, w/8) standardised hints of one image (mirrored if ``flipped``)."""
+        x = torch.from_numpy(self.hint[key][int(flipped)].astype(np.float32))
+        return (x - torch.from_numpy(self.mean)[:, None, None]) / torch.from_numpy(self.std)[:, None, None]
+
+
+def teacher_hints(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> TeacherHints:
+    """:class:`TeacherHints` for ``items`` from the teacher's cached backbone features of the images and of
+    their mirror images (``<backbone>_L<side>_flip`` caches); cached in
+    ``$GAZECROP_CACHE/student/hints_<members>.pt``."""
+    from . import teacher as T
+
+    names = list(members) if members else T.ensemble_members()
+    path = cache_dir() / "student" / f"hints_{'+'.join(names)}.pt"
+    if path.is_file():
+        d = torch.load(path, weights_only=False)
+        return TeacherHints(d["hint"], d["logd_flip"], names)
+    ens = [T.load_member(n) for n in names]
+    by_key = {s.key: s for s in gds.load_datasets()}
+    hint, logd_flip = {}, {}
+    t0 = time.time()
+    for i, it in enumerate(items):
+        s = by_key[it["key"]]
+        h, w = it["image"].shape[0] // STRIDE, it["image"].shape[1] // STRIDE
+        per_orientation = []
+        with torch.no_grad():
+            for suffix in ("", "_flip"):
+                feats = {}
+                maps, dens = [], []
+                for m in ens:
+                    key = m.spec.cache_key + suffix
+                    if key not in feats:
+                        feats[key] = [f.float()[None] for f in T.load_features(key, s)]
+                    grid = T._grid_of(s, m.spec.long_side)
+                    hid = m.readout.hidden(feats[key], grid)
+                    maps.append(F.adaptive_avg_pool2d(hid, (h, w))[0])
+                    logd = m.finalizer(m.readout.rest[-1](hid)[:, 0])
+                    dens.append(F.adaptive_avg_pool2d(logd.exp()[None], (h, w))[0, 0])
+                per_orientation.append(torch.cat(maps).half().numpy())
+        d = torch.stack(dens).mean(0).double()
+        hint[it["key"]] = np.stack(per_orientation)
+        logd_flip[it["key"]] = (d / d.sum()).log().float().numpy()
+        if (i + 1) % 250 == 0:
+            log(f"[hints] {i + 1}/{len(items)} {time.time() - t0:.0f}s")
+    save_atomic(dict(hint=hint, logd_flip=logd_flip, members=names), path)
+    return TeacherHints(hint, logd_flip, names)
+
+
 def _cells(fx: np.ndarray, fy: np.ndarray, h: int, w: int) -> torch.Tensor:
     ix = np.clip(np.floor((fx + 0.5) / STRIDE), 0, w - 1).astype(np.int64)
     iy = np.clip(np.floor((fy + 0.5) / STRIDE), 0, h - 1).astype(np.int64)
     return torch.from_numpy(iy * w + ix)
 
 
-def augment(it: dict, target: Optional[np.ndarray], rng: random.Random):
+def _crop_grid(t: torch.Tensor, y0: int, x0: int, ch: int, cw: int, h: int, w: int) -> torch.Tensor:
+    """Crop the (N, C, h/8, w/8) grid maps ``t`` to the pixel box (x0, y0, cw, ch) (multiples of 8) and
+    resize them bilinearly back to (h/8, w/8)."""
+    g = t[:, :, y0 // STRIDE:(y0 + ch) // STRIDE, x0 // STRIDE:(x0 + cw) // STRIDE]
+    return F.interpolate(g, size=(h // STRIDE, w // STRIDE), mode="bilinear", align_corners=False)
+
+
+def augment(it: dict, target: Optional[np.ndarray], rng: random.Random, hints: Optional[TeacherHints] = None):
     """Random flip, crop-and-rescale (80-100 % of each side) and colour jitter, applied to the image,
-    fixations and teacher log-density alike. Returns (image float32 (3, h, w), cells int64 (n,), target)."""
+    fixations and teacher log-density alike.
+
+    With ``hints``, a flipped image takes the teacher's density and hints computed on the mirrored image
+    (:class:`TeacherHints`) instead of mirrored ones. Returns (image float32 (3, h, w), cells int64 (n,),
+    target float32 (h/8, w/8) or None, hint float32 (C, h/8, w/8) or None).
+    """
     img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
     h, w = img.shape[1:]
     fx, fy = it["fx"].copy(), it["fy"].copy()
+    flip = rng.random() < 0.5
+    if flip and hints is not None and target is not None:
+        target = hints.logd_flip[it["key"]]
     tgt = None if target is None else torch.from_numpy(target).exp()[None, None].double()
-    if rng.random() < 0.5:
+    hint = None if hints is None else hints.standardised(it["key"], flip)[None]
+    if flip:
         img = img.flip(2)
         fx = w - 1 - fx
-        tgt = None if tgt is None else tgt.flip(3)
+        if tgt is not None and hints is None:
+            tgt = tgt.flip(3)
     if rng.random() < 0.5:
         ch, cw = int(h * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE, int(w * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE
         y0, x0 = rng.randrange(0, h - ch + 1, STRIDE), rng.randrange(0, w - cw + 1, STRIDE)
@@ -144,8 +237,9 @@ def augment(it: dict, target: Optional[np.ndarray], rng: random.Random):
         fx = (fx[keep] - x0 + 0.5) * w / cw - 0.5
         fy = (fy[keep] - y0 + 0.5) * h / ch - 0.5
         if tgt is not None:
-            g = tgt[:, :, y0 // STRIDE:(y0 + ch) // STRIDE, x0 // STRIDE:(x0 + cw) // STRIDE]
-            tgt = F.interpolate(g / g.sum(), size=(h // STRIDE, w // STRIDE), mode="bilinear", align_corners=False)
+            tgt = _crop_grid(tgt / tgt.sum(), y0, x0, ch, cw, h, w)
+        if hint is not None:
+            hint = _crop_grid(hint, y0, x0, ch, cw, h, w)
     b = rng.uniform(0.8, 1.2)
     c = rng.uniform(0.8, 1.2)
     s = rng.uniform(0.8, 1.2)
@@ -155,7 +249,7 @@ def augment(it: dict, target: Optional[np.ndarray], rng: random.Random):
     img = img.clamp(0, 255)
     if tgt is not None:
         tgt = (tgt / tgt.sum()).clamp_min(1e-12).log()[0, 0].float()
-    return img, _cells(fx, fy, h // STRIDE, w // STRIDE), tgt
+    return img, _cells(fx, fy, h // STRIDE, w // STRIDE), tgt, None if hint is None else hint[0]
 
 
 def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]]:
@@ -172,29 +266,42 @@ def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]
 
 
 def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rng: Optional[random.Random],
-                  teacher_weight: float):
-    """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented."""
-    imgs, cells, tgts = [], [], []
+                  teacher_weight: float, hints: Optional[TeacherHints] = None, hint_weight: float = 0.0,
+                  adapter: Optional[torch.nn.Module] = None):
+    """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented.
+
+    Per image: ``teacher_weight * CE(teacher density, student) + (1 - teacher_weight) * fixation NLL`` plus,
+    with ``hints`` and ``adapter`` (a 1x1 conv from :meth:`Student.features` to the hint channels),
+    ``hint_weight * MSE(adapter(features), standardised teacher hints)`` (FitNets-style feature hints).
+    Returns (loss (N,), log-densities (N, h/8 * w/8)).
+    """
+    use_hints = hints is not None and adapter is not None and hint_weight > 0
+    imgs, cells, tgts, hts = [], [], [], []
     for i in idx:
         it = items[i]
         t = None if targets is None else targets[it["key"]]
         if rng is not None:
-            img, c, tg = augment(it, t, rng)
+            img, c, tg, ht = augment(it, t, rng, hints if use_hints else None)
         else:
             img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
             h, w = img.shape[1:]
             c = _cells(it["fx"], it["fy"], h // STRIDE, w // STRIDE)
             tg = None if t is None else torch.from_numpy(t)
+            ht = hints.standardised(it["key"], False) if use_hints else None
         imgs.append(img)
         cells.append(c)
         tgts.append(tg)
-    logd = model(torch.stack(imgs)).flatten(1)
+        hts.append(ht)
+    feats = model.features(torch.stack(imgs))
+    logd = model.head(feats).flatten(1)
     nll = torch.stack([-logd[j, c].mean() if len(c) else logd.new_zeros(()) for j, c in enumerate(cells)])
     loss = (1 - teacher_weight) * nll if teacher_weight < 1 else 0 * nll
     if teacher_weight > 0 and targets is not None:
         t = torch.stack(tgts).flatten(1)
         ce = -(t.exp() * logd).sum(1)
         loss = loss + teacher_weight * ce
+    if use_hints:
+        loss = loss + hint_weight * (adapter(feats) - torch.stack(hts)).pow(2).mean((1, 2, 3))
     return loss, logd
 
 
@@ -245,9 +352,12 @@ def save_atomic(obj, path: Path) -> None:
 
 def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_weight: float = 0.9,
           init: Optional[Path] = None, cfg: Optional[dict] = None, threads: int = 1, seed: int = 0,
-          log=print) -> Path:
+          hint_weight: float = 0.0, log=print) -> Path:
     """Train (or resume) a student in ``out``; keeps the checkpoint with the best pooled val information
-    gain as ``best.pt`` and writes ``final.pt`` (= best) when done. Returns the path of ``final.pt``."""
+    gain as ``best.pt`` and writes ``final.pt`` (= best) when done. Returns the path of ``final.pt``.
+
+    ``hint_weight`` > 0 adds the teacher's feature hints (:class:`TeacherHints`, through a 1x1 conv adapter
+    that is trained alongside and not exported) and the teacher's densities of mirrored images."""
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
@@ -259,6 +369,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     train_items = build_data("train", log=log)
     val_items = build_data("val", log=log)
     targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
+    hints = teacher_hints(train_items, log=log) if hint_weight > 0 else None
     ck = out / "checkpoint.pt"
     if ck.is_file():
         state = torch.load(ck, weights_only=False)
@@ -272,7 +383,11 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     else:
         model = init_student(StudentConfig(**(cfg or {})))
         state = None
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    adapter = torch.nn.Conv2d(model.feature_channels, hints.channels, 1) if hints is not None else None
+    if adapter is not None and state is not None and state.get("adapter") is not None:
+        adapter.load_state_dict(state["adapter"])
+    params = list(model.parameters()) + (list(adapter.parameters()) if adapter is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
     steps_per_epoch = len(batches(train_items, batch, random.Random(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
     epoch0, best = 0, -1e9
@@ -282,14 +397,16 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
         epoch0, best = state["epoch"], state["best"]
         rng.setstate(state["rng"])
         log(f"resumed at epoch {epoch0}")
-    config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, seed=seed,
+    config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, hint_weight=hint_weight,
+                  hint_members=hints.members if hints is not None else None, seed=seed,
                   init=str(init) if init else None, cfg=dict(model.cfg), commit=git_commit())
     (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
     for epoch in range(epoch0, epochs):
         model.train()
         t0, tot, n = time.time(), 0.0, 0
         for idx in batches(train_items, batch, rng):
-            loss, _ = loss_on_batch(model, train_items, idx, targets, rng, teacher_weight)
+            loss, _ = loss_on_batch(model, train_items, idx, targets, rng, teacher_weight, hints, hint_weight,
+                                    adapter)
             opt.zero_grad()
             loss.mean().backward()
             opt.step()
@@ -304,7 +421,8 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
             best = ev["pooled_ig"]
             save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), metrics=ev, epoch=epoch + 1), out / "best.pt")
         save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                         epoch=epoch + 1, best=best, rng=rng.getstate()), ck)
+                         epoch=epoch + 1, best=best, rng=rng.getstate(),
+                         adapter=adapter.state_dict() if adapter is not None else None), ck)
     os.replace(out / "best.pt", final)
     return final
 
@@ -326,13 +444,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--teacher-weight", type=float, default=0.9,
                    help="weight of the teacher cross-entropy; 1 - this weights the fixation NLL (paper: 0.9)")
+    p.add_argument("--hint-weight", type=float, default=0.0,
+                   help="weight of the teacher feature-hint MSE (0: off); also uses the teacher's densities of "
+                        "mirrored images")
     p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
     p.add_argument("--config", type=str, default="{}", help="JSON overrides of StudentConfig")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     train(a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight, init=a.init,
-          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, log=lambda s: print(s, flush=True))
+          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight, log=lambda s: print(s, flush=True))
     return 0
 
 

@@ -203,6 +203,7 @@ class Student(nn.Module):
             log_centre_bias = np.full((h, w), -math.log(h * w))
         self.log_centre_bias = nn.Parameter(torch.tensor(np.asarray(log_centre_bias), dtype=torch.float32))
         self.register_buffer("centre_bias_weight", torch.tensor(1.0))
+        self.feature_channels = self.blocks[-2].cout + self.blocks[-1].cout
         self._convs: Dict[str, ConvBN] = {m.name: m for m in self.modules() if isinstance(m, ConvBN)}
 
     def _block_input(self, bi: int) -> str:
@@ -214,6 +215,8 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature maps the readout sees: the last two dense blocks' outputs at the second-to-last block's
+        grid, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8)."""
         x = (x - self.MEAN) / self.STD
         x = F.max_pool2d(self.stem(x), 3, 2, 1)
         outs = []
@@ -227,7 +230,11 @@ class Student(nn.Module):
         return torch.cat([a, b], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.features(x)
+        return self.head(self.features(x))
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        """Readout, blur, centre bias and log-softmax of :meth:`features`' output: (N, C, H/8, W/8) ->
+        (N, H/8, W/8) log-densities."""
         for r in self.readout:
             y = r(y)
         y = self.blur(self.readout_out(y))[:, 0]

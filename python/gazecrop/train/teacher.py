@@ -243,6 +243,11 @@ class Readout(nn.Module):
         self.rest = nn.Sequential(*layers)
 
     def forward(self, feats: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        return self.rest[-1](self.hidden(feats, grid))[:, 0]
+
+    def hidden(self, feats: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        """The last hidden layer (after its softplus): float (N, hidden[-1], h, w) on ``grid``, the maps the
+        output 1x1 conv combines (the student's feature hints, :func:`gazecrop.train.distill.teacher_hints`)."""
         acc = None
         for i, (f, conv) in enumerate(zip(feats, self.first)):
             f = f.float()
@@ -252,7 +257,7 @@ class Readout(nn.Module):
             if y.shape[-2:] != tuple(grid):
                 y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
             acc = y if acc is None else acc + y
-        return self.rest(acc)[:, 0]
+        return self.rest[:-1](acc)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
