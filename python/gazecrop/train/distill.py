@@ -87,13 +87,18 @@ def build_data(split: str, long_side: int = 256, log=print) -> List[dict]:
     return items
 
 
+def _long_side(items: List[dict]) -> int:
+    return max(max(it["image"].shape[:2]) for it in items)
+
+
 def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> Dict[str, np.ndarray]:
     """The teacher ensemble's log-density for each item on the student grid (float32 (h/8, w/8)), from the
-    teacher's cached backbone features; cached in ``$GAZECROP_CACHE/student/teacher_<members>.pt``."""
+    teacher's cached backbone features; cached in ``$GAZECROP_CACHE/student/teacher_L<side>_<members>.pt``
+    (side: the items' input long side)."""
     from . import teacher as T
 
     names = list(members) if members else T.ensemble_members()
-    path = cache_dir() / "student" / f"teacher_{'+'.join(names)}.pt"
+    path = cache_dir() / "student" / f"teacher_L{_long_side(items)}_{'+'.join(names)}.pt"
     if path.is_file():
         return torch.load(path, weights_only=False)
     ens = [T.load_member(n) for n in names]
@@ -155,11 +160,11 @@ class TeacherHints:
 def teacher_hints(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> TeacherHints:
     """:class:`TeacherHints` for ``items`` from the teacher's cached backbone features of the images and of
     their mirror images (``<backbone>_L<side>_flip`` caches); cached in
-    ``$GAZECROP_CACHE/student/hints_<members>.pt``."""
+    ``$GAZECROP_CACHE/student/hints_L<side>_<members>.pt`` (side: the items' input long side)."""
     from . import teacher as T
 
     names = list(members) if members else T.ensemble_members()
-    path = cache_dir() / "student" / f"hints_{'+'.join(names)}.pt"
+    path = cache_dir() / "student" / f"hints_L{_long_side(items)}_{'+'.join(names)}.pt"
     if path.is_file():
         d = torch.load(path, weights_only=False)
         return TeacherHints(d["hint"], d["logd_flip"], names)
@@ -366,10 +371,6 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
         return final
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    train_items = build_data("train", log=log)
-    val_items = build_data("val", log=log)
-    targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
-    hints = teacher_hints(train_items, log=log) if hint_weight > 0 else None
     ck = out / "checkpoint.pt"
     if ck.is_file():
         state = torch.load(ck, weights_only=False)
@@ -377,12 +378,17 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
         model.load_state_dict(state["model"])
     elif init is not None:
         state0 = torch.load(init, weights_only=False)
-        model = Student(state0["cfg"])
+        model = Student({**state0["cfg"], **(cfg or {})})
         model.load_state_dict(state0["model"])
         state = None
     else:
         model = init_student(StudentConfig(**(cfg or {})))
         state = None
+    side = int(model.cfg["input_long_side"])
+    train_items = build_data("train", side, log=log)
+    val_items = build_data("val", side, log=log)
+    targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
+    hints = teacher_hints(train_items, log=log) if hint_weight > 0 else None
     adapter = torch.nn.Conv2d(model.feature_channels, hints.channels, 1) if hints is not None else None
     if adapter is not None and state is not None and state.get("adapter") is not None:
         adapter.load_state_dict(state["adapter"])
@@ -448,7 +454,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="weight of the teacher feature-hint MSE (0: off); also uses the teacher's densities of "
                         "mirrored images")
     p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
-    p.add_argument("--config", type=str, default="{}", help="JSON overrides of StudentConfig")
+    p.add_argument("--config", type=str, default="{}",
+                   help="JSON overrides of StudentConfig (with --init: of its config, e.g. input_long_side)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

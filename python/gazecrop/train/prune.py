@@ -84,13 +84,14 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
     if (out / "done").is_file():
         log(f"{out}/done exists; skipping")
         return out
-    train_items = build_data("train", log=log)
-    val_items = build_data("val", log=log)
-    targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
     ck = out / "checkpoint.pt"
     state = torch.load(ck if ck.is_file() else src, weights_only=False)
     model = Student(state["cfg"])
     model.load_state_dict(state["model"])
+    side = int(model.cfg["input_long_side"])
+    train_items = build_data("train", side, log=log)
+    val_items = build_data("val", side, log=log)
+    targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = random.Random(seed)
     removed, beta_abs = 0, None
