@@ -165,3 +165,32 @@ def test_hint_loss_trains_adapter_and_student():
     with_h.sum().backward()
     assert adapter.weight.grad is not None and float(adapter.weight.grad.abs().sum()) > 0
     assert float(m.stem.conv.weight.grad.abs().sum()) > 0
+
+
+def test_grown_student_keeps_the_function_and_exports(tmp_path):
+    """A dense block added at stride 32 (readout over the last three blocks) starts as the trained student's
+    function (Student.load_grown) and exports like any other student."""
+    m = small_student(7, 0.3)
+    cfg = dict(m.cfg, blocks=list(m.cfg["blocks"]) + [(2, 4, 8)], head_blocks=3)
+    grown = S.Student(cfg)
+    added = grown.load_grown(m.state_dict())
+    assert added and all(k.startswith("blocks.3.") or k.startswith("transitions.2.") for k in added)
+    grown.eval()
+    image = _image(30)
+    np.testing.assert_allclose(_torch_log_density(grown, image), _torch_log_density(m, image), atol=1e-6)
+    with torch.no_grad():  # train the new block's readout weights a little: the function now differs
+        grown.readout[0].conv.weight[:, -4:] += 0.5
+    expect = _torch_log_density(grown, image)
+    assert np.abs(expect - _torch_log_density(m, image)).max() > 1e-3
+    net = S.export_student(grown)
+    np.testing.assert_allclose(reference.run(net, image), expect, atol=1e-4)
+    assert grown.flops(64, 96) == 2 * net.num_macs(64, 96)
+
+
+def test_grow_rejects_other_shape_changes():
+    m = small_student(8)
+    wider = S.Student(dict(m.cfg, stem=10))
+    with pytest.raises(ValueError, match="cannot grow"):
+        wider.load_grown(m.state_dict())
+    with pytest.raises(ValueError, match="head_blocks"):
+        S.Student(dict(m.cfg, head_blocks=4))

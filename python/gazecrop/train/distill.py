@@ -379,7 +379,11 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     elif init is not None:
         state0 = torch.load(init, weights_only=False)
         model = Student({**state0["cfg"], **(cfg or {})})
-        model.load_state_dict(state0["model"])
+        if StudentConfig(**state0["cfg"])["blocks"] != model.cfg["blocks"]:
+            added = model.load_grown(state0["model"])
+            log(f"grown from {init}: {len(added)} new tensors")
+        else:
+            model.load_state_dict(state0["model"])
         state = None
     else:
         model = init_student(StudentConfig(**(cfg or {})))
@@ -455,7 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "mirrored images")
     p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
     p.add_argument("--config", type=str, default="{}",
-                   help="JSON overrides of StudentConfig (with --init: of its config, e.g. input_long_side)")
+                   help="JSON overrides of StudentConfig (with --init: of its config, e.g. input_long_side, or "
+                        "more dense blocks with head_blocks: the trained student grows, Student.load_grown)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -6,8 +6,8 @@ Every module maps to one op of the native core (``docs/weights-format.md``):
 - :class:`DenseBlock` (Huang et al. 2017, post-activation layers: 1x1 bottleneck -> 3x3 conv producing
   ``growth`` new feature maps, concatenated) -> ``dense_block``;
 - transitions (1x1 ConvBN + 2x2 average pool) -> ``conv2d`` + ``avg_pool``;
-- the DeepGaze II-style head (Kuemmerer et al. 2016/2017): features of the last two dense blocks at the
-  second-to-last block's grid -> ``resize_bilinear`` + ``concat``; 1x1 softplus readout -> ``conv2d``;
+- the DeepGaze II-style head (Kuemmerer et al. 2016/2017): features of the last ``head_blocks`` (2 or more)
+  dense blocks at the grid of the first of them -> ``resize_bilinear`` + ``concat``; 1x1 softplus readout -> ``conv2d``;
   Gaussian blur with learned sigma -> ``gaussian_blur``; learned log centre bias -> ``centre_bias``;
   softmax over pixels -> ``log_softmax``.
 
@@ -136,10 +136,11 @@ class GaussianBlur(nn.Module):
 class StudentConfig(dict):
     """Architecture hyper-parameters (a dict, stored in checkpoints): ``stem``, ``blocks`` (list of
     (num_layers, growth, bottleneck)), ``transition`` (compression), ``readout`` (hidden widths),
-    ``input_long_side``, ``centre_bias_shape``."""
+    ``input_long_side``, ``centre_bias_shape``, ``head_blocks`` (how many of the deepest dense blocks the
+    readout combines; the first of them sets the output grid, which the training code expects at stride 8)."""
 
     DEFAULT = dict(stem=32, blocks=[(4, 16, 48), (6, 24, 64), (6, 32, 96)], transition=0.5, readout=[24],
-                   input_long_side=256, size_multiple=32, centre_bias_shape=(24, 32), sigma=1.5)
+                   input_long_side=256, size_multiple=32, centre_bias_shape=(24, 32), sigma=1.5, head_blocks=2)
 
     def __init__(self, **kw) -> None:
         super().__init__({**self.DEFAULT, **kw})
@@ -184,10 +185,13 @@ class Student(nn.Module):
             self.block_strides.append(stride)
             c = blk.cout
         self.readout = nn.ModuleList()
-        feats_in = self._block_outputs(len(self.blocks) - 2, self._block_input(len(self.blocks) - 2)) + \
-            self._block_outputs(len(self.blocks) - 1, self._block_input(len(self.blocks) - 1))
-        c = self.blocks[-2].cout + self.blocks[-1].cout
-        self.out_stride = self.block_strides[-2]
+        k = int(cfg["head_blocks"])
+        if not 2 <= k <= len(self.blocks):
+            raise ValueError(f"head_blocks must be in 2..{len(self.blocks)}, got {k}")
+        head = range(len(self.blocks) - k, len(self.blocks))
+        feats_in = [n for bi in head for n in self._block_outputs(bi, self._block_input(bi))]
+        c = sum(self.blocks[bi].cout for bi in head)
+        self.out_stride = self.block_strides[-k]
         inputs = feats_in
         for i, width in enumerate(cfg["readout"]):
             r = ConvBN(f"readout{i}", c, width, 1, act="softplus", bn=False)
@@ -203,7 +207,7 @@ class Student(nn.Module):
             log_centre_bias = np.full((h, w), -math.log(h * w))
         self.log_centre_bias = nn.Parameter(torch.tensor(np.asarray(log_centre_bias), dtype=torch.float32))
         self.register_buffer("centre_bias_weight", torch.tensor(1.0))
-        self.feature_channels = self.blocks[-2].cout + self.blocks[-1].cout
+        self.feature_channels = sum(self.blocks[bi].cout for bi in head)
         self._convs: Dict[str, ConvBN] = {m.name: m for m in self.modules() if isinstance(m, ConvBN)}
 
     def _block_input(self, bi: int) -> str:
@@ -215,8 +219,8 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature maps the readout sees: the last two dense blocks' outputs at the second-to-last block's
-        grid, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8)."""
+        """The feature maps the readout sees: the last ``head_blocks`` dense blocks' outputs at the grid of the
+        first of them, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8)."""
         x = (x - self.MEAN) / self.STD
         x = F.max_pool2d(self.stem(x), 3, 2, 1)
         outs = []
@@ -225,9 +229,10 @@ class Student(nn.Module):
                 x = F.avg_pool2d(self.transitions[bi - 1](x), 2, 2)
             x = blk(x)
             outs.append(x)
-        a, b = outs[-2], outs[-1]
-        b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([a, b], 1)
+        k = int(self.cfg["head_blocks"])
+        base = outs[-k]
+        deep = [F.interpolate(o, size=base.shape[-2:], mode="bilinear", align_corners=False) for o in outs[-k + 1:]]
+        return torch.cat([base, *deep], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -243,6 +248,31 @@ class Student(nn.Module):
         cb = cb - torch.logsumexp(cb.flatten(), 0)
         y = y + self.centre_bias_weight * cb
         return y - torch.logsumexp(y.flatten(1), 1)[:, None, None]
+
+    def load_grown(self, state: Dict[str, torch.Tensor]) -> List[str]:
+        """Load a trained student's ``state`` into this deeper one, preserving its function (Net2Net-style
+        growth, Chen et al. 2016): every tensor of ``state`` must exist here with the same shape, except the
+        readout's first conv, whose extra input channels (the feature maps of added dense blocks) start at
+        zero weight. Added modules keep their initialisation, so the grown student computes the same
+        log-density as the trained one until it is trained further. Returns the names of the added tensors.
+
+        Raises ``ValueError`` when ``state`` does not fit (other shape changes, tensors missing here)."""
+        own = self.state_dict()
+        first = (self.readout[0] if len(self.readout) else self.readout_out).conv.weight
+        first_key = next(k for k, v in self.named_parameters() if v is first)
+        extra = sorted(set(state) - set(own))
+        if extra:
+            raise ValueError(f"tensors of the trained student missing in the grown one: {extra[:5]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                if own[k].shape == v.shape:
+                    own[k].copy_(v)
+                elif k == first_key and own[k].shape[0] == v.shape[0] and own[k].shape[1] > v.shape[1]:
+                    own[k].zero_()
+                    own[k][:, :v.shape[1]].copy_(v)
+                else:
+                    raise ValueError(f"{k}: shape {tuple(v.shape)} cannot grow into {tuple(own[k].shape)}")
+        return sorted(set(own) - set(state))
 
     # ------------------------------------------------------------------ pruning bookkeeping
     def convs(self) -> Dict[str, ConvBN]:
@@ -320,8 +350,8 @@ def export_student(model: Student) -> Network:
             layers.append((*conv_params(c1), *conv_params(c2)))
         x = net.dense_block(x, layers, name=blk.name)
         outs.append(x)
-    deep = net.resize_bilinear(outs[-1], outs[-2])
-    x = net.concat(outs[-2], deep)
+    k = int(cfg["head_blocks"])
+    x = net.concat(outs[-k], *(net.resize_bilinear(o, outs[-k]) for o in outs[-k + 1:]))
     for r in model.readout:
         x = net.conv2d(x, *conv_params(r), activation="softplus", name=r.name)
     x = net.conv2d(x, *conv_params(model.readout_out), activation="none", name="readout_out")
