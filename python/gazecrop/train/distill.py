@@ -13,6 +13,12 @@ ensemble's densities on each training image, computed once from the teacher's ca
 the image, the fixations and the teacher density alike; the teacher density of an augmented image is thus
 the geometrically transformed density of the original (an approximation: the teacher is not re-run).
 
+Feature hints (``--hint-weight``, FitNets, Romero et al. 2015): a 1x1 conv adapter (trained alongside, not
+exported) maps the student's readout features to the teacher members' last hidden readout maps
+(:class:`TeacherHints`, 16 per member, standardised), with a mean squared error added to the loss. These give
+the student 112 targets per grid cell instead of one density. With hints, flipped images also get the
+teacher's density and hints computed from the mirrored image's backbone features.
+
 Commands: ``python -m gazecrop.train.distill --help``. Every run resumes from ``<out>/checkpoint.pt`` and
 skips when ``<out>/final.pt`` exists.
 """

@@ -70,8 +70,8 @@ def export(src: Path, out: Path, golden: Optional[Path] = None, tol: float = 1e-
         tmp = golden.with_name(golden.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, golden)
-    h, w = 192, 256
-    info = dict(file=str(out), bytes=out.stat().st_size, gflops_192x256=2 * net.num_macs(h, w) / 1e9,
+    h, w = net.input_size(768, 1024)  # a 4:3 photo at the model's input size (192 x 256 for long side 256)
+    info = dict(file=str(out), bytes=out.stat().st_size, input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9,
                 parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)), ops=len(net.ops),
                 max_abs_error_vs_torch=max(errs))
     return info
