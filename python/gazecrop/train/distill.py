@@ -363,12 +363,13 @@ def save_atomic(obj, path: Path) -> None:
 
 def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_weight: float = 0.9,
           init: Optional[Path] = None, cfg: Optional[dict] = None, threads: int = 1, seed: int = 0,
-          hint_weight: float = 0.0, log=print) -> Path:
+          hint_weight: float = 0.0, snapshots: bool = False, log=print) -> Path:
     """Train (or resume) a student in ``out``; keeps the checkpoint with the best pooled val information
     gain as ``best.pt`` and writes ``final.pt`` (= best) when done. Returns the path of ``final.pt``.
 
     ``hint_weight`` > 0 adds the teacher's feature hints (:class:`TeacherHints`, through a 1x1 conv adapter
-    that is trained alongside and not exported) and the teacher's densities of mirrored images."""
+    that is trained alongside and not exported) and the teacher's densities of mirrored images. With
+    ``snapshots`` every epoch's model is also kept as ``<out>/epochs/epochNN.pt``."""
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
@@ -433,6 +434,10 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
         row = dict(epoch=epoch + 1, train_loss=tot / n, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         _append_csv(out / "log.csv", row)
+        if snapshots:
+            (out / "epochs").mkdir(exist_ok=True)
+            save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), metrics=ev, epoch=epoch + 1),
+                        out / "epochs" / f"epoch{epoch + 1:02d}.pt")
         if ev["pooled_ig"] > best:
             best = ev["pooled_ig"]
             save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), metrics=ev, epoch=epoch + 1), out / "best.pt")
@@ -463,6 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--hint-weight", type=float, default=0.0,
                    help="weight of the teacher feature-hint MSE (0: off); also uses the teacher's densities of "
                         "mirrored images")
+    p.add_argument("--snapshots", action="store_true", help="keep every epoch's model in <out>/epochs/")
     p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
     p.add_argument("--config", type=str, default="{}",
                    help="JSON overrides of StudentConfig (with --init: of its config, e.g. input_long_side, or "
@@ -471,7 +477,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     train(a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight, init=a.init,
-          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight, log=lambda s: print(s, flush=True))
+          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight, snapshots=a.snapshots, log=lambda s: print(s, flush=True))
     return 0
 
 
