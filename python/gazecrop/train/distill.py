@@ -386,7 +386,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     elif init is not None:
         state0 = torch.load(init, weights_only=False)
         model = Student({**state0["cfg"], **(cfg or {})})
-        if StudentConfig(**state0["cfg"])["blocks"] != model.cfg["blocks"]:
+        if [list(b) for b in StudentConfig(**state0["cfg"])["blocks"]] != [list(b) for b in model.cfg["blocks"]]:
             added = model.load_grown(state0["model"])
             log(f"grown from {init}: {len(added)} new tensors")
         else:
@@ -477,7 +477,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     train(a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight, init=a.init,
-          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight, snapshots=a.snapshots, log=lambda s: print(s, flush=True))
+          cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight,
+          snapshots=a.snapshots, log=lambda s: print(s, flush=True))
     return 0
 
 

@@ -190,7 +190,7 @@ class Student(nn.Module):
             raise ValueError(f"head_blocks must be in 2..{len(self.blocks)}, got {k}")
         head = range(len(self.blocks) - k, len(self.blocks))
         feats_in = [n for bi in head for n in self._block_outputs(bi, self._block_input(bi))]
-        c = sum(self.blocks[bi].cout for bi in head)
+        c = self.feature_channels = sum(self.blocks[bi].cout for bi in head)
         self.out_stride = self.block_strides[-k]
         inputs = feats_in
         for i, width in enumerate(cfg["readout"]):
@@ -207,7 +207,6 @@ class Student(nn.Module):
             log_centre_bias = np.full((h, w), -math.log(h * w))
         self.log_centre_bias = nn.Parameter(torch.tensor(np.asarray(log_centre_bias), dtype=torch.float32))
         self.register_buffer("centre_bias_weight", torch.tensor(1.0))
-        self.feature_channels = sum(self.blocks[bi].cout for bi in head)
         self._convs: Dict[str, ConvBN] = {m.name: m for m in self.modules() if isinstance(m, ConvBN)}
 
     def _block_input(self, bi: int) -> str:
@@ -252,9 +251,10 @@ class Student(nn.Module):
     def load_grown(self, state: Dict[str, torch.Tensor]) -> List[str]:
         """Load a trained student's ``state`` into this deeper one, preserving its function (Net2Net-style
         growth, Chen et al. 2016): every tensor of ``state`` must exist here with the same shape, except the
-        readout's first conv, whose extra input channels (the feature maps of added dense blocks) start at
-        zero weight. Added modules keep their initialisation, so the grown student computes the same
-        log-density as the trained one until it is trained further. Returns the names of the added tensors.
+        readout's first conv, whose extra input channels (the feature maps of dense blocks appended after the
+        last one, with ``head_blocks`` raised to take them in) start at zero weight. Added modules keep their
+        initialisation, so the grown student computes the same log-density as the trained one until it is
+        trained further. Returns the names of the added tensors.
 
         Raises ``ValueError`` when ``state`` does not fit (other shape changes, tensors missing here)."""
         own = self.state_dict()
