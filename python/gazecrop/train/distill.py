@@ -97,6 +97,29 @@ def _long_side(items: List[dict]) -> int:
     return max(max(it["image"].shape[:2]) for it in items)
 
 
+def _teacher_on_grid(ens, s: "gds.Sample", h: int, w: int, suffix: str = "", hidden: bool = False):
+    """The teacher ensemble ``ens`` on one image from its cached backbone features (``suffix`` "_flip": the
+    mirrored image's), area-pooled to the (h, w) student grid: (log-density float32 (h, w), and with
+    ``hidden`` the members' last hidden readout maps float16 (16 x members, h, w), else None). Each backbone's
+    features are loaded once, however many members share them."""
+    from . import teacher as T
+
+    feats: Dict[str, list] = {}
+    maps, dens = [], []
+    with torch.no_grad():
+        for m in ens:
+            key = m.spec.cache_key + suffix
+            if key not in feats:
+                feats[key] = [f.float()[None] for f in T.load_features(key, s)]
+            hid = m.readout.hidden(feats[key], T._grid_of(s, m.spec.long_side))
+            if hidden:
+                maps.append(F.adaptive_avg_pool2d(hid, (h, w))[0])
+            logd = m.finalizer(m.readout.rest[-1](hid)[:, 0])
+            dens.append(F.adaptive_avg_pool2d(logd.exp()[None], (h, w))[0, 0])
+    d = torch.stack(dens).mean(0).double()
+    return (d / d.sum()).log().float().numpy(), (torch.cat(maps).half().numpy() if hidden else None)
+
+
 def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> Dict[str, np.ndarray]:
     """The teacher ensemble's log-density for each item on the student grid (float32 (h/8, w/8)), from the
     teacher's cached backbone features; cached in ``$GAZECROP_CACHE/student/teacher_L<side>_<members>.pt``
@@ -112,20 +135,11 @@ def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, 
     out = {}
     t0 = time.time()
     for i, it in enumerate(items):
-        s = by_key[it["key"]]
         h, w = it["image"].shape[0] // STRIDE, it["image"].shape[1] // STRIDE
-        dens = []
-        with torch.no_grad():
-            for m in ens:
-                grid = T._grid_of(s, m.spec.long_side)
-                logd = m.forward_features([f.float()[None] for f in T.load_features(m.spec.cache_key, s)], grid)
-                dens.append(F.adaptive_avg_pool2d(logd.exp()[None], (h, w))[0, 0])
-        d = torch.stack(dens).mean(0).double()
-        out[it["key"]] = (d / d.sum()).log().float().numpy()
+        out[it["key"]] = _teacher_on_grid(ens, by_key[it["key"]], h, w)[0]
         if (i + 1) % 500 == 0:
             log(f"[teacher] {i + 1}/{len(items)} {time.time() - t0:.0f}s")
-    torch.save(out, str(path) + ".tmp")
-    os.replace(str(path) + ".tmp", path)
+    save_atomic(out, path)
     return out
 
 
@@ -181,24 +195,9 @@ def teacher_hints(items: List[dict], members: Optional[Sequence[str]] = None, lo
     for i, it in enumerate(items):
         s = by_key[it["key"]]
         h, w = it["image"].shape[0] // STRIDE, it["image"].shape[1] // STRIDE
-        per_orientation = []
-        with torch.no_grad():
-            for suffix in ("", "_flip"):
-                feats = {}
-                maps, dens = [], []
-                for m in ens:
-                    key = m.spec.cache_key + suffix
-                    if key not in feats:
-                        feats[key] = [f.float()[None] for f in T.load_features(key, s)]
-                    grid = T._grid_of(s, m.spec.long_side)
-                    hid = m.readout.hidden(feats[key], grid)
-                    maps.append(F.adaptive_avg_pool2d(hid, (h, w))[0])
-                    logd = m.finalizer(m.readout.rest[-1](hid)[:, 0])
-                    dens.append(F.adaptive_avg_pool2d(logd.exp()[None], (h, w))[0, 0])
-                per_orientation.append(torch.cat(maps).half().numpy())
-        d = torch.stack(dens).mean(0).double()
-        hint[it["key"]] = np.stack(per_orientation)
-        logd_flip[it["key"]] = (d / d.sum()).log().float().numpy()
+        _, as_is = _teacher_on_grid(ens, s, h, w, hidden=True)
+        logd_flip[it["key"]], mirrored = _teacher_on_grid(ens, s, h, w, "_flip", hidden=True)
+        hint[it["key"]] = np.stack([as_is, mirrored])
         if (i + 1) % 250 == 0:
             log(f"[hints] {i + 1}/{len(items)} {time.time() - t0:.0f}s")
     save_atomic(dict(hint=hint, logd_flip=logd_flip, members=names), path)
