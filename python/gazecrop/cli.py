@@ -24,7 +24,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
@@ -34,6 +33,7 @@ from PIL import Image
 
 from .crop import (DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect,
                    resample_log_density)
+from ._atomic import atomic_open, umask
 from ._image import ImageError, _open_path, open_image
 from . import __version__
 from .api import Prediction, predict
@@ -170,34 +170,10 @@ def _save_options(src_format: Optional[str], src: Image.Image, info: dict, quant
     return opts
 
 
-_UMASK: Optional[int] = None
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
 def _write_atomic(image: Image.Image, path: str, fmt: str, opts: dict) -> None:
     """Save to a temporary file beside ``path``, then rename it into place (never a partial file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **opts)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        image.save(f, format=fmt, **opts)
 
 
 def _webp_lossless(path: str) -> bool:
@@ -416,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-    _umask()  # read once, before worker threads start
+    umask()  # read once, before worker threads start
     run = _Run(args, model, inputs)
     show = args.progress if args.progress is not None else (len(inputs) > 1 and sys.stderr.isatty())
     progress = _Progress(len(inputs), bool(show))
