@@ -385,11 +385,9 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     elif init is not None:
         state0 = torch.load(init, weights_only=False)
         model = Student({**state0["cfg"], **(cfg or {})})
-        if [list(b) for b in StudentConfig(**state0["cfg"])["blocks"]] != [list(b) for b in model.cfg["blocks"]]:
-            added = model.load_grown(state0["model"])
+        added = model.load_grown(state0["model"])  # an exact copy when the architecture is unchanged
+        if added:
             log(f"grown from {init}: {len(added)} new tensors")
-        else:
-            model.load_state_dict(state0["model"])
         state = None
     else:
         model = init_student(StudentConfig(**(cfg or {})))
