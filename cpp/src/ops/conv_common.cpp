@@ -47,7 +47,7 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
   ctx.pool.run(nchunks, [&](std::size_t ci) {
     const std::size_t a = q0 + ci * chunk, nc = std::min(chunk, q1 - a);
-    const float* xa = x + a;
+    const float* xa = gather ? nullptr : x + a;  // x is null when a gather supplies the columns
     std::size_t xs = x_stride;
     AlignedBuffer cols;
     if (gather) {  // columns for this chunk only: kc rows of nc floats, L1/L2-resident

@@ -54,7 +54,6 @@ def export(src: Path, out: Path, golden: Optional[Path] = None, tol: float = 1e-
     """
     model = load_student(src)
     net = export_student(model)
-    write_weights(out, net)
     errs = []
     arrays = {}
     for i, img in enumerate(golden_images()):
@@ -64,8 +63,9 @@ def export(src: Path, out: Path, golden: Optional[Path] = None, tol: float = 1e-
         errs.append(float(np.abs(got - expect).max()))
         arrays[f"image{i}"] = img
         arrays[f"log_density{i}"] = expect.astype(np.float32)
-    if max(errs) > tol:
-        raise AssertionError(f"exported file differs from the PyTorch student: max abs errors {errs}")
+    if max(errs) > tol:  # checked before anything is written: a bad export never replaces a good file
+        raise AssertionError(f"exported network differs from the PyTorch student: max abs errors {errs}")
+    write_weights(out, net)
     if golden is not None:
         tmp = golden.with_name(golden.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
