@@ -194,3 +194,44 @@ def test_grow_rejects_other_shape_changes():
         wider.load_grown(m.state_dict())
     with pytest.raises(ValueError, match="head_blocks"):
         S.Student(dict(m.cfg, head_blocks=4))
+
+
+A = pytest.importorskip("gazecrop.train.average")
+
+
+def _save(m, path):
+    torch.save(dict(cfg=dict(m.cfg), model=m.state_dict()), path)
+    return path
+
+
+def test_weight_average_is_the_mean_and_refuses_mixed_snapshots(tmp_path):
+    a, b = small_student(3, 0.3), small_student(4, 0.0)
+    with torch.no_grad():  # same pruned maps as a, other weights
+        for ma, mb in zip(a.prunable(), b.prunable()):
+            mb.mask.copy_(ma.mask)
+    pa, pb = _save(a, tmp_path / "a.pt"), _save(b, tmp_path / "b.pt")
+    avg = A.average_students([pa, pb])
+    torch.testing.assert_close(avg.stem.conv.weight, (a.stem.conv.weight + b.stem.conv.weight) / 2)
+    for mm, ma in zip(avg.prunable(), a.prunable()):
+        assert torch.equal(mm.mask, ma.mask)
+    # averaging copies of one model gives that model back
+    same = A.average_students([pa, _save(a, tmp_path / "a2.pt")])
+    np.testing.assert_allclose(_torch_log_density(same, _image(0)), _torch_log_density(a, _image(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="pruned feature maps differ"):
+        A.average_students([pa, _save(small_student(5, 0.5), tmp_path / "c.pt")])
+    other = S.Student(S.StudentConfig(**{**SMALL, "readout": [5]}), np.zeros((6, 8), np.float32))
+    with pytest.raises(ValueError, match="configuration"):
+        A.average_students([pa, _save(other, tmp_path / "d.pt")])
+    with pytest.raises(ValueError, match="at least two"):
+        A.average_students([pa])
+
+
+def test_batch_norm_recalibration_uses_the_data_statistics():
+    m = small_student(6)
+    items = [{"image": _image(10 + i)} for i in range(8)]
+    A.recalibrate_batch_norm(m, items, batch=4)
+    assert not m.training
+    x = torch.stack([torch.from_numpy(it["image"]).permute(2, 0, 1).float() for it in items])
+    with torch.no_grad():
+        z = m.stem.conv((x - S.Student.MEAN) / S.Student.STD)
+    torch.testing.assert_close(m.stem.bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)

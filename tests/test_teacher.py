@@ -44,3 +44,28 @@ def test_blur_preserves_constant_and_mass_centre():
     assert np.unravel_index(int(y[0].argmax()), (9, 9)) == (4, 4)
     c = T._gaussian_blur(torch.full((1, 5, 7), 3.0), torch.tensor(2.0))
     np.testing.assert_allclose(c.numpy(), 3.0, rtol=1e-5)
+
+
+class _StubBackbone(torch.nn.Module):
+    channels = [4, 5, 6]
+    strides = [8, 16, 32]
+
+
+def test_member_uses_only_its_first_features():
+    """``MemberSpec.features = K``: the readout reads the first K backbone features, later ones change nothing."""
+    torch.manual_seed(0)
+    spec = T.MemberSpec("probe", features=2)
+    m = T.TeacherMember(spec, backbone=_StubBackbone())
+    assert m.readout.channels == [4, 5]
+    feats = [torch.randn(1, 4, 6, 8), torch.randn(1, 5, 3, 4), torch.randn(1, 6, 2, 2)]
+    with torch.no_grad():
+        a = m.forward_features(feats, (6, 8))
+        b = m.forward_features(feats[:2] + [torch.randn(1, 6, 2, 2)], (6, 8))
+        full = T.TeacherMember(T.MemberSpec("all", features=3), backbone=_StubBackbone())
+        c = full.forward_features(feats[:2] + [torch.randn(1, 6, 2, 2)], (6, 8))
+        d = full.forward_features(feats, (6, 8))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(c, d)  # the full member does read the third feature
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="features"):
+            T.TeacherMember(T.MemberSpec("bad", features=bad), backbone=_StubBackbone())

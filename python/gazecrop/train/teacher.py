@@ -90,6 +90,10 @@ class MemberSpec:
     dropout: float = 0.0
     flip: bool = False
     patience: int = 4
+    features: int = 6
+    """How many of the backbone's features the readout uses, in :class:`Backbone` order (6 = all; 2 = stages 3
+    and 4 only, i.e. the backbone truncated after stage 4, stride 16: a probe of what a cheaper pretrained
+    network can do)."""
 
     @property
     def cache_key(self) -> str:
@@ -224,7 +228,8 @@ def preprocess(image: np.ndarray, long_side: int) -> torch.Tensor:
 class Readout(nn.Module):
     """DeepGaze II readout: per-feature standardisation, 1x1 convs with softplus, one output channel.
 
-    ``forward(feats, grid)``: list of (N, C_i, h_i, w_i) -> (N, h, w) float readout on ``grid = (h, w)``.
+    ``forward(feats, grid)``: list of (N, C_i, h_i, w_i) -> (N, h, w) float readout on ``grid = (h, w)``;
+    features past ``len(channels)`` are ignored (a member that uses only the first backbone features).
     """
 
     def __init__(self, channels: Sequence[int], hidden: Sequence[int] = (16, 16), dropout: float = 0.0):
@@ -319,7 +324,9 @@ class TeacherMember(nn.Module):
         super().__init__()
         self.spec = spec
         self.backbone = backbone if backbone is not None else get_backbone(spec.backbone)
-        self.readout = Readout(self.backbone.channels, spec.hidden, spec.dropout)
+        if not 1 <= spec.features <= len(self.backbone.channels):
+            raise ValueError(f"features must be 1..{len(self.backbone.channels)}, got {spec.features}")
+        self.readout = Readout(self.backbone.channels[:spec.features], spec.hidden, spec.dropout)
         self.finalizer = Finalizer(centre_bias_map)
 
     def forward_features(self, feats: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
@@ -556,8 +563,9 @@ def _load_items(spec: MemberSpec, samples: Sequence[gds.Sample], cb: CentreBias,
         if grid not in cb_cache:
             cb_cache[grid] = torch.from_numpy(cb.log_density(*grid)).flatten()
         cells = fixation_cells(s, grid)
-        ff = load_features(spec.cache_key + "_flip", s) if flip else None
-        items.append(_Item(s, load_features(spec.cache_key, s), grid, cells, float(cb_cache[grid][cells].sum()), ff))
+        ff = load_features(spec.cache_key + "_flip", s)[:spec.features] if flip else None
+        feats = load_features(spec.cache_key, s)[:spec.features]
+        items.append(_Item(s, feats, grid, cells, float(cb_cache[grid][cells].sum()), ff))
     return items
 
 
@@ -794,7 +802,7 @@ def _spec_from_args(a) -> MemberSpec:
             raise SystemExit(f"unknown member {a.member!r}: give --backbone (and --long-side, --seed)")
         base = MemberSpec(a.member)
     kw = asdict(base)
-    for k in ("backbone", "long_side", "seed", "epochs", "lr", "batch", "dropout", "weight_decay"):
+    for k in ("backbone", "long_side", "seed", "epochs", "lr", "batch", "dropout", "weight_decay", "features"):
         v = getattr(a, k, None)
         if v is not None:
             kw[k] = v
@@ -837,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--hidden", default=None, help="readout widths, e.g. 16,16")
     t.add_argument("--dropout", type=float, default=None, help="channel dropout on the features")
     t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--features", type=int, default=None,
+                   help="use only the first K backbone features (1..6; 2 = up to stage 4, stride 16)")
     t.add_argument("--flip", action="store_true", help="left-right flip augmentation (caches mirrored features)")
     e = sub.add_parser("ensemble", help="write weights/teacher/ensemble.json (vanilla = best val IG recorded at training)")
     e.add_argument("--members", default=None, help="comma-separated member names (default: all *.pt)")
