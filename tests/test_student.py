@@ -235,3 +235,14 @@ def test_batch_norm_recalibration_uses_the_data_statistics():
     with torch.no_grad():
         z = m.stem.conv((x - S.Student.MEAN) / S.Student.STD)
     torch.testing.assert_close(m.stem.bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_average_command_refuses_to_overwrite_a_snapshot_and_non_students(tmp_path):
+    pa = _save(small_student(7), tmp_path / "a.pt")
+    before = pa.read_bytes()
+    with pytest.raises(SystemExit):
+        A.main(["--out", str(pa), str(pa), str(_save(small_student(7), tmp_path / "b.pt"))])
+    assert pa.read_bytes() == before
+    torch.save({"spec": {}, "head": {}}, tmp_path / "teacher.pt")
+    with pytest.raises(ValueError, match="not a student checkpoint"):
+        A.average_students([pa, tmp_path / "teacher.pt"])

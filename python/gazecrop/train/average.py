@@ -81,6 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="averaged checkpoint (written atomically)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
+    if a.out.resolve() in {s.resolve() for s in a.snapshots}:
+        p.error(f"--out {a.out} is one of the snapshots; inputs are never overwritten")
     torch.set_num_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     model = average_students(a.snapshots)

@@ -40,7 +40,15 @@ def golden_images(seed: int = 0) -> list:
 
 
 def load_student(path: Path) -> Student:
+    """A student checkpoint (``distill`` / ``prune`` / ``average`` output) as a :class:`Student` in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a student checkpoint (no ``cfg`` and ``model`` entries).
+    """
     state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not {"cfg", "model"} <= state.keys():
+        raise ValueError(f"{path}: not a student checkpoint (expected a dict with 'cfg' and 'model')")
     model = Student(state["cfg"])
     model.load_state_dict(state["model"])
     return model.eval()
