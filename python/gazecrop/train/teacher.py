@@ -95,6 +95,10 @@ class MemberSpec:
     and 4 only, i.e. the backbone truncated after stage 4, stride 16: a probe of what a cheaper pretrained
     network can do)."""
 
+    def __post_init__(self):
+        if not 1 <= self.features <= 6:  # Backbone gives 6 features
+            raise ValueError(f"features must be 1..6, got {self.features}")
+
     @property
     def cache_key(self) -> str:
         return f"{self.backbone}_L{self.long_side}"
@@ -811,7 +815,10 @@ def _spec_from_args(a) -> MemberSpec:
     if a.hidden:
         kw["hidden"] = tuple(int(x) for x in a.hidden.split(","))
     kw["hidden"] = tuple(kw["hidden"])
-    return MemberSpec(**kw)
+    try:
+        return MemberSpec(**kw)
+    except ValueError as e:
+        raise SystemExit(f"python -m gazecrop.train.teacher: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
