@@ -246,3 +246,16 @@ def test_average_command_refuses_to_overwrite_a_snapshot_and_non_students(tmp_pa
     torch.save({"spec": {}, "head": {}}, tmp_path / "teacher.pt")
     with pytest.raises(ValueError, match="not a student checkpoint"):
         A.average_students([pa, tmp_path / "teacher.pt"])
+
+
+@pytest.mark.parametrize("case", ["single", "twice", "missing", "not_torch", "threads"])
+def test_average_command_usage_errors(case, tmp_path, capsys):
+    pa, pb = _save(small_student(8), tmp_path / "a.pt"), _save(small_student(8), tmp_path / "b.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    args = {"single": [pa], "twice": [pa, pa, pb], "missing": [pa, tmp_path / "none.pt"],
+            "not_torch": [pa, tmp_path / "text.pt"], "threads": [pa, pb, "--threads", "0"]}[case]
+    with pytest.raises(SystemExit) as e:
+        A.main(["--out", str(tmp_path / "out.pt"), *map(str, args)])
+    assert e.value.code == 2
+    assert not (tmp_path / "out.pt").exists()
+    assert "Traceback" not in capsys.readouterr().err

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from ..centre_bias import default_centre_bias
 from . import distill
 from .export import load_student
 from .student import Student
@@ -81,11 +82,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="averaged checkpoint (written atomically)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    if a.out.resolve() in {s.resolve() for s in a.snapshots}:
+    resolved = [s.resolve() for s in a.snapshots]
+    if len(set(resolved)) != len(resolved):
+        p.error("a snapshot is given twice (it would count double in the average)")
+    if a.out.resolve() in resolved:
         p.error(f"--out {a.out} is one of the snapshots; inputs are never overwritten")
+    if a.threads < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
     torch.set_num_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
-    model = average_students(a.snapshots)
+    try:
+        default_centre_bias()  # needed by the evaluation: fail before the work
+        model = average_students(a.snapshots)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     side = int(model.cfg["input_long_side"])
     recalibrate_batch_norm(model, distill.build_data("train", side, log=log))
     ev = distill.evaluate_grid(model, distill.build_data("val", side, log=log))

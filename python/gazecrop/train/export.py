@@ -46,7 +46,12 @@ def load_student(path: Path) -> Student:
         FileNotFoundError: no such file.
         ValueError: the file is not a student checkpoint (no ``cfg`` and ``model`` entries).
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # checkpoints are trusted files this project wrote (full pickles: configs, RNG states)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # not a torch file at all (pickle, zip or EOF errors)
+        raise ValueError(f"{path}: not a student checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not {"cfg", "model"} <= state.keys():
         raise ValueError(f"{path}: not a student checkpoint (expected a dict with 'cfg' and 'model')")
     model = Student(state["cfg"])
