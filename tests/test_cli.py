@@ -262,3 +262,23 @@ def test_name_clash_between_inputs_fails_the_later_one(fixed, tmp_path, capsys):
         assert f"{second}: output" in err and f"also the output of {first}" in err
         with Image.open(out / "p_1x1.png") as im, Image.open(first) as src:
             assert np.array_equal(np.asarray(im), np.asarray(src)[:, 40:160])  # the box is (40, 0, 120, 120)
+
+
+@pytest.mark.parametrize("size,aspect", [((1, 5000), "16:9"), ((5000, 1), "9:16"), ((2, 3000), "1:1"),
+                                         ((3000, 1700), "3000:1")], ids=str)
+def test_heatmap_of_thin_images_and_extreme_aspects(fixed, tmp_path, size, aspect):
+    src = _photo(tmp_path / "thin.png", size=size)
+    assert main([src, "-a", aspect, "--out", str(tmp_path / "o"), "--heatmap"]) == 0
+    with Image.open(tmp_path / "o" / "thin_heatmap.png") as h:  # at most 1024 px on the long side
+        scale = min(1.0, 1024 / max(size))
+        assert h.size == tuple(max(1, round(v * scale)) for v in size)
+
+
+def test_output_folder_that_cannot_be_made(fixed, tmp_path, capsys):
+    src = _photo(tmp_path / "a.jpg")
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main([src, "-a", "1:1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "cannot create output folder" in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "x"

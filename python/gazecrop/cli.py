@@ -250,8 +250,9 @@ def heatmap_overlay(photo: Image.Image, prediction: Prediction, results: Sequenc
     out = Image.fromarray(np.clip(base * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     for k, r in enumerate(results):
-        b = r.box
-        draw.rectangle([b.left * s, b.top * s, b.right * s - 1, b.bottom * s - 1],
+        b = r.box  # a box under 2 px on the picture is drawn as a line (Pillow needs x1 >= x0)
+        x0, y0 = b.left * s, b.top * s
+        draw.rectangle([x0, y0, max(x0, b.right * s - 1), max(y0, b.bottom * s - 1)],
                        outline=_BOX_COLOURS[k % len(_BOX_COLOURS)], width=max(1, round(2 * max(w, h) / 512)))
     if results:
         px, py = results[0].salient_point
@@ -391,7 +392,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"gazecrop: cannot load model: {e}{hint}", file=sys.stderr)
         return EXIT_USAGE
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            print(f"gazecrop: cannot create output folder {args.out}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_USAGE
     umask()  # read once, before worker threads start
     run = _Run(args, model, inputs)
     show = args.progress if args.progress is not None else (len(inputs) > 1 and sys.stderr.isatty())
