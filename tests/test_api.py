@@ -115,7 +115,13 @@ def test_bad_aspect_or_strategy_fails_before_the_model_runs():
         gazecrop.crops(photo(), ["16:0"], model=fixed)
     with pytest.raises(ValueError):
         gazecrop.crop_box(photo(), "1:1", model=fixed, strategy="faces")
+    with pytest.raises(ValueError, match="1e-300:1e300"):  # sides fine, quotient 0
+        gazecrop.crops(photo(), ["1e-300:1e300"], model=fixed)
+    with pytest.raises(TypeError, match="list of aspect ratios"):  # not read one character at a time
+        gazecrop.crops(photo(), "16:9", model=fixed)
     assert fixed.calls == 0
+    with pytest.raises(TypeError, match="list of aspect ratios"):
+        gazecrop.predict(photo(), model=fixed).crops("16:9")
 
 
 def test_bad_model_type():

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ._image import ImageInput, _prepare, open_image
-from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult, Strategy, choose_crops,
-                   parse_aspect, resample_log_density)
+from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult, Strategy, aspect_list,
+                   choose_crops, resample_log_density)
 from .model import load_model
 
 __all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model",
@@ -88,7 +88,7 @@ class Prediction:
 
     def crops(self, aspects: Iterable[AspectLike], *, strategy: Strategy = DEFAULT_STRATEGY) -> List[CropResult]:
         """One :class:`~gazecrop.crop.CropResult` per aspect ratio (:func:`gazecrop.crop.choose_crops`)."""
-        return choose_crops(self.log_density, self.size, list(aspects), strategy=strategy)
+        return choose_crops(self.log_density, self.size, aspects, strategy=strategy)
 
 
 def predict(image: ImageInput, *, model: ModelLike = None) -> Prediction:
@@ -141,11 +141,10 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike 
         pixels of the displayed image), ``salient_point`` ``(x, y)``, ``score`` (share of saliency mass inside),
         ``peaks``, ``keep_whole`` advice.
     Raises:
-        As :func:`predict`; ValueError for a bad aspect or strategy.
+        As :func:`predict`; ValueError for a bad aspect or strategy; TypeError for one aspect given where a
+        list is expected (``crops(img, "16:9")``; use ``["16:9"]`` or :func:`crop_box`).
     """
-    aspects = list(aspects)
-    for a in aspects:
-        parse_aspect(a)  # fail before the model run
+    aspects = aspect_list(aspects)  # fail before the model run
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     return predict(image, model=model).crops(aspects, strategy=strategy)

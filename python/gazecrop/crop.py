@@ -56,7 +56,7 @@ import numpy as np
 __all__ = [
     "Strategy", "STRATEGIES", "DEFAULT_STRATEGY", "CropBox", "Peak", "CropResult", "parse_aspect",
     "format_aspect", "grid_to_image", "image_to_grid", "largest_box_size", "resample_log_density",
-    "salient_point", "find_peaks", "choose_crop", "choose_crops", "box_mass",
+    "salient_point", "find_peaks", "choose_crop", "choose_crops", "aspect_list", "box_mass",
     "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN",
 ]
 
@@ -168,19 +168,19 @@ def parse_aspect(aspect: AspectLike) -> float:
         raise TypeError("aspect must be a number or a string like '16:9', got bool")
     if isinstance(aspect, str):
         s = aspect.strip().lower()
-        for sep in (":", "/", "x"):
-            if sep in s:
+        sep = next((c for c in (":", "/", "x") if c in s), None)
+        try:
+            if sep is None:
+                value = float(s)
+            else:
                 a, _, b = s.partition(sep)
-                try:
-                    num, den = float(a), float(b)
-                except ValueError:
-                    raise ValueError(f"cannot parse aspect ratio {aspect!r}; expected e.g. '16:9' or '1.78'") from None
+                num, den = float(a), float(b)
                 if not (math.isfinite(num) and math.isfinite(den) and num > 0 and den > 0):
                     raise ValueError(f"aspect ratio {aspect!r}: both sides must be positive")
-                return num / den
-        try:
-            value = float(s)
-        except ValueError:
+                value = num / den  # checked below: a quotient can still under- or overflow
+        except ValueError as e:
+            if "both sides" in str(e):
+                raise
             raise ValueError(f"cannot parse aspect ratio {aspect!r}; expected e.g. '16:9' or '1.78'") from None
     elif isinstance(aspect, Real):
         value = float(aspect)
@@ -466,10 +466,30 @@ def _result(dens: _Density, aspect: AspectLike, strategy: str, peaks: Tuple[Peak
                       keep_whole=advice is not None, advice=advice, strategy=strategy)
 
 
+def aspect_list(aspects: Iterable[AspectLike]) -> List[AspectLike]:
+    """``aspects`` as a list, each checked by :func:`parse_aspect`.
+
+    Raises:
+        TypeError: a single aspect (a string or a number) where a list of them is expected, or a bad type.
+        ValueError: a bad aspect ratio.
+    """
+    if isinstance(aspects, (str, bytes, Real)):
+        raise TypeError(f"aspects must be a list of aspect ratios, got {aspects!r}; for one, pass [{aspects!r}]")
+    out = list(aspects)
+    for a in out:
+        parse_aspect(a)
+    return out
+
+
 def choose_crops(log_density: np.ndarray, size: Sequence[int], aspects: Iterable[AspectLike], *,
                  strategy: Strategy = DEFAULT_STRATEGY,
                  margin: Optional[float] = ANCHOR_MARGIN) -> List[CropResult]:
-    """:func:`choose_crop` for several aspect ratios sharing one density (one summed-area table)."""
+    """:func:`choose_crop` for several aspect ratios sharing one density (one summed-area table).
+
+    Raises:
+        As :func:`choose_crop`; TypeError for a single aspect (:func:`aspect_list`).
+    """
+    aspects = aspect_list(aspects)
     margin = _check_margin(margin)
     dens = _Density(log_density, size)
     peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
