@@ -174,7 +174,11 @@ def test_folder_glob_and_recursive_expansion(fixed, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["x.jpg", "--aspect", "16:0"], ["x.jpg", "--heatmap"], ["x.jpg", "--jobs", "0"],
-                                  ["x.jpg", "--strategy", "faces"], []])
+                                  ["x.jpg", "--strategy", "faces"], [], ["x.jpg", "--aspect", "1e-300:1e300"],
+                                  ["x.jpg", "--out", "o", "--name", ".."], ["x.jpg", "--out", "o", "--name", "."],
+                                  ["x.jpg", "--out", "o", "--name", "{stem!r}{ext}"],
+                                  ["x.jpg", "--out", "o", "--name", "{stem.__class__}"],
+                                  ["x.jpg", "--out", "o", "--name", "{0}{ext}"]])
 def test_usage_errors(argv, fixed):
     with pytest.raises(SystemExit) as e:
         main(argv)

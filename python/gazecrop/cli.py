@@ -23,6 +23,7 @@ import argparse
 import glob
 import json
 import os
+import string
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -88,10 +89,13 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.heatmap and not args.out:
         p.error("--heatmap needs --out DIR")
     try:
+        fields = [(f, c) for _, f, _, c in string.Formatter().parse(args.name) if f is not None]
+        if any(f not in ("stem", "aspect", "ext") or c for f, c in fields):  # no {stem.attr}, {0}, {stem!r}
+            raise ValueError("fields are {stem}, {aspect} and {ext}, without conversions")
         name = args.name.format(stem="x", aspect="1x1", ext=".jpg")
     except (KeyError, IndexError, ValueError) as e:
         p.error(f"--name {args.name!r}: unknown field or bad template ({e}); use {{stem}}, {{aspect}}, {{ext}}")
-    if not name or os.sep in name or (os.altsep and os.altsep in name):
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
         p.error(f"--name {args.name!r} must give a plain file name")
     if len(args.aspect) > 1 and "{aspect}" not in args.name:
         p.error("--name needs {aspect} when several --aspect are given")

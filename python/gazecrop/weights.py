@@ -214,7 +214,7 @@ class Network:
         ``input_long_side``, the aspect ratio is kept, both sides rounded to a multiple of
         ``size_multiple`` (at least one multiple)."""
         if height < 1 or width < 1:
-            raise ValueError(f"image size must be positive, got {height}x{width}")
+            raise ValueError(f"image size must be positive, got height {height}, width {width}")
         scale = self.input_long_side / max(height, width)
         m = self.size_multiple
         h = max(m, int(round(height * scale / m)) * m)
