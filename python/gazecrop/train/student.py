@@ -217,9 +217,9 @@ class Student(nn.Module):
         return [block_input] + [f"block{bi}.l{j}.conv2" for j in range(nl)]
 
     # ------------------------------------------------------------------ forward
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature maps the readout sees: the last ``head_blocks`` dense blocks' outputs at the grid of the
-        first of them, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8)."""
+    def block_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Every dense block's output: (N, 3, H, W) -> list of (N, ``blocks[i].cout``, H/s_i, W/s_i), strides
+        :attr:`block_strides` (4, 8, 16 by default)."""
         x = (x - self.MEAN) / self.STD
         x = F.max_pool2d(self.stem(x), 3, 2, 1)
         outs = []
@@ -228,6 +228,13 @@ class Student(nn.Module):
                 x = F.avg_pool2d(self.transitions[bi - 1](x), 2, 2)
             x = blk(x)
             outs.append(x)
+        return outs
+
+    def features(self, x: torch.Tensor, outs: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """The feature maps the readout sees: the last ``head_blocks`` dense blocks' outputs at the grid of the
+        first of them, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8). ``outs``: the
+        :meth:`block_outputs` of ``x`` when already computed."""
+        outs = self.block_outputs(x) if outs is None else outs
         k = int(self.cfg["head_blocks"])
         base = outs[-k]
         deep = [F.interpolate(o, size=base.shape[-2:], mode="bilinear", align_corners=False) for o in outs[-k + 1:]]
