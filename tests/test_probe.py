@@ -103,3 +103,15 @@ def test_probe_hints_reach_the_dense_blocks(member_file, tmp_path):
         h0.loss(outs, h0.adapters(student), x)
     with pytest.raises(ValueError, match="features"):
         D.ProbeHints(tmp_path / "probe.pt", pairs=[(1, 5)])
+
+
+def test_probe_command_usage_errors(tmp_path, capsys):
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for argv in (["evaluate", "--from", str(tmp_path / "text.pt")], ["evaluate", "--from", str(tmp_path / "no.pt")],
+                 ["train", "--out", str(tmp_path / "o"), "--init-member", str(tmp_path / "text.pt")],
+                 ["evaluate", "--from", str(tmp_path / "text.pt"), "--threads", "0"]):
+        with pytest.raises(SystemExit) as e:
+            PR.main(argv)
+        assert e.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -170,18 +170,16 @@ def parse_aspect(aspect: AspectLike) -> float:
         s = aspect.strip().lower()
         sep = next((c for c in (":", "/", "x") if c in s), None)
         try:
-            if sep is None:
-                value = float(s)
-            else:
-                a, _, b = s.partition(sep)
-                num, den = float(a), float(b)
-                if not (math.isfinite(num) and math.isfinite(den) and num > 0 and den > 0):
-                    raise ValueError(f"aspect ratio {aspect!r}: both sides must be positive")
-                value = num / den  # checked below: a quotient can still under- or overflow
-        except ValueError as e:
-            if "both sides" in str(e):
-                raise
+            parts = [float(v) for v in (s.partition(sep)[::2] if sep else (s,))]
+        except ValueError:
             raise ValueError(f"cannot parse aspect ratio {aspect!r}; expected e.g. '16:9' or '1.78'") from None
+        if sep is None:
+            value = parts[0]
+        else:
+            num, den = parts
+            if not (math.isfinite(num) and math.isfinite(den) and num > 0 and den > 0):
+                raise ValueError(f"aspect ratio {aspect!r}: both sides must be positive")
+            value = num / den  # checked below: a quotient can still under- or overflow
     elif isinstance(aspect, Real):
         value = float(aspect)
     else:

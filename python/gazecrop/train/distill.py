@@ -246,7 +246,8 @@ class ProbeHints:
         return [(f[j].float() - m) / s for (_, j), m, s in zip(self.pairs, self.mean, self.std)]
 
     def loss(self, outs: List[torch.Tensor], adapters: torch.nn.ModuleList, images: torch.Tensor) -> torch.Tensor:
-        """Mean over pairs of the per-image mean squared error: (N,) nats-free units (standardised features).
+        """Mean over pairs of the per-image mean squared error: float (N,), in units of the standardised
+        features (not nats).
 
         Raises:
             ValueError: a student block and its probe feature are not on the same grid.
@@ -417,6 +418,52 @@ def init_student(cfg: StudentConfig) -> Student:
     return Student(cfg, cb.log_density(h, w).astype(np.float32))
 
 
+def start_run(out: Path, threads: int, seed: int, log=print) -> Optional[random.Random]:
+    """Common start of a resumable training run in ``out``: torch threads, seeds; None (and a log line) when
+    ``<out>/final.pt`` exists, else the run's ``random.Random`` (augmentation and batch order)."""
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "final.pt").is_file():
+        log(f"{out / 'final.pt'} exists; skipping")
+        return None
+    torch.manual_seed(seed)
+    return random.Random(seed)
+
+
+def run_epoch(items: List[dict], batch: int, rng: random.Random, opt, sched, batch_loss) -> float:
+    """One epoch of optimiser steps over shuffled equal-size batches (:func:`batches`); ``batch_loss(idx)``
+    gives the (N,) per-image losses of a batch. Returns the mean per-image loss."""
+    tot, n = 0.0, 0
+    for idx in batches(items, batch, rng):
+        loss = batch_loss(idx)
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+        sched.step()
+        tot += float(loss.detach().sum())
+        n += len(idx)
+    return tot / n
+
+
+def load_checkpoint(path: Path, required: Sequence[str], what: str) -> dict:
+    """A training checkpoint (a trusted file this project wrote: a full pickle with configs and RNG states).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: torch cannot read it, or it is not a dict with the ``required`` entries (``what`` names
+            the expected kind in the message, e.g. "student checkpoint").
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # not a torch file at all (pickle, zip or EOF errors)
+        raise ValueError(f"{path}: not a {what} ({type(e).__name__}: {e})") from None
+    if not isinstance(blob, dict) or not set(required) <= blob.keys():
+        raise ValueError(f"{path}: not a {what} (expected a dict with {', '.join(map(repr, required))})")
+    return blob
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -435,14 +482,10 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     ``probe_hints`` (a ``train.probe`` checkpoint) the dense blocks also learn that pretrained network's
     intermediate features (:class:`ProbeHints`, weight ``probe_weight``). With ``snapshots`` every epoch's
     model is also kept as ``<out>/epochs/epochNN.pt``."""
-    torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
-    if final.is_file():
-        log(f"{final} exists; skipping")
+    rng = start_run(out, threads, seed, log)
+    if rng is None:
         return final
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
     ck = out / "checkpoint.pt"
     if ck.is_file():
         state = torch.load(ck, weights_only=False)
@@ -489,18 +532,12 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
     for epoch in range(epoch0, epochs):
         model.train()
-        t0, tot, n = time.time(), 0.0, 0
-        for idx in batches(train_items, batch, rng):
-            loss, _ = loss_on_batch(model, train_items, idx, targets, rng, teacher_weight, hints, hint_weight,
-                                    adapter, probe, probe_weight, probe_adapters)
-            opt.zero_grad()
-            loss.mean().backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach().sum())
-            n += len(idx)
+        t0 = time.time()
+        train_loss = run_epoch(train_items, batch, rng, opt, sched, lambda idx: loss_on_batch(
+            model, train_items, idx, targets, rng, teacher_weight, hints, hint_weight, adapter, probe, probe_weight,
+            probe_adapters)[0])
         ev = evaluate_grid(model, val_items)
-        row = dict(epoch=epoch + 1, train_loss=tot / n, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
+        row = dict(epoch=epoch + 1, train_loss=train_loss, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         _append_csv(out / "log.csv", row)
         if snapshots:

@@ -20,6 +20,7 @@ import torch
 
 from .. import reference
 from ..weights import write_weights
+from .distill import load_checkpoint
 from .student import Student, export_student
 
 GOLDEN_SIZES = ((192, 256), (256, 192), (256, 256), (96, 160))
@@ -46,14 +47,7 @@ def load_student(path: Path) -> Student:
         FileNotFoundError: no such file.
         ValueError: the file is not a student checkpoint (no ``cfg`` and ``model`` entries).
     """
-    try:  # checkpoints are trusted files this project wrote (full pickles: configs, RNG states)
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # not a torch file at all (pickle, zip or EOF errors)
-        raise ValueError(f"{path}: not a student checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or not {"cfg", "model"} <= state.keys():
-        raise ValueError(f"{path}: not a student checkpoint (expected a dict with 'cfg' and 'model')")
+    state = load_checkpoint(path, ("cfg", "model"), "student checkpoint")
     model = Student(state["cfg"])
     model.load_state_dict(state["model"])
     return model.eval()

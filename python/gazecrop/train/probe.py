@@ -104,10 +104,8 @@ class PretrainedStudent(nn.Module):
 
 
 def _from_member(path: Path) -> PretrainedStudent:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    spec = blob.get("spec") if isinstance(blob, dict) else None
-    if not spec or "head" not in blob:
-        raise ValueError(f"{path}: not a teacher member file (expected 'spec' and 'head')")
+    blob = distill.load_checkpoint(path, ("spec", "head"), "teacher member file")
+    spec = blob["spec"]
     model = PretrainedStudent(spec["backbone"], int(spec.get("features", 6)),
                               np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32), spec["hidden"])
     missing, unexpected = model.load_state_dict(blob["head"], strict=False)
@@ -121,11 +119,12 @@ def load_probe(path: Path) -> PretrainedStudent:
     """A ``train`` checkpoint (``{"cfg", "model", ...}``) as a :class:`PretrainedStudent` in eval mode.
 
     Raises:
+        FileNotFoundError: no such file.
         ValueError: not a probe checkpoint.
     """
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or not {"cfg", "model"} <= blob.keys() or "backbone" not in blob["cfg"]:
-        raise ValueError(f"{path}: not a probe checkpoint (expected 'cfg' with a backbone and 'model')")
+    blob = distill.load_checkpoint(path, ("cfg", "model"), "probe checkpoint")
+    if not isinstance(blob["cfg"], dict) or "backbone" not in blob["cfg"]:
+        raise ValueError(f"{path}: not a probe checkpoint (its 'cfg' names no backbone)")
     c = blob["cfg"]
     model = PretrainedStudent(c["backbone"], c["features"], np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32),
                               c["hidden"])
@@ -138,14 +137,10 @@ def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: 
     """Fine-tune a frozen probe member end to end by distillation at long side 256 (resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
     grid information gain, :func:`gazecrop.train.distill.evaluate_grid`). Returns its path."""
-    torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
-    if final.is_file():
-        log(f"{final} exists; skipping")
+    rng = distill.start_run(out, threads, seed, log)
+    if rng is None:
         return final
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
     model = _from_member(init_member)
     train_items = distill.build_data("train", 256, log=log)
     val_items = distill.build_data("val", 256, log=log)
@@ -172,17 +167,11 @@ def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: 
                                                 indent=1))
     for epoch in range(epoch0, epochs):
         model.train()
-        t0, tot, n = time.time(), 0.0, 0
-        for idx in distill.batches(train_items, batch, rng):
-            loss, _ = distill.loss_on_batch(model, train_items, idx, targets, rng, teacher_weight)
-            opt.zero_grad()
-            loss.mean().backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach().sum())
-            n += len(idx)
+        t0 = time.time()
+        train_loss = distill.run_epoch(train_items, batch, rng, opt, sched, lambda idx: distill.loss_on_batch(
+            model, train_items, idx, targets, rng, teacher_weight)[0])
         ev = distill.evaluate_grid(model, val_items)
-        row = dict(epoch=epoch + 1, train_loss=tot / n, seconds=time.time() - t0, **ev)
+        row = dict(epoch=epoch + 1, train_loss=train_loss, seconds=time.time() - t0, **ev)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         distill._append_csv(out / "log.csv", row)
         snap = dict(cfg=model.cfg, model=model.state_dict(), metrics={k: float(v) for k, v in ev.items()},
@@ -232,7 +221,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     e.add_argument("--json", type=Path, default=None)
     e.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
+    if a.threads < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
     log = lambda s: print(s, flush=True)  # noqa: E731
+    try:  # a bad input file fails here, before any data is loaded
+        model = _from_member(a.init_member) if a.cmd == "train" else load_probe(a.src)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     if a.cmd == "train":
         train(a.out, a.init_member, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
               threads=a.threads, seed=a.seed, log=log)
@@ -241,7 +236,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .. import evaluate as ev
 
     torch.set_num_threads(a.threads)
-    model = load_probe(a.src)
     samples = gds.load_datasets(split="val")
     name = f"probe {a.src} ({model.gflops():.2f} GFLOP at 192x256)"
     res = ev.evaluate([("centre bias (KDE)", ev.centre_bias_predictor()), (name, _predictor(model))], samples,
