@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import datasets as gds
+from .._atomic import atomic_open
 from ..centre_bias import default_centre_bias
 from ..weights import Network
 from .student import Student, StudentConfig
@@ -88,8 +89,7 @@ def build_data(split: str, long_side: int = 256, log=print) -> List[dict]:
         if (i + 1) % 500 == 0:
             log(f"[data {split}] {i + 1}/{len(samples)} {time.time() - t0:.0f}s")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(items, str(path) + ".tmp")
-    os.replace(str(path) + ".tmp", path)
+    save_atomic(items, path)
     return items
 
 
@@ -465,9 +465,9 @@ def load_checkpoint(path: Path, required: Sequence[str], what: str) -> dict:
 
 
 def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save(obj)`` to ``path`` atomically (:func:`gazecrop._atomic.atomic_open`)."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_weight: float = 0.9,

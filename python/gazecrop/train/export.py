@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import reference
+from .._atomic import atomic_open
 from ..weights import write_weights
 from .distill import load_checkpoint
 from .student import Student, export_student
@@ -74,9 +74,8 @@ def export(src: Path, out: Path, golden: Optional[Path] = None, tol: float = 1e-
         raise AssertionError(f"exported network differs from the PyTorch student: max abs errors {errs}")
     write_weights(out, net)
     if golden is not None:
-        tmp = golden.with_name(golden.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, golden)
+        with atomic_open(golden) as f:
+            np.savez_compressed(f, **arrays)
     h, w = net.input_size(768, 1024)  # a 4:3 photo at the model's input size (192 x 256 for long side 256)
     info = dict(file=str(out), bytes=out.stat().st_size, input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9,
                 parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)), ops=len(net.ops),

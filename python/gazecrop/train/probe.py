@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from . import distill
-from .teacher import CB_MAP_SIZE, Backbone, Finalizer, Readout, _upsample_log_density
+from .teacher import CB_MAP_SIZE, Backbone, Finalizer, Readout, _upsample_log_density, preprocess
 
 __all__ = ["PretrainedStudent", "train", "load_probe", "main"]
 
@@ -186,18 +186,14 @@ def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: 
 
 
 def _predictor(model: PretrainedStudent):
-    """uint8 (H, W, 3) image -> float64 (H, W) log-density at full resolution, the student's way: resized
-    (Pillow bilinear) to long side 256 with sides multiples of 32, grid map upsampled in log space and
-    renormalised (:func:`gazecrop.train.teacher._upsample_log_density`)."""
-    from PIL import Image
+    """uint8 (H, W, 3) image -> float64 (H, W) log-density at full resolution, the way a teacher member does it
+    (:func:`gazecrop.train.teacher.preprocess` at long side 256, the student's input size rule; the grid map
+    upsampled in log space and renormalised)."""
 
     def predict(sample, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        wi, hi = distill.student_input_size(w, h, 256)
-        x = np.asarray(Image.fromarray(img).resize((wi, hi), Image.BILINEAR), dtype=np.float32)
         with torch.no_grad():
-            logd = model(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous())
-        return _upsample_log_density(logd[0], h, w).astype(np.float64)
+            logd = model(preprocess(img, 256))
+        return _upsample_log_density(logd[0], *img.shape[:2]).astype(np.float64)
 
     return predict
 
