@@ -140,8 +140,8 @@ def test_png_with_alpha_and_heatmap(fixed, tmp_path):
     assert main([str(src), "-a", "1:1", "-a", "2:1", "--out", str(tmp_path / "o"), "--heatmap"]) == 0
     with Image.open(tmp_path / "o" / "t_1x1.png") as b:
         assert b.mode == "RGBA" and b.size == (40, 40)
-    with Image.open(tmp_path / "o" / "t_heatmap.png") as h:
-        assert h.format == "PNG" and h.size == (90, 40) and h.mode == "RGB"
+    with Image.open(tmp_path / "o" / "t_heatmap.jpg") as h:
+        assert h.format == "JPEG" and h.size == (90, 40) and h.mode == "RGB"
 
 
 def test_jobs_give_the_same_output_in_order(fixed, tmp_path, capsys):
@@ -273,7 +273,7 @@ def test_name_clash_between_inputs_fails_the_later_one(fixed, tmp_path, capsys):
 def test_heatmap_of_thin_images_and_extreme_aspects(fixed, tmp_path, size, aspect):
     src = _photo(tmp_path / "thin.png", size=size)
     assert main([src, "-a", aspect, "--out", str(tmp_path / "o"), "--heatmap"]) == 0
-    with Image.open(tmp_path / "o" / "thin_heatmap.png") as h:  # at most 1024 px on the long side
+    with Image.open(tmp_path / "o" / "thin_heatmap.jpg") as h:  # at most 1024 px on the long side
         scale = min(1.0, 1024 / max(size))
         assert h.size == tuple(max(1, round(v * scale)) for v in size)
 

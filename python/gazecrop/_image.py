@@ -17,7 +17,8 @@ Rules (the cropping layer never decodes; it only sees what this module returns):
   displayed size, so coordinates remain full-resolution pixels.
 - Files over a pixel limit (decompression bombs; default Pillow's ``Image.MAX_IMAGE_PIXELS``) are refused
   with :class:`ImageTooLargeError` before any pixel is decoded; unreadable, unknown or truncated files with
-  :class:`ImageError`. A missing file raises ``FileNotFoundError``.
+  :class:`ImageError`; so are FIFOs, devices and sockets, refused before a byte is read. A missing file raises
+  ``FileNotFoundError``, and other operating-system errors (permission, symbolic link loop) their ``OSError``.
 
 Pillow and numpy only.
 """
@@ -33,6 +34,8 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
+
+from ._files import NotRegularFileError, open_regular
 
 __all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "open_image",
            "to_rgb", "_prepare"]
@@ -94,20 +97,28 @@ def _check_pixels(size: Tuple[int, int], limit: Optional[int], what: str) -> Non
 
 
 def _open_path(path: "str | os.PathLike[str]", limit: Optional[int]) -> Image.Image:
-    """Open (header only) and size-check an image file. The caller closes it."""
+    """Open (header only) and size-check an image file; only regular files are read
+    (:func:`gazecrop._files.open_regular`). The caller closes it (``close()`` or ``with``)."""
     name = os.fspath(path)
     try:
-        im = Image.open(name)
-    except FileNotFoundError:
-        raise
-    except IsADirectoryError:
-        raise
+        f = open_regular(name)
+    except NotRegularFileError as e:
+        raise ImageError(str(e)) from e
+    try:
+        im = Image.open(f)
+        im._exclusive_fp = True  # as if Pillow had opened the path: it closes the file after load()/close()
     except Image.DecompressionBombError as e:
+        f.close()
         raise ImageTooLargeError(f"{name}: {e}") from e
     except Image.UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not a readable image file ({e})") from e
+        f.close()
+        raise ImageError(f"{name}: not a readable image file (unknown or unsupported format)") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
+        f.close()
         raise ImageError(f"{name}: cannot open image: {e}") from e
+    except BaseException:
+        f.close()
+        raise
     try:
         _check_pixels(im.size, limit, name)
     except ImageTooLargeError:

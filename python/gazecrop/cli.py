@@ -5,12 +5,20 @@
 
 Like libvips' ``vipsthumbnail``: each input is handled on its own; a failing file is reported on stderr and
 skipped, the others complete, and the exit status is 1 if any failed (2 for usage errors). Inputs are files,
-folders (their image files, not recursive unless ``--recursive``) or glob patterns. Outputs are named from a
-template relative to the input, ``--name {stem}_{aspect}{ext}`` by default (``photo_16x9.jpg``; ``--name
-{stem}{ext}`` keeps the input's name), and ``{stem}_heatmap.png``, in ``--out``; they are written to a
-temporary file in the same folder and renamed into place, never replace an input file, and keep the input's
-format, JPEG quantisation tables (so quality close to the original), ICC profile and EXIF (orientation reset,
-since the pixels are stored as displayed). Animated inputs give their first frame.
+folders (their image files, not recursive unless ``--recursive``) or glob patterns (:func:`expand_inputs`);
+a folder that cannot be listed, a glob that matches nothing or a folder without images is reported as a
+failed input. Outputs are named from a template relative to the input, ``--name {stem}_{aspect}{ext}`` by
+default (``photo_16x9.jpg``; ``--name {stem}{ext}`` keeps the input's name), and ``{stem}_heatmap{ext}``, in
+``--out``; they never replace an input file. Formats, extensions and save options follow
+:mod:`gazecrop._output` (``--format``, else the extension in ``--name``, else the input's real format; the
+extension always matches the bytes; JPEG tables, ICC profile and EXIF kept, orientation reset since the
+pixels are stored as displayed); every file is written by :func:`gazecrop._output.write_image` (atomic,
+verified complete, see :mod:`gazecrop._atomic`). Animated inputs give their first frame.
+
+Faults: ``SIGINT`` / ``SIGTERM`` / ``SIGHUP`` stop the run (no traceback) with exit status 130 / 143 / 129
+after removing the outputs being written; a closed standard output (``gazecrop photos/ | head -2``) ends the
+run quietly with status 141, a failing one (a full disk) with status 1 and a message; file names that the
+terminal's encoding cannot show are printed as their raw bytes.
 
 Uses the public API only (:func:`gazecrop.predict`, :mod:`gazecrop.crop`, :func:`gazecrop._image.open_image`).
 Note: the function ``gazecrop.crop`` shadows the module as a package attribute; import names from the module
@@ -20,41 +28,126 @@ with ``from gazecrop.crop import ...``.
 from __future__ import annotations
 
 import argparse
+import codecs
+import errno
 import glob
 import json
 import os
+import signal
+import stat
 import string
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from functools import lru_cache
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from .crop import (DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect,
-                   resample_log_density)
-from ._atomic import atomic_open, umask
-from ._image import ImageError, _open_path, open_image
+from .crop import DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect
+from . import _atomic
+from ._atomic import umask
+from ._image import ImageError, open_image
+from ._output import (FORMATS, SourceInfo, check_template, format_of_extension, output_name, source_info,
+                      write_image)
 from . import __version__
 from .api import Prediction, predict
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
-"""File extensions picked up from folders (case-insensitive)."""
 
 DEFAULT_NAME = "{stem}_{aspect}{ext}"
 """Output name template (fields ``stem``, ``aspect``, ``ext``)."""
 
+HEATMAP_NAME = "{stem}_heatmap{ext}"
+"""Heatmap file name in ``--out`` (JPEG unless ``--format`` says otherwise)."""
+
+HEATMAP_FORMAT, HEATMAP_QUALITY, HEATMAP_SIDE = "JPEG", 85, 1024
+"""Heatmap defaults: JPEG at quality 85, at most 1024 pixels on the long side (``--heatmap-size``).
+Measured by ``benchmarks/test_heatmap_speed.py``: a 1024x768 heatmap costs about 10 ms this way, against
+about 540 ms for the former full-precision overlay saved as a PNG at zlib level 6."""
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE = 128 + 13  # a closed standard output, as a process killed by SIGPIPE reports it
+
+_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".webp", ".gif", ".tif",
+                     ".tiff", ".bmp", ".dib", ".avif", ".avifs", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx",
+                     ".j2c", ".qoi", ".tga", ".ppm", ".pgm", ".pbm", ".pnm", ".psd", ".pcx", ".sgi")
+
+
+@lru_cache(maxsize=1)
+def image_extensions() -> Tuple[str, ...]:
+    """File extensions picked up from folders (lower case): photo formats this Pillow opens by itself (no
+    external program), i.e. those of the list above whose decoder is built in (AVIF and JPEG 2000 only when
+    Pillow was built with them)."""
+    from PIL import features
+
+    Image.init()
+    known = Image.registered_extensions()
+    optional = {"AVIF": "avif", "JPEG2000": "jpg_2000", "WEBP": "webp"}
+    out = []
+    for ext in _PHOTO_EXTENSIONS:
+        fmt = known.get(ext, "JPEG" if ext == ".mpo" else None)
+        if fmt is None or (fmt in optional and not features.check(optional[fmt])):
+            continue
+        out.append(ext)
+    return tuple(out)
+
+
+EPILOG = """\
+output, one line per input and aspect (tab-separated; --json gives the same as one JSON record per input):
+  INPUT  ASPECT  left= top= width= height=  point=(x, y)  score=S  [keep whole: REASON]  [-> OUTPUT]
+  left, top, width, height  the crop box in pixels of the image as displayed (EXIF orientation applied)
+  point      the salient point: the pixel where the predicted density of where people look is highest
+  score      the share of the predicted looks (saliency mass, 0 to 1) that falls inside the box
+  keep whole the crop is not worth making: the aspect is within 5% of the image's own, or the box already
+             keeps at least 98% of the saliency mass (the crop is still written with --out)
+
+exit status: 0 all done, 1 some inputs failed (each reported on stderr, the others done), 2 usage error or
+no model, 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (outputs being written are removed), 141 standard
+output closed.
+"""
 
 
 class _Failure(Exception):
     pass
 
 
+class _Stop(BaseException):
+    """A stopping signal, raised in the main thread."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _OutputClosed(Exception):
+    """Standard output is closed (EPIPE) or failing (ENOSPC, EIO): the run cannot report results."""
+
+
+def _size_arg(text: str) -> Optional[int]:
+    if text == "full":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'full', got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _quality_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {text!r}") from None
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 1..100, got {v}")
+    return v
+
+
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="gazecrop",
+        prog="gazecrop", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Crop photos to any aspect ratio around where people are predicted to look "
                     "(a saliency map learned from eye-tracking data).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
@@ -64,10 +157,19 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("-o", "--out", metavar="DIR", help="write cropped images (and heatmaps) to this folder")
     p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
                    help="output file name in --out: {stem} (input name without extension), {aspect} (16x9), "
-                        "{ext} (the input's extension with the dot); default %(default)s")
+                        "{ext} (the output format's extension with the dot); default %(default)s")
+    p.add_argument("--format", choices=sorted(FORMATS), default=None,
+                   help="format of the outputs (default: the extension written in --name, else the input's "
+                        "real format); the file extension always matches")
+    p.add_argument("--quality", type=_quality_arg, default=None, metavar="Q",
+                   help="quality 1..100 of JPEG / WebP / AVIF outputs (default: a JPEG input's own "
+                        "quantisation tables, else 90; heatmaps 85)")
     p.add_argument("--json", action="store_true", help="print one JSON record per input instead of text")
-    p.add_argument("--heatmap", action="store_true", help="also write {stem}_heatmap.png: the saliency map "
-                   "over the photo with the crop boxes (needs --out)")
+    p.add_argument("--heatmap", action="store_true", help="also write {stem}_heatmap.jpg (or the --format): "
+                   "the saliency map over the photo with the crop boxes (needs --out)")
+    p.add_argument("--heatmap-size", type=_size_arg, default=HEATMAP_SIDE, metavar="PIXELS",
+                   help="long side of heatmaps in pixels, or 'full' for the photo's own size (default "
+                        "%(default)s)")
     p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
@@ -99,159 +201,151 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error(f"--name {args.name!r} must give a plain file name")
     if len(args.aspect) > 1 and "{aspect}" not in args.name:
         p.error("--name needs {aspect} when several --aspect are given")
+    args.pil_format = FORMATS[args.format] if args.format else None
+    try:
+        check_template(args.name, args.pil_format, {"stem": "x", "aspect": "1x1"})
+    except ValueError as e:
+        p.error(f"--name {args.name!r}: {e}")
     return args
 
 
-def _expand(inputs: Sequence[str], recursive: bool) -> List[str]:
-    """Files from files, folders and globs, in order, without duplicates. Paths that match nothing stay
-    in the list so that they are reported as failures."""
-    out: List[str] = []
+# ------------------------------------------------------------------------------------------- inputs
+
+class Found(NamedTuple):
+    """One entry of :func:`expand_inputs`: a file to process, or (``error`` set) an input that gave none."""
+
+    path: str
+    error: Optional[str] = None
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def expand_inputs(inputs: Sequence[str], *, recursive: bool = False) -> List[Found]:
+    """Files from files, folders and glob patterns, in order, without duplicates (same real path).
+
+    - A folder gives its image files (:func:`image_extensions`, case-insensitive, hidden files skipped),
+      sorted by name, and with ``recursive`` those of its sub-folders.
+    - A glob pattern (when no file has that exact name) gives its matches (folders among them expanded).
+    - Anything else is passed on as a file, even when missing, so that the caller reports the operating
+      system's reason when it opens it.
+
+    Returns:
+        :class:`Found` entries. An entry with ``error`` set reports an input that gave no file: a folder (or,
+        with ``recursive``, a sub-folder) that cannot be listed (the operating system's reason), a pattern
+        that matches nothing, a folder without image files. Never raises for file-system errors.
+    """
+    out: List[Found] = []
     seen = set()
 
     def add(path: str) -> None:
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            out.append(path)
+            out.append(Found(path))
+
+    def folder(item: str) -> None:
+        exts = image_extensions()
+        errors: List[Found] = []
+        found: List[str] = []
+        subfolders = False
+        if recursive:
+            def onerror(e: OSError) -> None:
+                errors.append(Found(e.filename or item, f"{e.filename or item}: cannot list folder: "
+                                                        f"{_os_reason(e)}"))
+
+            for root, dirs, files in os.walk(item, onerror=onerror):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files)]
+        else:
+            try:
+                with os.scandir(item) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                out.append(Found(item, f"{item}: cannot list folder: {_os_reason(e)}"))
+                return
+            for e in entries:
+                try:
+                    subfolders = subfolders or e.is_dir()
+                except OSError:
+                    pass
+            found = [os.path.join(item, e.name) for e in entries]
+        n = len(out)
+        for f in found:
+            base = os.path.basename(f)
+            if not base.startswith(".") and os.path.splitext(base)[1].lower() in exts and os.path.isfile(f):
+                add(f)
+        out.extend(errors)
+        if len(out) == n and not errors:
+            hint = " (sub-folders are read with --recursive)" if subfolders else ""
+            out.append(Found(item, f"{item}: no image files in folder{hint}"))
 
     for item in inputs:
         if os.path.isdir(item):
-            if recursive:
-                found = []
-                for root, dirs, files in os.walk(item):
-                    dirs.sort()
-                    found += [os.path.join(root, f) for f in sorted(files)]
-            else:
-                found = [os.path.join(item, f) for f in sorted(os.listdir(item))]
-            for f in found:
-                hidden = os.path.basename(f).startswith(".")
-                if os.path.isfile(f) and f.lower().endswith(IMAGE_EXTENSIONS) and not hidden:
+            folder(item)
+        elif not os.path.lexists(item) and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                out.append(Found(item, f"{item}: no file matches this pattern"))
+            for f in matches:
+                if os.path.isdir(f):
+                    folder(f)
+                else:
                     add(f)
-        elif not os.path.exists(item) and glob.has_magic(item):
-            for f in sorted(glob.glob(item, recursive=True)):
-                if os.path.isfile(f):
-                    add(f)
-                elif os.path.isdir(f):
-                    for g in _expand([f], recursive):
-                        add(g)
         else:
             add(item)
     return out
 
 
-# ------------------------------------------------------------------------------------------------- writing
-
-def _save_options(src_format: Optional[str], src: Image.Image, info: dict, quant, sampling: int) -> dict:
-    opts: dict = {}
-    if info.get("icc_profile"):
-        opts["icc_profile"] = info["icc_profile"]
-    if info.get("dpi"):
-        opts["dpi"] = info["dpi"]
-    exif = info.get("exif_obj")
-    if src_format == "JPEG":
-        if quant:
-            opts["qtables"] = quant
-            if sampling >= 0:
-                opts["subsampling"] = sampling
-        else:
-            opts["quality"] = 90
-        if info.get("progressive") or info.get("progression"):
-            opts["progressive"] = True
-    elif src_format == "WEBP":
-        if info.get("lossless"):
-            opts["lossless"] = True
-        else:
-            opts["quality"] = 90
-    elif src_format == "TIFF":
-        if info.get("compression") and info["compression"] != "raw":
-            opts["compression"] = info["compression"]
-        exif = None
-    elif src_format in ("PNG", "GIF"):
-        if "transparency" in src.info and src.mode in ("P", "L", "RGB"):
-            opts["transparency"] = src.info["transparency"]
-    if exif is not None and src_format in ("JPEG", "PNG", "WEBP"):
-        opts["exif"] = exif
-    return opts
-
-
-def _write_atomic(image: Image.Image, path: str, fmt: str, opts: dict) -> None:
-    """Save to a temporary file beside ``path``, then rename it into place (never a partial file)."""
-    with atomic_open(path) as f:
-        image.save(f, format=fmt, **opts)
-
-
-def _webp_lossless(path: str) -> bool:
-    """True when the WebP file's first image chunk is lossless (``VP8L``), by walking its RIFF chunks."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-                return False
-            for _ in range(64):
-                ch = f.read(8)
-                if len(ch) < 8:
-                    return False
-                tag, size = ch[:4], int.from_bytes(ch[4:], "little")
-                if tag in (b"VP8L", b"VP8 "):
-                    return tag == b"VP8L"
-                if tag == b"ANMF":  # animation frame: its image chunk follows a 16-byte frame header
-                    f.seek(16, os.SEEK_CUR)
-                    continue
-                f.seek(size + (size & 1), os.SEEK_CUR)
-    except OSError:
-        pass
-    return False
-
-
-def _source_info(path: str) -> Tuple[Optional[str], dict, object, int]:
-    """Format, save-relevant info (ICC, EXIF with orientation 1, ...), JPEG quantisation tables and
-    subsampling of the file at ``path``."""
-    from PIL import JpegImagePlugin
-
-    with _open_path(path, None) as im:
-        fmt = "JPEG" if isinstance(im, JpegImagePlugin.JpegImageFile) else im.format  # MPO is a JPEG too
-        info = dict(im.info)
-        if fmt == "WEBP":
-            info["lossless"] = _webp_lossless(path)
-        quant, sampling = None, -1
-        if fmt == "JPEG":
-            quant = getattr(im, "quantization", None)
-            try:
-                sampling = JpegImagePlugin.get_sampling(im)
-            except Exception:
-                sampling = -1
-        try:
-            exif = im.getexif()
-            if len(exif):
-                exif[0x0112] = 1
-                info["exif_obj"] = exif.tobytes()
-        except Exception:
-            pass
-    return fmt, info, quant, sampling
-
+# ------------------------------------------------------------------------------------------- heatmaps
 
 _COLOURS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)
 _BOX_COLOURS = [(0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 255, 0), (255, 128, 0)]
 
 
+def _luts() -> Tuple[np.ndarray, np.ndarray]:
+    v = np.arange(256) / 255.0
+    t = v * (len(_COLOURS) - 1)
+    i = np.minimum(t.astype(int), len(_COLOURS) - 2)
+    f = (t - i)[:, None]
+    colour = np.clip(np.rint(_COLOURS[i] * (1 - f) + _COLOURS[i + 1] * f), 0, 255).astype(np.uint8)
+    alpha = np.clip(np.rint(255 * (0.15 + 0.6 * np.sqrt(v))), 0, 255).astype(np.uint8)
+    return colour, alpha
+
+
+_COLOUR_LUT, _ALPHA_LUT = _luts()
+
+
 def heatmap_overlay(photo: Image.Image, prediction: Prediction, results: Sequence[CropResult] = (),
-                    max_side: int = 1024) -> Image.Image:
+                    max_side: Optional[int] = HEATMAP_SIDE) -> Image.Image:
     """An RGB picture of the saliency map over the photo (inferno-like colours, opacity growing with the
-    density) with each crop box outlined; at most ``max_side`` pixels on the long side."""
+    density) with each crop box outlined and the salient point circled.
+
+    Args:
+        photo: the displayed image (any mode).
+        prediction: its :class:`gazecrop.Prediction`.
+        results: crops to outline.
+        max_side: long side of the picture in pixels (never larger than the photo); None for full size.
+    Returns:
+        RGB ``PIL.Image.Image``. The density is upsampled from the model grid by Pillow's bilinear filter
+        (cell centres at tile centres, as :func:`gazecrop.crop.grid_to_image`) on 8-bit levels of the density
+        relative to its maximum, then coloured and blended by lookup tables (a few ms for 1024x768).
+    """
     from PIL import ImageDraw
 
     W, H = prediction.size
-    s = min(1.0, max_side / max(W, H))
+    s = 1.0 if max_side is None else min(1.0, max_side / max(W, H))
     w, h = max(1, round(W * s)), max(1, round(H * s))
-    base = np.asarray(photo.convert("RGB").resize((w, h), Image.BILINEAR), np.float64)
-    dens = np.exp(resample_log_density(prediction.log_density, (w, h)).astype(np.float64))
-    v = dens / max(float(dens.max()), 1e-300)
-    t = v * (len(_COLOURS) - 1)
-    i = np.minimum(t.astype(int), len(_COLOURS) - 2)
-    f = (t - i)[..., None]
-    colour = _COLOURS[i] * (1 - f) + _COLOURS[i + 1] * f
-    alpha = (0.15 + 0.6 * np.sqrt(v))[..., None]
-    out = Image.fromarray(np.clip(base * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8))
+    base = photo.convert("RGB")
+    if base.size != (w, h):
+        base = base.resize((w, h), Image.BILINEAR)
+    grid = np.asarray(prediction.log_density, np.float64)
+    v = np.exp(grid - grid.max()).astype(np.float32)
+    up = np.asarray(Image.fromarray(v, "F").resize((w, h), Image.BILINEAR))
+    level = np.clip(up * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    colour = Image.fromarray(_COLOUR_LUT[level], "RGB")
+    out = Image.composite(colour, base, Image.fromarray(_ALPHA_LUT[level], "L"))
     draw = ImageDraw.Draw(out)
     for k, r in enumerate(results):
         b = r.box  # a box under 2 px on the picture is drawn as a line (Pillow needs x1 >= x0)
@@ -267,26 +361,46 @@ def heatmap_overlay(photo: Image.Image, prediction: Prediction, results: Sequenc
 
 # ------------------------------------------------------------------------------------------- one input
 
+def _check_input(path: str) -> None:
+    """The operating system's reason when ``path`` cannot be an input (missing, loop, permission, FIFO...)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise _Failure(f"{path}: {_os_reason(e)}") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise _Failure(f"{path}: is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise _Failure(f"{path}: not a regular file")
+
+
 class _Run:
     def __init__(self, args: argparse.Namespace, model, inputs: List[str]) -> None:
         self.args = args
         self.model = model
+        self.stop = threading.Event()
         self.inputs_real = {os.path.realpath(p) for p in inputs}
         self.owner: dict = {}  # output real path -> the input that writes it (the first in input order)
         self.lock = threading.Lock()
         if args.out:  # plan names up front so that clashes fail the same input whatever the thread timing
             for p in inputs:
-                for dst in self._names(p, os.path.splitext(p)[1]):
+                guess = SourceInfo(format=format_of_extension(os.path.splitext(p)[1]),
+                                   extension=os.path.splitext(p)[1])
+                for dst, _ in self._outputs(p, guess):
                     self.owner.setdefault(os.path.realpath(dst), p)
 
-    def _names(self, path: str, ext: str) -> List[str]:
+    def _outputs(self, path: str, source: SourceInfo) -> List[Tuple[str, str]]:
+        """(destination, Pillow format) of each output of ``path``: one per aspect, then the heatmap."""
+        args = self.args
         stem = os.path.splitext(os.path.basename(path))[0]
-        names = [self.args.name.format(stem=stem, aspect=format_aspect(a), ext=ext) for a in self.args.aspect]
-        if self.args.heatmap:
-            names.append(f"{stem}_heatmap.png")
-        return [os.path.join(self.args.out, n) for n in names]
+        outs = [output_name(args.name, {"stem": stem, "aspect": format_aspect(a)}, requested=args.pil_format,
+                            source=source) for a in args.aspect]
+        if args.heatmap:
+            outs.append(output_name(HEATMAP_NAME, {"stem": stem}, requested=args.pil_format or HEATMAP_FORMAT))
+        return [(os.path.join(args.out, n), f) for n, f in outs]
 
     def _claim(self, path: str, source: str) -> None:
+        if self.stop.is_set():
+            raise _Failure("stopped")
         real = os.path.realpath(path)
         with self.lock:
             if real in self.inputs_real or (os.path.exists(path) and os.path.samefile(path, source)):
@@ -298,51 +412,42 @@ class _Run:
     def process(self, path: str) -> dict:
         args = self.args
         record: dict = {"input": path}
-        if not os.path.isfile(path):
-            raise _Failure(f"no such file: {path}" if not os.path.exists(path) else f"not a file: {path}")
-        need_pixels = bool(args.out)
-        fmt, info, quant, sampling = _source_info(path) if need_pixels else (None, {}, None, -1)
+        _check_input(path)
+        source = source_info(path) if args.out else None
         full = None
-        if need_pixels and fmt != "JPEG":
+        if source is not None and source.format != "JPEG":
             full = open_image(path)  # decode once, reuse for the model and the outputs
             pred = predict(full, model=self.model)
         else:
             pred = predict(path, model=self.model)  # JPEG: draft-mode decode for the model
         results = pred.crops(args.aspect, strategy=args.strategy)
         record.update(width=pred.size[0], height=pred.size[1], crops=[])
-        outputs = []
+        written = []
         if args.out:
             if full is None:
                 full = open_image(path)
             if full.size != pred.size:
                 raise _Failure(f"decoded size {full.size} differs from {pred.size}")
-            stem, ext = os.path.splitext(os.path.basename(path))
-            Image.init()
-            if fmt is None or fmt.upper() not in Image.SAVE:  # a format Pillow reads but cannot write
-                fmt, ext = None, ".png"
-            ext = ext if ext else "." + (fmt or "png").lower()
-            save_fmt = fmt or "PNG"
-            for a, r in zip(args.aspect, results):
-                dst = os.path.join(args.out, args.name.format(stem=stem, aspect=format_aspect(a), ext=ext))
+            outs = self._outputs(path, source)
+            for (dst, fmt), r in zip(outs, results):
                 self._claim(dst, path)
-                piece = full.crop(r.box.to_pil())
-                if save_fmt == "JPEG" and piece.mode not in ("L", "RGB", "CMYK"):
-                    piece = piece.convert("RGB")
-                _write_atomic(piece, dst, save_fmt, _save_options(fmt, full, info, quant, sampling))
-                outputs.append(dst)
+                write_image(full.crop(r.box.to_pil()), dst, fmt, source=source, quality=args.quality)
+                written.append(dst)
             if args.heatmap:
-                dst = os.path.join(args.out, f"{stem}_heatmap.png")
+                dst, fmt = outs[-1]
                 self._claim(dst, path)
-                _write_atomic(heatmap_overlay(full, pred, results), dst, "PNG", {})
-                outputs.append(dst)
-        for a, r, o in zip(args.aspect, results, outputs + [None] * len(results)):
+                write_image(heatmap_overlay(full, pred, results, args.heatmap_size), dst, fmt,
+                            quality=args.quality or HEATMAP_QUALITY,
+                            options={"compress_level": 1} if fmt == "PNG" else None)
+                written.append(dst)
+        for a, r, o in zip(args.aspect, results, written + [None] * len(results)):
             d = r.to_dict()
             d["aspect_text"] = a
             if o is not None:
                 d["output"] = o
             record["crops"].append(d)
         if args.heatmap:
-            record["heatmap"] = outputs[-1]
+            record["heatmap"] = written[-1]
         return record
 
 
@@ -360,32 +465,194 @@ def _text(record: dict) -> str:
     return "\n".join(lines)
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.failed, self.enabled = total, 0, 0, enabled
+# ------------------------------------------------------------------------------------------- terminal
+
+def _raw_names(e: UnicodeError):
+    """Codec error handler: undecodable file-name bytes (surrogate escapes) are written back as the raw bytes
+    (as ``ls`` does), other characters the encoding lacks as ``\\uXXXX``."""
+    if not isinstance(e, UnicodeEncodeError):
+        raise e
+    out = bytearray()
+    for ch in e.object[e.start:e.end]:
+        c = ord(ch)
+        out += bytes([c - 0xDC00]) if 0xDC80 <= c <= 0xDCFF else ch.encode("ascii", "backslashreplace")
+    return bytes(out), e.end
+
+
+codecs.register_error("gazecrop.rawnames", _raw_names)
+
+
+def _write(stream, text: str) -> None:
+    """Write ``text`` to a text stream whatever its encoding (``gazecrop.rawnames``) and flush it."""
+    enc = getattr(stream, "encoding", None) or "utf-8"
+    buf = getattr(stream, "buffer", None)
+    try:
+        text.encode(enc)
+        ok = True
+    except UnicodeEncodeError:
+        ok = False
+    if ok or buf is None:
+        stream.write(text if ok else text.encode(enc, "gazecrop.rawnames").decode(enc, "replace"))
+        stream.flush()
+    else:
+        stream.flush()
+        buf.write(text.encode(enc, "gazecrop.rawnames"))
+        buf.flush()
+
+
+class _Terminal:
+    """Result lines on stdout, messages and the progress bar on stderr, never running into each other: the
+    bar is erased before any line is written and redrawn after it (one lock for all three)."""
+
+    def __init__(self, total: int, progress: bool) -> None:
+        self.total, self.done, self.failed, self.progress = total, 0, 0, progress
         self.lock = threading.Lock()
+        self.drawn = False
+
+    def _bar(self) -> None:
+        n = 30
+        k = n * self.done // max(self.total, 1)
+        _write(sys.stderr, f"\r[{'#' * k}{'.' * (n - k)}] {self.done}/{self.total}"
+                           + (f" ({self.failed} failed)" if self.failed else ""))
+        self.drawn = True
+
+    def _erase(self) -> None:
+        if self.drawn:
+            _write(sys.stderr, "\r\x1b[K")
+            self.drawn = False
 
     def step(self, failed: bool) -> None:
         with self.lock:
             self.done += 1
             self.failed += int(failed)
-            if self.enabled:
-                n = 30
-                k = n * self.done // max(self.total, 1)
-                sys.stderr.write(f"\r[{'#' * k}{'.' * (n - k)}] {self.done}/{self.total}"
-                                 + (f" ({self.failed} failed)" if self.failed else ""))
-                if self.done == self.total:
-                    sys.stderr.write("\n")
-                sys.stderr.flush()
+            if self.progress:
+                self._bar()
+
+    def out(self, text: str) -> None:
+        """A result line on stdout. Raises _OutputClosed when stdout is closed or failing."""
+        with self.lock:
+            try:
+                self._erase()
+            except (OSError, ValueError):
+                pass
+            try:
+                _write(sys.stdout, text + "\n")
+            except BrokenPipeError as e:
+                raise _OutputClosed(None) from e
+            except (OSError, ValueError) as e:
+                raise _OutputClosed(f"cannot write to standard output: "
+                                    f"{getattr(e, 'strerror', None) or e}") from e
+            self._redraw()
+
+    def err(self, text: str) -> None:
+        """A message on stderr (errors writing it are ignored: there is nowhere left to report them)."""
+        with self.lock:
+            try:
+                self._erase()
+                _write(sys.stderr, text + "\n")
+            except (OSError, ValueError):
+                pass
+            self._redraw()
+
+    def _redraw(self) -> None:
+        if self.progress and self.done < self.total:
+            try:
+                self._bar()
+            except (OSError, ValueError):
+                pass
+
+    def finish(self) -> None:
+        with self.lock:
+            if self.drawn:
+                try:
+                    _write(sys.stderr, "\n")
+                except (OSError, ValueError):
+                    pass
+                self.drawn = False
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+# ------------------------------------------------------------------------------------------- main
+
+_STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
+
+
+def _on_signal(signum, frame) -> None:
+    for s in _STOP_SIGNALS:  # one stop is enough; later signals wait for the clean-up (a few ms)
+        signal.signal(s, signal.SIG_IGN)
+    raise _Stop(signum)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``gazecrop`` console script (and ``python -m gazecrop``). Returns the exit status:
-    0 all inputs cropped, 1 some failed (reported on stderr, the rest completed), 2 usage error or no model."""
-    args = _parse_args(argv)
-    inputs = _expand(args.inputs, args.recursive)
+    0 all inputs cropped, 1 some failed (reported on stderr, the rest completed), 2 usage error or no model,
+    128 + N when stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), 141 when stdout was closed."""
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in _STOP_SIGNALS:
+            installed[s] = signal.signal(s, _on_signal)
+    stopped = False
+    try:
+        return _main(argv)
+    except _Stop as e:
+        stopped = True
+        _atomic.cancel_pending()
+        try:
+            _write(sys.stderr, f"\ngazecrop: stopped by {signal.Signals(e.signum).name}; "
+                               f"outputs being written were removed\n")
+        except (OSError, ValueError):
+            pass
+        return 128 + e.signum
+    except _OutputClosed as e:
+        _atomic.cancel_pending()
+        _silence_stdout()
+        if e.args[0] is None:
+            return EXIT_PIPE
+        try:
+            _write(sys.stderr, f"gazecrop: {e.args[0]}\n")
+        except (OSError, ValueError):
+            pass
+        return EXIT_FAILED
+    finally:
+        for s, old in installed.items():  # after a stop, a second signal ends the process at once
+            signal.signal(s, signal.SIG_DFL if stopped else old)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    try:
+        args = _parse_args(argv)
+    except BrokenPipeError:
+        raise _OutputClosed(None) from None
+    except SystemExit as e:  # --help / --version / usage error: a closed stdout is not a traceback
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise _OutputClosed(None) from None
+        except OSError:
+            pass
+        raise e
+    _atomic.allow_writes()
+    found = expand_inputs(args.inputs, recursive=args.recursive)
+    inputs = [f.path for f in found if f.error is None]
+    term = _Terminal(len(inputs), False)
+    for f in found:
+        if f.error is not None:
+            term.err(f"gazecrop: {f.error}")
+            if args.json:
+                term.out(json.dumps({"input": f.path, "error": f.error}))
+    expansion_failed = len(found) - len(inputs)
     if not inputs:
-        print("gazecrop: no input images found", file=sys.stderr)
+        term.err("gazecrop: no input images found")
         return EXIT_USAGE
     try:
         from .api import _model
@@ -393,43 +660,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = _model(args.model)
     except (OSError, ValueError) as e:
         hint = "" if args.model else " (pass --model PATH to use a .gzw file)"
-        print(f"gazecrop: cannot load model: {e}{hint}", file=sys.stderr)
+        term.err(f"gazecrop: cannot load model: {e}{hint}")
         return EXIT_USAGE
     if args.out:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
-            print(f"gazecrop: cannot create output folder {args.out}: {e.strerror or e}", file=sys.stderr)
+            term.err(f"gazecrop: cannot create output folder {args.out}: {e.strerror or e}")
             return EXIT_USAGE
     umask()  # read once, before worker threads start
     run = _Run(args, model, inputs)
     show = args.progress if args.progress is not None else (len(inputs) > 1 and sys.stderr.isatty())
-    progress = _Progress(len(inputs), bool(show))
+    term.progress = bool(show)
 
     def job(path: str):
+        if run.stop.is_set():
+            return path, None, "stopped"
         try:
             rec, err = run.process(path), None
         except (_Failure, ImageError, OSError, ValueError, TypeError) as e:
             rec, err = None, str(e) or type(e).__name__
         except Exception as e:  # one bad file must not stop the batch
             rec, err = None, f"{type(e).__name__}: {e}"
-        progress.step(err is not None)
+        term.step(err is not None)
         return path, rec, err
 
-    failed = 0
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    failed = expansion_failed
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
         for path, rec, err in pool.map(job, inputs):
             if err is not None:
                 failed += 1
-                if progress.enabled:
-                    sys.stderr.write("\n")
-                print(f"gazecrop: {err if err.startswith(path) else f'{path}: {err}'}", file=sys.stderr)
+                term.err(f"gazecrop: {err if err.startswith(path) else f'{path}: {err}'}")
                 if args.json:
-                    print(json.dumps({"input": path, "error": err}), flush=True)
+                    term.out(json.dumps({"input": path, "error": err}))
                 continue
-            print(json.dumps(rec) if args.json else _text(rec), flush=True)
+            term.out(json.dumps(rec) if args.json else _text(rec))
+    except BaseException:
+        run.stop.set()
+        _atomic.cancel_pending()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    term.finish()
     if failed:
-        print(f"gazecrop: {failed} of {len(inputs)} input(s) failed", file=sys.stderr)
+        term.err(f"gazecrop: {failed} of {len(inputs) + expansion_failed} input(s) failed")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -8,7 +8,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .weights import Network, WeightsFormatError, read_weights
+from ._files import read_regular
+from .weights import Network, WeightsFormatError, _parse
 
 __all__ = ["Model", "load_model", "default_model_path", "DEFAULT_MODEL"]
 
@@ -42,11 +43,15 @@ class Model:
     def __init__(self, path: "str | os.PathLike[str]", *, threads: int = 1) -> None:
         from . import _core
 
-        self.path = os.fspath(path)
-        self.network: Network = read_weights(self.path)
-        self._core = _core.Model(self.path)
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.path = os.fspath(path)
+        data = read_regular(self.path)  # one read: the Python reader and the core parse the same bytes
+        self.network: Network = _parse(self.path, data)
+        try:
+            self._core = _core.Model.from_bytes(data)
+        except ValueError as e:  # WeightsFormatError included: name the file
+            raise type(e)(f"{self.path}: {e}") from e
         self.threads = int(threads)
 
     @property
@@ -100,6 +105,8 @@ def load_model(path: "str | os.PathLike[str] | None" = None, *, threads: int = 1
     """Load a ``.gzw`` saliency model (the bundled ``gazecrop-fast`` model when ``path`` is None).
 
     Raises:
-        FileNotFoundError: no such file. WeightsFormatError (a ValueError): the file is invalid.
+        FileNotFoundError (and other OSError): the file cannot be opened. NotRegularFileError (a ValueError):
+        a FIFO, device or socket, refused before reading. WeightsFormatError (a ValueError): the file is
+        invalid; every such message starts with the file's path.
     """
     return Model(default_model_path() if path is None else path, threads=threads)

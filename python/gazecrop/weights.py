@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._atomic import atomic_open
+from ._atomic import write_bytes
+from ._files import read_regular
 
 __all__ = [
     "MAGIC",
@@ -371,14 +372,13 @@ def to_bytes(net: Network) -> bytes:
 
 
 def write_weights(path: "os.PathLike[str] | str", net: Network) -> None:
-    """Validate ``net`` and write it to ``path`` atomically (temporary file in the same folder, then rename).
+    """Validate ``net`` and write it to ``path`` atomically (:func:`gazecrop._atomic.write_bytes`: temporary
+    file in the same folder, every byte checked, fsync, rename, folder fsync).
 
     Raises:
         WeightsFormatError: the network violates the spec (nothing is written).
     """
-    data = to_bytes(net)
-    with atomic_open(path) as f:
-        f.write(data)
+    write_bytes(path, to_bytes(net))
 
 
 # ---------------------------------------------------------------------- reader
@@ -485,8 +485,16 @@ def read_weights(path: "os.PathLike[str] | str") -> Network:
     """Read and fully validate a ``.gzw`` file.
 
     Raises:
-        OSError: the file cannot be read.
-        WeightsFormatError: the file violates ``docs/weights-format.md``.
+        OSError: the file cannot be read. NotRegularFileError (a ValueError): ``path`` is a FIFO, device or
+        socket (refused before reading). WeightsFormatError: the file violates ``docs/weights-format.md``;
+        the message starts with ``path``.
     """
-    with open(path, "rb") as f:
-        return from_bytes(f.read())
+    return _parse(path, read_regular(path))
+
+
+def _parse(path: "os.PathLike[str] | str", data: bytes) -> Network:
+    """:func:`from_bytes` of a file's content, naming the file in any WeightsFormatError."""
+    try:
+        return from_bytes(data)
+    except WeightsFormatError as e:
+        raise WeightsFormatError(f"{os.fspath(path)}: {e}") from e
