@@ -555,7 +555,7 @@ class _Terminal:
             self._redraw()
 
     def _redraw(self) -> None:
-        if self.progress and self.done < self.total:
+        if self.progress and self.done:
             try:
                 self._bar()
             except (OSError, ValueError):

@@ -1,0 +1,630 @@
+"""Nothing lost under faults (issue 14): every output complete or absent, one bad input never stops the run,
+the operating system's reasons reported, signals and closed pipes handled as Unix tools do.
+
+How faults are made, so that CI runs every test: an injected writer (``gazecrop._atomic._write``) that fails,
+writes nothing, or lies about a short write, in turn at every call; a real 32 KB tmpfs in a private mount
+namespace (``unshare -m``, or ``unshare -rm`` without root; skipped only where neither works); signals sent
+to a real command-line subprocess (``tests/_cli_driver.py``); permission cases in a forked child that drops
+to ``nobody`` after the imports (as a non-root user, the child keeps its own user, for whom the same
+permissions hold).
+"""
+
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+import gazecrop
+import gazecrop.api as api
+from gazecrop import _atomic
+from gazecrop._output import format_of_extension, write_image
+from gazecrop.cli import expand_inputs, image_extensions, main
+
+from _crop_helpers import FixedModel, peak_grid, tiny_network
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DRIVER = os.path.join(HERE, "_cli_driver.py")
+
+
+@pytest.fixture
+def fixed(monkeypatch):
+    m = FixedModel(peak_grid(6, 8, 1, 6))
+    monkeypatch.setattr(api, "_model", lambda model: m)
+    return m
+
+
+def _photo(path, size=(160, 120), seed=0, **kw):
+    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(a).save(path, **kw)
+    return str(path)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def _hidden(d):
+    return sorted(f for f in os.listdir(d) if f.startswith(".") or f.endswith(".tmp"))
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), GAZECROP_TEST_FIXED="1",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def _cli(args, timeout=60, **kw):
+    """The real command line in a subprocess (fixed-peak model)."""
+    env = _env(**kw.pop("env", {}))
+    return subprocess.run([sys.executable, DRIVER] + [str(a) for a in args], capture_output=True,
+                          timeout=timeout, env=env, **kw)
+
+
+# --------------------------------------------------------------------------- 1. complete or nothing
+
+def _image_payloads(tmp_path):
+    """(name, callable writing the output at path) for each format and the weights writer."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    out = [(f"crop.{ext}", (lambda p, fmt=fmt, kw=kw: write_image(rgb, p, fmt, **kw)))
+           for ext, fmt, kw in [("jpg", "JPEG", {}), ("png", "PNG", {}), ("webp", "WEBP", {"quality": 80})]]
+
+    from gazecrop.weights import write_weights
+    out.append(("model.gzw", lambda p: write_weights(p, tiny_network())))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["raises", "takes-nothing", "lies"])
+def test_a_write_failing_at_any_call_never_publishes_a_partial_file(tmp_path, monkeypatch, mode):
+    """Item 1: the injected writer takes at most 700 bytes per call (a legal short write), and fails in turn
+    at every call k: an error, a call that takes nothing, or a short write reported as complete (Pillow's
+    encoders ignored short writes). The destination holds its previous content at every call and after."""
+    real = os.write
+    for name, write in _image_payloads(tmp_path):
+        dst = tmp_path / name
+        dst.write_bytes(b"previous")
+        calls = []
+
+        def short(fd, data):
+            assert dst.read_bytes() == b"previous"  # never partial under the final name
+            calls.append(len(data))
+            return real(fd, data[:700])
+
+        monkeypatch.setattr(_atomic, "_write", short)
+        write(str(tmp_path / ("full_" + name)))  # short writes are legal: retried to completion
+        n_calls = len(calls)
+        assert n_calls >= 2
+        assert _hidden(tmp_path) == []
+        for k in range(n_calls):
+            seen = []
+
+            def faulty(fd, data, k=k, seen=seen):
+                assert dst.read_bytes() == b"previous"
+                seen.append(1)
+                if len(seen) - 1 < k:
+                    return real(fd, data[:700])
+                if mode == "raises":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                if mode == "takes-nothing":
+                    return 0
+                real(fd, data[: len(data) // 2])
+                return len(data)  # lies
+
+            monkeypatch.setattr(_atomic, "_write", faulty)
+            with pytest.raises(OSError):
+                write(str(dst))
+            assert dst.read_bytes() == b"previous", (name, k)
+            assert _hidden(tmp_path) == [], (name, k)
+        monkeypatch.setattr(_atomic, "_write", real)
+        write(str(dst))
+        assert dst.stat().st_size == (tmp_path / ("full_" + name)).stat().st_size
+
+
+def test_pillow_cannot_bypass_the_checked_writer(tmp_path):
+    """The file object handed to encoders has no fileno(): Pillow falls back to write(), which is checked."""
+    with _atomic.atomic_open(tmp_path / "x") as f:
+        with pytest.raises(io.UnsupportedOperation):
+            f.fileno()
+        f.write(b"abc")
+    assert (tmp_path / "x").read_bytes() == b"abc"
+
+
+def test_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    """Also: the file is fsynced before the rename and its folder after it (the new name is durable)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("rename")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _atomic.write_bytes(tmp_path / "a.bin", b"data")
+    assert events == ["fsync file", "rename", "fsync folder"]
+
+
+_MOUNT_SCRIPT = r"""
+set -e
+mount -t tmpfs -o size=32k tmpfs "$MNT"
+head -c 16384 /dev/zero > "$MNT/fill"
+set +e
+"$PY" "$DRIVER" "$SRC" --aspect 1:1 --out "$MNT" > "$LOG.out" 2> "$LOG.err"
+echo $? > "$LOG.rc"
+ls -a "$MNT" > "$LOG.ls"
+for f in "$MNT"/*; do [ "$f" = "$MNT/fill" ] || cp "$f" "$LOG.copy"; done
+"""
+
+
+def _run_in_mount_namespace(script, env):
+    for cmd in (["unshare", "-m"], ["unshare", "-rm"]):
+        if shutil.which(cmd[0]) is None:
+            break
+        probe = subprocess.run(cmd + ["sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=32k tmpfs $d"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return subprocess.run(cmd + ["sh", "-c", script], env=env, capture_output=True, timeout=60)
+    pytest.skip("cannot mount a tmpfs here (no unshare -m or -rm): the injected-writer tests cover the logic")
+
+
+def test_full_tmpfs_with_a_progressive_jpeg_fails_and_leaves_nothing(tmp_path):
+    """Item 1, for real: a 32 KB tmpfs with 16 KB free as --out, a progressive JPEG whose crop needs more."""
+    src = _photo(tmp_path / "p.jpg", size=(400, 300), quality=95, progressive=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    log = str(tmp_path / "log")
+    env = _env(MNT=str(mnt), PY=sys.executable, DRIVER=DRIVER, SRC=src, LOG=log)
+    r = _run_in_mount_namespace(_MOUNT_SCRIPT, env)
+    assert r.returncode == 0, r.stderr
+    rc = int(_read(log + ".rc"))
+    err = _read(log + ".err")
+    listing = _read(log + ".ls").split()
+    assert rc == 1 and "No space left on device" in err and "Traceback" not in err, err
+    assert sorted(listing) == [".", "..", "fill"]  # no truncated output, no temporary file
+    assert not os.path.exists(log + ".copy")
+
+
+# --------------------------------------------------------------------------- 2. signals
+
+def _wait_for(path, proc, timeout=30):
+    t0 = time.monotonic()
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early: {proc.returncode} {proc.stderr.read()}")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def _blocked_run(tmp_path, n=4):
+    files = [_photo(tmp_path / f"p{i}.png", seed=i) for i in range(n)]
+    out = tmp_path / "out"
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, DRIVER] + files + ["--aspect", "1:1", "--out", str(out), "-j", "2"],
+                            env=_env(GAZECROP_TEST_BLOCK=str(ready)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(ready, proc)
+    assert any(_atomic.TEMP_PATTERN.match(f) for f in os.listdir(out))  # a partial file is being written
+    return proc, out
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+def test_signal_mid_batch_removes_partial_files(tmp_path, sig, status):
+    """Item 2 and the exit statuses: a stopping signal while an output is half written."""
+    proc, out = _blocked_run(tmp_path)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert f"stopped by {signal.Signals(sig).name}" in stderr
+    assert _hidden(out) == []
+    for f in os.listdir(out):  # whatever was published is complete
+        with Image.open(out / f) as im:
+            im.load()
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_run_but_live_writers_are_not(fixed, tmp_path):
+    """Also: a SIGKILL leaves a temporary file; the next run writing to that folder removes it, while the
+    temporary file of a writer that is still alive (another process holding it) stays."""
+    proc, out = _blocked_run(tmp_path, n=1)
+    proc.kill()
+    proc.communicate(timeout=30)
+    left = [f for f in os.listdir(out) if _atomic.TEMP_PATTERN.match(f)]
+    assert len(left) == 1
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from gazecrop._atomic import atomic_open\n"
+         f"with atomic_open({str(out / 'other.bin')!r}) as f:\n f.write(b'x'); print('ok', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    assert holder.stdout.readline().strip() == "ok"
+    live = [f for f in os.listdir(out) if _atomic.TEMP_PATTERN.match(f) and f not in left]
+    assert len(live) == 1
+    foreign = out / ".notes.txt.tmp"  # not gazecrop's naming: never touched
+    foreign.write_text("keep")
+    monkey_cleaned = set(_atomic._CLEANED)
+    _atomic._CLEANED.discard(os.path.realpath(out))
+    try:
+        assert main([_photo(tmp_path / "q.png"), "-a", "1:1", "--out", str(out)]) == 0
+    finally:
+        _atomic._CLEANED.clear()
+        _atomic._CLEANED.update(monkey_cleaned)
+    names = os.listdir(out)
+    assert left[0] not in names and live[0] in names and ".notes.txt.tmp" in names
+    holder.communicate("", timeout=30)
+    assert holder.returncode == 0 and (out / "other.bin").read_bytes() == b"x"
+
+
+# --------------------------------------------------------------------------- 3. names the terminal cannot show
+
+def test_undecodable_file_name_with_a_strict_utf8_stdout(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    bad = os.path.join(os.fsencode(d), b"caf\xe9.png")
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(bad, format="PNG")
+    _photo(d / "z.png")
+    r = _cli([d, "-a", "1:1"], env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(bad) and lines[1].startswith(os.fsencode(d / "z.png"))
+    r = _cli([d, "-a", "1:1", "--json"], env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 0 and [json.loads(x)["input"] for x in r.stdout.splitlines()][1] == str(d / "z.png")
+
+
+# --------------------------------------------------------------------------- 4, 7, 8. permissions as nobody
+
+@pytest.fixture
+def shared_dir():
+    """A folder every user can reach by its absolute path (tmp_path's parents are private to root)."""
+    d = tempfile.mkdtemp(prefix="gazecrop-faults-")
+    os.chmod(d, 0o755)
+    p = os.path.dirname(d)
+    while p != os.path.dirname(p):
+        if not os.stat(p).st_mode & stat.S_IXOTH:
+            shutil.rmtree(d)
+            pytest.skip(f"{p} is not searchable by other users")
+        p = os.path.dirname(p)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _as_nobody(argv, cwd):
+    """main(argv) in a forked child running as nobody (uid/gid 65534) after the imports; (rc, out, err)."""
+    image_extensions()  # load Pillow's plugins and features before the child loses access to the venv
+    Image.init()
+    import PIL.ImageDraw  # noqa: F401
+    out_path, err_path = os.path.join(cwd, "o.txt"), os.path.join(cwd, "e.txt")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        rc = 99
+        try:
+            sys.stdout = open(out_path, "w")
+            sys.stderr = open(err_path, "w")
+            os.chdir(cwd)
+            if os.geteuid() == 0:
+                try:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                except OSError as e:
+                    print(f"cannot drop privileges: {e}", file=sys.stderr)
+                    rc = 98
+                    raise
+            rc = main(argv)
+        except BaseException:
+            pass
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(rc)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    out, err = _read(out_path), _read(err_path)
+    if rc == 98:
+        pytest.skip(err.strip())
+    return rc, out, err
+
+
+def test_permission_cases_as_an_unprivileged_user(fixed, shared_dir):
+    """Item 4: a folder input that may not be listed; item 7: a file inside a folder that may not be entered;
+    item 8: -r over an unreadable sub-folder. Each is reported with the system's reason, the rest is done."""
+    d = shared_dir
+    os.makedirs(os.path.join(d, "locked"))
+    _photo(os.path.join(d, "locked", "x.png"))
+    os.makedirs(os.path.join(d, "tree", "secret"))
+    _photo(os.path.join(d, "tree", "ok.png"), seed=2)
+    _photo(os.path.join(d, "tree", "secret", "y.png"), seed=3)
+    _photo(os.path.join(d, "good.png"), seed=1)
+    os.makedirs(os.path.join(d, "out"))
+    for p in ("locked", os.path.join("tree", "secret")):
+        os.chmod(os.path.join(d, p), 0o700)
+    os.chmod(os.path.join(d, "out"), 0o777)
+    if os.geteuid() != 0:  # as an ordinary user: make the folders ours-but-closed
+        for p in ("locked", os.path.join("tree", "secret")):
+            os.chmod(os.path.join(d, p), 0o000)
+    try:
+        rc, out, err = _as_nobody(["locked", os.path.join("locked", "x.png"), "good.png", "tree", "-r",
+                                   "-a", "1:1", "--out", "out"], d)
+    finally:
+        for p in ("locked", os.path.join("tree", "secret")):
+            os.chmod(os.path.join(d, p), 0o755)
+    assert rc == 1, err
+    assert "locked: cannot list folder: Permission denied" in err
+    assert f"{os.path.join('locked', 'x.png')}: Permission denied" in err
+    assert f"{os.path.join('tree', 'secret')}: cannot list folder: Permission denied" in err
+    assert "Traceback" not in err and "3 of 5 input(s) failed" in err
+    assert "good.png" in out and "ok.png" in out
+    assert sorted(os.listdir(os.path.join(d, "out"))) == ["good_1x1.png", "ok_1x1.png"]
+
+
+# --------------------------------------------------------------------------- 5. only regular files are read
+
+_REGULAR_SCRIPT = r"""
+import json, os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import gazecrop
+from gazecrop._image import open_image
+from gazecrop.cli import main
+fifo = sys.argv[1]
+res = {}
+for label, f in [("load /dev/zero", lambda: gazecrop.load_model("/dev/zero")),
+                 ("load fifo", lambda: gazecrop.load_model(fifo)),
+                 ("map fifo", lambda: gazecrop.saliency_map(fifo)),
+                 ("open /dev/zero", lambda: open_image("/dev/zero"))]:
+    try:
+        f()
+        res[label] = "no error"
+    except Exception as e:
+        res[label] = f"{type(e).__name__}: {e}"
+res["cli model /dev/zero"] = main([sys.argv[2], "--model", "/dev/zero"])
+res["cli model fifo"] = main([sys.argv[2], "--model", fifo])
+res["cli input fifo"] = main([fifo, sys.argv[2]])
+print(json.dumps(res))
+"""
+
+
+def test_fifos_and_devices_are_refused_before_reading(tmp_path):
+    pytest.importorskip("gazecrop._core")
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    src = _photo(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "-c", _REGULAR_SCRIPT, fifo, src], capture_output=True, text=True,
+                       timeout=60, env=_env(GAZECROP_TEST_FIXED="0"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert res["load /dev/zero"] == "NotRegularFileError: /dev/zero: not a regular file (a character device); " \
+                                    "refusing to read it"
+    assert res["load fifo"].startswith("NotRegularFileError") and "a FIFO" in res["load fifo"]
+    assert res["map fifo"].startswith("ImageError") and "a FIFO" in res["map fifo"]
+    assert res["open /dev/zero"].startswith("ImageError")
+    assert res["cli model /dev/zero"] == 2 and res["cli model fifo"] == 2
+    assert res["cli input fifo"] == 1  # the FIFO input fails, the photo is done
+    assert "not a regular file" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- 6. closed or full stdout
+
+def test_closed_stdout_is_a_quiet_exit(tmp_path):
+    files = [_photo(tmp_path / f"p{i}.png", seed=i) for i in range(3)]
+    rd, wr = os.pipe()
+    os.close(rd)  # like `| head -0`: the reader is gone before the first line
+    try:
+        r = subprocess.run([sys.executable, DRIVER] + files + ["-a", "1:1", "--out", str(tmp_path / "o")],
+                           stdout=wr, stderr=subprocess.PIPE, text=True, timeout=60, env=_env())
+    finally:
+        os.close(wr)
+    assert r.returncode == 141 and r.stderr == ""
+    assert _hidden(tmp_path / "o") == []
+    # and the way users meet it: `gazecrop ... | head -1`
+    p = subprocess.Popen(f"'{sys.executable}' '{DRIVER}' {' '.join(files * 400)} -a 1:1 | head -1",
+                         shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    out, err = p.communicate(timeout=120)
+    assert out.count("\n") == 1 and "Traceback" not in err and "Error" not in err
+
+
+def test_stdout_on_a_full_device_is_reported(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    src = _photo(tmp_path / "a.png")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, DRIVER, src, "-a", "1:1"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60, env=_env())
+    assert r.returncode == 1
+    assert "cannot write to standard output: No space left on device" in r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+
+
+# --------------------------------------------------------------------------- 7. what the system said
+
+def test_symlink_loop_and_missing_file_say_what_the_system_said(fixed, tmp_path, capsys):
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    good = _photo(tmp_path / "g.png")
+    assert main([str(tmp_path / "loop.jpg"), str(tmp_path / "none.jpg"), good]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'loop.jpg'}: Too many levels of symbolic links" in err
+    assert f"{tmp_path / 'none.jpg'}: No such file or directory" in err
+
+
+# --------------------------------------------------------------------------- 8. expansion reports
+
+def test_folders_pick_up_avif_and_jpeg2000(fixed, tmp_path, capsys):
+    from PIL import features
+
+    d = tmp_path / "in"
+    d.mkdir()
+    want = []
+    for ext, feat in ((".avif", "avif"), (".jp2", "jpg_2000")):
+        if features.check(feat):
+            _photo(d / f"a{ext}", size=(64, 48))
+            want.append(f"a{ext}")
+    if not want:
+        pytest.skip("this Pillow has neither AVIF nor JPEG 2000")
+    assert main([str(d), "-a", "1:1", "--out", str(tmp_path / "o")]) == 0
+    assert sorted(os.listdir(tmp_path / "o")) == sorted(w.replace("a.", "a_1x1.") for w in want)
+    for f in os.listdir(tmp_path / "o"):
+        with Image.open(tmp_path / "o" / f) as im:
+            assert format_of_extension(os.path.splitext(f)[1]) == im.format
+
+
+def test_patterns_and_folders_that_give_nothing_are_reported(fixed, tmp_path, capsys):
+    good = _photo(tmp_path / "g.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sub").mkdir()
+    rc = main([good, str(tmp_path / "*.gif"), str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{tmp_path / '*.gif'}: no file matches this pattern" in err
+    assert f"{tmp_path / 'empty'}: no image files in folder (sub-folders are read with --recursive)" in err
+    assert "2 of 3 input(s) failed" in err
+    found = expand_inputs([str(tmp_path / "*.gif"), good], recursive=False)
+    assert [f.error is None for f in found] == [False, True]
+
+
+# --------------------------------------------------------------------------- 9. format precedence
+
+def _assert_extensions_match(folder):
+    for f in os.listdir(folder):
+        with Image.open(os.path.join(folder, f)) as im:
+            assert format_of_extension(os.path.splitext(f)[1]) in (im.format, "JPEG" if im.format == "MPO" else 0), f
+
+
+def test_png_bytes_named_jpg_give_a_png(fixed, tmp_path):
+    src = tmp_path / "fake.jpg"
+    Image.new("RGB", (60, 40), (1, 2, 3)).save(src, format="PNG")
+    assert main([str(src), "-a", "1:1", "--out", str(tmp_path / "o")]) == 0
+    assert os.listdir(tmp_path / "o") == ["fake_1x1.png"]
+    _assert_extensions_match(tmp_path / "o")
+
+
+def test_name_extension_then_format_option_decide(fixed, tmp_path, capsys):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x0110] = "Cam"
+    src = _photo(tmp_path / "p.jpg", size=(80, 60), quality=90, icc_profile=icc, exif=exif.tobytes())
+    o = tmp_path / "o"
+    assert main([src, "-a", "1:1", "--out", str(o), "--name", "{stem}.png"]) == 0
+    with Image.open(o / "p.png") as im:  # EXIF orientation applied, reset; ICC and EXIF kept
+        assert im.format == "PNG" and im.size == (60, 60) and im.info.get("icc_profile") == icc
+        assert im.getexif().get(0x0112) == 1 and im.getexif().get(0x0110) == "Cam"
+    assert main([src, "-a", "16:9", "--out", str(o), "--format", "webp", "--quality", "40"]) == 0
+    assert main([src, "-a", "16:9", "--out", str(o), "--name", "{stem}_c", "--format", "png"]) == 0
+    assert main([src, "-a", "16:9", "--out", str(o), "--name", "{stem}_q{ext}", "--quality", "20"]) == 0
+    assert sorted(os.listdir(o)) == ["p.png", "p_16x9.webp", "p_c.png", "p_q.jpg"]
+    _assert_extensions_match(o)
+    with Image.open(o / "p_q.jpg") as a, Image.open(src) as b:
+        assert a.quantization != b.quantization  # --quality replaces the input's tables
+    with pytest.raises(SystemExit) as e:  # a literal extension that contradicts --format
+        main([src, "--out", str(o), "--name", "{stem}.png", "--format", "jpeg"])
+    assert e.value.code == 2 and "names PNG but the format asked for is JPEG" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([src, "--out", str(o), "--quality", "0"])
+
+
+def test_alpha_written_as_jpeg_is_composited_over_white(fixed, tmp_path):
+    a = np.zeros((40, 40, 4), np.uint8)
+    a[..., 0] = 200  # transparent red: shows as white
+    Image.fromarray(a, "RGBA").save(tmp_path / "t.png")
+    assert main([str(tmp_path / "t.png"), "-a", "1:1", "--out", str(tmp_path / "o"), "--format", "jpeg"]) == 0
+    with Image.open(tmp_path / "o" / "t_1x1.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+        assert np.asarray(im).min() > 245
+
+
+# --------------------------------------------------------------------------- 10. model errors name the file
+
+def test_model_errors_name_the_file(tmp_path, capsys):
+    pytest.importorskip("gazecrop._core")
+    from gazecrop.weights import to_bytes
+
+    data = bytearray(to_bytes(tiny_network()))
+    data[200] ^= 0xFF
+    bad = tmp_path / "bad.gzw"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(gazecrop.WeightsFormatError, match=f"^{bad}: checksum mismatch"):
+        gazecrop.load_model(bad)
+    assert main([_photo(tmp_path / "a.png"), "--model", str(bad)]) == 2
+    assert f"cannot load model: {bad}: checksum mismatch" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- 12. terminal
+
+def _screen(stream: str):
+    """Lines as a terminal shows them: ``\\r`` returns to column 0, ``ESC[K`` erases to the end."""
+    lines, cur, col = [], [], 0
+    i = 0
+    while i < len(stream):
+        if stream.startswith("\x1b[K", i):
+            del cur[col:]
+            i += 3
+            continue
+        ch = stream[i]
+        if ch == "\n":
+            lines.append("".join(cur))
+            cur, col = [], 0
+        elif ch == "\r":
+            col = 0
+        else:
+            if col < len(cur):
+                cur[col] = ch
+            else:
+                cur.append(ch)
+            col += 1
+        i += 1
+    if cur:
+        lines.append("".join(cur))
+    return lines
+
+
+def test_progress_bar_and_result_lines_do_not_run_into_each_other(fixed, tmp_path, monkeypatch):
+    files = [_photo(tmp_path / f"p{i}.png", seed=i) for i in range(3)]
+    term = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stdout", term)
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(files + ["-a", "1:1", "--progress"]) == 0
+    term.seek(0)
+    screen = _screen(term.read())
+    results = [line for line in screen if "\t1:1\t" in line]
+    assert [r.split("\t")[0] for r in results] == files
+    assert all(r.startswith(f) for r, f in zip(results, files))  # no bar glued in front
+    assert screen[-1].startswith("[#") and screen[-1].endswith("3/3")
+
+
+def test_help_explains_the_output(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for word in ("point", "score", "keep whole", "salient point", "share of the predicted looks", "130", "143"):
+        assert word in out
+
+
+# --------------------------------------------------------------------------- 13. heatmaps
+
+def test_heatmap_defaults_size_option_and_format(fixed, tmp_path):
+    src = _photo(tmp_path / "big.png", size=(1600, 900))
+    o = tmp_path / "o"
+    assert main([src, "-a", "1:1", "--out", str(o), "--heatmap"]) == 0
+    with Image.open(o / "big_heatmap.jpg") as h:
+        assert h.format == "JPEG" and h.size == (1024, 576)
+    assert main([src, "-a", "1:1", "--out", str(tmp_path / "f"), "--heatmap", "--heatmap-size", "full",
+                 "--format", "png"]) == 0
+    with Image.open(tmp_path / "f" / "big_heatmap.png") as h:
+        assert h.format == "PNG" and h.size == (1600, 900)
+    _assert_extensions_match(o)
