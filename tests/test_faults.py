@@ -618,13 +618,13 @@ def test_help_explains_the_output(capsys):
 # --------------------------------------------------------------------------- 13. heatmaps
 
 def test_heatmap_defaults_size_option_and_format(fixed, tmp_path):
-    src = _photo(tmp_path / "big.png", size=(1600, 900))
+    src = _photo(tmp_path / "big.png", size=(1280, 640))
     o = tmp_path / "o"
     assert main([src, "-a", "1:1", "--out", str(o), "--heatmap"]) == 0
     with Image.open(o / "big_heatmap.jpg") as h:
-        assert h.format == "JPEG" and h.size == (1024, 576)
+        assert h.format == "JPEG" and h.size == (1024, 512)
     assert main([src, "-a", "1:1", "--out", str(tmp_path / "f"), "--heatmap", "--heatmap-size", "full",
                  "--format", "png"]) == 0
     with Image.open(tmp_path / "f" / "big_heatmap.png") as h:
-        assert h.format == "PNG" and h.size == (1600, 900)
+        assert h.format == "PNG" and h.size == (1280, 640)
     _assert_extensions_match(o)

@@ -337,15 +337,15 @@ def heatmap_overlay(photo: Image.Image, prediction: Prediction, results: Sequenc
     W, H = prediction.size
     s = 1.0 if max_side is None else min(1.0, max_side / max(W, H))
     w, h = max(1, round(W * s)), max(1, round(H * s))
-    base = photo.convert("RGB")
-    if base.size != (w, h):
-        base = base.resize((w, h), Image.BILINEAR)
+    base = photo if photo.mode == "RGB" else photo.convert("RGB")
+    base = base.resize((w, h), Image.BILINEAR) if base.size != (w, h) else base.copy()  # ours to paint on
     grid = np.asarray(prediction.log_density, np.float64)
     v = np.exp(grid - grid.max()).astype(np.float32)
-    up = np.asarray(Image.fromarray(v, "F").resize((w, h), Image.BILINEAR))
-    level = np.clip(up * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    colour = Image.fromarray(_COLOUR_LUT[level], "RGB")
-    out = Image.composite(colour, base, Image.fromarray(_ALPHA_LUT[level], "L"))
+    up = Image.fromarray(v, "F").resize((w, h), Image.BILINEAR)
+    level = up.point(lambda x: x * 255.0 + 0.5).convert("L")  # 0..1 -> 8-bit levels, in Pillow (fast)
+    colour = Image.merge("RGB", [level.point(_COLOUR_LUT[:, c].tolist()) for c in range(3)])
+    out = base
+    out.paste(colour, None, level.point(_ALPHA_LUT.tolist()))
     draw = ImageDraw.Draw(out)
     for k, r in enumerate(results):
         b = r.box  # a box under 2 px on the picture is drawn as a line (Pillow needs x1 >= x0)
