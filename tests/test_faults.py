@@ -26,28 +26,15 @@ import pytest
 from PIL import Image, ImageCms
 
 import gazecrop
-import gazecrop.api as api
 from gazecrop import _atomic
 from gazecrop._output import format_of_extension, write_image
 from gazecrop.cli import expand_inputs, image_extensions, main
 
-from _crop_helpers import FixedModel, peak_grid, tiny_network
+from _crop_helpers import tiny_network
+from test_cli import _photo, fixed  # noqa: F401 - the fixed-peak model fixture and the photo helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "_cli_driver.py")
-
-
-@pytest.fixture
-def fixed(monkeypatch):
-    m = FixedModel(peak_grid(6, 8, 1, 6))
-    monkeypatch.setattr(api, "_model", lambda model: m)
-    return m
-
-
-def _photo(path, size=(160, 120), seed=0, **kw):
-    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(a).save(path, **kw)
-    return str(path)
 
 
 def _read(path):

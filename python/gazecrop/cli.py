@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import errno
 import glob
 import json
 import os
