@@ -13,10 +13,15 @@ import os
 import stat
 from typing import BinaryIO
 
-__all__ = ["NotRegularFileError", "open_regular", "read_regular"]
+__all__ = ["NotRegularFileError", "open_regular", "read_regular", "kind_of"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"))
+
+
+def kind_of(mode: int) -> str:
+    """Words for what a ``st_mode`` that is not a regular file or folder names ("a FIFO", "a socket"...)."""
+    return next((k for test, k in _KINDS if test(mode)), "not a regular file")
 
 
 class NotRegularFileError(ValueError):
@@ -41,8 +46,7 @@ def open_regular(path: "str | os.PathLike[str]") -> BinaryIO:
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
         if not stat.S_ISREG(st.st_mode):
-            kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
-            raise NotRegularFileError(f"{name}: not a regular file ({kind}); refusing to read it")
+            raise NotRegularFileError(f"{name}: not a regular file ({kind_of(st.st_mode)}); refusing to read it")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return io.open(fd, "rb", closefd=True)

@@ -47,6 +47,7 @@ from PIL import Image
 from .crop import DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect
 from . import _atomic
 from ._atomic import umask
+from ._files import kind_of
 from ._image import ImageError, open_image
 from ._output import (FORMATS, SourceInfo, check_template, format_of_extension, output_name, source_info,
                       write_image)
@@ -369,7 +370,7 @@ def _check_input(path: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise _Failure(f"{path}: is a folder")
     if not stat.S_ISREG(st.st_mode):
-        raise _Failure(f"{path}: not a regular file")
+        raise _Failure(f"{path}: not a regular file ({kind_of(st.st_mode)})")
 
 
 class _Run:
@@ -408,6 +409,13 @@ class _Run:
             if first != source:
                 raise _Failure(f"output {path} is also the output of {first}")
 
+    @staticmethod
+    def _write(dst: str, image: Image.Image, fmt: str, **kw) -> None:
+        try:
+            write_image(image, dst, fmt, **kw)
+        except OSError as e:  # the system's reason, naming the output (not the temporary file)
+            raise _Failure(f"cannot write {dst}: {e.strerror or e}") from e
+
     def process(self, path: str) -> dict:
         args = self.args
         record: dict = {"input": path}
@@ -430,12 +438,12 @@ class _Run:
             outs = self._outputs(path, source)
             for (dst, fmt), r in zip(outs, results):
                 self._claim(dst, path)
-                write_image(full.crop(r.box.to_pil()), dst, fmt, source=source, quality=args.quality)
+                self._write(dst, full.crop(r.box.to_pil()), fmt, source=source, quality=args.quality)
                 written.append(dst)
             if args.heatmap:
                 dst, fmt = outs[-1]
                 self._claim(dst, path)
-                write_image(heatmap_overlay(full, pred, results, args.heatmap_size), dst, fmt,
+                self._write(dst, heatmap_overlay(full, pred, results, args.heatmap_size), fmt,
                             quality=args.quality or HEATMAP_QUALITY,
                             options={"compress_level": 1} if fmt == "PNG" else None)
                 written.append(dst)
