@@ -120,6 +120,13 @@ def test_a_write_failing_at_any_call_never_publishes_a_partial_file(tmp_path, mo
         assert dst.stat().st_size == (tmp_path / ("full_" + name)).stat().st_size
 
 
+def test_the_longest_file_names_can_be_written(tmp_path):
+    for name in ("a" * 255, "\u00e9" * 127):  # NAME_MAX bytes: the temporary file's name must fit too
+        _atomic.write_bytes(tmp_path / name, b"x")
+        assert (tmp_path / name).read_bytes() == b"x"
+    assert _hidden(tmp_path) == []
+
+
 def test_pillow_cannot_bypass_the_checked_writer(tmp_path):
     """The file object handed to encoders has no fileno(): Pillow falls back to write(), which is checked."""
     with _atomic.atomic_open(tmp_path / "x") as f:

@@ -45,6 +45,9 @@ CHUNK = 1 << 20
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.gz(?P<pid>[0-9]+)_[A-Za-z0-9_]+\.tmp$")
 """Names of gazecrop's temporary files (``.NAME.gzPID_RANDOM.tmp``); nothing else is ever cleaned up."""
 
+_NAME_BYTES = 128
+"""At most this many bytes of the destination's name go into a temporary file's name (NAME_MAX is 255)."""
+
 _write = os.write
 """The one place bytes reach the operating system: ``_write(fd, memoryview) -> bytes taken``. Tests replace
 it with writers that short-write, fail or lie."""
@@ -193,8 +196,8 @@ def _new_temp(path: str) -> "_Writer":
     with _LOCK:  # registered under the lock, so cancel_pending() never misses a temporary file
         if _REFUSING:
             raise WriteCancelled(errno.ECANCELED, "write refused (the process is stopping)", path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.gz{os.getpid()}_", suffix=".tmp",
-                                   dir=folder)
+        short = os.fsdecode(os.fsencode(os.path.basename(path))[:_NAME_BYTES])  # a long name still fits
+        fd, tmp = tempfile.mkstemp(prefix=f".{short}.gz{os.getpid()}_", suffix=".tmp", dir=folder)
         w = _Writer(fd, tmp)
         _PENDING[tmp] = w
     if fcntl is not None:
