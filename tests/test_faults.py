@@ -377,9 +377,10 @@ resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 import gazecrop
 from gazecrop._image import open_image
 from gazecrop.cli import main
-fifo = sys.argv[1]
+fifo, big = sys.argv[1], sys.argv[3]
 res = {}
 for label, f in [("load /dev/zero", lambda: gazecrop.load_model("/dev/zero")),
+                 ("load big", lambda: gazecrop.load_model(big)),
                  ("load fifo", lambda: gazecrop.load_model(fifo)),
                  ("map fifo", lambda: gazecrop.saliency_map(fifo)),
                  ("open /dev/zero", lambda: open_image("/dev/zero"))]:
@@ -400,13 +401,19 @@ def test_fifos_and_devices_are_refused_before_reading(tmp_path):
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
     src = _photo(tmp_path / "a.png")
-    r = subprocess.run([sys.executable, "-c", _REGULAR_SCRIPT, fifo, src], capture_output=True, text=True,
+    big = tmp_path / "big.mkv"  # a 4 GB (sparse) file of another kind given as a model: refused unread
+    with open(big, "wb") as f:
+        f.write(b"\x1aE\xdf\xa3")
+        f.truncate(4 << 30)
+    r = subprocess.run([sys.executable, "-c", _REGULAR_SCRIPT, fifo, src, big], capture_output=True, text=True,
                        timeout=60, env=_env(GAZECROP_TEST_FIXED="0"))
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.splitlines()[-1])
     assert res["load /dev/zero"] == "NotRegularFileError: /dev/zero: not a regular file (a character device); " \
                                     "refusing to read it"
     assert res["load fifo"].startswith("NotRegularFileError") and "a FIFO" in res["load fifo"]
+    assert res["load big"] == f"WeightsFormatError: {big}: bad magic b'\\x1aE\\xdf\\xa3\\x00\\x00\\x00\\x00': " \
+                              "not a gazecrop weights file"
     assert res["map fifo"].startswith("ImageError") and "a FIFO" in res["map fifo"]
     assert res["open /dev/zero"].startswith("ImageError")
     assert res["cli model /dev/zero"] == 2 and res["cli model fifo"] == 2

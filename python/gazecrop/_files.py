@@ -13,7 +13,7 @@ import os
 import stat
 from typing import BinaryIO
 
-__all__ = ["NotRegularFileError", "open_regular", "read_regular", "kind_of"]
+__all__ = ["NotRegularFileError", "open_regular", "kind_of"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"))
@@ -54,8 +54,3 @@ def open_regular(path: "str | os.PathLike[str]") -> BinaryIO:
         os.close(fd)
         raise
 
-
-def read_regular(path: "str | os.PathLike[str]") -> bytes:
-    """The whole content of a regular file (:func:`open_regular`'s checks and errors)."""
-    with open_regular(path) as f:
-        return f.read()

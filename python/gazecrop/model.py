@@ -8,8 +8,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._files import read_regular
-from .weights import Network, WeightsFormatError, _parse
+from .weights import Network, WeightsFormatError, _parse, read_file
 
 __all__ = ["Model", "load_model", "default_model_path", "DEFAULT_MODEL"]
 
@@ -46,7 +45,7 @@ class Model:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.path = os.fspath(path)
-        data = read_regular(self.path)  # one read: the Python reader and the core parse the same bytes
+        data = read_file(self.path)  # one read: the Python reader and the core parse the same bytes
         self.network: Network = _parse(self.path, data)
         try:
             self._core = _core.Model.from_bytes(data)

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._atomic import write_bytes
-from ._files import read_regular
+from ._files import open_regular
 
 __all__ = [
     "MAGIC",
@@ -489,7 +489,22 @@ def read_weights(path: "os.PathLike[str] | str") -> Network:
         socket (refused before reading). WeightsFormatError: the file violates ``docs/weights-format.md``;
         the message starts with ``path``.
     """
-    return _parse(path, read_regular(path))
+    return _parse(path, read_file(path))
+
+
+def read_file(path: "os.PathLike[str] | str") -> bytes:
+    """The bytes of a ``.gzw`` file, read only when it is a regular file that starts with the magic (a large
+    file of another kind, given by mistake, is refused after 8 bytes instead of being read into memory).
+
+    Raises:
+        OSError / NotRegularFileError as :func:`gazecrop._files.open_regular`; WeightsFormatError (naming
+        ``path``) for another kind of file.
+    """
+    with open_regular(path) as f:
+        head = f.read(len(MAGIC))
+        if head != MAGIC:
+            raise WeightsFormatError(f"{os.fspath(path)}: bad magic {head!r}: not a gazecrop weights file")
+        return head + f.read()
 
 
 def _parse(path: "os.PathLike[str] | str", data: bytes) -> Network:
