@@ -47,7 +47,7 @@ DEFAULT_QUALITY = 90
 
 _LOSSY = ("JPEG", "WEBP", "AVIF")
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "GIF": ".gif", "BMP": ".bmp",
-               "AVIF": ".avif", "JPEG2000": ".jp2", "MPO": ".jpg"}
+               "AVIF": ".avif", "JPEG2000": ".jp2"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def writable(fmt: Optional[str]) -> Optional[str]:
 def extension_for(fmt: str, like: str = "") -> str:
     """File extension for Pillow format ``fmt``: ``like`` (the input's spelling) when it names that format,
     else the usual one (``.jpg``, ``.png``, ``.webp``, ``.tif``...)."""
-    if like and format_of_extension(like) in (fmt, "MPO" if fmt == "JPEG" else fmt):
+    if like and format_of_extension(like) == fmt:
         return like
     if fmt in _EXTENSIONS:
         return _EXTENSIONS[fmt]
@@ -175,7 +175,7 @@ def check_template(template: str, requested: Optional[str], fields: Mapping[str,
     _, named, ext = _literal_format(template, fields)
     if named and not writable(named):
         raise ValueError(f"the extension {ext} names {named}, which Pillow can read but not write")
-    if named and requested and named != requested and not (named == "MPO" and requested == "JPEG"):
+    if named and requested and named != requested:
         raise ValueError(f"the extension {ext} names {named} but the format asked for is {requested}")
 
 
@@ -194,6 +194,7 @@ def output_name(template: str, fields: Mapping[str, str], *, requested: Optional
         ValueError: as :func:`check_template`.
     """
     src_fmt = source.format if source else None
+    src_fmt = "JPEG" if src_fmt == "MPO" else src_fmt  # an MPO's first frame is a JPEG
     fallback = requested or writable(src_fmt) or "PNG"
     like = source.extension if source else ""
     if _uses_ext(template):
@@ -201,7 +202,7 @@ def output_name(template: str, fields: Mapping[str, str], *, requested: Optional
     check_template(template, requested, fields)
     name, named, _ = _literal_format(template, fields)
     if named:
-        return name, "JPEG" if named == "MPO" else named
+        return name, named
     return name + extension_for(fallback, like), fallback
 
 
