@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -208,13 +209,18 @@ def _wait_for(path, proc, timeout=30):
         time.sleep(0.01)
 
 
-def _blocked_run(tmp_path, n=4):
+def _blocked_run(tmp_path, n=4, ignore=()):
     files = [_photo(tmp_path / f"p{i}.png", seed=i) for i in range(n)]
     out = tmp_path / "out"
     ready = tmp_path / "ready"
+
+    def ignored():
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
+
     proc = subprocess.Popen([sys.executable, DRIVER] + files + ["--aspect", "1:1", "--out", str(out), "-j", "2"],
                             env=_env(GAZECROP_TEST_BLOCK=str(ready)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignored)
     _wait_for(ready, proc)
     assert any(_atomic.TEMP_PATTERN.match(f) for f in os.listdir(out))  # a partial file is being written
     return proc, out
@@ -233,6 +239,17 @@ def test_signal_mid_batch_removes_partial_files(tmp_path, sig, status):
     for f in os.listdir(out):  # whatever was published is complete
         with Image.open(out / f) as im:
             im.load()
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+    """Under nohup (SIGHUP ignored) a hangup does not stop the run; SIGTERM still does."""
+    proc, out = _blocked_run(tmp_path, n=1, ignore=(signal.SIGHUP,))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and _hidden(out) == [], stderr
 
 
 def test_sigkill_leftovers_are_removed_by_the_next_run_but_live_writers_are_not(fixed, tmp_path):
@@ -304,7 +321,9 @@ def _as_nobody(argv, cwd):
     Image.init()
     import PIL.ImageDraw  # noqa: F401
     out_path, err_path = os.path.join(cwd, "o.txt"), os.path.join(cwd, "e.txt")
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork() with threads; the child runs main() only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         rc = 99
         try:

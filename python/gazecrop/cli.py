@@ -608,7 +608,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for s in _STOP_SIGNALS:
-            installed[s] = signal.signal(s, _on_signal)
+            if signal.getsignal(s) != signal.SIG_IGN:  # an ignored signal stays ignored (nohup, background jobs)
+                installed[s] = signal.signal(s, _on_signal)
     stopped = False
     try:
         return _main(argv)
