@@ -483,6 +483,19 @@ def test_symlink_loop_and_missing_file_say_what_the_system_said(fixed, tmp_path,
     err = capsys.readouterr().err
     assert f"{tmp_path / 'loop.jpg'}: Too many levels of symbolic links" in err
     assert f"{tmp_path / 'none.jpg'}: No such file or directory" in err
+    d = tmp_path / "d"  # the same inside a folder input, where they were skipped silently
+    d.mkdir()
+    os.symlink("loop.png", d / "loop.png")
+    os.symlink("gone.png", d / "dangling.png")
+    os.mkfifo(d / "fifo.png")
+    (d / "sub.png").mkdir()  # a folder named like an image: not an input
+    _photo(d / "ok.png")
+    assert main([str(d)]) == 1
+    err = capsys.readouterr().err
+    assert f"{d / 'loop.png'}: Too many levels of symbolic links" in err
+    assert f"{d / 'dangling.png'}: No such file or directory" in err
+    assert f"{d / 'fifo.png'}: not a regular file (a FIFO)" in err
+    assert "sub.png" not in err and "3 of 4 input(s) failed" in err
 
 
 # --------------------------------------------------------------------------- 8. expansion reports

@@ -227,7 +227,8 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = False) -> List[Fou
     """Files from files, folders and glob patterns, in order, without duplicates (same real path).
 
     - A folder gives its image files (:func:`image_extensions`, case-insensitive, hidden files skipped),
-      sorted by name, and with ``recursive`` those of its sub-folders.
+      sorted by name, and with ``recursive`` those of its sub-folders. Entries with an image extension that
+      cannot be read (a dangling symbolic link, a loop, a FIFO) are given too, so that they are reported.
     - A glob pattern (when no file has that exact name) gives its matches (folders among them expanded).
     - Anything else is passed on as a file, even when missing, so that the caller reports the operating
       system's reason when it opens it.
@@ -275,8 +276,8 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = False) -> List[Fou
         n = len(out)
         for f in found:
             base = os.path.basename(f)
-            if not base.startswith(".") and os.path.splitext(base)[1].lower() in exts and os.path.isfile(f):
-                add(f)
+            if not base.startswith(".") and os.path.splitext(base)[1].lower() in exts and not os.path.isdir(f):
+                add(f)  # a dangling link, a loop or a FIFO too: processing reports the system's reason
         out.extend(errors)
         if len(out) == n and not errors:
             hint = " (sub-folders are read with --recursive)" if subfolders else ""
