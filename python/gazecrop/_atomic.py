@@ -201,7 +201,8 @@ def _new_temp(path: str) -> "_Writer":
         w = _Writer(fd, tmp)
         _PENDING[tmp] = w
     if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # our own new file: never blocks
+        with contextlib.suppress(OSError):  # our own new file: never blocks; where locks are missing (ENOLCK),
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the PID in the name still protects it from cleaners on this host
     return w
 
 
