@@ -20,6 +20,12 @@ Every image gazecrop writes (crops, heatmaps, thumbnails, batch outputs) goes th
 - **Complete or nothing**: the image is encoded in memory and written atomically; the file's size must equal
   the encoded size before it is renamed into place.
 
+A new kind of output (a thumbnail, a batch record's crop) needs only::
+
+    source = source_info(path)                        # once per input
+    name, fmt = output_name(template, {"stem": stem, "size": "320x200"}, requested=fmt_asked, source=source)
+    write_image(picture, os.path.join(folder, name), fmt, source=source, quality=quality)
+
 Pillow only (plus :mod:`gazecrop._atomic`).
 """
 
