@@ -53,6 +53,7 @@ from ._output import (FORMATS, SourceInfo, check_template, format_of_extension, 
                       write_image)
 from . import __version__
 from .api import Prediction, predict
+from .thumbor import focal_filter
 
 DEFAULT_NAME = "{stem}_{aspect}{ext}"
 """Output name template (fields ``stem``, ``aspect``, ``ext``)."""
@@ -452,6 +453,7 @@ class _Run:
         for a, r, o in zip(args.aspect, results, written + [None] * len(results)):
             d = r.to_dict()
             d["aspect_text"] = a
+            d["focal"] = focal_filter(r.box)  # serve this box from thumbor: /unsafe/WxH/filters:focal(...)/img
             if o is not None:
                 d["output"] = o
             record["crops"].append(d)
