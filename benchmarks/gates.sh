@@ -50,6 +50,8 @@ case "$mode" in
     status=0
     "$py" benchmarks/gates.py --json "$out/gates.json" || status=$?
     "$py" benchmarks/quality.py --json "$out/quality.json"
-    "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json"
+    "$py" benchmarks/thumbor_agreement.py --json "$out/thumbor.json"
+    "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
+      --thumbor "$out/thumbor.json"
     exit $status ;;
 esac

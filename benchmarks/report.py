@@ -1,10 +1,10 @@
 """Write the benchmark sections of ``benchmarks/RESULTS.md`` and ``benchmarks/quality_vs_time.png``.
 
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
-        [--suites benchmarks/results/suites.json]
+        [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
-pytest-benchmark's ``--benchmark-json``). Only the text between ``<!-- benchmarks:begin -->`` and
+pytest-benchmark's ``--benchmark-json``, ``thumbor_agreement.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` is replaced; other sections of RESULTS.md (the native core's) are left alone.
 """
 
@@ -192,6 +192,51 @@ def section_quality(q: dict) -> str:
     return "\n".join(out)
 
 
+def section_thumbor(t: dict) -> str:
+    """thumbor's smart crops with the gazecrop detector against gazecrop's own (``thumbor_agreement.py``)."""
+    aspects = t["aspects"]
+    rules = [k for k in t["iou"]]
+    mean = {k: sum(t["share"][k][a] for a in aspects) / len(aspects) for k in t["share"]}
+    gain = {k: sum(t["gain"][k][a] for a in aspects) / len(aspects) for k in t["gain"]}
+    iou = {k: sum(t["iou"][k][a] for a in aspects) / len(aspects) for k in rules}
+    det, own = rules[0], "gazecrop"
+    out = ["### 5. In thumbor: the gazecrop detector's crops against gazecrop's own", "",
+           f"`{t['command']}` ({t['date']}, commit `{t['commit']}`, {t['machine']}): {t['n_images']} {t['split']} "
+           f"images, model `{t['model']}`, largest box of each aspect. gazecrop's own box "
+           "(`Prediction.crops`, the default placement) against the box thumbor 7.8 cuts for a `/WxH/smart/` "
+           "request from the detector's focal points (reference aspects "
+           f"{', '.join(t['reference'])}; thumbor's rule as `gazecrop.thumbor.thumbor_crop` rewrites it, checked "
+           "against a running thumbor by `tests/test_thumbor_server.py`), and two other single-centre rules. "
+           "Cells: mean share of human fixations inside the box / normalised gain from the means (centre crop "
+           "0, oracle 1) / mean IoU with gazecrop's box.", "",
+           "| rule | " + " | ".join(aspects) + " | mean |", "|---|" + "---|" * (len(aspects) + 1)]
+    for k in [own] + rules:
+        cells = [f"{t['share'][k][a]:.3f} / {t['gain'][k][a]:+.2f}" + (f" / {t['iou'][k][a]:.2f}" if k in rules
+                                                                      else "") for a in aspects]
+        out.append(f"| {'gazecrop (own crop)' if k == own else k} | " + " | ".join(cells)
+                   + f" | {mean[k]:.4f} / {gain[k]:+.3f}" + (f" / {iou[k]:.3f}" if k in rules else "") + " |")
+    for k in ("centre", "oracle"):
+        out.append(f"| {k} box | " + " | ".join(f"{t['share'][k][a]:.3f}" for a in aspects) + f" | {mean[k]:.4f} |")
+    close = t["iou_ge_0.9"][det]
+    out += ["", f"thumbor with the detector keeps {mean[det]:.4f} of the fixations against gazecrop's own "
+                f"{mean[own]:.4f} ({(mean[det] - mean[own]) * 100:+.2f} points; per aspect "
+                + ", ".join(f"{a} {(t['share'][det][a] - t['share'][own][a]) * 100:+.1f}" for a in aspects)
+                + f"); mean IoU {iou[det]:.3f}, IoU >= 0.9 for "
+                + ", ".join(f"{close[a]:.0%} ({a})" for a in aspects)
+                + f" of the images. The detector's own work after the model run: median "
+                  f"{t['points_ms_median']:.1f} ms per image."]
+    photo = t.get("photo")
+    if photo:
+        pa = list(next(iter(photo.values())))
+        out += ["", "On the sample photo `examples/photo.jpg` (512 x 512): each box as (left, top, width, height) and "
+                    "whether it keeps the eyes and mouth (`tests/test_crop_photo.py`'s region):", "",
+                "| rule | " + " | ".join(pa) + " |", "|---|" + "---|" * len(pa)]
+        for k, d in photo.items():
+            out.append(f"| {'gazecrop (own crop)' if k == own else k} | " + " | ".join(
+                f"{tuple(d[a]['box'])} {'keeps' if d[a]['keeps_eyes_and_mouth'] else '**cuts**'}" for a in pa) + " |")
+    return "\n".join(out)
+
+
 # label offsets (points) and alignment where the default (right of the marker) collides or leaves the axes
 LABEL_PLACE = {"OpenCV spectral residual": (-6, -12, "right"), "vanilla teacher (PyTorch) + mass crop": (-6, 6, "right")}
 
@@ -246,7 +291,7 @@ def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
     return None
 
 
-def build(gates: dict, quality: Optional[dict], suites: Optional[dict]) -> str:
+def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor: Optional[dict] = None) -> str:
     parts = ["## Benchmarks and speed gates", "",
              "Written by `benchmarks/report.py` from `benchmarks/results/*.json` (raw numbers committed beside "
              "this file); do not edit by hand.", "", section_gates(gates), ""]
@@ -258,6 +303,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict]) -> str:
             parts += [fn(by[key]), ""]
     if quality:
         parts += [section_quality(quality), "", f"![quality against time per image]({PLOT.name})", ""]
+    if thumbor:
+        parts += [section_thumbor(thumbor), ""]
     if suites:
         parts += [section_suites(suites), ""]
     return "\n".join(parts)
@@ -280,12 +327,14 @@ def main(argv=None) -> int:
     p.add_argument("--gates", required=True)
     p.add_argument("--quality", default=None)
     p.add_argument("--suites", default=None)
+    p.add_argument("--thumbor", default=None, help="benchmarks/thumbor_agreement.py --json output")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     gates = json.loads(Path(a.gates).read_text())
     quality = json.loads(Path(a.quality).read_text()) if a.quality and Path(a.quality).is_file() else None
     suites = json.loads(Path(a.suites).read_text()) if a.suites and Path(a.suites).is_file() else None
-    write_results(build(gates, quality, suites), Path(a.out))
+    thumbor = json.loads(Path(a.thumbor).read_text()) if a.thumbor and Path(a.thumbor).is_file() else None
+    write_results(build(gates, quality, suites, thumbor), Path(a.out))
     if quality:
         msg = plot(gates, quality)
         if msg:

@@ -14,7 +14,8 @@ reference aspects; thumbor's rule as :func:`gazecrop.thumbor.thumbor_crop` rewri
 
 for the detector's rule and, to show why it was chosen, for other single-centre rules thumbor could be
 given: ``salient point`` (the density's argmax, one point) and ``centre of mass`` (the saliency density's
-centre of mass, what mass-weighted cells or blocks of the map give).
+centre of mass, what mass-weighted cells or blocks of the map give). Also, on the bundled sample photo, each
+rule's box for the aspects ``tests/test_crop_photo.py`` checks and whether it keeps the eyes and mouth.
 
     python3 benchmarks/thumbor_agreement.py --model weights/gazecrop-fast.gzw \
         --json benchmarks/results/thumbor.json
@@ -130,6 +131,31 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], refer
             "points_ms_median": float(np.median(seconds) * 1e3)}
 
 
+PHOTO = os.path.join(HERE, "..", "examples", "photo.jpg")
+EYES_MOUTH = (190, 80, 270, 150)  # left, top, right, bottom on examples/photo.jpg (tests/test_crop_photo.py)
+PHOTO_ASPECTS = ("16:9", "2:1", "9:16", "4:5")
+
+
+def photo_check(model, reference: Sequence[str]) -> dict:
+    """On the bundled sample photo: each rule's thumbor box (and gazecrop's own) for the aspects
+    ``tests/test_crop_photo.py`` checks, and whether it keeps the eyes and mouth."""
+    from PIL import Image, ImageOps
+
+    with Image.open(PHOTO) as im:
+        rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    pred = gazecrop.predict(rgb, model=model)
+    l, t, r, b = EYES_MOUTH
+    out: dict = {}
+    for rule in ("gazecrop",) + RULES:
+        pts = None if rule == "gazecrop" else rule_points(rule, pred, reference)
+        out[rule] = {}
+        for a in PHOTO_ASPECTS:
+            box = pred.crops([a])[0].box if pts is None else thumbor_crop(pts, pred.size, target(a))
+            keeps = box.left <= l and box.right >= r and box.top <= t and box.bottom >= b
+            out[rule][a] = {"box": list(box), "keeps_eyes_and_mouth": bool(keeps)}
+    return out
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
@@ -171,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = samples[: args.limit]
     print(f"{len(samples)} {args.split} images", file=sys.stderr)
     r = evaluate(model, samples, args.aspects, args.reference)
+    r["photo"] = photo_check(model, args.reference)
     r.update(aspects=list(args.aspects), reference=list(args.reference), n_images=len(samples), split=args.split,
              model=os.path.basename(args.model), commit=_commit(), date=datetime.date.today().isoformat(),
              machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -1,9 +1,9 @@
 """gazecrop.thumbor against a running thumbor server (README "In an image server").
 
 A thumbor server on 127.0.0.1 (a listening socket on a free port handed over with ``--fd``, so no port race;
-``NON_BLOCKING_SOCKETS = True`` as thumbor needs for ``--fd``), with the
-README's configuration: the gazecrop detector, the file loader over a temporary folder, file storage and
-file result storage in temporary folders, a thread pool, EXIF orientation applied. Requests
+``NON_BLOCKING_SOCKETS = True`` as thumbor needs for ``--fd``) with README.md's configuration exactly as
+written (the gazecrop detector, a thread pool, EXIF orientation applied), plus the file loader over a
+temporary folder and file storage and file result storage in temporary folders. Requests
 ``/unsafe/meta/WxH/smart/<img>`` for several sizes of one image in one order and of an identical copy in the
 other order (thumbor caches the detector's points per image for every later size), and checks that thumbor's
 crop is what its own centre-of-mass rule (:func:`gazecrop.thumbor.thumbor_crop`) gives for the detector's
@@ -42,18 +42,24 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "photo.jpg"
 SIZES = [(300, 100), (100, 300), (200, 200), (160, 90), (90, 160), (400, 200)]
 
-CONF = """
+SERVER_CONF = """
 LOADER = 'thumbor.loaders.file_loader'
 FILE_LOADER_ROOT_PATH = {images!r}
 STORAGE = 'thumbor.storages.file_storage'
 FILE_STORAGE_ROOT_PATH = {storage!r}
 RESULT_STORAGE = 'thumbor.result_storages.file_storage'
 RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = {result!r}
-DETECTORS = ['gazecrop.thumbor']
-ENGINE_THREADPOOL_SIZE = 2
-RESPECT_ORIENTATION = True
 NON_BLOCKING_SOCKETS = True
 """
+
+
+def readme_conf() -> str:
+    """The thumbor configuration of README.md, exactly as written (between the thumbor-conf markers)."""
+    text = (ROOT / "README.md").read_text()
+    begin, end = "<!-- thumbor-conf:begin -->", "<!-- thumbor-conf:end -->"
+    assert begin in text and end in text, "README.md lost its thumbor-conf markers"
+    block = text[text.index(begin) + len(begin):text.index(end)]
+    return "\n".join(line for line in block.splitlines() if not line.startswith("```")) + "\n"
 
 
 def _landscape() -> Image.Image:
@@ -69,7 +75,8 @@ def server(tmp_path_factory):
     images = top / "images"
     images.mkdir()
     conf = top / "thumbor.conf"
-    conf.write_text(CONF.format(images=str(images), storage=str(top / "storage"), result=str(top / "result")))
+    conf.write_text(readme_conf() + SERVER_CONF.format(images=str(images), storage=str(top / "storage"),
+                                                       result=str(top / "result")))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
