@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import math
 import types
 
 import numpy as np
@@ -258,4 +257,4 @@ def test_detector_settings_and_model_cache(monkeypatch):
         assert _run(ctx) == []
         assert len(ctx.request.focal_points) == 2  # one point per reference aspect
     assert loads == [(None, 2)]  # loaded once per process and setting
-    assert math.isclose(len(gt._MODELS), 1)
+    assert len(gt._MODELS) == 1

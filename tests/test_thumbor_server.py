@@ -40,7 +40,7 @@ from gazecrop.thumbor import focal_filter, focal_points, thumbor_crop  # noqa: E
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "photo.jpg"
-SIZES = [(300, 100), (100, 300), (200, 200), (160, 90), (90, 160), (400, 200)]
+SIZES = [(300, 100), (100, 300), (200, 200), (160, 90), (90, 160), (400, 200), (110, 300)]  # 110x300: ceil != round
 
 SERVER_CONF = """
 LOADER = 'thumbor.loaders.file_loader'
@@ -184,6 +184,27 @@ def test_exif_rotated_photo_is_cropped_as_displayed(server):
     ref = np.array([p[:2] for p in _points(_meta(base, "upright.jpg", (300, 100)))], float)
     got = np.array([p[:2] for p in expected], float)
     assert ref.shape == got.shape and np.abs(ref - got).max() <= 0.05 * 480
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P"])
+def test_other_modes(server, mode):
+    """thumbor hands RGB or RGBA bytes to the detector; gazecrop composites transparency over white, as it
+    does for the file itself."""
+    base, images = server
+    im = _landscape()
+    if mode == "RGBA":
+        im = im.convert("RGBA")
+        alpha = np.full((320, 480), 255, np.uint8)
+        alpha[:, :160] = 0  # left third transparent
+        im.putalpha(Image.fromarray(alpha))
+    else:
+        im = im.convert(mode)
+    im.save(images / f"mode_{mode}.png")
+    with Image.open(images / f"mode_{mode}.png") as f:
+        expected = [tuple(p) for p in focal_points(f)]
+    meta = _meta(base, f"mode_{mode}.png", (300, 100))
+    assert _points(meta) == expected
+    assert _crop(meta, (480, 320)) == thumbor_crop(expected, (480, 320), (300, 100))
 
 
 def test_bad_image_gives_thumbors_normal_error(server):
