@@ -1,10 +1,10 @@
 """Write the benchmark sections of ``benchmarks/RESULTS.md`` and ``benchmarks/quality_vs_time.png``.
 
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
-        [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json]
+        [--suites benchmarks/results/suites.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
-pytest-benchmark's ``--benchmark-json``, ``thumbor_agreement.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
+pytest-benchmark's ``--benchmark-json``). Only the text between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` is replaced; other sections of RESULTS.md (the native core's) are left alone.
 """
 

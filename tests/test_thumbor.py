@@ -119,6 +119,7 @@ def test_points_do_not_depend_on_anything_but_the_image():
     # an aspect equal to the image's is not cropped by thumbor, so gives no point; stand-ins cover both axes
     pts = gt.points_from_prediction(pred, ["3:2"])
     assert len(pts) == 2 and gt.points_from_prediction(pred, [1.5, "3:2"]) == pts
+    assert gt.points_from_prediction(gazecrop.Prediction(np.zeros((1, 1), np.float32), (1, 1))) == []
 
 
 @pytest.mark.parametrize("aspects, err", [("16:9", TypeError), ([], ValueError), (["0:1"], ValueError),
@@ -222,7 +223,8 @@ def test_detector_appends_the_points(monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_THUMBOR, reason="thumbor is not installed (tests/test_thumbor_server.py, .ci/run)")
-@pytest.mark.parametrize("case", ["engine fails", "bad points setting", "bad threads", "missing model"])
+@pytest.mark.parametrize("case", ["engine fails", "bad aspects setting", "bad threads", "missing model",
+                                  "1x1 image"])
 def test_detector_failures_fall_through(monkeypatch, case, tmp_path):
     rgb = np.zeros((40, 60, 3), np.uint8)
     settings = {}
@@ -230,7 +232,10 @@ def test_detector_failures_fall_through(monkeypatch, case, tmp_path):
     if case == "engine fails":
         engine = _Engine(rgb, fail=OSError("broken"))
         monkeypatch.setattr(gt, "_model", lambda path, threads: FixedModel(peak_grid(6, 8, 1, 6)))
-    elif case == "bad points setting":
+    elif case == "1x1 image":  # no point to crop around
+        engine = _Engine(np.zeros((1, 1, 3), np.uint8))
+        monkeypatch.setattr(gt, "_model", lambda path, threads: FixedModel(peak_grid(6, 8, 1, 6)))
+    elif case == "bad aspects setting":
         settings["GAZECROP_ASPECTS"] = ["wide"]
     elif case == "bad threads":
         settings["GAZECROP_THREADS"] = 0

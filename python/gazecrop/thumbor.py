@@ -95,18 +95,18 @@ def _reference(aspects: Iterable[AspectLike]) -> List[float]:
 def points_from_prediction(prediction: Prediction,
                            aspects: Iterable[AspectLike] = DEFAULT_ASPECTS) -> List[ThumborPoint]:
     """Focal points of one model run (module docstring): the centres of gazecrop's own crops for the
-    reference ``aspects``, so that thumbor's centre of mass lands at their weighted mean on each axis.
+    reference ``aspects``, so that thumbor's centre of mass lands at their mean on each axis.
 
     Args:
         prediction: a :class:`gazecrop.Prediction` (:func:`gazecrop.predict`).
         aspects: reference aspect ratios (numbers or ``"16:9"`` strings): the sizes a site requests.
     Returns:
-        One :class:`ThumborPoint` per reference aspect whose crop thumbor would cut (in order; aspects within
-        thumbor's two-decimal tolerance of the image's are skipped, and when no reference aspect crops an
-        axis, one at half / twice the image's aspect stands in): for an aspect narrower than the image,
-        ``x`` is the centre of gazecrop's box (``left + width // 2``) and ``y`` the mean of the wider
-        aspects' box centres (rounded), and the other way round; ``weight`` 1. Int pixels of the image,
-        ``0 <= x < W``, ``0 <= y < H``. thumbor's centre of mass of them is, on each axis, the mean of the
+        One :class:`ThumborPoint` per reference aspect whose crop thumbor would cut, in order (aspects
+        within thumbor's two-decimal tolerance of the image's are skipped; when no reference aspect crops
+        an axis, one at half / twice the image's aspect stands in; none for a 1 x 1 image): for an aspect
+        narrower than the image, ``x`` is the centre of gazecrop's box (``left + width // 2``) and ``y`` the
+        mean of the wider aspects' box centres (rounded), and the other way round; ``weight`` 1. Int pixels
+        of the image, ``0 <= x < W``, ``0 <= y < H``. thumbor's centre of mass of them is, on each axis, the mean of the
         box centres that crop that axis (to within a pixel).
     Raises:
         TypeError / ValueError: a bad or empty aspect list.
@@ -302,6 +302,9 @@ def _make_detector() -> type:
             except Exception:  # any failure: log it and let the next detector (or thumbor's default) decide
                 logger.exception("gazecrop detector failed on %s; falling through to the next detector",
                                  getattr(ctx.request, "image_url", "?"))
+                await self.next()
+                return
+            if not points:  # nothing to crop around (a 1 x 1 image)
                 await self.next()
                 return
             for p in points:
