@@ -40,6 +40,9 @@ thumbor configuration (``thumbor.conf``)::
                                     # reference aspects, one focal point each (the sizes your site requests)
     GAZECROP_THREADS = 1            # threads of one model run
 
+With thumbor's ``--use-environment`` the settings may come from environment variables as strings
+(``GAZECROP_ASPECTS="16:9,1:1"``, ``GAZECROP_THREADS=2``).
+
 The model is loaded once per process (per ``(GAZECROP_MODEL, GAZECROP_THREADS)``) and shared by the
 threads of thumbor's pool (the native core is thread-safe and releases the GIL). Any failure (an image the
 model cannot use, a missing model file, a bad setting) is logged and the request falls through to the next
