@@ -31,9 +31,11 @@ CpuFeatures detect() {
   return f;
 }
 
-const KernelTable kScalar = {"scalar", f32_conv1x1_6x16_scalar, f32_conv3x3_6x16_scalar, f32_softplus_x8_scalar, f32_gather_s2_x8_scalar, kMR, kNR};
+const KernelTable kScalar = {"scalar", f32_conv1x1_6x16_scalar, f32_conv3x3_6x16_scalar, f32_softplus_x8_scalar, f32_gather_s2_x8_scalar,
+                           f32_dwconv3x3_x8_scalar, f32_dwconv5x5_x8_scalar, kMR, kNR};
 #if defined(GAZECROP_HAVE_AVX2_KERNELS)
-const KernelTable kAvx2 = {"avx2", f32_conv1x1_6x16_avx2, f32_conv3x3_6x16_avx2, f32_softplus_x8_avx2, f32_gather_s2_x8_avx2, kMR, kNR};
+const KernelTable kAvx2 = {"avx2", f32_conv1x1_6x16_avx2, f32_conv3x3_6x16_avx2, f32_softplus_x8_avx2, f32_gather_s2_x8_avx2,
+                         f32_dwconv3x3_x8_avx2, f32_dwconv5x5_x8_avx2, kMR, kNR};
 #endif
 
 const KernelTable* default_table() {

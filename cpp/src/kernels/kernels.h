@@ -16,11 +16,29 @@ constexpr int kNR = 16;
 //   y[m * y_stride + n] = act(bias[m] + sum_{c < kc, t < taps} w[(c * taps + t) * mr + m] *
 //                                               x[c * x_stride + offset(t) + n])
 // for m < mr (1 .. kMR) and n < nc, where offset(t) = 0 for the 1x1 family and
-// (t / 3 - 1) * row_stride + (t % 3 - 1) for the 3x3 family. `relu` != 0 applies max(0, .).
+// (t / 3 - 1) * row_stride + (t % 3 - 1) for the 3x3 family. `act` is a kernel activation code (below).
 // Writes exactly mr x nc outputs; reads only the inputs named by the formula.
 using ConvFn = void (*)(std::size_t mr, std::size_t nc, std::size_t kc, const float* x, std::size_t x_stride,
                         std::ptrdiff_t row_stride, const float* w, const float* bias, float* y,
-                        std::size_t y_stride, int relu);
+                        std::size_t y_stride, int act);
+
+// Kernel activation codes (the `act` argument of ConvFn and DwConvFn). Not the file's codes: ops map
+// docs/weights-format.md activations onto these (softplus runs as a separate UnaryFn pass).
+constexpr int kActNone = 0;   // y = v
+constexpr int kActRelu = 1;   // y = max(v, 0)
+constexpr int kActRelu6 = 2;  // y = min(max(v, 0), 6)
+
+// Depthwise convolution of one channel plane, K x K taps (K = 3 for the dwconv3x3 family, 5 for dwconv5x5),
+// stride s (1 or 2), over an input whose padding is already in memory (zeros):
+//   y[i * y_row + j] = act(bias + sum_{u < K, v < K} w[u * K + v] * x[(s i + u) * x_row + s j + v])
+// for i < h_out, j < w_out, summed in the order bias, then u, then v (same order in every ISA and tile).
+// Reads rows r < s (h_out - 1) + K; in each row the formula's columns c < s (w_out - 1) + K plus up to
+// kDwOverRead floats past the last of them (values ignored: callers keep that much readable memory after
+// every row, e.g. the padded plane's ring and tail, or a scratch row's slack). Writes exactly w_out floats
+// per output row, never past them. Tile "x8": pixels of one output row per vector step (8 in AVX2).
+constexpr std::size_t kDwOverRead = 16;
+using DwConvFn = void (*)(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride,
+                          const float* w, float bias, float* y, std::size_t y_row, int act);
 
 // In-place elementwise function over n floats (n arbitrary; 8 per step in the AVX2 kernels).
 // softplus: x <- max(x, 0) + log1p(exp(-|x|)), relative error below 1e-6.
@@ -33,13 +51,17 @@ using GatherS2Fn = void (*)(std::size_t n, const float* src, float* dst);
 #define GAZECROP_CONV_KERNEL(name, isa) \
   void name(std::size_t mr, std::size_t nc, std::size_t kc, const float* x, std::size_t x_stride, \
             std::ptrdiff_t row_stride, const float* w, const float* bias, float* y, std::size_t y_stride, \
-            int relu);
+            int act);
 #define GAZECROP_UNARY_KERNEL(name, isa) void name(std::size_t n, float* x);
 #define GAZECROP_GATHER_KERNEL(name, isa) void name(std::size_t n, const float* src, float* dst);
+#define GAZECROP_DWCONV_KERNEL(name, isa)                                                                    \
+  void name(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride, const float* w, \
+            float bias, float* y, std::size_t y_row, int act);
 #include "kernels.def"
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
+#undef GAZECROP_DWCONV_KERNEL
 
 struct KernelTable {
   const char* name;    // "scalar" or "avx2"
@@ -47,6 +69,8 @@ struct KernelTable {
   ConvFn conv3x3;      // taps = 9, stride 1, padding 1 in the padded-plane layout
   UnaryFn softplus;
   GatherS2Fn gather_s2;
+  DwConvFn dwconv3x3;  // depthwise K = 3, stride 1 or 2
+  DwConvFn dwconv5x5;  // depthwise K = 5, stride 1 or 2
   int mr;              // output channels per tile (the packer's tile)
   int nr;              // pixels per tile
 };

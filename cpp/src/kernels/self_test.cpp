@@ -1,5 +1,5 @@
 // Kernel self-test (see self_test.h): conv kernels over mr 1..6, nc below/at/above/multiples of the 16-pixel
-// tile, kc 1..27, both taps families, relu on/off; outputs past nc must stay untouched. Unary kernels over
+// tile, kc 1..27, both taps families, activation none / ReLU / ReLU6; outputs past nc must stay untouched. Unary kernels over
 // a range of values including both tails.
 #include "self_test.h"
 
@@ -25,7 +25,7 @@ std::string test_conv(ConvFn fn, bool taps9) {
   for (std::size_t kc : {1, 2, 5, 13, 27})
     for (std::size_t mr = 1; mr <= 6; ++mr)
       for (std::size_t nc : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64})
-        for (int relu = 0; relu <= 1; ++relu) {
+        for (int act = 0; act <= 2; ++act) {
           const std::size_t xs = nc + 2 * margin + 16, ys = nc + 16;
           detail::AlignedBuffer x(kc * xs), w(kc * taps * mr), y(mr * ys);
           std::vector<float> bias(mr);
@@ -33,7 +33,7 @@ std::string test_conv(ConvFn fn, bool taps9) {
           for (std::size_t i = 0; i < w.size(); ++i) w.data()[i] = u(rng);
           for (float& b : bias) b = u(rng);
           for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = 12345.0f;
-          fn(mr, nc, kc, x.data() + margin, xs, row, w.data(), bias.data(), y.data(), ys, relu);
+          fn(mr, nc, kc, x.data() + margin, xs, row, w.data(), bias.data(), y.data(), ys, act);
           for (std::size_t m = 0; m < mr; ++m)
             for (std::size_t n = 0; n < ys; ++n) {
               const float got = y.data()[m * ys + n];
@@ -46,11 +46,12 @@ std::string test_conv(ConvFn fn, bool taps9) {
                     want += double(w.data()[(c * taps + t) * mr + m]) *
                             x.data()[margin + c * xs + std::size_t(std::ptrdiff_t(n) + off)];
                   }
-                if (relu && want < 0) want = 0;
+                if (act && want < 0) want = 0;
+                if (act == 2 && want > 6) want = 6;
               }
               if (std::fabs(got - want) > 1e-5 * (1.0 + std::sqrt(double(kc * taps))) * (1.0 + std::fabs(want))) {
                 std::ostringstream s;
-                s << "mr=" << mr << " nc=" << nc << " kc=" << kc << " relu=" << relu << ": y[" << m << "][" << n
+                s << "mr=" << mr << " nc=" << nc << " kc=" << kc << " act=" << act << ": y[" << m << "][" << n
                   << "] = " << got << ", expected " << want;
                 return s.str();
               }
@@ -95,6 +96,48 @@ std::string test_gather(GatherS2Fn fn) {
   return "ok";
 }
 
+// Depthwise K x K over h_out x w_out (widths below, at, above and multiples of 8 and 16), both strides, every
+// activation; input rows end exactly kDwOverRead floats of slack past the last named column, outputs past
+// w_out stay untouched.
+std::string test_dwconv(DwConvFn fn, int k) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2, 2);
+  for (int stride = 1; stride <= 2; ++stride)
+    for (std::size_t h_out : {1, 2, 5})
+      for (std::size_t w_out : {1, 3, 7, 8, 9, 15, 16, 17, 31, 33})
+        for (int act = 0; act <= 2; ++act) {
+          const std::size_t in_h = stride * (h_out - 1) + k, in_w = stride * (w_out - 1) + k;
+          const std::size_t x_row = in_w + kDwOverRead, y_row = w_out + 8;
+          detail::AlignedBuffer x(in_h * x_row), y(h_out * y_row);
+          std::vector<float> w(std::size_t(k) * k);
+          for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = u(rng);
+          for (float& v : w) v = u(rng);
+          const float bias = u(rng);
+          for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = 12345.0f;
+          fn(h_out, w_out, x.data(), x_row, stride, w.data(), bias, y.data(), y_row, act);
+          for (std::size_t i = 0; i < h_out; ++i)
+            for (std::size_t j = 0; j < y_row; ++j) {
+              double want = 12345.0;
+              if (j < w_out) {
+                want = bias;
+                for (int a = 0; a < k; ++a)
+                  for (int b = 0; b < k; ++b)
+                    want += double(w[std::size_t(a) * k + b]) * x.data()[(stride * i + a) * x_row + stride * j + b];
+                if (act && want < 0) want = 0;
+                if (act == 2 && want > 6) want = 6;
+              }
+              const float got = y.data()[i * y_row + j];
+              if (std::fabs(got - want) > 1e-5 * (1.0 + k) * (1.0 + std::fabs(want))) {
+                std::ostringstream s;
+                s << "stride=" << stride << " h_out=" << h_out << " w_out=" << w_out << " act=" << act << ": y[" << i
+                  << "][" << j << "] = " << got << ", expected " << want;
+                return s.str();
+              }
+            }
+        }
+  return "ok";
+}
+
 bool isa_ok(const char* isa) { return std::strcmp(isa, "scalar") == 0 || find_kernels(isa) != nullptr; }
 
 }  // namespace
@@ -108,7 +151,11 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
 #define GAZECROP_GATHER_KERNEL(name, isa) \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_gather(name));
+#define GAZECROP_DWCONV_KERNEL(name, isa)                                                         \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
+                                        : test_dwconv(name, std::strstr(#name, "5x5") != nullptr ? 5 : 3));
 #include "kernels.def"
+#undef GAZECROP_DWCONV_KERNEL
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL

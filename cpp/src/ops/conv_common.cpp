@@ -42,7 +42,8 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   std::size_t chunk = gather ? 128 : 256;
   if (nthreads > 1) chunk = std::min<std::size_t>(chunk, std::max<std::size_t>(64, (n / (4 * nthreads) + 15) / 16 * 16));
   const std::size_t nchunks = (n + chunk - 1) / chunk;
-  const int relu = act == 1;
+  // File activation codes (docs/weights-format.md) -> kernel codes; softplus is a separate pass.
+  const int kact = act == 1 ? kernels::kActRelu : act == 3 ? kernels::kActRelu6 : kernels::kActNone;
   // 3x3: the kernel walks the 9 taps itself; 1x1 and im2col columns: one tap per row of x.
   const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
   ctx.pool.run(nchunks, [&](std::size_t ci) {
@@ -58,7 +59,7 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
     }
     for (const PackedConv::Tile& t : pc.tiles) {
       fn(std::size_t(t.mr), nc, kc, xa, xs, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
-         pc.bias.data() + t.m0, out.plane_ptr(c0 + t.m0) + a, out.plane, relu);
+         pc.bias.data() + t.m0, out.plane_ptr(c0 + t.m0) + a, out.plane, kact);
     }
     if (act == 2) {
       for (int m = 0; m < pc.cout; ++m) ctx.kernels.softplus(nc, out.plane_ptr(c0 + m) + a);

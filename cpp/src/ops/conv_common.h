@@ -29,8 +29,8 @@ using GatherFn = std::function<void(std::size_t a, std::size_t nc, float* dst, s
 
 // out planes [c0, c0 + cout) over the flat interior range of `out` =
 //   act(bias + conv(x)), where x points at plane 0 of an input in the same frame geometry as `out`,
-// `x_stride` floats between its planes; taps9 selects the 3x3 stride-1 padding-1 kernel. act: 0 none,
-// 1 ReLU (fused), 2 softplus. With `gather` (1x1 kernel only), x is ignored and each pixel chunk's columns
+// `x_stride` floats between its planes; taps9 selects the 3x3 stride-1 padding-1 kernel. act (file codes): 0 none,
+// 1 ReLU (fused), 2 softplus, 3 ReLU6 (fused). With `gather` (1x1 kernel only), x is ignored and each pixel chunk's columns
 // are gathered into a small per-chunk buffer first. The ring columns of the written planes hold garbage
 // until zero_ring().
 void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const float* x, std::size_t x_stride,
