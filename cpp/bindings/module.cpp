@@ -20,34 +20,42 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// One image (uint8 (H, W, 3) / float32 (3, H, W)) -> (h, w), or a batch (uint8 (N, H, W, 3) / float32
+// (N, 3, H, W)) -> (N, h, w).
 py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
   const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
   const bool f32 = image.dtype().equal(py::dtype::of<float>());
   if (!u8 && !f32)
-    throw py::type_error("image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got " +
+    throw py::type_error("image dtype must be uint8 (H, W, 3) or float32 (3, H, W) (or a batch of them), got " +
                          std::string(py::str(image.dtype())));
-  if (image.ndim() != 3 || (u8 && image.shape(2) != 3) || (f32 && image.shape(0) != 3))
-    throw py::value_error(std::string("image must be ") + (u8 ? "uint8 (H, W, 3)" : "float32 (3, H, W)") + ", got shape " +
-                          shape_str(image));
+  const bool batch = image.ndim() == 4;
+  const py::ssize_t b = batch ? 1 : 0;  // axis offset
+  if ((image.ndim() != 3 && image.ndim() != 4) || (u8 && image.shape(2 + b) != 3) || (f32 && image.shape(b) != 3))
+    throw py::value_error(std::string("image must be ") +
+                          (u8 ? "uint8 (N, H, W, 3) for a batch or uint8 (H, W, 3)" : "float32 (N, 3, H, W) for a batch or float32 (3, H, W)") +
+                          ", got shape " + shape_str(image));
   if (!(image.flags() & py::array::c_style))
     throw py::value_error("image must be C-contiguous (use numpy.ascontiguousarray)");
-  const py::ssize_t h = u8 ? image.shape(0) : image.shape(1), w = u8 ? image.shape(1) : image.shape(2);
+  const py::ssize_t count = batch ? image.shape(0) : 1;
+  const py::ssize_t h = u8 ? image.shape(b) : image.shape(1 + b), w = u8 ? image.shape(1 + b) : image.shape(2 + b);
+  if (count < 1 || count > 65536) throw py::value_error("batch size " + std::to_string(count) + " not in 1..65536");
   if (h < 1 || w < 1 || h > 32768 || w > 32768)
     throw py::value_error("image size " + std::to_string(h) + "x" + std::to_string(w) + " not supported");
   int oh = 0, ow = 0;
   model.output_size(int(h), int(w), &oh, &ow);  // std::invalid_argument -> ValueError
-  py::array_t<float> out({py::ssize_t(oh), py::ssize_t(ow)});
+  py::array_t<float> out = batch ? py::array_t<float>({count, py::ssize_t(oh), py::ssize_t(ow)})
+                                 : py::array_t<float>({py::ssize_t(oh), py::ssize_t(ow)});
   float* dst = out.mutable_data();
-  const std::size_t n = std::size_t(oh) * std::size_t(ow);
+  const std::size_t n = std::size_t(count) * std::size_t(oh) * std::size_t(ow);
   gazecrop::RunOptions opt;
   opt.threads = threads;
   if (u8) {
-    const gazecrop::ImageU8 img{static_cast<const std::uint8_t*>(image.data()), int(h), int(w)};
+    const gazecrop::ImageBatchU8 img{static_cast<const std::uint8_t*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
     model.run(img, dst, n, opt);
   } else {
-    const gazecrop::ImageF32 img{static_cast<const float*>(image.data()), int(h), int(w)};
+    const gazecrop::ImageBatchF32 img{static_cast<const float*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
     model.run(img, dst, n, opt);
   }
@@ -87,7 +95,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("data"), "Load and validate the bytes of a .gzw file.")
       .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1,
            "Run on uint8 (H, W, 3) RGB or float32 (3, H, W) pixels (0..255, C-contiguous); returns the float32 "
-           "(h, w) log-density. The GIL is released during the run.")
+           "(h, w) log-density. A batch of same-size images, uint8 (N, H, W, 3) or float32 (N, 3, H, W), runs in "
+           "one call and returns (N, h, w). The GIL is released during the run.")
+      .def_property_readonly("name", [](const gazecrop::Model& self) { return self.info().name; },
+                             "model_name of the header ('' in version-1 files).")
+      .def_property_readonly("model_version", [](const gazecrop::Model& self) { return self.info().model_version; },
+                             "model_version of the header ('' in version-1 files).")
+      .def_property_readonly("format_version", [](const gazecrop::Model& self) { return self.info().format_version; },
+                             "The file's format version (1 or 2).")
       .def(
           "output_size",
           [](const gazecrop::Model& self, int height, int width) {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 #include "gazecrop/gazecrop.h"
@@ -35,6 +36,10 @@ struct Model::Impl {
   ModelInfo info{};
   std::vector<std::unique_ptr<detail::Op>> ops;
   std::vector<int> last_use;  // per value: index of the last op reading it (-1: none)
+  // One thread pool per model, kept between calls (threads > 1). A call that finds it taken by another
+  // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
+  mutable std::mutex pool_mu;
+  mutable std::unique_ptr<detail::ThreadPool> pool;
 
   std::vector<Shape> plan(int height, int width) const {
     if (height < 1 || width < 1 || height > 32768 || width > 32768 ||
@@ -57,17 +62,38 @@ struct Model::Impl {
     return shapes;
   }
 
+  // Runs `count` images of height x width; fill_input(n, frame) writes image n's preprocessed pixels;
+  // image n's log-density goes to out + n * h * w.
   template <typename Fill>
-  void run(int height, int width, Fill fill_input, float* out, std::size_t out_len, const RunOptions& opt) const {
+  void run(std::size_t count, int height, int width, Fill fill_input, float* out, std::size_t out_len,
+           const RunOptions& opt) const {
     if (opt.threads < 1 || opt.threads > 256)
       throw std::invalid_argument("threads must be in 1..256, got " + std::to_string(opt.threads));
+    if (count < 1) throw std::invalid_argument("a batch needs at least one image");
     const std::vector<Shape> shapes = plan(height, width);
     const Shape& last = shapes.back();
-    if (out_len != std::size_t(last.h) * std::size_t(last.w))
+    const std::size_t per = std::size_t(last.h) * std::size_t(last.w);
+    if (out_len / count != per || out_len % count != 0)
       throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " floats, expected " +
-                                  std::to_string(last.h) + "x" + std::to_string(last.w));
+                                  std::to_string(count) + " x " + std::to_string(last.h) + "x" +
+                                  std::to_string(last.w));
+    std::unique_lock<std::mutex> lock(pool_mu, std::defer_lock);
+    std::unique_ptr<detail::ThreadPool> own;
+    detail::ThreadPool* pp = nullptr;
+    if (opt.threads > 1 && lock.try_lock()) {
+      if (!pool || pool->size() != opt.threads) pool = std::make_unique<detail::ThreadPool>(opt.threads);
+      pp = pool.get();
+    } else {
+      own = std::make_unique<detail::ThreadPool>(opt.threads);  // threads == 1: no workers are started
+      pp = own.get();
+    }
+    for (std::size_t n = 0; n < count; ++n)
+      run_one(shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per, *pp);
+  }
+
+  template <typename Fill>
+  void run_one(const std::vector<Shape>& shapes, Fill fill_input, float* out, detail::ThreadPool& pool) const {
     static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;  // per-op timings on stderr
-    detail::ThreadPool pool(opt.threads);
     const detail::RunContext ctx{kernels::active_kernels(), pool};
     std::vector<AlignedBuffer> bufs(shapes.size());
     std::vector<Frame> frames(shapes.size());
@@ -120,6 +146,8 @@ std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t s
       case detail::kGaussianBlur: op = detail::make_gaussian_blur(rec, pw.tensors); break;
       case detail::kCentreBias: op = detail::make_centre_bias(rec, pw.tensors); break;
       case detail::kLogSoftmax: op = detail::make_log_softmax(rec, pw.tensors); break;
+      case detail::kDepthwiseConv2d: op = detail::make_depthwise_conv2d(rec, pw.tensors); break;
+      case detail::kAdd: op = detail::make_add(rec, pw.tensors); break;
       default: throw FormatError("op " + std::to_string(i) + ": unknown op code " + std::to_string(rec.op_type));
     }
     op->label = "op " + std::to_string(i) + " (" + detail::op_name(rec.op_type) + ")";
@@ -186,25 +214,39 @@ void Model::output_size(int height, int width, int* out_height, int* out_width) 
 }
 
 void Model::run(const ImageU8& image, float* out, std::size_t out_len, const RunOptions& options) const {
-  if (!image.data) throw std::invalid_argument("image data is null");
+  run(ImageBatchU8{image.data, 1, image.height, image.width}, out, out_len, options);
+}
+
+void Model::run(const ImageF32& image, float* out, std::size_t out_len, const RunOptions& options) const {
+  run(ImageBatchF32{image.data, 1, image.height, image.width}, out, out_len, options);
+}
+
+void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, const RunOptions& options) const {
+  if (!batch.data) throw std::invalid_argument("image data is null");
+  if (batch.count < 1) throw std::invalid_argument("a batch needs at least one image");
   const ModelInfo& mi = impl_->info;
-  impl_->run(image.height, image.width, [&](const Frame& f) {
+  const std::size_t image_bytes = std::size_t(batch.height) * std::size_t(batch.width) * 3;
+  impl_->run(std::size_t(batch.count), batch.height, batch.width, [&](std::size_t n, const Frame& f) {
+    const std::uint8_t* base = batch.data + n * image_bytes;
     for (int c = 0; c < 3; ++c)
       for (int i = 0; i < f.h; ++i) {
-        const std::uint8_t* src = image.data + (std::size_t(i) * f.w) * 3 + c;
+        const std::uint8_t* src = base + (std::size_t(i) * f.w) * 3 + c;
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (float(src[3 * std::size_t(j)]) - mi.mean[c]) / mi.std[c];
       }
   }, out, out_len, options);
 }
 
-void Model::run(const ImageF32& image, float* out, std::size_t out_len, const RunOptions& options) const {
-  if (!image.data) throw std::invalid_argument("image data is null");
+void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, const RunOptions& options) const {
+  if (!batch.data) throw std::invalid_argument("image data is null");
+  if (batch.count < 1) throw std::invalid_argument("a batch needs at least one image");
   const ModelInfo& mi = impl_->info;
-  impl_->run(image.height, image.width, [&](const Frame& f) {
+  const std::size_t image_floats = std::size_t(batch.height) * std::size_t(batch.width) * 3;
+  impl_->run(std::size_t(batch.count), batch.height, batch.width, [&](std::size_t n, const Frame& f) {
+    const float* base = batch.data + n * image_floats;
     for (int c = 0; c < 3; ++c)
       for (int i = 0; i < f.h; ++i) {
-        const float* src = image.data + (std::size_t(c) * f.h + i) * f.w;
+        const float* src = base + (std::size_t(c) * f.h + i) * f.w;
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (src[j] - mi.mean[c]) / mi.std[c];
       }

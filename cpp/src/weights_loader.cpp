@@ -14,7 +14,7 @@ namespace {
 
 constexpr std::uint8_t kMagic[8] = {0x89, 'G', 'Z', 'W', '\r', '\n', 0x1a, '\n'};
 constexpr std::uint8_t kEndMagic[8] = {'G', 'Z', 'W', 'E', 'N', 'D', 0, 0};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kMaxVersion = 2;
 constexpr std::uint64_t kAlign = 64;
 constexpr std::uint32_t kMaxOps = 4096;
 constexpr std::uint32_t kMaxTensors = 65536;
@@ -71,10 +71,12 @@ std::string shape_str(const TensorRecord& t) {
   return s.str();
 }
 
-// Number of (iparams, fparams) each op uses; the rest must be zero.
-void used_params(std::uint32_t type, int* ni, int* nf) {
+// Number of (iparams, fparams) each op uses in a file of `version`; the rest must be zero.
+void used_params(std::uint32_t type, std::uint32_t version, int* ni, int* nf) {
   switch (type) {
-    case kConv2d: *ni = 6; *nf = 0; return;
+    case kConv2d: *ni = version >= 2 ? 11 : 6; *nf = 0; return;
+    case kDepthwiseConv2d: *ni = 11; *nf = 0; return;
+    case kAdd: *ni = 1; *nf = 0; return;
     case kDenseBlock: *ni = 3; *nf = 0; return;
     case kAvgPool: *ni = 2; *nf = 0; return;
     case kMaxPool: *ni = 3; *nf = 0; return;
@@ -87,8 +89,8 @@ void used_params(std::uint32_t type, int* ni, int* nf) {
 class Validator {
  public:
   Validator(OpRecord& op, std::size_t index, const std::vector<TensorRecord>& tensors,
-            const std::vector<int>& channels)
-      : op_(op), i_(index), tensors_(tensors), channels_(channels) {
+            const std::vector<int>& channels, std::uint32_t version)
+      : op_(op), i_(index), tensors_(tensors), channels_(channels), version_(version) {
     std::ostringstream s;
     s << "op " << index << " (" << op_name(op.op_type) << ")";
     where_ = s.str();
@@ -98,18 +100,37 @@ class Validator {
     const int c = channels_[op_.inputs[0]];
     const std::int32_t* ip = op_.iparams;
     switch (op_.op_type) {
-      case kConv2d: {
-        const std::int64_t cin = ip[0], cout = ip[1], k = ip[2], s = ip[3], p = ip[4], act = ip[5];
+      case kConv2d:
+      case kDepthwiseConv2d: {
+        const bool dw = op_.op_type == kDepthwiseConv2d;
+        const std::int64_t cin = ip[0], cout = ip[1], k = ip[2], s = ip[3], act = ip[5];
         if (cin != c) fail(where_, ": in_channels ", cin, " != ", c, " channels of input value ", op_.inputs[0]);
         range("out_channels", cout, 1, kMaxChannels);
-        if (k != 1 && k != 3) fail(where_, ": kernel ", k, " not 1 or 3");
+        if (dw ? (k != 3 && k != 5) : (k != 1 && k != 3)) fail(where_, ": kernel ", k, dw ? " not 3 or 5" : " not 1 or 3");
         if (s != 1 && s != 2) fail(where_, ": stride ", s, " not 1 or 2");
-        range("padding", p, 0, k / 2);
-        range("activation", act, 0, 2);
+        const std::int64_t mode = ip[6];
+        range("padding_mode", mode, 0, 2);
+        range("padding", ip[4], 0, mode == 0 ? k / 2 : 0);
+        const char* sides[4] = {"pad_top", "pad_bottom", "pad_left", "pad_right"};
+        for (int j = 0; j < 4; ++j) range(sides[j], ip[7 + j], 0, mode == 1 ? k / 2 : 0);
         expect_count(2);
-        expect_shape(0, "weight", {std::uint32_t(cout), std::uint32_t(cin), std::uint32_t(k), std::uint32_t(k)});
+        if (dw) {
+          if (cout != cin) fail(where_, ": out_channels ", cout, " != in_channels ", cin);
+          if (act != 0 && act != 1 && act != 3) fail(where_, ": activation ", act, " not 0, 1 or 3");
+          expect_shape(0, "weight", {std::uint32_t(cin), 1, std::uint32_t(k), std::uint32_t(k)});
+        } else {
+          range("activation", act, 0, version_ >= 2 ? 3 : 2);
+          expect_shape(0, "weight", {std::uint32_t(cout), std::uint32_t(cin), std::uint32_t(k), std::uint32_t(k)});
+        }
         expect_shape(1, "bias", {std::uint32_t(cout)});
         return int(cout);
+      }
+      case kAdd: {
+        if (ip[0] != 0 && ip[0] != 1 && ip[0] != 3) fail(where_, ": activation ", ip[0], " not 0, 1 or 3");
+        const int c2 = channels_[op_.inputs[1]];
+        if (c2 != c) fail(where_, ": inputs have ", c, " and ", c2, " channels");
+        expect_count(0);
+        return c;
       }
       case kDenseBlock: {
         const std::int64_t cin = ip[0], nl = ip[1], cout = ip[2];
@@ -206,8 +227,23 @@ class Validator {
   std::size_t i_;
   const std::vector<TensorRecord>& tensors_;
   const std::vector<int>& channels_;
+  std::uint32_t version_;
   std::string where_;
 };
+
+// model_name / model_version of a version-2 file: ASCII [A-Za-z0-9_.+-], NUL-padded (may be empty).
+std::string read_label(const std::uint8_t* p, std::size_t n, const char* field) {
+  std::size_t len = 0;
+  while (len < n && p[len]) ++len;
+  bool ok = all_zero(p + len, n - len);
+  for (std::size_t k = 0; ok && k < len; ++k) {
+    const char ch = char(p[k]);
+    ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+         ch == '.' || ch == '+' || ch == '-';
+  }
+  if (!ok) fail("model info: bad ", field, " (ASCII [A-Za-z0-9_.+-], NUL-padded)");
+  return std::string(reinterpret_cast<const char*>(p), len);
+}
 
 }  // namespace
 
@@ -222,6 +258,8 @@ const char* op_name(std::uint32_t type) {
     case kGaussianBlur: return "gaussian_blur";
     case kCentreBias: return "centre_bias";
     case kLogSoftmax: return "log_softmax";
+    case kDepthwiseConv2d: return "depthwise_conv2d";
+    case kAdd: return "add";
     default: return "unknown";
   }
 }
@@ -238,7 +276,7 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
   if (n < kMinFile) fail("file is ", n, " bytes, smaller than the minimum ", kMinFile, " (truncated?)");
   if (std::memcmp(data, kMagic, 8) != 0) fail("bad magic: not a gazecrop weights file");
   const std::uint32_t version = rd_u32(data + 8);
-  if (version != kVersion) fail("unsupported version ", version, " (this reader knows ", kVersion, ")");
+  if (version < 1 || version > kMaxVersion) fail("unsupported version ", version, " (this reader knows 1 and 2)");
   const std::uint32_t header_bytes = rd_u32(data + 12), num_ops = rd_u32(data + 16), num_tensors = rd_u32(data + 20);
   const std::uint64_t data_offset = rd_u64(data + 24), file_size = rd_u64(data + 32);
   if (file_size != n) fail("file_size field ", file_size, " != actual size ", n, " (truncated or padded?)");
@@ -268,7 +306,13 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     pw.info.std[c] = rd_f32(mi + 12 + 4 * c);
   }
   const std::uint32_t long_side = rd_u32(mi + 24), multiple = rd_u32(mi + 28);
-  if (!all_zero(mi + 32, 32)) fail("model info: reserved bytes are not zero");
+  pw.info.format_version = int(version);
+  if (version < 2) {
+    if (!all_zero(mi + 32, 32)) fail("model info: reserved bytes are not zero");
+  } else {
+    pw.info.name = read_label(mi + 32, 20, "model_name");
+    pw.info.model_version = read_label(mi + 52, 12, "model_version");
+  }
   for (int c = 0; c < 3; ++c) {
     if (!std::isfinite(pw.info.mean[c]) || !std::isfinite(pw.info.std[c]))
       fail("model info: mean and std must be finite, got mean[", c, "] ", pw.info.mean[c], ", std[", c, "] ",
@@ -344,7 +388,9 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     const std::uint8_t* r = data + 128 + 128 * std::size_t(i);
     OpRecord& op = pw.ops[i];
     op.op_type = rd_u32(r);
-    if (op.op_type < kConv2d || op.op_type > kLogSoftmax) fail("op ", i, ": unknown op code ", op.op_type);
+    const std::uint32_t last_code = version >= 2 ? kAdd : kLogSoftmax;
+    if (op.op_type < kConv2d || op.op_type > last_code)
+      fail("op ", i, ": unknown op code ", op.op_type, " in a version-", version, " file");
     const std::string where = "op " + std::to_string(i) + " (" + op_name(op.op_type) + ")";
     if (!all_zero(r + 116, 12)) fail(where, ": reserved bytes are not zero");
     op.num_inputs = rd_u32(r + 4);
@@ -363,7 +409,7 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
            ") does not continue at ", next, " within ", num_tensors, " tensors");
     next = op.first_tensor + op.num_tensors;
     std::uint32_t lo = 1, hi = 1;
-    if (op.op_type == kResizeBilinear) lo = hi = 2;
+    if (op.op_type == kResizeBilinear || op.op_type == kAdd) lo = hi = 2;
     if (op.op_type == kConcat) lo = 2, hi = 4;
     if (op.num_inputs < lo || op.num_inputs > hi)
       fail(where, ": num_inputs ", op.num_inputs, " not in ", lo, "..", hi);
@@ -372,14 +418,14 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     for (int k = 0; k < 8; ++k)
       if (!std::isfinite(op.fparams[k])) fail(where, ": non-finite float param ", k, " (", op.fparams[k], ")");
     int ni = 0, nf = 0;
-    used_params(op.op_type, &ni, &nf);
+    used_params(op.op_type, version, &ni, &nf);
     for (int k = ni; k < 12; ++k)
       if (op.iparams[k]) fail(where, ": iparams[", k, "] = ", op.iparams[k], " but the op uses only ", ni);
     for (int k = nf; k < 8; ++k)
       if (op.fparams[k] != 0.0f)
         fail(where, ": fparams[", k, "] = ", op.fparams[k], " but the op uses only ", nf);
     for (std::uint32_t k = 0; k < op.num_inputs; ++k) op.value_channels.push_back(channels[op.inputs[k]]);
-    op.out_channels = Validator(op, i, pw.tensors, channels).check();
+    op.out_channels = Validator(op, i, pw.tensors, channels, version).check();
     channels.push_back(op.out_channels);
   }
   if (next != num_tensors) fail("ops own ", next, " tensors but the table has ", num_tensors);

@@ -22,6 +22,8 @@ enum OpType : std::uint32_t {
   kGaussianBlur = 7,
   kCentreBias = 8,
   kLogSoftmax = 9,
+  kDepthwiseConv2d = 10,  // version 2
+  kAdd = 11,              // version 2
 };
 
 const char* op_name(std::uint32_t type);

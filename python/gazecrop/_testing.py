@@ -12,7 +12,8 @@ import numpy as np
 
 from .weights import Network
 
-__all__ = ["random_conv", "student_like", "random_network", "readers_agree"]
+__all__ = ["random_conv", "random_depthwise", "random_padding", "student_like", "random_network",
+           "inverted_residual_net", "readers_agree"]
 
 
 def random_conv(rng: np.random.Generator, cout: int, cin: int, k: int):
@@ -20,6 +21,67 @@ def random_conv(rng: np.random.Generator, cout: int, cin: int, k: int):
     w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * np.float32(np.sqrt(2.0 / (cin * k * k)))
     b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
     return w, b
+
+
+def random_depthwise(rng: np.random.Generator, channels: int, k: int):
+    """He-initialised float32 depthwise weight (channels, 1, k, k) and a small bias (channels,)."""
+    w = rng.standard_normal((channels, 1, k, k)).astype(np.float32) * np.float32(np.sqrt(2.0 / (k * k)))
+    b = (0.1 * rng.standard_normal(channels)).astype(np.float32)
+    return w, b
+
+
+def random_padding(rng: np.random.Generator, k: int):
+    """One of the spec's padding modes for a k x k window: symmetric ``k // 2``, TensorFlow ``"same"``, or an
+    explicit (top, bottom, left, right) tuple with each side in 0 .. k // 2."""
+    r = rng.random()
+    if r < 1 / 3:
+        return k // 2
+    if r < 2 / 3:
+        return "same"
+    return tuple(int(v) for v in rng.integers(0, k // 2 + 1, size=4))
+
+
+def inverted_residual_net(rng: np.random.Generator, *, stages: int = 3, max_blocks: int = 2,
+                          max_channels: int = 27, max_expand: int = 6, input_long_side: int = 64) -> Network:
+    """A random MobileNetV2 / EfficientNet-Lite-style network (format version 2): a 3x3 stem, stacks of
+    inverted-residual blocks (1x1 expand + ReLU6, depthwise 3x3 or 5x5 at stride 1 or 2 + ReLU6, 1x1
+    project, ``add`` skip when shapes allow), then a readout (1x1 softplus, 1x1 to one channel), blur, centre
+    bias and log-softmax. Channel counts are arbitrary (odd, pruned-looking), paddings drawn from every
+    mode (:func:`random_padding`), activations from none / ReLU / ReLU6. For correctness tests and benchmarks
+    at inputs of >= 16 px."""
+    net = Network(input_long_side=input_long_side, size_multiple=8, model_name="ir-random", model_version="0")
+    rint = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    acts = ["none", "relu", "relu6"]
+    x = net.conv2d(0, *random_conv(rng, rint(1, max_channels), 3, 3), stride=2, padding=random_padding(rng, 3),
+                   activation=acts[rint(1, 2)], name="stem")
+    for si in range(stages):
+        for bi in range(rint(1, max_blocks)):
+            name = f"s{si}b{bi}"
+            cin = net.channels(x)
+            k = 3 if rng.random() < 0.5 else 5
+            stride = 2 if bi == 0 and rng.random() < 0.5 else 1
+            cout = cin if (stride == 1 and rng.random() < 0.6) else rint(1, max_channels)
+            h = x
+            if rng.random() < 0.8:
+                h = net.conv2d(h, *random_conv(rng, rint(1, max_expand * cin), cin, 1), activation=acts[rint(0, 2)],
+                               name=name + ".expand")
+            h = net.depthwise_conv2d(h, *random_depthwise(rng, net.channels(h), k), stride=stride,
+                                     padding=random_padding(rng, k), activation=acts[rint(0, 2)], name=name + ".dw")
+            h = net.conv2d(h, *random_conv(rng, cout, net.channels(h), 1), activation="none", name=name + ".project")
+            # the skip only where the shapes agree at every input size: stride 1 and a size-keeping padding
+            dw = net.ops[h - 2]
+            keeps = dw.ip(3) == 1 and (dw.ip(6) == 2 or (dw.ip(6) == 0 and dw.ip(4) == k // 2))
+            if cout == cin and keeps:
+                h = net.add(x, h, activation=acts[rint(0, 2)] if rng.random() < 0.3 else "none")
+            x = h
+    x = net.conv2d(x, *random_conv(rng, rint(1, max_channels), net.channels(x), 1), activation="softplus",
+                   name="readout0")
+    x = net.conv2d(x, *random_conv(rng, 1, net.channels(x), 1), activation="none", name="readout_out")
+    x = net.gaussian_blur(x, float(rng.uniform(0.3, 1.5)), 3.0, "nearest")
+    lm = rng.standard_normal((rint(1, 7), rint(1, 7))).astype(np.float32)
+    x = net.centre_bias(x, lm, float(rng.uniform(0.2, 1.5)))
+    net.log_softmax(x)
+    return net
 
 
 def _dense_layers(rng, cin, growths, bottlenecks):

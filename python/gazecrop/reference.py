@@ -11,9 +11,28 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .weights import Network, Op
+from .weights import Network, Op, op_padding
 
 __all__ = ["run", "preprocess", "count_macs", "resize_bilinear", "gaussian_kernel", "out_size"]
+
+
+def _pad_out(n: int, kernel: int, stride: int, before: int, after: int) -> int:
+    m = (n + before + after - kernel) // stride + 1
+    if n + before + after < kernel or m < 1:
+        raise ValueError(f"input of size {n} too small for kernel {kernel}, stride {stride}, "
+                         f"padding ({before}, {after})")
+    return m
+
+
+def _act(y: np.ndarray, act: int) -> np.ndarray:
+    """Activation codes of the spec: 0 none, 1 ReLU, 2 softplus, 3 ReLU6."""
+    if act == 1:
+        return np.maximum(y, 0)
+    if act == 2:
+        return np.logaddexp(0, y).astype(np.float32)
+    if act == 3:
+        return np.minimum(np.maximum(y, 0), 6)
+    return y
 
 
 def out_size(n: int, kernel: int, stride: int, padding: int) -> int:
@@ -41,22 +60,31 @@ def preprocess(net: Network, image: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int, act: int) -> np.ndarray:
+def _windows(x: np.ndarray, k: int, stride: int, pads) -> Tuple[np.ndarray, int, int]:
+    """Zero-padded (top, bottom, left, right) input's k x k strided windows: (C, k, k, H', W')."""
     c, h, wd = x.shape
-    co, ci, k, _ = w.shape
-    ho, wo = out_size(h, k, stride, pad), out_size(wd, k, stride, pad)
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
-    cols = np.empty((ci, k, k, ho, wo), np.float32)
+    pt, pb, pl, pr = (pads,) * 4 if isinstance(pads, int) else pads
+    ho, wo = _pad_out(h, k, stride, pt, pb), _pad_out(wd, k, stride, pl, pr)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr)))
+    cols = np.empty((c, k, k, ho, wo), np.float32)
     for u in range(k):
         for v in range(k):
             cols[:, u, v] = xp[:, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride]
+    return cols, ho, wo
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pads, act: int) -> np.ndarray:
+    co, ci, k, _ = w.shape
+    cols, ho, wo = _windows(x, k, stride, pads)
     y = w.reshape(co, -1) @ cols.reshape(ci * k * k, ho * wo) + b[:, None]
-    y = y.reshape(co, ho, wo)
-    if act == 1:
-        y = np.maximum(y, 0)
-    elif act == 2:
-        y = np.logaddexp(0, y).astype(np.float32)
-    return y
+    return _act(y.reshape(co, ho, wo), act)
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pads, act: int) -> np.ndarray:
+    c, _, k, _ = w.shape
+    cols, ho, wo = _windows(x, k, stride, pads)
+    y = np.einsum("cuvij,cuv->cij", cols, w[:, 0], dtype=np.float32) + b[:, None, None]
+    return _act(y.astype(np.float32), act)
 
 
 def _pool(x: np.ndarray, k: int, s: int, pad: int, kind: str) -> np.ndarray:
@@ -119,8 +147,14 @@ def _logsumexp(x: np.ndarray) -> float:
 def _run_op(op: Op, vals: List[np.ndarray]) -> np.ndarray:
     x = vals[op.inputs[0]]
     t = [a for _, a in op.tensors]
-    if op.kind == "conv2d":
-        return _conv(x, t[0], t[1], op.ip(3), op.ip(4), op.ip(5))
+    if op.kind in ("conv2d", "depthwise_conv2d"):
+        f = _conv if op.kind == "conv2d" else _depthwise
+        return f(x, t[0], t[1], op.ip(3), op_padding(op, x.shape[1], x.shape[2]), op.ip(5))
+    if op.kind == "add":
+        y = vals[op.inputs[1]]
+        if y.shape != x.shape:
+            raise ValueError(f"add: inputs have different shapes {x.shape} and {y.shape}")
+        return _act(x + y, op.ip(0))
     if op.kind == "dense_block":
         feats = [x]
         for li in range(op.ip(1)):
@@ -175,9 +209,10 @@ def count_macs(net: Network, height: int, width: int) -> int:
     for op in net.ops:
         c, h, w = shapes[op.inputs[0]]
         t = [a for _, a in op.tensors]
-        if op.kind == "conv2d":
-            k, s, p = op.ip(2), op.ip(3), op.ip(4)
-            ho, wo = out_size(h, k, s, p), out_size(w, k, s, p)
+        if op.kind in ("conv2d", "depthwise_conv2d"):
+            k, s = op.ip(2), op.ip(3)
+            pt, pb, pl, pr = op_padding(op, h, w)
+            ho, wo = _pad_out(h, k, s, pt, pb), _pad_out(w, k, s, pl, pr)
             macs += t[0].size * ho * wo
             shapes.append((op.ip(1), ho, wo))
         elif op.kind == "dense_block":

@@ -25,6 +25,8 @@ __all__ = [
     "MAGIC",
     "END_MAGIC",
     "VERSION",
+    "VERSIONS",
+    "PADDING_MODES",
     "OP_CODES",
     "OP_NAMES",
     "ACTIVATIONS",
@@ -40,10 +42,11 @@ __all__ = [
 
 MAGIC = b"\x89GZW\r\n\x1a\n"
 END_MAGIC = b"GZWEND\x00\x00"
-VERSION = 1
+VERSION = 2  # the newest version this module writes; networks using only version-1 features are written as 1
+VERSIONS = (1, 2)
 
 FILE_HEADER = struct.Struct("<8sIIIIQQ24s")  # 64 bytes
-MODEL_INFO = struct.Struct("<3f3fII32s")  # 64 bytes
+MODEL_INFO = struct.Struct("<3f3fII20s12s")  # 64 bytes
 OP_RECORD = struct.Struct("<II4II12i8fII12s")  # 128 bytes
 TENSOR_RECORD = struct.Struct("<48sII4IQQ8s")  # 96 bytes
 TRAILER = struct.Struct("<II8s")  # 16 bytes
@@ -66,15 +69,45 @@ OP_CODES: Dict[str, int] = {
     "gaussian_blur": 7,
     "centre_bias": 8,
     "log_softmax": 9,
+    "depthwise_conv2d": 10,  # version 2
+    "add": 11,  # version 2
 }
 OP_NAMES = {v: k for k, v in OP_CODES.items()}
-ACTIVATIONS = {"none": 0, "relu": 1, "softplus": 2}
+ACTIVATIONS = {"none": 0, "relu": 1, "softplus": 2, "relu6": 3}  # relu6: version 2
+PADDING_MODES = {"symmetric": 0, "explicit": 1, "same": 2}  # explicit, same: version 2
 BORDERS = {"zeros": 0, "nearest": 1, "reflect": 2}
-# number of (iparams, fparams) each op uses; the rest must be zero
+# number of (iparams, fparams) each op uses per format version; the rest must be zero
 _USED_PARAMS = {"conv2d": (6, 0), "dense_block": (3, 0), "avg_pool": (2, 0), "max_pool": (3, 0),
                 "resize_bilinear": (0, 0), "concat": (0, 0), "gaussian_blur": (1, 2), "centre_bias": (0, 1),
-                "log_softmax": (0, 0)}
+                "log_softmax": (0, 0), "depthwise_conv2d": (11, 0), "add": (1, 0)}
+_USED_PARAMS_V2 = {"conv2d": (11, 0)}
+_V2_OPS = {"depthwise_conv2d", "add"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,48}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")  # model_name / model_version
+
+
+def _used_params(kind: str, version: int) -> Tuple[int, int]:
+    if version >= 2 and kind in _USED_PARAMS_V2:
+        return _USED_PARAMS_V2[kind]
+    return _USED_PARAMS[kind]
+
+
+def same_padding(n: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """TensorFlow "SAME" padding (before, after) of an axis of length ``n`` (spec: Padding, mode 2)."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
+
+def op_padding(op: "Op", height: int, width: int) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of a ``conv2d`` / ``depthwise_conv2d`` op for an input of
+    height x width (spec: Padding)."""
+    mode, k, s = op.ip(6), op.ip(2), op.ip(3)
+    if mode == 0:
+        return (op.ip(4),) * 4
+    if mode == 1:
+        return op.ip(7), op.ip(8), op.ip(9), op.ip(10)
+    return same_padding(height, k, s) + same_padding(width, k, s)
 
 
 class WeightsFormatError(ValueError):
@@ -115,6 +148,8 @@ class Network:
         input_long_side: long side in pixels that callers resize images to.
         size_multiple: both input sides are rounded to a multiple of this.
         ops: the op list in execution order.
+        model_name, model_version: provenance labels (format version 2; at most 20 / 12 characters of
+            ``[A-Za-z0-9_.+-]``; empty for version-1 files).
     """
 
     mean: Tuple[float, float, float] = (127.0, 127.0, 127.0)
@@ -122,6 +157,8 @@ class Network:
     input_long_side: int = 256
     size_multiple: int = 32
     ops: List[Op] = field(default_factory=list)
+    model_name: str = ""
+    model_version: str = ""
 
     # ------------------------------------------------------------------ builder
     def _add(self, op: Op) -> int:
@@ -133,15 +170,46 @@ class Network:
         return self._channel_list()[value]
 
     def conv2d(self, x: int, weight: np.ndarray, bias: np.ndarray, *, stride: int = 1,
-               padding: Optional[int] = None, activation: str = "relu", name: str = "conv") -> int:
-        """Append a ``conv2d``; ``weight`` is (out, in, k, k) float32, ``bias`` (out,)."""
+               padding: "int | str | Sequence[int] | None" = None, activation: str = "relu",
+               name: str = "conv") -> int:
+        """Append a ``conv2d``; ``weight`` is (out, in, k, k) float32, ``bias`` (out,).
+
+        ``padding``: an int (all four sides; default ``k // 2``), a (top, bottom, left, right) tuple
+        (version 2 unless all equal), or ``"same"`` (TensorFlow SAME at run time, version 2).
+        ``activation``: a key of :data:`ACTIVATIONS` (``relu6`` is version 2).
+        """
         weight = np.asarray(weight, np.float32)
         k = weight.shape[-1]
-        if padding is None:
-            padding = k // 2
-        return self._add(Op("conv2d", [x],
-                            [weight.shape[1], weight.shape[0], k, stride, padding, ACTIVATIONS[activation]],
+        return self._add(Op("conv2d", [x], [weight.shape[1], weight.shape[0], k, stride]
+                            + _padding_params(padding, k, ACTIVATIONS[activation]),
                             [], [(name + ".weight", weight), (name + ".bias", np.asarray(bias, np.float32))]))
+
+    def depthwise_conv2d(self, x: int, weight: np.ndarray, bias: np.ndarray, *, stride: int = 1,
+                         padding: "int | str | Sequence[int] | None" = None, activation: str = "relu6",
+                         name: str = "dw") -> int:
+        """Append a ``depthwise_conv2d`` (version 2); ``weight`` is (C, 1, k, k) float32 with k 3 or 5,
+        ``bias`` (C,). ``padding`` as for :meth:`conv2d`; ``activation`` none, relu or relu6."""
+        weight = np.asarray(weight, np.float32)
+        k = weight.shape[-1]
+        return self._add(Op("depthwise_conv2d", [x], [weight.shape[0], weight.shape[0], k, stride]
+                            + _padding_params(padding, k, ACTIVATIONS[activation]),
+                            [], [(name + ".weight", weight), (name + ".bias", np.asarray(bias, np.float32))]))
+
+    def add(self, a: int, b: int, activation: str = "none") -> int:
+        """Append an ``add`` (version 2): ``act(a + b)`` of two values of the same shape."""
+        return self._add(Op("add", [a, b], [ACTIVATIONS[activation]]))
+
+    def format_version(self) -> int:
+        """The file version :func:`to_bytes` writes: 1 when the network uses only version-1 features and
+        has no name or version, else 2."""
+        if self.model_name or self.model_version:
+            return 2
+        for op in self.ops:
+            if op.kind in _V2_OPS:
+                return 2
+            if op.kind == "conv2d" and (op.ip(5) == 3 or any(op.ip(j) for j in range(6, 12))):
+                return 2
+        return 1
 
     def dense_block(self, x: int, layers: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                     name: str = "block") -> int:
@@ -180,12 +248,17 @@ class Network:
     # --------------------------------------------------------------- validation
     def _channel_list(self) -> List[int]:
         chans = [3]
+        version = self.format_version()
         for i, op in enumerate(self.ops):
-            chans.append(_check_op(i, op, chans))
+            chans.append(_check_op(i, op, chans, version))
         return chans
 
     def validate(self) -> None:
         """Check the whole network against the spec; raises :class:`WeightsFormatError` naming the problem."""
+        for label, v, n in (("model_name", self.model_name, 20), ("model_version", self.model_version, 12)):
+            if not isinstance(v, str) or len(v) > n or not _LABEL_RE.match(v):
+                raise WeightsFormatError(f"model info: {label} {v!r} must be at most {n} characters of "
+                                         "[A-Za-z0-9_.+-]")
         if not (1 <= len(self.ops) <= MAX_OPS):
             raise WeightsFormatError(f"num_ops {len(self.ops)} not in 1..{MAX_OPS}")
         for name, vals in (("mean", self.mean), ("std", self.std)):
@@ -223,16 +296,35 @@ class Network:
         return h, w
 
 
+def _padding_params(padding, k: int, act: int) -> List[int]:
+    """iparams 4 .. 10 of conv2d / depthwise_conv2d: padding, activation, padding_mode, pt, pb, pl, pr."""
+    if padding is None:
+        padding = k // 2
+    if isinstance(padding, str):
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a 4-tuple or 'same', got {padding!r}")
+        return [0, act, PADDING_MODES["same"], 0, 0, 0, 0]
+    if isinstance(padding, (int, np.integer)):
+        return [int(padding), act, 0, 0, 0, 0, 0]
+    pads = [int(p) for p in padding]
+    if len(pads) != 4:
+        raise ValueError(f"padding tuple must be (top, bottom, left, right), got {padding!r}")
+    if len(set(pads)) == 1:
+        return [pads[0], act, 0, 0, 0, 0, 0]
+    return [0, act, PADDING_MODES["explicit"]] + pads
+
+
 def _shape(a: np.ndarray) -> Tuple[int, ...]:
     return tuple(int(s) for s in a.shape)
 
 
-def _check_op(i: int, op: Op, chans: List[int]) -> int:
-    """Validate op ``i`` given the channel counts of the values before it; return its output channels."""
+def _check_op(i: int, op: Op, chans: List[int], version: int = VERSION) -> int:
+    """Validate op ``i`` of a file of format ``version`` given the channel counts of the values before it;
+    return its output channels."""
     where = f"op {i} ({op.kind})"
-    if op.kind not in OP_CODES:
-        raise WeightsFormatError(f"op {i}: unknown op {op.kind!r}")
-    n_in = {"resize_bilinear": (2, 2), "concat": (2, 4)}.get(op.kind, (1, 1))
+    if op.kind not in OP_CODES or (version < 2 and op.kind in _V2_OPS):
+        raise WeightsFormatError(f"op {i}: unknown op code {OP_CODES.get(op.kind, op.kind)!r} in a version-{version} file")
+    n_in = {"resize_bilinear": (2, 2), "concat": (2, 4), "add": (2, 2)}.get(op.kind, (1, 1))
     if not (n_in[0] <= len(op.inputs) <= n_in[1]):
         raise WeightsFormatError(f"{where}: num_inputs {len(op.inputs)} not in {n_in[0]}..{n_in[1]}")
     for v in op.inputs:
@@ -243,7 +335,7 @@ def _check_op(i: int, op: Op, chans: List[int]) -> int:
     for f in op.fparams:
         if not math.isfinite(f):
             raise WeightsFormatError(f"{where}: non-finite float param {f}")
-    n_ip, n_fp = _USED_PARAMS[op.kind]
+    n_ip, n_fp = _used_params(op.kind, version)
     if any(op.iparams[n_ip:]) or any(op.fparams[n_fp:]):
         raise WeightsFormatError(f"{where}: params past the {n_ip} int / {n_fp} float ones the op uses are not zero")
     for name, t in op.tensors:
@@ -264,19 +356,42 @@ def _check_op(i: int, op: Op, chans: List[int]) -> int:
         if not (lo <= v <= hi):
             raise WeightsFormatError(f"{where}: {label} {v} not in {lo}..{hi}")
 
-    if op.kind == "conv2d":
-        cin, cout, k, s, p, act = (op.ip(j) for j in range(6))
+    def check_padding(k: int) -> None:
+        mode = op.ip(6)
+        expect_range("padding_mode", mode, 0, 2)
+        expect_range("padding", op.ip(4), 0, k // 2 if mode == 0 else 0)
+        for j, label in zip(range(7, 11), ("pad_top", "pad_bottom", "pad_left", "pad_right")):
+            expect_range(label, op.ip(j), 0, k // 2 if mode == 1 else 0)
+
+    if op.kind in ("conv2d", "depthwise_conv2d"):
+        cin, cout, k, s, act = op.ip(0), op.ip(1), op.ip(2), op.ip(3), op.ip(5)
         if cin != c:
             raise WeightsFormatError(f"{where}: in_channels {cin} != {c} channels of input value {op.inputs[0]}")
         expect_range("out_channels", cout, 1, MAX_CHANNELS)
-        if k not in (1, 3):
-            raise WeightsFormatError(f"{where}: kernel {k} not 1 or 3")
+        dw = op.kind == "depthwise_conv2d"
+        kernels = (3, 5) if dw else (1, 3)
+        if k not in kernels:
+            raise WeightsFormatError(f"{where}: kernel {k} not {kernels[0]} or {kernels[1]}")
         if s not in (1, 2):
             raise WeightsFormatError(f"{where}: stride {s} not 1 or 2")
-        expect_range("padding", p, 0, k // 2)
-        expect_range("activation", act, 0, 2)
-        expect_tensors([(cout, cin, k, k), (cout,)])
+        check_padding(k)
+        if dw:
+            if cout != cin:
+                raise WeightsFormatError(f"{where}: out_channels {cout} != in_channels {cin}")
+            if act not in (0, 1, 3):
+                raise WeightsFormatError(f"{where}: activation {act} not 0, 1 or 3")
+            expect_tensors([(cin, 1, k, k), (cin,)])
+        else:
+            expect_range("activation", act, 0, 3 if version >= 2 else 2)
+            expect_tensors([(cout, cin, k, k), (cout,)])
         return cout
+    if op.kind == "add":
+        if op.ip(0) not in (0, 1, 3):
+            raise WeightsFormatError(f"{where}: activation {op.ip(0)} not 0, 1 or 3")
+        if chans[op.inputs[1]] != c:
+            raise WeightsFormatError(f"{where}: inputs have {c} and {chans[op.inputs[1]]} channels")
+        expect_tensors([])
+        return c
     if op.kind == "dense_block":
         cin, nl, cout = op.ip(0), op.ip(1), op.ip(2)
         if cin != c:
@@ -348,10 +463,10 @@ def to_bytes(net: Network) -> bytes:
         pos = _align(pos + 4 * t.size)
     file_size = pos + TRAILER.size
     buf = bytearray(file_size)
-    FILE_HEADER.pack_into(buf, 0, MAGIC, VERSION, header_bytes, len(net.ops), len(tensors), data_offset,
+    FILE_HEADER.pack_into(buf, 0, MAGIC, net.format_version(), header_bytes, len(net.ops), len(tensors), data_offset,
                           file_size, b"")
     MODEL_INFO.pack_into(buf, 64, *map(float, net.mean), *map(float, net.std), net.input_long_side,
-                         net.size_multiple, b"")
+                         net.size_multiple, net.model_name.encode("ascii"), net.model_version.encode("ascii"))
     first = 0
     for i, op in enumerate(net.ops):
         ins = list(op.inputs) + [0] * (4 - len(op.inputs))
@@ -395,8 +510,8 @@ def from_bytes(data: bytes) -> Network:
     magic, version, header_bytes, num_ops, num_tensors, data_offset, file_size, res = FILE_HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise WeightsFormatError(f"bad magic {bytes(magic)!r}: not a gazecrop weights file")
-    if version != VERSION:
-        raise WeightsFormatError(f"unsupported version {version} (this reader knows {VERSION})")
+    if version not in VERSIONS:
+        raise WeightsFormatError(f"unsupported version {version} (this reader knows 1 and 2)")
     if file_size != n:
         raise WeightsFormatError(f"file_size field {file_size} != actual size {n} (truncated or padded?)")
     if any(res):
@@ -419,9 +534,19 @@ def from_bytes(data: bytes) -> Network:
     if actual_crc != crc:
         raise WeightsFormatError(f"checksum mismatch: stored crc32 {crc:#010x}, computed {actual_crc:#010x}")
     mi = MODEL_INFO.unpack_from(data, 64)
-    if any(mi[8]):
-        raise WeightsFormatError("model info: reserved bytes are not zero")
-    net = Network(mean=tuple(mi[0:3]), std=tuple(mi[3:6]), input_long_side=mi[6], size_multiple=mi[7])
+    labels = []
+    for label, raw in (("model_name", mi[8]), ("model_version", mi[9])):
+        if version < 2:
+            if any(raw):
+                raise WeightsFormatError("model info: reserved bytes are not zero")
+            labels.append("")
+            continue
+        text = raw.rstrip(b"\x00")
+        if b"\x00" in text or not _LABEL_RE.match(text.decode("latin-1")):
+            raise WeightsFormatError(f"model info: bad {label} {bytes(raw)!r} (ASCII [A-Za-z0-9_.+-], NUL-padded)")
+        labels.append(text.decode("ascii"))
+    net = Network(mean=tuple(mi[0:3]), std=tuple(mi[3:6]), input_long_side=mi[6], size_multiple=mi[7],
+                  model_name=labels[0], model_version=labels[1])
     tbase = 128 + 128 * num_ops
     end_data = n - TRAILER.size
     regions = []
@@ -478,6 +603,8 @@ def from_bytes(data: bytes) -> Network:
     if nxt != num_tensors:
         raise WeightsFormatError(f"ops own {nxt} tensors but the table has {num_tensors}")
     net.validate()
+    if net.format_version() > version:
+        raise WeightsFormatError(f"version-{version} file uses version-{net.format_version()} features")
     return net
 
 

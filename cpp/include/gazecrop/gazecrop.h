@@ -5,7 +5,8 @@
 //   gazecrop::LogDensity d = model.run(gazecrop::ImageU8{rgb, h, w});  // h x w x 3 RGB bytes
 //   // d.data[i * d.width + j] = log p(i, j); sum of exp == 1
 //
-// A Model is immutable after load; run() is const and thread-safe (per-call scratch memory).
+// A Model is immutable after load; run() is const and thread-safe (per-call scratch memory; the model's
+// thread pool serves one call at a time, concurrent calls get their own).
 #pragma once
 
 #include <cstddef>
@@ -44,8 +45,24 @@ struct ImageF32 {
   int width;
 };
 
+// `count` images of the same size, contiguous: (count, height, width, 3) RGB bytes / (count, 3, height, width)
+// floats in 0..255, C order.
+struct ImageBatchU8 {
+  const std::uint8_t* data;
+  int count;
+  int height;
+  int width;
+};
+struct ImageBatchF32 {
+  const float* data;
+  int count;
+  int height;
+  int width;
+};
+
 struct RunOptions {
-  int threads = 1;  // intra-op threads, 1 .. 256 (1 = run on the calling thread only)
+  int threads = 1;  // intra-op threads, 1 .. 256 (1 = run on the calling thread only); the model keeps
+                    // one pool of this size between calls
 };
 
 // float32 (height, width) log-density, row-major.
@@ -55,12 +72,15 @@ struct LogDensity {
   std::vector<float> data;
 };
 
-// Preprocessing and input-size fields of the model info record.
+// Preprocessing, input-size and provenance fields of the model info record.
 struct ModelInfo {
   float mean[3];
   float std[3];
   int input_long_side;
   int size_multiple;
+  int format_version;         // 1 or 2 (the file's `version`)
+  std::string name;           // model_name (version 2; empty in version-1 files)
+  std::string model_version;  // model_version (version 2; empty in version-1 files)
 };
 
 class Model {
@@ -84,6 +104,10 @@ class Model {
   void run(const ImageF32& image, float* out, std::size_t out_len, const RunOptions& options = {}) const;
   LogDensity run(const ImageU8& image, const RunOptions& options = {}) const;
   LogDensity run(const ImageF32& image, const RunOptions& options = {}) const;
+  // A batch in one call (e.g. an image and its mirror for flip-averaging): `out` holds count x
+  // output_size() floats, image n's log-density at out + n * h * w.
+  void run(const ImageBatchU8& batch, float* out, std::size_t out_len, const RunOptions& options = {}) const;
+  void run(const ImageBatchF32& batch, float* out, std::size_t out_len, const RunOptions& options = {}) const;
 
   struct Impl;
 

@@ -43,7 +43,7 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   if (nthreads > 1) chunk = std::min<std::size_t>(chunk, std::max<std::size_t>(64, (n / (4 * nthreads) + 15) / 16 * 16));
   const std::size_t nchunks = (n + chunk - 1) / chunk;
   // File activation codes (docs/weights-format.md) -> kernel codes; softplus is a separate pass.
-  const int kact = act == 1 ? kernels::kActRelu : act == 3 ? kernels::kActRelu6 : kernels::kActNone;
+  const int kact = kernel_act(act);
   // 3x3: the kernel walks the 9 taps itself; 1x1 and im2col columns: one tap per row of x.
   const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
   ctx.pool.run(nchunks, [&](std::size_t ci) {

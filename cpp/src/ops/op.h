@@ -41,6 +41,25 @@ std::unique_ptr<Op> make_concat(const OpRecord& rec, const std::vector<TensorRec
 std::unique_ptr<Op> make_gaussian_blur(const OpRecord& rec, const std::vector<TensorRecord>& t);
 std::unique_ptr<Op> make_centre_bias(const OpRecord& rec, const std::vector<TensorRecord>& t);
 std::unique_ptr<Op> make_log_softmax(const OpRecord& rec, const std::vector<TensorRecord>& t);
+std::unique_ptr<Op> make_depthwise_conv2d(const OpRecord& rec, const std::vector<TensorRecord>& t);
+std::unique_ptr<Op> make_add(const OpRecord& rec, const std::vector<TensorRecord>& t);
+
+// Zero padding of conv2d / depthwise_conv2d (docs/weights-format.md "Padding"): iparams 4 and 6 .. 10,
+// resolved against the input size (TensorFlow "same" depends on it).
+struct Pads {
+  int top = 0, bottom = 0, left = 0, right = 0;
+};
+struct PadRule {
+  int kernel = 1, stride = 1, mode = 0;
+  Pads fixed;  // modes 0 and 1
+  static PadRule from_record(const OpRecord& rec);
+  Pads at(int height, int width) const;
+};
+// Output size (H', W') of a window op with per-side padding; throws std::invalid_argument naming `label`.
+Shape padded_out(const std::string& label, int c, int h, int w, int kernel, int stride, const Pads& p);
+
+// File activation code (0 none, 1 ReLU, 3 ReLU6; 2 softplus is not a kernel code) -> kernels::kAct*.
+int kernel_act(int file_act);
 
 // Window output length (floor rule); throws std::invalid_argument naming `label` when below 1.
 int window_out(const std::string& label, const char* axis, int n, int kernel, int stride, int padding);
