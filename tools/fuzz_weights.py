@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 
 from gazecrop import _core, weights
-from gazecrop._testing import random_network, readers_agree, student_like
+from gazecrop._testing import inverted_residual_net, random_network, readers_agree, student_like
 
 INTERESTING = [0, 1, 2, 3, 7, 8, 9, 13, 16, 27, 63, 64, 65, 255, 256, 4096, 65536, 0x7FFFFFFF, 0x80000000,
                0xFFFFFFFF, 0xFFFFFFFE]
@@ -31,6 +31,8 @@ FLOATS = [0.0, -0.0, 1e30, -1e30, 1e-30, 0.5, float("nan"), float("inf"), -float
 def seeds() -> list:
     nets = [random_network(np.random.default_rng(s), max_blocks=2, max_layers=2) for s in range(4)]
     nets.append(student_like(0, stem=8, blocks=(((4, 8),) * 2, ((4, 8),) * 2, ((4, 8),) * 2), readout=(4,)))
+    # format version 2 (depthwise_conv2d, add, ReLU6, every padding mode, model name and version)
+    nets += [inverted_residual_net(np.random.default_rng(s), stages=2, max_channels=9) for s in range(4)]
     return [weights.to_bytes(n) for n in nets]
 
 

@@ -15,12 +15,22 @@ class Model:
         """Load and validate the bytes of a ``.gzw`` file."""
     def run(self, image: npt.NDArray[np.uint8] | npt.NDArray[np.float32], threads: int = 1) -> npt.NDArray[np.float32]:
         """uint8 (H, W, 3) RGB or float32 (3, H, W), pixel values 0..255, C-contiguous, no conversion ->
-        float32 (h, w) log-density. TypeError on another dtype, ValueError on a wrong rank/shape or an image
-        too small for the network. The GIL is released during the run."""
+        float32 (h, w) log-density; a batch uint8 (N, H, W, 3) / float32 (N, 3, H, W) -> (N, h, w). TypeError
+        on another dtype, ValueError on a wrong rank/shape or an image too small for the network. The GIL is
+        released during the run; the model keeps one thread pool between calls."""
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
         """Output grid (h, w) for an input of height x width."""
     @property
     def num_ops(self) -> int: ...
+    @property
+    def name(self) -> str:
+        """model_name of the header ('' in version-1 files)."""
+    @property
+    def model_version(self) -> str:
+        """model_version of the header ('' in version-1 files)."""
+    @property
+    def format_version(self) -> int:
+        """The file's format version (1 or 2)."""
 
 def kernel_set() -> str:
     """'avx2' or 'scalar': the kernel set in use (GAZECROP_ISA=scalar|avx2 forces one at import)."""

@@ -54,6 +54,16 @@ class Model:
         self.threads = int(threads)
 
     @property
+    def model_name(self) -> str:
+        """The header's ``model_name`` (format version 2; ``""`` in version-1 files)."""
+        return self.network.model_name
+
+    @property
+    def model_version(self) -> str:
+        """The header's ``model_version`` (format version 2; ``""`` in version-1 files)."""
+        return self.network.model_version
+
+    @property
     def input_long_side(self) -> int:
         """Long side in pixels images are resized to before the run."""
         return self.network.input_long_side
@@ -66,11 +76,14 @@ class Model:
         """Raw forward pass at the array's own size.
 
         Args:
-            image: uint8 (H, W, 3) RGB, or float32 (3, H, W), pixel values in 0..255, C-contiguous.
-            threads: intra-op threads for this call (default: the model's ``threads``).
+            image: uint8 (H, W, 3) RGB, or float32 (3, H, W), pixel values in 0..255, C-contiguous; or a
+                batch of same-size images, uint8 (N, H, W, 3) / float32 (N, 3, H, W), run in one call.
+            threads: intra-op threads for this call (default: the model's ``threads``); the native model
+                keeps one pool of threads between calls.
 
         Returns:
-            float32 (h, w) log-density on the network's output grid (``logsumexp == 0``).
+            float32 (h, w) log-density on the network's output grid (``logsumexp == 0``); (N, h, w) for a
+            batch.
 
         Raises:
             TypeError: dtype is not uint8 / float32. ValueError: wrong rank or shape, or image too small.
