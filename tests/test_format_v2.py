@@ -136,7 +136,7 @@ def _cases():
     case("conv-activation-4", lambda b: _put(b, _ip(0, 5), "<i", 4), "activation")
     case("dw-iparam-11", lambda b: _put(b, _ip(2, 11), "<i", 1), "iparams|params")
     case("dw-weight-shape", lambda b: _put(b, _tensor(b, 4) + 56, "<4I", 1, 13, 5, 5), "shape")
-    case("add-activation", lambda b: _put(b, _ip(4, 0), "<i", 2), "activation")
+    case("add-activation", lambda b: _put(b, _ip(4, 0), "<i", 4), "activation")
     case("add-iparam-1", lambda b: _put(b, _ip(4, 1), "<i", 1), "iparams|params")
     case("add-num-inputs", lambda b: _put(_put(b, _op(4) + 4, "<I", 1), _op(4) + 12, "<I", 0), "num_inputs")
     case("add-channels", lambda b: _put(b, _op(4) + 8, "<I", 2), "channels")
@@ -145,6 +145,7 @@ def _cases():
     case("model-version-chars", lambda b: _put(b, 117, "<B", ord(" ")), "model_version")
     case("v1-with-name", lambda b: _put(b, 8, "<I", 1), "reserved")
     case("v1-with-v2-ops", lambda b: _put(b, 8, "<I", 1), "iparams|version|unknown op", named=False)
+    case("tensor-name-newline", lambda b: _put(b, _tensor(b, 0) + len("stem.weight"), "<B", 10), "name")  # fuzz find
     case("unknown-op-12", lambda b: _put(b, _op(4), "<I", 12), "unknown op")
     return c
 

@@ -84,7 +84,7 @@ def test_conv2d_relu6_clamps(k, isa):
 @pytest.mark.parametrize("isa", KERNEL_SETS)
 @pytest.mark.parametrize("hw", [(1, 1), (5, 7), (16, 17)], ids=_ids)
 @pytest.mark.parametrize("c", [1, 13, 91])
-@pytest.mark.parametrize("act", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("act", ["none", "relu", "softplus", "relu6"])
 def test_add(act, c, hw, isa):
     rng = np.random.default_rng(c)
     net = weights.Network()

@@ -126,7 +126,7 @@ class Validator {
         return int(cout);
       }
       case kAdd: {
-        if (ip[0] != 0 && ip[0] != 1 && ip[0] != 3) fail(where_, ": activation ", ip[0], " not 0, 1 or 3");
+        range("activation", ip[0], 0, 3);
         const int c2 = channels_[op_.inputs[1]];
         if (c2 != c) fail(where_, ": inputs have ", c, " and ", c2, " channels");
         expect_count(0);

@@ -72,7 +72,7 @@ def inverted_residual_net(rng: np.random.Generator, *, stages: int = 3, max_bloc
             dw = net.ops[h - 2]
             keeps = dw.ip(3) == 1 and (dw.ip(6) == 2 or (dw.ip(6) == 0 and dw.ip(4) == k // 2))
             if cout == cin and keeps:
-                h = net.add(x, h, activation=acts[rint(0, 2)] if rng.random() < 0.3 else "none")
+                h = net.add(x, h, activation=(acts + ["softplus"])[rint(0, 3)] if rng.random() < 0.3 else "none")
             x = h
     x = net.conv2d(x, *random_conv(rng, rint(1, max_channels), net.channels(x), 1), activation="softplus",
                    name="readout0")

@@ -82,8 +82,8 @@ _USED_PARAMS = {"conv2d": (6, 0), "dense_block": (3, 0), "avg_pool": (2, 0), "ma
                 "log_softmax": (0, 0), "depthwise_conv2d": (11, 0), "add": (1, 0)}
 _USED_PARAMS_V2 = {"conv2d": (11, 0)}
 _V2_OPS = {"depthwise_conv2d", "add"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,48}$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")  # model_name / model_version
+_NAME_RE = re.compile(r"[A-Za-z0-9_.]{1,48}\Z")  # \Z, not $: "$" also matches before a final newline
+_LABEL_RE = re.compile(r"[A-Za-z0-9_.+-]*\Z")  # model_name / model_version
 
 
 def _used_params(kind: str, version: int) -> Tuple[int, int]:
@@ -196,7 +196,8 @@ class Network:
                             [], [(name + ".weight", weight), (name + ".bias", np.asarray(bias, np.float32))]))
 
     def add(self, a: int, b: int, activation: str = "none") -> int:
-        """Append an ``add`` (version 2): ``act(a + b)`` of two values of the same shape."""
+        """Append an ``add`` (version 2): ``act(a + b)`` of two values of the same shape; ``activation`` any
+        key of :data:`ACTIVATIONS`."""
         return self._add(Op("add", [a, b], [ACTIVATIONS[activation]]))
 
     def format_version(self) -> int:
@@ -386,8 +387,7 @@ def _check_op(i: int, op: Op, chans: List[int], version: int = VERSION) -> int:
             expect_tensors([(cout, cin, k, k), (cout,)])
         return cout
     if op.kind == "add":
-        if op.ip(0) not in (0, 1, 3):
-            raise WeightsFormatError(f"{where}: activation {op.ip(0)} not 0, 1 or 3")
+        expect_range("activation", op.ip(0), 0, 3)
         if chans[op.inputs[1]] != c:
             raise WeightsFormatError(f"{where}: inputs have {c} and {chans[op.inputs[1]]} channels")
         expect_tensors([])

@@ -1,4 +1,5 @@
-// Op 11 add: y = act(a + b) of two values of the same shape (the inverted-residual skip), fused ReLU / ReLU6.
+// Op 11 add: y = act(a + b) of two values of the same shape (the inverted-residual skip), fused ReLU / ReLU6,
+// or softplus (the kernel pass, on the channel just written).
 // Both inputs share the output's frame geometry, so each channel is one pass over its flat interior range.
 #include <algorithm>
 
@@ -29,6 +30,9 @@ class Add final : public Op {
       float* y = out.plane_ptr(int(c));
       if (act == 0) {
         for (std::size_t q = q0; q < q1; ++q) y[q] = a[q] + b[q];
+      } else if (act == 2) {
+        for (std::size_t q = q0; q < q1; ++q) y[q] = a[q] + b[q];
+        ctx.kernels.softplus(q1 - q0, y + q0);
       } else if (act == 1) {
         for (std::size_t q = q0; q < q1; ++q) y[q] = std::max(a[q] + b[q], 0.0f);
       } else {
