@@ -8,7 +8,10 @@ gates, median over the photos for the end-to-end gate), so machine load shifts a
    each at its own input size for the same 1024x768 photo (teacher 384x512, student 192x256);
 2. implementation: the pruned student in the native core (1 thread) is faster than the same weights in
    PyTorch (1 thread) and in ONNX Runtime (1 intra-op thread);
-3. end to end: a crop box for a 1024x768 JPEG from disk (decode included, 1 thread) takes gazecrop at most as
+3. backbone: the ImageNet EfficientNet-Lite0 cut after stage 5 (+ random readout, 0.48 GFLOP at 192x256, batch
+   1, 1 thread): the native core with its best kernel set is faster than PyTorch and ONNX Runtime (graph
+   optimisations on) on the same folded weights (the aim is 1.5x ONNX Runtime);
+4. end to end: a crop box for a 1024x768 JPEG from disk (decode included, 1 thread) takes gazecrop at most as
    long as libvips ``smartcrop`` with ``interesting=attention``.
 
 A gate whose methods cannot run here (a package not installed, the core not built) is skipped with the
@@ -32,8 +35,8 @@ SHIPPED_NOTE = ("weights/gazecrop-fast.gzw is not (yet) the pruned export (no we
                 "MACs beside it): it is timed as 'shipped interim model', not gated; the gates use the pruned "
                 "stand-in")
 
-ROUNDS = {"quick": {"model": 7, "implementation": 15, "end_to_end": 10},
-          "full": {"model": 21, "implementation": 45, "end_to_end": 30}}
+ROUNDS = {"quick": {"model": 7, "implementation": 15, "backbone": 11, "end_to_end": 10},
+          "full": {"model": 21, "implementation": 45, "backbone": 31, "end_to_end": 30}}
 
 
 def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
@@ -114,8 +117,38 @@ def gate_implementation(rounds: int = 15, photo: Optional[Path] = None, with_num
     return _result("implementation", _rows(stats, extra), skipped, gate, notes)
 
 
+def gate_backbone(rounds: int = 11, photo: Optional[Path] = None) -> dict:
+    """Gate 3: the best kernel set's core against both peers; every kernel set is timed and reported."""
+    paths, desc = H.photo_paths(1)
+    photo = photo or paths[0]
+    fns, skipped, info = M.backbone_methods(photo)
+    gate = {"expr": "native core, best kernel set (1 thread), faster than PyTorch and ONNX Runtime on Lite0-s5: "
+                    "min of time(peer) / time(core)", "threshold": 1.0, "value": None, "passed": None}
+    notes = []
+    if info.get("label"):
+        notes.append(f"{info['label']} ({2 * info['macs'] / 1e9:.3f} GFLOP at {info['input'][0]}x{info['input'][1]}, "
+                     f"{info['ops']} ops), batch 1, photo {photo.name} resized")
+        notes.append(f"PyTorch module via {H.torch_net_origin()} (BN folded, the file's weights); ONNX exported from "
+                     "it, ORT_ENABLE_ALL; core kernel sets timed: " + ", ".join(info["core_sets"]))
+    peers = [n for n in (M.TORCH, M.ORT) if n in fns]
+    if not info["core_sets"] or not peers:
+        gate["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no peer"
+        return _result("backbone", [], skipped, gate, notes)
+    stats = H.interleaved(fns, rounds, warmup=2, inner={n: 5 for n in fns})
+    best = min(info["core_sets"], key=lambda n: stats[n].min)
+    flops = 2 * info["macs"]
+    extra = {n: {"gflops": flops / st.median / 1e9, "speedup_of_core": H.paired_ratio(st, stats[best])}
+             for n, st in stats.items()}
+    gate["per_peer"] = {n: extra[n]["speedup_of_core"] for n in peers}
+    gate["best_kernel_set"] = best
+    gate["value"] = min(gate["per_peer"].values())
+    gate["passed"] = gate["value"] > 1.0
+    notes.append(f"best core: {best}; ratio vs ONNX Runtime {gate['per_peer'].get(M.ORT, float('nan')):.2f} (aim 1.5)")
+    return _result("backbone", _rows(stats, extra), skipped, gate, notes)
+
+
 def gate_end_to_end(rounds: int = 20, names=(M.GAZECROP, M.VIPS), n_photos: int = 4) -> dict:
-    """Gate 3; ``names`` picks the croppers timed (all of :data:`methods.CROPPERS` for the full table)."""
+    """Gate 4; ``names`` picks the croppers timed (all of :data:`methods.CROPPERS` for the full table)."""
     paths, desc = H.photo_paths(n_photos)
     crs, skipped = M.croppers(names)
     mf = H.student_paths()["pruned"]
@@ -146,7 +179,8 @@ def gate_end_to_end(rounds: int = 20, names=(M.GAZECROP, M.VIPS), n_photos: int 
     return _result("end_to_end", _rows(stats, extra), skipped, gate, notes)
 
 
-GATES = {"model": gate_model_speedup, "implementation": gate_implementation, "end_to_end": gate_end_to_end}
+GATES = {"model": gate_model_speedup, "implementation": gate_implementation, "backbone": gate_backbone,
+         "end_to_end": gate_end_to_end}
 
 
 def format_result(r: dict) -> str:

