@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer rounds (CI); the gates are the same")
     p.add_argument("--only", action="append", choices=list(GATES), help="run only this gate (repeatable)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
+    p.add_argument("--update", default=None, help="replace the gates run now in this JSON (from an earlier --json), "
+                                                  "keeping the others; each gate records its own machine/date")
     a = p.parse_args(argv)
     mode = "quick" if a.quick else "full"
     results = {"machine": H.machine(), "mode": mode, "gates": []}
@@ -230,12 +232,18 @@ def main(argv=None) -> int:
         # the full mode also times the methods that are not gated, for the RESULTS.md tables
         kw = full_tables.get(name, {}) if mode == "full" else {}
         r = GATES[name](rounds=ROUNDS[mode][name], **kw)
+        r["machine"] = m  # the run's machine and date, kept when --update merges gates from several runs
         results["gates"].append(r)
         print(format_result(r), flush=True)
         failed |= r["gate"].get("passed") is False
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if a.update:
+        old = json.loads(Path(a.update).read_text())
+        now = {r["suite"] for r in results["gates"]}
+        old["gates"] = [r for r in old["gates"] if r["suite"] not in now] + results["gates"]
+        Path(a.update).write_text(json.dumps(old, indent=1, default=str) + "\n")
     print("speed gates: " + ("FAILED" if failed else "passed (skipped ones say why above)"), flush=True)
     return 1 if failed else 0
 

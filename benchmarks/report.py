@@ -123,6 +123,10 @@ def section_impl(r: dict) -> str:
 
 def section_backbone(r: dict) -> str:
     out = ["### 2b. Pretrained backbone (EfficientNet-Lite0 cut after stage 5, ImageNet weights, batch 1, 1 thread)", ""]
+    m = r.get("machine")
+    if m:
+        out.append(f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, "
+                   f"load average {m.get('load_avg_1m', '?')}, kernel set by default `{m.get('kernel_set', '?')}`")
     out += [f"- {n}" for n in r["notes"]]
     out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
             "time / time(best core) |", "|---|---|---|---|---|---|"]
