@@ -147,6 +147,17 @@ def ort_session(onnx_path: Path):
     return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
 
+def ort_runner(module, x, onnx_path: Path) -> Callable[[], object]:
+    """ONNX Runtime running ``module`` exported at input ``x`` (one thread, all graph optimisations): a
+    zero-argument callable; raises :class:`harness.Unavailable` without onnx / onnxruntime."""
+    H.require("onnx")
+    H.require("onnxruntime")
+    export_onnx(module, x, onnx_path)
+    sess = ort_session(onnx_path)
+    feed = {sess.get_inputs()[0].name: x.numpy()}
+    return lambda: sess.run(None, feed)
+
+
 def implementation_methods(photo: Path, *, with_numpy: bool = True):
     """Suite 2 methods on the pruned student. Returns (fns, skipped, info)."""
     fns: Dict[str, Callable[[], object]] = {}
@@ -180,13 +191,7 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
     try:
         if module is None:
             raise H.Unavailable(f"needs the PyTorch module to export ONNX: {skipped[TORCH]}")
-        H.require("onnx")
-        H.require("onnxruntime")
-        onnx_path = Path(tempfile.mkdtemp(prefix="gazecrop-onnx-")) / "student.onnx"
-        export_onnx(module, x, onnx_path)
-        sess = ort_session(onnx_path)
-        feed = {sess.get_inputs()[0].name: x.numpy()}
-        fns[ORT] = lambda: sess.run(None, feed)
+        fns[ORT] = ort_runner(module, x, Path(tempfile.mkdtemp(prefix="gazecrop-onnx-")) / "student.onnx")
     except H.Unavailable as e:
         skipped[ORT] = str(e)
     if with_numpy:
@@ -257,13 +262,7 @@ def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
             return module(x)
     fns[TORCH] = torch_run
     try:
-        H.require("onnx")
-        H.require("onnxruntime")
-        onnx_path = path.with_suffix(".onnx")
-        export_onnx(module, x, onnx_path)
-        sess = ort_session(onnx_path)
-        feed = {sess.get_inputs()[0].name: x.numpy()}
-        fns[ORT] = lambda: sess.run(None, feed)
+        fns[ORT] = ort_runner(module, x, path.with_suffix(".onnx"))
     except H.Unavailable as e:
         skipped[ORT] = str(e)
     return fns, skipped, info

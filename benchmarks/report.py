@@ -111,14 +111,18 @@ def section_model(r: dict, quality: Optional[dict] = None) -> str:
 def section_impl(r: dict) -> str:
     out = ["### 2. Implementation speed-up (the pruned student's weights, batch 1)", ""]
     out += [f"- {n}" for n in r["notes"]]
-    out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
-            "time / time(core, 1 thread) |", "|---|---|---|---|---|---|"]
+    return "\n".join(out + _impl_table(r, "time / time(core, 1 thread)"))
+
+
+def _impl_table(r: dict, ratio: str) -> list:
+    """Rows of an implementation table (sections 2 and 2b): times, GFLOP/s, the ratio to the gated core."""
+    out = ["", f"| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | {ratio} |",
+           "|---|---|---|---|---|---|"]
     for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
         best = row.get("gflops", 0) * row["median_ms"] / row["min_ms"] if row["min_ms"] else 0
         out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | {row.get('gflops', 0):.1f} | "
                    f"{best:.1f} | {row.get('speedup_of_core', 0):.2f} |")
-    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
-    return "\n".join(out)
+    return out + [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
 
 
 def section_backbone(r: dict) -> str:
@@ -128,14 +132,7 @@ def section_backbone(r: dict) -> str:
         out.append(f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, "
                    f"load average {m.get('load_avg_1m', '?')}, kernel set by default `{m.get('kernel_set', '?')}`")
     out += [f"- {n}" for n in r["notes"]]
-    out += ["", "| implementation | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) | "
-            "time / time(best core) |", "|---|---|---|---|---|---|"]
-    for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
-        best = row.get("gflops", 0) * row["median_ms"] / row["min_ms"] if row["min_ms"] else 0
-        out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | {row.get('gflops', 0):.1f} | "
-                   f"{best:.1f} | {row.get('speedup_of_core', 0):.2f} |")
-    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
-    return "\n".join(out)
+    return "\n".join(out + _impl_table(r, "time / time(best core)"))
 
 
 PEERS = """How each method gets its box (`benchmarks/methods.py`; every one returns the largest box of the aspect,

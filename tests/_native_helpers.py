@@ -77,3 +77,15 @@ def run_both(net: weights.Network, img: np.ndarray, isa: str):
         out = model.run(img)
     assert out.shape == ref.shape
     return out, ref
+
+
+def check_network(net: weights.Network, img: np.ndarray, isa: str, what: str = "", tol: float = 1e-4) -> None:
+    """The core's log-density of ``img`` within max relative error ``tol`` of the reference (an input too
+    small for ``net`` must be refused by both), and normalised (``logsumexp == 0``)."""
+    both = run_both(net, img, isa)
+    if both is None:
+        return
+    out, ref = both
+    err = rel_err(out, ref)
+    assert err <= tol, f"{what} {img.shape} ops={[op.kind for op in net.ops]} rel err {err:.3g}"
+    assert abs(np.logaddexp.reduce(out.astype(np.float64).ravel())) < 1e-4

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gazecrop import weights
 from gazecrop._testing import inverted_residual_net
 
-from _native_helpers import KERNEL_SETS, core, image, load, rel_err, run_both
+from _native_helpers import KERNEL_SETS, check_network, core, image, load
 
 TOL = 1e-4
 
@@ -28,14 +28,7 @@ TOL = 1e-4
 def test_inverted_residual_stacks_match_reference(isa, seed, h, w, stages, max_channels, kind):
     rng = np.random.default_rng(seed)
     net = inverted_residual_net(rng, stages=stages, max_channels=max_channels)
-    img = image(rng, h, w, kind)
-    both = run_both(net, img, isa)
-    if both is None:
-        return
-    out, ref = both
-    err = rel_err(out, ref)
-    assert err <= TOL, f"seed={seed} {h}x{w} ops={[op.kind for op in net.ops]} rel err {err:.3g}"
-    assert abs(np.logaddexp.reduce(out.astype(np.float64).ravel())) < 1e-4
+    check_network(net, image(rng, h, w, kind), isa, f"seed={seed}", TOL)
 
 
 def test_generator_covers_the_new_features():

@@ -11,29 +11,11 @@ import pytest
 from gazecrop import weights
 from gazecrop._testing import random_conv, random_depthwise
 
-from _native_helpers import KERNEL_SETS, image, run_both, tol
+from _native_helpers import KERNEL_SETS
+from test_ops import _check, _head, _ids
 
 SIZES = [(1, 1), (2, 7), (5, 8), (7, 9), (9, 16), (16, 17), (23, 33)]
 CHANNELS = [1, 13, 37, 91]
-
-
-def _ids(p):
-    return "x".join(map(str, p)) if isinstance(p, tuple) else str(p)
-
-
-def _head(net, x, rng):
-    return net.conv2d(x, *random_conv(rng, 1, net.channels(x), 1), activation="none", name="head")
-
-
-def _check(net, h, w, isa, k, seed=0):
-    img = image(np.random.default_rng(seed), h, w, "float32")
-    both = run_both(net, img, isa)
-    if both is None:
-        return
-    out, ref = both
-    err = float(np.max(np.abs(out.astype(np.float64) - ref)))
-    bound = tol(k, float(np.max(np.abs(ref))))
-    assert err <= bound, f"max abs err {err:.3g} > {bound:.3g}"
 
 
 def _paddings(k):

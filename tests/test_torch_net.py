@@ -17,23 +17,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from torch_net import TorchNet  # noqa: E402
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_torch_twin_matches_reference(seed):
-    net = student_like(seed) if seed == 0 else random_network(np.random.default_rng(seed))
-    h, w = (96, 128) if seed == 0 else (40, 36)
-    img = np.random.default_rng(seed).uniform(0, 255, (3, h, w)).astype(np.float32)
-    try:
-        ref = reference.run(net, img)
-    except ValueError:
-        pytest.skip("input too small for this random network")
-    out = TorchNet(net)(torch.from_numpy(img)).numpy()
-    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1)) < 1e-4
+def _nets():
+    yield "student_like-0", student_like(0), (96, 128)
+    for seed in range(1, 6):
+        yield f"random_network-{seed}", random_network(np.random.default_rng(seed)), (40, 36)
+    for seed in range(4):  # format version 2: depthwise, add, ReLU6, every padding mode
+        yield f"inverted_residual-{seed}", inverted_residual_net(np.random.default_rng(seed), stages=3), (45, 38)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_torch_twin_runs_the_version_2_ops(seed):
-    net = inverted_residual_net(np.random.default_rng(seed), stages=3)
-    img = np.random.default_rng(seed).uniform(0, 255, (3, 45, 38)).astype(np.float32)
+@pytest.mark.parametrize("net,hw", [pytest.param(n, hw, id=i) for i, n, hw in _nets()])
+def test_torch_twin_matches_reference(net, hw):
+    img = np.random.default_rng(hw[0]).uniform(0, 255, (3, *hw)).astype(np.float32)
     try:
         ref = reference.run(net, img)
     except ValueError:
