@@ -5,7 +5,7 @@ The native core (``gazecrop._core``) runs a distilled, Fisher-pruned DenseNet-st
 weights file (``.gzw``, see ``docs/weights-format.md``).
 """
 
-from ._image import ImageError, ImageTooLargeError
+from ._image import EncodedImage, ImageError, ImageTooLargeError
 from .api import Prediction, crop, crop_box, crops, predict, saliency_map
 from .crop import DEFAULT_STRATEGY, STRATEGIES, CropBox, CropResult, Peak, parse_aspect
 from .model import Model, load_model
@@ -16,4 +16,4 @@ __version__ = "0.1.0"
 __all__ = ["Model", "load_model", "WeightsFormatError", "__version__",
            "saliency_map", "crop_box", "crops", "crop", "predict", "Prediction",
            "CropBox", "CropResult", "Peak", "STRATEGIES", "DEFAULT_STRATEGY", "parse_aspect",
-           "ImageError", "ImageTooLargeError"]
+           "ImageError", "ImageTooLargeError", "EncodedImage"]

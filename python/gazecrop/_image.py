@@ -37,14 +37,39 @@ from PIL.JpegImagePlugin import JpegImageFile
 
 from ._files import NotRegularFileError, open_regular
 
-__all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "open_image",
-           "to_rgb", "_prepare"]
+__all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "EncodedImage",
+           "open_image", "to_rgb", "_prepare"]
 
 BACKGROUND: Tuple[int, int, int] = (255, 255, 255)
 """RGB colour transparent pixels are composited over before the model sees them."""
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes held in memory (read by a data engine, from object storage, from a request),
+    handled exactly like a file at a path: same decoding, JPEG draft mode, EXIF orientation and pixel limit,
+    so the same bytes give the same crops as the file.
+
+    Attributes:
+        data: the encoded file (JPEG, PNG, ...), as ``bytes``.
+        name: where it came from (a path or URI), used in error messages and output names.
+    """
+
+    data: bytes
+    name: str = "<bytes>"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"EncodedImage.data must be bytes, got {type(self.data).__name__}")
+
+    def __repr__(self) -> str:
+        return f"EncodedImage(<{len(self.data)} bytes>, name={self.name!r})"
+
+
+ImageInput = Union[str, "os.PathLike[str]", EncodedImage, Image.Image, np.ndarray]
 """What every public call accepts as ``image``."""
+
+_FILE_LIKE = (str, os.PathLike, EncodedImage)  # inputs opened and decoded here (draft mode, pixel limit)
 
 _ORIENTATION = 0x0112  # EXIF tag
 
@@ -83,6 +108,8 @@ class Prepared:
 def _describe(image: object) -> str:
     if isinstance(image, (str, os.PathLike)):
         return os.fspath(image)
+    if isinstance(image, EncodedImage):
+        return image.name
     return f"<{type(image).__name__}>"
 
 
@@ -96,12 +123,12 @@ def _check_pixels(size: Tuple[int, int], limit: Optional[int], what: str) -> Non
                                  f"{limit} pixels (possible decompression bomb)")
 
 
-def _open_path(path: "str | os.PathLike[str]", limit: Optional[int]) -> Image.Image:
-    """Open (header only) and size-check an image file; only regular files are read
-    (:func:`gazecrop._files.open_regular`). The caller closes it (``close()`` or ``with``)."""
-    name = os.fspath(path)
+def _open_path(path: "str | os.PathLike[str] | EncodedImage", limit: Optional[int]) -> Image.Image:
+    """Open (header only) and size-check an image file, or the bytes of an :class:`EncodedImage`; only regular
+    files are read (:func:`gazecrop._files.open_regular`). The caller closes it (``close()`` or ``with``)."""
+    name = _describe(path)
     try:
-        f = open_regular(name)
+        f = io.BytesIO(path.data) if isinstance(path, EncodedImage) else open_regular(name)
     except NotRegularFileError as e:
         raise ImageError(str(e)) from e
     try:
@@ -157,7 +184,7 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
     """The full-resolution image as displayed: first frame, EXIF orientation applied, original mode kept.
 
     Args:
-        image: a path (str / os.PathLike), a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3) array.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``; None there = no limit).
     Returns:
         A loaded ``PIL.Image.Image`` the caller owns, detached from any file (``info`` keeps
@@ -174,7 +201,7 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
         _check_pixels(image.size, limit if getattr(image, "fp", None) is not None else None, what)
         _load(image, what)
         return _transpose(image)[0]
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, _FILE_LIKE):
         what = _describe(image)
         im = _open_path(image, limit)
         try:
@@ -183,8 +210,8 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
             return im.copy() if out is im else out
         finally:
             im.close()  # multi-frame files keep their file open after load()
-    raise TypeError(f"image must be a path, a PIL.Image.Image or a uint8 (H, W, 3) numpy array, "
-                    f"got {type(image).__name__}")
+    raise TypeError(f"image must be a path, an EncodedImage, a PIL.Image.Image or a uint8 (H, W, 3) numpy "
+                    f"array, got {type(image).__name__}")
 
 
 def _check_array(a: np.ndarray) -> np.ndarray:
@@ -264,7 +291,7 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
     """Any accepted image -> :class:`Prepared` (displayed RGB uint8 pixels + full-resolution displayed size).
 
     Args:
-        image: a path (str / os.PathLike), a ``PIL.Image.Image`` (never modified) or a uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (never modified) or a uint8 (H, W, 3) array.
         input_size: the model's ``input_size(H, W) -> (h, w)``; when given, a JPEG file is decoded in draft
             mode at the smallest DCT scale that is still at least that size. Other inputs are unaffected.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``).
@@ -277,7 +304,7 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
     if isinstance(image, np.ndarray):
         a = _check_array(image)
         return Prepared(rgb=a, size=(int(a.shape[1]), int(a.shape[0])))
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, _FILE_LIKE):
         what = _describe(image)
         im = _open_path(image, _limit(max_pixels))
         try:
@@ -300,5 +327,5 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
         out = open_image(image, max_pixels=max_pixels)
         rgb = to_rgb(out, background)
         return Prepared(rgb=rgb, size=(int(rgb.shape[1]), int(rgb.shape[0])))
-    raise TypeError(f"image must be a path, a PIL.Image.Image or a uint8 (H, W, 3) numpy array, "
-                    f"got {type(image).__name__}")
+    raise TypeError(f"image must be a path, an EncodedImage, a PIL.Image.Image or a uint8 (H, W, 3) numpy "
+                    f"array, got {type(image).__name__}")

@@ -1,0 +1,763 @@
+"""Crops for many stored images: the engine-neutral core of ``gazecrop-batch`` and of the Ray Data
+(:mod:`gazecrop.ray`) and Dask (:mod:`gazecrop.dask`) integrations.
+
+    gazecrop-batch photos/ --aspect 16:9 --aspect 1:1 --out out/                  # this machine
+    gazecrop-batch manifest.txt --aspect 16:9 --out out/ --engine ray             # Ray (local or --address)
+    gazecrop-batch manifest.txt --aspect 16:9 --out out/ --engine dask --address tcp://scheduler:8786
+
+The unit of work is :func:`crop_records` (numpy + Pillow only): inputs (paths or :class:`~gazecrop.EncodedImage`
+bytes with their names) -> one record per input per aspect (:data:`COLUMNS`), or one record with ``error`` set
+for an input that fails; it never raises for a bad input. Every engine runs it inside a :class:`Cropper`, which
+loads the model once per process. Crops are written by :func:`gazecrop.cli.crop_input`, the code the
+``gazecrop`` CLI uses.
+
+A job (:func:`run_job`) writes into ``OUT``:
+
+- ``table/part-NNNNN.parquet``: the records, one file per chunk of ``chunk_size`` inputs in input order (file
+  names and contents depend only on the inputs, model and options); each file's metadata carries the schema
+  version (:data:`SCHEMA_VERSION`), the job key and the chunk's inputs.
+- ``crops/<relative path of the input's folder>/<--name>``: the cropped images, so ``a/x.jpg`` and
+  ``b/x.jpg`` never collide. Relative paths are taken from the folder given, or from the deepest folder common
+  to a manifest's entries (``--root`` fixes it).
+- ``job.json``: the job's key, options and model.
+
+Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
+written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
+schema version, gazecrop version, model file hash, aspects, strategy, name template and whether crops are
+written) and whose crops all exist; a new model or option re-does everything. A killed job (SIGKILL
+included) run again finishes the rest with results identical to an uninterrupted run, and first removes the
+temporary files the killed run left. One job at a time per ``OUT`` (a lock file refuses a second).
+
+Writing Parquet needs ``pyarrow`` (``pip install "gazecrop[batch]"``; the ``ray`` and ``dask`` extras include
+it); :func:`crop_records` and :class:`Cropper` do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import posixpath
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import __version__
+from ._atomic import atomic_open, remove_temporaries, umask
+from ._image import EncodedImage
+from .crop import DEFAULT_STRATEGY, STRATEGIES, format_aspect, parse_aspect
+
+__all__ = ["SCHEMA_VERSION", "COLUMNS", "BatchOptions", "Cropper", "crop_records", "model_info",
+           "plan_names", "read_manifest", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
+
+SCHEMA_VERSION = 1
+"""Version of the record layout (:data:`COLUMNS`); bumped whenever a column changes meaning or type."""
+
+COLUMNS: Tuple[Tuple[str, str, str], ...] = (
+    ("schema_version", "int16", "layout version of this table (SCHEMA_VERSION)"),
+    ("source", "string", "the input as given (path or URI)"),
+    ("aspect", "string", "aspect ratio as asked for ('16:9'); null for a failed input"),
+    ("aspect_ratio", "float64", "width / height"),
+    ("image_width", "int32", "width of the displayed image (EXIF orientation applied), pixels"),
+    ("image_height", "int32", "height of the displayed image, pixels"),
+    ("left", "int32", "crop box, pixels of the displayed image"),
+    ("top", "int32", ""),
+    ("width", "int32", ""),
+    ("height", "int32", ""),
+    ("point_x", "int32", "salient point, pixels of the displayed image"),
+    ("point_y", "int32", ""),
+    ("point_x_norm", "float64", "salient point as a share of the image: (point_x + 0.5) / image_width, 0-1"),
+    ("point_y_norm", "float64", "(point_y + 0.5) / image_height, 0-1"),
+    ("score", "float64", "share of the saliency mass inside the box, 0-1"),
+    ("keep_whole", "bool", "advice: show the whole image rather than this crop"),
+    ("advice", "string", "why (or why not) keep the whole image"),
+    ("crop_path", "string", "the cropped image, relative to the job's output folder; null when not written"),
+    ("model_name", "string", "model file name without extension ('gazecrop-fast')"),
+    ("model_version", "string", "first 16 hex digits of the model file's SHA-256"),
+    ("error", "string", "why the input failed; null when it did not"),
+)
+"""The record fields, in table order: ``(name, Arrow type, meaning)``. Every field but ``schema_version``,
+``source``, ``model_name``, ``model_version`` is null in a failure record; ``error`` is null otherwise."""
+
+COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+ENGINES = ("local", "ray", "dask")
+DEFAULT_CHUNK = 256
+
+Input = Union[str, "os.PathLike[str]", EncodedImage]
+
+
+def _printable(s: str) -> str:
+    """``s`` as valid UTF-8 text: bytes of a non-UTF-8 file name (surrogate escapes) become ``\\xNN``."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --------------------------------------------------------------------------------------------- options
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What a batch job computes (part of its resume key).
+
+    Attributes:
+        aspects: aspect ratios as given (``"16:9"``); at least one.
+        strategy: box placement (:data:`gazecrop.STRATEGIES`).
+        name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{ext}`` (as ``gazecrop --name``).
+        write_crops: write the cropped images (else records only).
+        model: a ``.gzw`` file, or None for the bundled model.
+    Raises:
+        ValueError / TypeError: a bad aspect, strategy or template.
+    """
+
+    aspects: Tuple[str, ...] = ("1:1",)
+    strategy: str = DEFAULT_STRATEGY
+    name: str = "{stem}_{aspect}{ext}"
+    write_crops: bool = True
+    model: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        from .cli import check_name
+
+        if isinstance(self.aspects, str):
+            raise TypeError("aspects must be a sequence of aspect ratios, e.g. ('16:9',), not one string")
+        aspects = tuple(str(a) for a in self.aspects)
+        if not aspects:
+            raise ValueError("at least one aspect ratio is needed")
+        for a in aspects:
+            parse_aspect(a)
+        if len(set(format_aspect(a) for a in aspects)) != len(aspects):
+            raise ValueError(f"aspect ratios repeat: {aspects}")
+        object.__setattr__(self, "aspects", aspects)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        check_name(self.name, aspects)
+        if self.model is not None:
+            object.__setattr__(self, "model", os.path.abspath(os.fspath(self.model)))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; ``BatchOptions(**d)`` rebuilds it (how engines ship options to workers)."""
+        d = dataclasses.asdict(self)
+        d["aspects"] = list(self.aspects)
+        return d
+
+
+_INFO_LOCK = threading.Lock()
+_INFO: Dict[Optional[str], Tuple[str, str]] = {}
+
+
+def model_info(model: Optional[str] = None) -> Tuple[str, str]:
+    """``(name, version)`` of a ``.gzw`` file (None: the bundled model): the file name without extension and
+    the first 16 hex digits of the file's SHA-256 (a retrained model under the same name gets a new version).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    from .model import default_model_path
+
+    with _INFO_LOCK:
+        if model not in _INFO:
+            path = default_model_path() if model is None else model
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _INFO[model] = (os.path.splitext(os.path.basename(path))[0], h.hexdigest()[:16])
+        return _INFO[model]
+
+
+def job_key(options: BatchOptions) -> str:
+    """The resume key: a hash of everything that decides a job's records and crops (schema version, gazecrop
+    version, model version, options)."""
+    name, version = model_info(options.model)
+    d = options.to_dict()
+    d.pop("model")
+    blob = json.dumps({"schema": SCHEMA_VERSION, "gazecrop": __version__, "model": [name, version], **d},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------------------------------ the unit of work
+
+class Cropper:
+    """Turns inputs into records; the model is loaded once, when the Cropper is made (once per process: the
+    Ray actor, the Dask worker plugin and the local engine each hold one).
+
+    Args:
+        options: a :class:`BatchOptions` or its :meth:`~BatchOptions.to_dict`.
+        crops_dir: folder the crops are written under (needed when ``options.write_crops``); crop paths in the
+            records are relative to its parent (the job's output folder).
+    Raises:
+        FileNotFoundError / WeightsFormatError: the model cannot be loaded. ValueError: bad options.
+    """
+
+    def __init__(self, options: "BatchOptions | dict", crops_dir: Optional[str] = None) -> None:
+        from .api import _model
+
+        self.options = options if isinstance(options, BatchOptions) else BatchOptions(**options)
+        if self.options.write_crops and not crops_dir:
+            raise ValueError("crops_dir is needed when write_crops is set")
+        self.crops_dir = os.path.abspath(crops_dir) if crops_dir else None
+        self.model = _model(self.options.model)
+        self.model_name, self.model_version = model_info(self.options.model)
+
+    def _failure(self, source: str, error: str) -> dict:
+        rec = dict.fromkeys(COLUMN_NAMES)
+        rec.update(schema_version=SCHEMA_VERSION, source=_printable(source), model_name=self.model_name,
+                   model_version=self.model_version, error=_printable(error))
+        return rec
+
+    def _one(self, image: Input, relname: str) -> List[dict]:
+        from .cli import crop_input
+
+        source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
+        destination = None
+        if self.options.write_crops:
+            assert self.crops_dir is not None
+            folder = os.path.join(self.crops_dir, *posixpath.dirname(relname).split("/"))
+            stem = os.path.splitext(posixpath.basename(relname))[0]
+            real_source = None if isinstance(image, EncodedImage) else os.path.realpath(source)
+
+            def destination(aspect: str, ext: str) -> str:
+                dst = os.path.join(folder, self.options.name.format(stem=stem, aspect=format_aspect(aspect),
+                                                                     ext=ext))
+                if real_source is not None and os.path.realpath(dst) == real_source:
+                    raise ValueError(f"refusing to overwrite input file {dst}")
+                os.makedirs(folder, exist_ok=True)
+                return dst
+
+        if not isinstance(image, EncodedImage) and not os.path.isfile(source):
+            raise FileNotFoundError(f"{source}: no such file" if not os.path.exists(source)
+                                    else f"{source}: not a file")
+        pred, results, outputs, _ = crop_input(image, self.options.aspects, model=self.model,
+                                               strategy=self.options.strategy, destination=destination)
+        W, H = pred.size
+        base = os.path.dirname(self.crops_dir) if self.crops_dir else ""
+        records = []
+        for i, (a, r) in enumerate(zip(self.options.aspects, results)):
+            b = r.box
+            px, py = r.salient_point
+            crop_path = os.path.relpath(outputs[i], base).replace(os.sep, "/") if outputs else None
+            records.append({
+                "schema_version": SCHEMA_VERSION, "source": _printable(source), "aspect": a,
+                "aspect_ratio": float(r.aspect), "image_width": int(W), "image_height": int(H),
+                "left": int(b.left), "top": int(b.top), "width": int(b.width), "height": int(b.height),
+                "point_x": int(px), "point_y": int(py),
+                "point_x_norm": (px + 0.5) / W, "point_y_norm": (py + 0.5) / H,
+                "score": float(r.score), "keep_whole": bool(r.keep_whole), "advice": r.advice,
+                "crop_path": None if crop_path is None else _printable(crop_path),
+                "model_name": self.model_name, "model_version": self.model_version, "error": None})
+        return records
+
+    def run(self, inputs: Sequence[Input], relnames: Optional[Sequence[str]] = None) -> List[dict]:
+        """Records for ``inputs`` (see :func:`crop_records`)."""
+        inputs = list(inputs)
+        if relnames is None:
+            relnames = [os.path.basename(i.name if isinstance(i, EncodedImage) else os.fspath(i)) for i in inputs]
+        elif len(relnames) != len(inputs):
+            raise ValueError(f"{len(relnames)} relative names for {len(inputs)} inputs")
+        out: List[dict] = []
+        for image, rel in zip(inputs, relnames):
+            source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
+            try:
+                out += self._one(image, rel)
+            except Exception as e:  # one bad input never stops the others
+                msg = str(e) or type(e).__name__
+                if not isinstance(e, (OSError, ValueError)):
+                    msg = f"{type(e).__name__}: {msg}"
+                out.append(self._failure(source, msg if msg.startswith(source) else f"{source}: {msg}"))
+        return out
+
+
+def crop_records(inputs: Sequence[Input], options: "BatchOptions | dict", *, crops_dir: Optional[str] = None,
+                 relnames: Optional[Sequence[str]] = None) -> List[dict]:
+    """The engine-neutral unit of work: one record per input per aspect (fields :data:`COLUMNS`), in input
+    order, or one record with ``error`` set for an input that cannot be used (missing, unreadable, not an
+    image, too large, unwritable crop); never raises for a bad input.
+
+    Args:
+        inputs: paths, or :class:`~gazecrop.EncodedImage` (the file's bytes and its name) for data already
+            read by an engine. Boxes are exactly those of :func:`gazecrop.crops` on the same file.
+        options: aspects, strategy, name template, crops on/off, model.
+        crops_dir: folder for the crops (when ``options.write_crops``).
+        relnames: per input, its relative path (``"a/x.jpg"``) that crop names follow; default its file name.
+    Returns:
+        A list of dicts with the keys of :data:`COLUMNS`.
+    Raises:
+        ValueError / TypeError: bad options. FileNotFoundError / WeightsFormatError: no usable model.
+    """
+    return Cropper(options, crops_dir).run(inputs, relnames)
+
+
+def records_to_columns(records: Sequence[dict]) -> Dict[str, list]:
+    """Records -> one list per column (:data:`COLUMNS` order)."""
+    return {c: [r[c] for r in records] for c in COLUMN_NAMES}
+
+
+def arrow_schema():
+    """The table's ``pyarrow.Schema`` (needs pyarrow), with the schema version in its metadata."""
+    import pyarrow as pa
+
+    types = {"int16": pa.int16(), "int32": pa.int32(), "float64": pa.float64(), "bool": pa.bool_(),
+             "string": pa.string()}
+    return pa.schema([pa.field(n, types[t], nullable=n not in ("schema_version", "source")) for n, t, _ in COLUMNS],
+                     metadata={"gazecrop.schema_version": str(SCHEMA_VERSION)})
+
+
+def records_to_arrow(records: Sequence[dict]):
+    """Records -> ``pyarrow.Table`` with :func:`arrow_schema` (needs pyarrow)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pydict(records_to_columns(records), schema=arrow_schema())
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+def _is_uri(s: str) -> bool:
+    head, sep, _ = s.partition("://")
+    return bool(sep) and head.replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+def _location(source: str) -> str:
+    """Absolute POSIX-style location of a source: URIs lose their scheme (``s3://b/k`` -> ``/b/k``)."""
+    if _is_uri(source):
+        return posixpath.normpath("/" + source.partition("://")[2].lstrip("/"))
+    return os.path.abspath(source).replace(os.sep, "/")
+
+
+def plan_names(sources: Sequence[str], root: Optional[str] = None) -> List[str]:
+    """Relative path of each source that its crops are named after: relative to ``root`` (a folder or URI
+    prefix), else to the deepest folder common to all sources (a single source: its file name).
+
+    Raises:
+        ValueError: a source outside ``root``.
+    """
+    locs = [_location(s) for s in sources]
+    if root is not None:
+        base = _location(root).rstrip("/") or "/"
+    elif len(locs) == 1:
+        base = posixpath.dirname(locs[0])
+    elif locs:
+        base = posixpath.commonpath([posixpath.dirname(p) for p in locs])
+    else:
+        return []
+    prefix = base if base.endswith("/") else base + "/"
+    out = []
+    for s, p in zip(sources, locs):
+        if not p.startswith(prefix):
+            raise ValueError(f"{s} is not under --root {root}")
+        out.append(p[len(prefix):])
+    return out
+
+
+def read_manifest(path: str) -> List[str]:
+    """Sources listed in a manifest file: one path or URI per line; blank lines and lines starting with ``#``
+    are skipped; relative paths are relative to the current folder (as ``find photos > list.txt`` writes them).
+
+    Raises:
+        OSError: the file cannot be read. ValueError: it is not text.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"\0" in data:
+        raise ValueError(f"{path}: not a text manifest (one path or URI per line)")
+    lines = os.fsdecode(data).splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Tuple[List[str], Optional[str]]:
+    """Sources from the command line's inputs: folders (their image files, sub-folders too unless
+    ``recursive`` is False; the ``gazecrop`` CLI's folder expansion), manifest files (any file that is not an
+    image by extension: :func:`read_manifest`), image files, URIs; duplicates dropped. Also returns the root
+    for relative names when one folder was given."""
+    from .cli import IMAGE_EXTENSIONS, _expand
+
+    out: List[str] = []
+    for item in inputs:
+        if not _is_uri(item) and os.path.isfile(item) and not item.lower().endswith(IMAGE_EXTENSIONS):
+            out += read_manifest(item)
+        elif _is_uri(item):
+            out.append(item)
+        else:
+            out += _expand([item], recursive)
+    seen = set()
+    unique = []
+    for s in out:
+        key = s if _is_uri(s) else os.path.realpath(s)
+        if key not in seen:
+            seen.add(key)
+            unique.append(s)
+    root = inputs[0] if len(inputs) == 1 and os.path.isdir(inputs[0]) else None
+    return unique, root
+
+
+# ------------------------------------------------------------------------------------------------ the job
+
+@dataclass
+class JobSummary:
+    """What :func:`run_job` did.
+
+    Attributes:
+        inputs: number of inputs. processed: inputs processed in this run. skipped: inputs whose records and
+        crops already existed (resumed). failed: ``(source, error)`` of every failed input in the table.
+        table: the Parquet dataset folder. seconds: wall time of this run. startup_s: engine start-up (cluster
+        start and model load) until the first record arrived, included in ``seconds``.
+    """
+
+    inputs: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    table: str = ""
+    seconds: float = 0.0
+    startup_s: float = 0.0
+
+
+class _Part:
+    def __init__(self, index: int, sources: List[str], relnames: List[str]) -> None:
+        self.index, self.sources, self.relnames = index, sources, relnames
+        h = hashlib.sha256()
+        for s, r in zip(sources, relnames):
+            h.update(s.encode("utf-8", "surrogateescape") + b"\0" + r.encode("utf-8", "surrogateescape") + b"\0")
+        self.digest = h.hexdigest()[:32]
+        self.records: Dict[str, List[dict]] = {}
+
+    @property
+    def filename(self) -> str:
+        return f"part-{self.index:05d}.parquet"
+
+
+def _done_part(path: str, key: str, part: _Part, out: str) -> Optional[List[Tuple[str, str]]]:
+    """The failures recorded in an existing table file when it is complete for this job (same key, same
+    inputs, every crop present), else None."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+        if meta.get(b"gazecrop.job_key", b"").decode() != key or \
+                meta.get(b"gazecrop.chunk", b"").decode() != part.digest:
+            return None
+        t = pq.read_table(path, columns=["source", "crop_path", "error"]).to_pydict()
+    except Exception:  # unreadable or foreign file: recompute it
+        return None
+    if any(c is not None and not os.path.isfile(os.path.join(out, c)) for c in t["crop_path"]):
+        return None
+    return [(s, e) for s, e in zip(t["source"], t["error"]) if e is not None]
+
+
+def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[str, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records: List[dict] = []
+    for s in part.sources:  # input order, then aspect order: the file depends only on the inputs
+        records += part.records[_printable(s)]
+    table = records_to_arrow(records)
+    meta = dict(table.schema.metadata or {})
+    meta.update({b"gazecrop.job_key": key.encode(), b"gazecrop.chunk": part.digest.encode(),
+                 b"gazecrop.sources": json.dumps([_printable(s) for s in part.sources]).encode()})
+    table = table.replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    with atomic_open(path) as f:
+        f.write(sink.getvalue().to_pybytes())
+    return [(r["source"], r["error"]) for r in records if r["error"] is not None]
+
+
+Executor = Callable[[List[Tuple[str, str]], BatchOptions, str, Optional[int], Optional[str]], Iterator[List[dict]]]
+
+
+def _local_executor(tasks: List[Tuple[str, str]], options: BatchOptions, crops_dir: str, jobs: Optional[int],
+                    address: Optional[str]) -> Iterator[List[dict]]:
+    """This process, ``jobs`` threads (the native core releases the GIL), one shared model."""
+    if address:
+        raise ValueError("--address is for --engine ray or dask")
+    cropper = Cropper(options, crops_dir)
+    jobs = jobs or (os.cpu_count() or 1)
+    it = iter(tasks)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending = set()
+        try:
+            while True:
+                while len(pending) < 4 * jobs:
+                    task = next(it, None)
+                    if task is None:
+                        break
+                    pending.add(pool.submit(cropper.run, [task[0]], [task[1]]))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _executor(engine: str) -> Executor:
+    if engine == "local":
+        return _local_executor
+    if engine == "ray":
+        from .ray import _ray_executor
+
+        return _ray_executor
+    if engine == "dask":
+        from .dask import _dask_executor
+
+        return _dask_executor
+    raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+
+
+@contextlib.contextmanager
+def _job_lock(out: str) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(os.path.join(out, ".gazecrop-batch.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RuntimeError(f"another gazecrop-batch job is writing to {out}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: str = "local",
+            jobs: Optional[int] = None, address: Optional[str] = None, chunk_size: int = DEFAULT_CHUNK,
+            overwrite: bool = False, root: Optional[str] = None,
+            progress: Optional[Callable[[int, int, int], None]] = None) -> JobSummary:
+    """Crop every input into ``out`` (layout, resume and atomicity rules in the module docstring).
+
+    Args:
+        inputs: sources (paths or URIs), in the order the table keeps; duplicates are dropped.
+        out: output folder (a local or shared file system path that every worker can write).
+        options: what to compute. engine: ``"local"``, ``"ray"`` or ``"dask"``.
+        jobs: local: threads; ray / dask without ``address``: workers of the local cluster started
+            (default: the CPU count); with ``address``: Ray actors / ignored for Dask (all workers).
+        address: Ray (``ray://host:10001``, ``auto``) or Dask (``tcp://host:8786``) cluster to use.
+        chunk_size: inputs per table file (the unit of resumption).
+        overwrite: recompute everything, ignoring finished table files.
+        root: folder or URI prefix crop names are relative to (default: see :func:`plan_names`).
+        progress: ``progress(done, total, failed)`` after each input of this run.
+    Returns:
+        :class:`JobSummary`.
+    Raises:
+        ValueError: bad arguments. RuntimeError: another job holds ``out``. ImportError: the engine (or
+        pyarrow) is not installed. OSError: the table cannot be written (the job stops; run it again).
+    """
+    import pyarrow  # noqa: F401  (fail before any work when Parquet cannot be written)
+
+    t0 = time.perf_counter()
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    run = _executor(engine)
+    sources = list(dict.fromkeys(os.fspath(s) for s in inputs))
+    relnames = plan_names(sources, root)
+    out = os.path.abspath(out)
+    table_dir, crops_dir = os.path.join(out, "table"), os.path.join(out, "crops")
+    os.makedirs(table_dir, exist_ok=True)
+    umask()
+    key = job_key(options)
+    summary = JobSummary(inputs=len(sources), table=table_dir)
+    with _job_lock(out):
+        remove_temporaries(table_dir)
+        if os.path.isdir(crops_dir):
+            remove_temporaries(crops_dir)
+        name, version = model_info(options.model)
+        with atomic_open(os.path.join(out, "job.json")) as f:
+            f.write(json.dumps({"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__,
+                                "model_name": name, "model_version": version, "inputs": len(sources),
+                                "chunk_size": chunk_size, "options": options.to_dict()}, indent=1).encode())
+        parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size])
+                 for i in range(0, len(sources), chunk_size)]
+        wanted = {p.filename for p in parts}
+        for f in os.listdir(table_dir):  # table files of another input list: not part of this table
+            if f.startswith("part-") and f.endswith(".parquet") and f not in wanted:
+                os.unlink(os.path.join(table_dir, f))
+        todo: List[_Part] = []
+        for p in parts:
+            done = None if overwrite else _done_part(os.path.join(table_dir, p.filename), key, p, out)
+            if done is None:
+                todo.append(p)
+            else:
+                summary.skipped += len(p.sources)
+                summary.failed += done
+        owner: Dict[str, _Part] = {}
+        for p in todo:
+            for s in p.sources:
+                owner[_printable(s)] = p
+        tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames)]
+        n_aspects = len(options.aspects)
+        total, done_n, failed_n = len(tasks), 0, 0
+        first = True
+        if tasks:
+            for records in run(tasks, options, crops_dir, jobs, address):
+                if first:
+                    summary.startup_s, first = time.perf_counter() - t0, False
+                for r in records:
+                    p = owner[r["source"]]
+                    got = p.records.setdefault(r["source"], [])
+                    got.append(r)
+                    if r["error"] is not None or len(got) == n_aspects:
+                        if r["error"] is not None and len(got) > 1:
+                            raise RuntimeError(f"inconsistent records for {r['source']}")
+                        done_n += 1
+                        failed_n += r["error"] is not None
+                        if progress is not None:
+                            progress(done_n, total, failed_n)
+                        if len(p.records) == len(p.sources) and all(
+                                len(v) == n_aspects or v[0]["error"] is not None for v in p.records.values()):
+                            summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key,
+                                                          n_aspects)
+                            p.records.clear()
+            if done_n != total:
+                raise RuntimeError(f"the engine returned records for {done_n} of {total} inputs")
+        summary.processed = done_n
+    order = {_printable(s): i for i, s in enumerate(sources)}
+    summary.failed.sort(key=lambda f: order.get(f[0], 0))
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Sequence[str] = ("1:1",),
+               address: Optional[str] = None, jobs: Optional[int] = None, **kwargs) -> JobSummary:
+    """:func:`run_job` from command-line-style inputs (a folder, a manifest, or a list of them and of image
+    paths / URIs; :func:`expand_inputs`), with :class:`BatchOptions` fields (``strategy``, ``name``,
+    ``write_crops``, ``model``) and :func:`run_job` arguments mixed in ``kwargs``."""
+    opt_fields = set(BatchOptions.__dataclass_fields__)
+    opts = BatchOptions(aspects=tuple(aspects), **{k: v for k, v in kwargs.items() if k in opt_fields})
+    job_kw = {k: v for k, v in kwargs.items() if k not in opt_fields}
+    sources, root = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    job_kw.setdefault("root", root)
+    return run_job(sources, out, opts, engine=engine, jobs=jobs, address=address, **job_kw)
+
+
+# --------------------------------------------------------------------------------------------- command line
+
+class _Terminated(BaseException):
+    pass
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
+    raise _Terminated()
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    from .cli import DEFAULT_NAME
+
+    p = argparse.ArgumentParser(
+        prog="gazecrop-batch",
+        description="Crops for many stored images, on this machine, Ray or Dask: a Parquet table of one record "
+                    "per image and aspect (box, salient point, score, advice, error) and the cropped images. "
+                    "Run it again to finish an interrupted job; finished work is skipped.")
+    p.add_argument("inputs", nargs="+", metavar="MANIFEST_OR_FOLDER",
+                   help="folders (image files in them and their sub-folders), manifest files (one path or URI "
+                        "per line), image files or URIs")
+    p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
+    p.add_argument("-a", "--aspect", action="append", metavar="W:H",
+                   help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
+    p.add_argument("-o", "--out", required=True, metavar="DIR",
+                   help="output folder: table/ (Parquet), crops/, job.json")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (threads); ray: Ray Data; dask: Dask distributed (default local)")
+    p.add_argument("--address", metavar="ADDR", help="cluster to use: Ray (auto, ray://host:10001) or Dask "
+                   "(tcp://host:8786); default: start a local one with --jobs workers")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="threads (local) or local-cluster workers (ray, dask); default: the CPU count")
+    p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
+                   help="crop file name: {stem}, {aspect}, {ext}, as in gazecrop; default %(default)s")
+    p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                   help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
+    p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
+    p.add_argument("--no-crops", action="store_true", help="write the table only")
+    p.add_argument("--overwrite", action="store_true", help="recompute everything, even finished table files")
+    p.add_argument("--no-recursive", dest="recursive", action="store_false",
+                   help="take only the image files directly in folder inputs")
+    p.add_argument("--root", metavar="DIR", help="folder (or URI prefix) crop names are relative to "
+                   "(default: the folder given, or the folder common to a manifest's entries)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, metavar="N",
+                   help="inputs per table file, the unit a resumed job skips (default %(default)s)")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show a progress bar on stderr (default: only when stderr is a terminal)")
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    args.aspect = args.aspect or ["1:1"]
+    if args.jobs is not None and args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    if args.chunk_size < 1:
+        p.error("--chunk-size must be >= 1")
+    try:
+        args.options = BatchOptions(aspects=tuple(args.aspect), strategy=args.strategy, name=args.name,
+                                    write_crops=not args.no_crops, model=args.model)
+    except (ValueError, TypeError) as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``gazecrop-batch``. Exit status: 0 every input cropped, 1 some failed (listed, and in
+    the table's ``error`` column) or the table could not be written, 2 usage error, 130 / 143 after SIGINT /
+    SIGTERM (run it again to finish)."""
+    from .cli import _Progress
+
+    args = _parse_args(argv)
+    err = sys.stderr
+    try:
+        inputs, root = expand_inputs(args.inputs, args.recursive)
+    except (OSError, ValueError) as e:
+        print(f"gazecrop-batch: {_printable(str(e))}", file=err)
+        return 2
+    if not inputs:
+        print("gazecrop-batch: no input images found", file=err)
+        return 2
+    show = args.progress if args.progress is not None else err.isatty()
+    bar = _Progress(0, bool(show))
+
+    def progress(done: int, total: int, failed: int) -> None:
+        bar.total = total
+        bar.step(failed > bar.failed)
+
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        summary = run_job(inputs, args.out, args.options, engine=args.engine, jobs=args.jobs,
+                          address=args.address, chunk_size=args.chunk_size, overwrite=args.overwrite,
+                          root=args.root or root, progress=progress)
+    except ImportError as e:
+        extra = args.engine if args.engine != "local" else "batch"
+        print(f"gazecrop-batch: {e}; install it with: pip install \"gazecrop[{extra}]\"", file=err)
+        return 2
+    except (ValueError, RuntimeError) as e:
+        print(f"gazecrop-batch: {_printable(str(e))}", file=err)
+        return 2
+    except OSError as e:
+        print(f"gazecrop-batch: cannot write the output: {_printable(str(e))}; run the job again to finish",
+              file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("\ngazecrop-batch: interrupted; run the same command again to finish", file=err)
+        return 130
+    except _Terminated:
+        print("\ngazecrop-batch: terminated; run the same command again to finish", file=err)
+        return 143
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    n_failed = len(summary.failed)
+    print(f"gazecrop-batch: {summary.inputs} input(s): {summary.processed} processed, {summary.skipped} already "
+          f"done, {n_failed} failed; table {summary.table} ({summary.seconds:.1f} s)", file=err)
+    for source, error in summary.failed[:20]:
+        print(f"  failed: {error if error.startswith(source) else f'{source}: {error}'}", file=err)
+    if n_failed > 20:
+        print(f"  ... and {n_failed - 20} more (the table's error column lists them all)", file=err)
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""A small photo-like corpus for the batch tests (seeded, generated): smooth backgrounds with a bright blob
+somewhere, several sizes, JPEG and PNG, one EXIF-rotated file, the same file name in two folders, and bad
+files of several kinds. Shared by tests/test_batch.py and tests/test_batch_engines.py."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+import gazecrop
+
+ASPECTS = ("16:9", "1:1")
+BAD = ("b/garbage.jpg", "b/empty.png", "b/truncated.jpg", "b/text.webp")
+"""Files in the corpus that are not usable images (relative to its folder)."""
+
+
+def _picture(rng, size):
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = rng.uniform(40, 120, 3)[None, None, :] + 30 * np.sin(x[..., None] / rng.uniform(8, 30)) \
+        * np.cos(y[..., None] / rng.uniform(8, 30))
+    cx, cy, r = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h, rng.uniform(0.06, 0.15) * max(w, h)
+    blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+    img = base * (1 - blob) + rng.uniform(180, 255, 3)[None, None, :] * blob
+    img += rng.normal(0, 6, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def make_corpus(root, n: int = 24, seed: int = 0) -> list:
+    """Write ``n`` good images under ``root/a`` and ``root/b`` plus the :data:`BAD` files; returns the good
+    files' paths (sorted)."""
+    rng = np.random.default_rng(seed)
+    sizes = [(320, 240), (240, 320), (400, 225), (300, 300), (257, 193), (180, 360)]
+    good = []
+    for i in range(n):
+        sub = "a" if i % 2 == 0 else "b"
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+        im = _picture(rng, sizes[i % len(sizes)])
+        if i == 0 or i == 1:  # the same name in both folders
+            name = "same.jpg"
+        elif i % 5 == 0:
+            name = f"p{i:02d}.png"
+        else:
+            name = f"p{i:02d}.jpg"
+        path = os.path.join(root, sub, name)
+        if name.endswith(".png"):
+            im.save(path)
+        elif i == 2:  # stored sideways, displayed upright
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            im.save(path, quality=90, exif=exif.tobytes())
+        else:
+            im.save(path, quality=90)
+        good.append(path)
+    b = os.path.join(root, "b")
+    with open(os.path.join(b, "garbage.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    open(os.path.join(b, "empty.png"), "wb").close()
+    with open(good[1], "rb") as f:
+        data = f.read()
+    with open(os.path.join(b, "truncated.jpg"), "wb") as f:
+        f.write(data[: len(data) // 3])
+    with open(os.path.join(b, "text.webp"), "w") as f:
+        f.write("just text")
+    return sorted(good)
+
+
+def expected(paths, aspects=ASPECTS) -> dict:
+    """``{path: [(aspect, (left, top, width, height), (x, y), score), ...]}`` from the single-process API."""
+    out = {}
+    for p in paths:
+        out[p] = [(a, tuple(r.box), tuple(r.salient_point), r.score)
+                  for a, r in zip(aspects, gazecrop.crops(p, aspects))]
+    return out
+
+
+def boxes(records) -> dict:
+    """The same shape as :func:`expected`, from table records (failures left out)."""
+    out = {}
+    for r in records:
+        if r["error"] is None:
+            out.setdefault(r["source"], []).append(
+                (r["aspect"], (r["left"], r["top"], r["width"], r["height"]), (r["point_x"], r["point_y"]),
+                 r["score"]))
+    return out
+
+
+def read_table(out_dir):
+    """All records of a job's table, in file order (part-00000 first)."""
+    import pyarrow.parquet as pq
+
+    d = os.path.join(out_dir, "table")
+    rows = []
+    for f in sorted(os.listdir(d)):
+        rows += pq.read_table(os.path.join(d, f)).to_pylist()
+    return rows
+
+
+def snapshot(out_dir) -> dict:
+    """Every file under ``out_dir`` but the lock (relative path -> bytes): equal snapshots, equal output."""
+    snap = {}
+    for root, _dirs, files in os.walk(out_dir):
+        for f in files:
+            p = os.path.join(root, f)
+            rel = os.path.relpath(p, out_dir)
+            if rel != ".gazecrop-batch.lock":
+                with open(p, "rb") as fh:
+                    snap[rel] = fh.read()
+    return snap
+
+
+def temporaries(out_dir) -> list:
+    """Temporary files (``.<name>.<random>.tmp``) anywhere under ``out_dir``."""
+    return [os.path.join(r, f) for r, _d, fs in os.walk(out_dir) for f in fs if f.endswith(".tmp")]
