@@ -51,7 +51,8 @@ case "$mode" in
     "$py" benchmarks/gates.py --json "$out/gates.json" || status=$?
     "$py" benchmarks/quality.py --json "$out/quality.json"
     "$py" benchmarks/thumbor_agreement.py --json "$out/thumbor.json"
+    "$py" benchmarks/batch_throughput.py --json "$out/batch.json" || status=$?  # skips engines not installed
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
-      --thumbor "$out/thumbor.json"
+      --thumbor "$out/thumbor.json" --batch "$out/batch.json"
     exit $status ;;
 esac

@@ -1,7 +1,8 @@
 """Write the benchmark sections of ``benchmarks/RESULTS.md`` and ``benchmarks/quality_vs_time.png``.
 
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
-        [--suites benchmarks/results/suites.json]
+        [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
+        [--batch benchmarks/results/batch.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
 pytest-benchmark's ``--benchmark-json``). Only the text between ``<!-- benchmarks:begin -->`` and
@@ -306,7 +307,38 @@ def plot(gates: dict, q: dict, path: Path = PLOT) -> Optional[str]:
     return None
 
 
-def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor: Optional[dict] = None) -> str:
+def section_batch(b: dict) -> str:
+    """Batch throughput (``benchmarks/batch_throughput.py --json``): the crop CLI against Ray and Dask."""
+    m = b["machine"]
+    v = m.get("versions", {})
+    out = [f"### 6. At scale: `gazecrop -j {b['cores']}` vs Ray vs Dask (`benchmarks/batch_throughput.py`)",
+           "",
+           f"{b['n']} MIT1003 photos, aspects {', '.join(b['aspects'])}, crops written, {b['cores']} cores for every "
+           f"method; **{m['cpu']}**, {m['cores']} cores, Python {m['python']}, Ray {v.get('ray')}, Dask "
+           f"{v.get('dask')}, pyarrow {v.get('pyarrow')}; {m['date']}; commit `{m['commit']}`; 1-minute load "
+           f"average at the start {m.get('load_avg_1m', '?')} (a shared machine). Model load "
+           f"(`gazecrop.load_model()`) {b['model_load_s'] * 1000:.0f} ms.", "",
+           "| method | cluster start s | first image done s | wall s | steady img/s | per core | steady overhead |",
+           "|---|---|---|---|---|---|---|"]
+    names = {"single": f"`gazecrop -j {b['cores']}` (one process)", "ray": "`gazecrop-batch --engine ray`",
+             "dask": "`gazecrop-batch --engine dask`"}
+    for r in b["runs"]:
+        ov = r.get("overhead")
+        out.append(f"| {names.get(r['method'], r['method'])} | {r['cluster_start_s']:.1f} | "
+                   f"{r['first_result_s']:.1f} | {r['wall_s']:.1f} | {r['steady_img_s']:.1f} | "
+                   f"{r['steady_img_s_core']:.2f} | "
+                   + ("-" if ov is None or r["method"] == "single" else f"{ov * 100:+.0f} %") + " |")
+    out += ["", "Steady state: images finished between the 10 % and 90 % marks over the time between them (cluster "
+            "start, worker start-up, model load and the tail left out); overhead: steady time per image over the "
+            "single process's (the mean of its runs before and after the engines). First image done: from the "
+            "command's start, cluster start included."]
+    if b.get("notes"):
+        out += [""] + [f"- {n}" for n in b["notes"]]
+    return "\n".join(out)
+
+
+def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor: Optional[dict] = None,
+          batch: Optional[dict] = None) -> str:
     parts = ["## Benchmarks and speed gates", "",
              "Written by `benchmarks/report.py` from `benchmarks/results/*.json` (raw numbers committed beside "
              "this file); do not edit by hand.", "", section_gates(gates), ""]
@@ -320,6 +352,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
         parts += [section_quality(quality), "", f"![quality against time per image]({PLOT.name})", ""]
     if thumbor:
         parts += [section_thumbor(thumbor), ""]
+    if batch:
+        parts += [section_batch(batch), ""]
     if suites:
         parts += [section_suites(suites), ""]
     return "\n".join(parts)
@@ -343,13 +377,15 @@ def main(argv=None) -> int:
     p.add_argument("--quality", default=None)
     p.add_argument("--suites", default=None)
     p.add_argument("--thumbor", default=None, help="benchmarks/thumbor_agreement.py --json output")
+    p.add_argument("--batch", default=None, help="batch_throughput.py --json output")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     gates = json.loads(Path(a.gates).read_text())
     quality = json.loads(Path(a.quality).read_text()) if a.quality and Path(a.quality).is_file() else None
     suites = json.loads(Path(a.suites).read_text()) if a.suites and Path(a.suites).is_file() else None
     thumbor = json.loads(Path(a.thumbor).read_text()) if a.thumbor and Path(a.thumbor).is_file() else None
-    write_results(build(gates, quality, suites, thumbor), Path(a.out))
+    batch = json.loads(Path(a.batch).read_text()) if a.batch and Path(a.batch).is_file() else None
+    write_results(build(gates, quality, suites, thumbor, batch), Path(a.out))
     if quality:
         msg = plot(gates, quality)
         if msg:

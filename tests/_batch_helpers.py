@@ -112,3 +112,14 @@ def snapshot(out_dir) -> dict:
 def temporaries(out_dir) -> list:
     """Temporary files (``.<name>.<random>.tmp``) anywhere under ``out_dir``."""
     return [os.path.join(r, f) for r, _d, fs in os.walk(out_dir) for f in fs if f.endswith(".tmp")]
+
+
+def same_output(out_a, out_b) -> bool:
+    """Two jobs' outputs hold the same crops (byte for byte), job file and table rows; failure messages may be
+    worded differently by different readers (a file system's own error text), so only whether a row failed
+    is compared."""
+    a, b = snapshot(out_a), snapshot(out_b)
+    files = lambda s: {k: v for k, v in s.items() if not k.startswith("table")}  # noqa: E731
+    rows = lambda d: [{**r, "error": r["error"] is not None} for r in read_table(d)]  # noqa: E731
+    return files(a) == files(b) and sorted(k for k in a if k.startswith("table")) == \
+        sorted(k for k in b if k.startswith("table")) and rows(out_a) == rows(out_b)

@@ -267,3 +267,41 @@ def test_killed_cli_job_finishes_identically_on_restart(corpus, tmp_path, sig, r
     again = _cli(*args, "--out", str(out))
     assert again.returncode == 1 and "already done" in again.stderr
     assert snapshot(out) == snapshot(clean) and temporaries(out) == []
+
+
+def test_odd_file_names_are_kept_in_crops_and_readable_in_the_table(corpus, tmp_path):
+    root, good, want = corpus
+    src = tmp_path / "in"
+    src.mkdir()
+    odd = os.fsdecode(b"caf\xe9 \xff.jpg")  # Latin-1 bytes: not valid UTF-8
+    with open(good[0], "rb") as f:
+        data = f.read()
+    with open(os.path.join(str(src), odd), "wb") as f:
+        f.write(data)
+    out = tmp_path / "out"
+    s = run_job(batch.expand_inputs([str(src)])[0], str(out), OPTS, root=str(src))
+    assert s.failed == [] and s.processed == 1
+    rows = read_table(out)
+    assert rows[0]["source"].endswith("caf\\xe9 \\xff.jpg")  # valid UTF-8 in the table, the bytes shown
+    assert (rows[0]["left"], rows[0]["top"], rows[0]["width"], rows[0]["height"]) == want[good[0]][0][1]
+    assert os.fsencode(os.listdir(out / "crops")[0]).startswith(b"caf\xe9 \xff_")  # the real name on disk
+
+
+def test_a_table_that_cannot_be_written_stops_the_job_cleanly(corpus, tmp_path, monkeypatch, capsys):
+    import errno
+
+    root, good, _ = corpus
+    real = batch.atomic_open
+
+    def full_disk(path):
+        if str(path).endswith(".parquet"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path)
+
+    monkeypatch.setattr(batch, "atomic_open", full_disk)
+    out = tmp_path / "out"
+    assert batch.main(good[:3] + ["--out", str(out), "--no-progress"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert os.listdir(out / "table") == [] and temporaries(out) == []
+    monkeypatch.setattr(batch, "atomic_open", real)
+    assert batch.main(good[:3] + ["--out", str(out), "--no-progress"]) == 0  # the rerun finishes

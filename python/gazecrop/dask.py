@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 from . import batch as _batch
 from ._image import EncodedImage
 
-__all__ = ["GazecropPlugin", "crop_partition", "run", "PARTITION_SIZE"]
+__all__ = ["GazecropPlugin", "crop_partition", "local_cluster", "run", "PARTITION_SIZE"]
 
 PARTITION_SIZE = 8
 """Inputs per bag partition (one Dask task) in :func:`run`."""
@@ -93,17 +93,34 @@ def crop_partition(items: Iterable["str | Tuple[str, str]"], plugin: str = "gaze
     return out
 
 
+def local_cluster(n_workers: int):
+    """A ``distributed.LocalCluster`` of ``n_workers`` single-threaded worker processes set up for cropping
+    (what ``gazecrop-batch --engine dask`` starts without ``--address``): the workers' statistical profiler is
+    off and glibc keeps its default malloc trimming. Measured on 2 cores, both Dask defaults together made
+    each image about 1.7 times slower (the profiler samples every thread's stack every 10 ms; the
+    ``MALLOC_TRIM_THRESHOLD_`` the nanny sets turns off glibc's adaptive mmap threshold, so every decoded image
+    buffer is mapped and unmapped again); set the same on a cluster of your own (``benchmarks/RESULTS.md``).
+    """
+    import dask
+    from distributed import LocalCluster
+
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+               if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
 def _dask_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, crops_dir: str,
                    jobs: Optional[int], address: Optional[str]) -> Iterator[List[dict]]:
     import dask.bag as db
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = None
     if address:
         client = Client(address)
     else:
-        cluster = LocalCluster(n_workers=jobs or (os.cpu_count() or 1), threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = local_cluster(jobs or (os.cpu_count() or 1))
         client = Client(cluster)
     try:
         name = "gazecrop-" + hashlib.sha256(json.dumps([options.to_dict(), crops_dir], sort_keys=True)

@@ -27,7 +27,6 @@ so that read tasks can still be scheduled when the actors fill the cluster (ray-
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -118,7 +117,6 @@ def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, cr
         kw = {"address": address} if address else {"num_cpus": jobs or (os.cpu_count() or 1)}
         ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
     try:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # gazecrop-batch draws its own progress bar
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.enable_auto_log_stats = False

@@ -1,0 +1,145 @@
+"""Batch jobs on Ray Data (``ray.init(num_cpus=2)``) and Dask (``LocalCluster``), started here: over a
+folder of a few dozen images with bad files, exactly the single-process API's boxes, one failure record per
+bad file (a manifest entry that cannot be read included), the same table and crops as the local engine, and
+identical output after an interrupted run is resumed. Needs the ``ray`` / ``dask`` extras (CI installs
+them; without them these tests skip)."""
+
+import os
+
+import pytest
+
+from gazecrop import batch
+from gazecrop.batch import BatchOptions, run_job
+
+from _batch_helpers import ASPECTS, BAD, boxes, expected, make_corpus, read_table, same_output, temporaries
+
+OPTS = BatchOptions(aspects=ASPECTS)
+
+# the engines' own deprecation notices (about settings gazecrop does not touch) are not failures here
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+              pytest.mark.filterwarnings("ignore::FutureWarning:ray.*"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:distributed.*"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:dask.*")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """30 images + 4 bad files, plus a manifest naming them and one missing file; the local engine's output
+    of the same job (the reference)."""
+    root = str(tmp_path_factory.mktemp("corpus"))
+    good = make_corpus(root, n=30)
+    sources, _ = batch.expand_inputs([root])
+    sources.append(os.path.join(root, "b", "missing.jpg"))
+    manifest = os.path.join(root, "..", "manifest.txt")
+    with open(manifest, "w") as f:
+        f.write("\n".join(sources) + "\n")
+    ref = str(tmp_path_factory.mktemp("ref"))
+    run_job(sources, ref, OPTS, engine="local", jobs=2, chunk_size=8, root=root)
+    return root, sources, expected(good), ref
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for this module (gazecrop's helpers join the one already started)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A Dask LocalCluster of 2 single-threaded worker processes for this module."""
+    pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    pytest.importorskip("pyarrow")
+    from gazecrop.dask import local_cluster
+
+    with local_cluster(2) as cluster:
+        yield cluster
+
+
+def _check(out, corpus):
+    root, sources, want, ref = corpus
+    rows = read_table(out)
+    assert boxes(rows) == want  # exactly the single-process API's boxes and points
+    failed = [r["source"] for r in rows if r["error"] is not None]
+    assert sorted(failed) == sorted([os.path.join(root, b) for b in BAD] + [sources[-1]])  # one record each
+    assert same_output(out, ref)  # crops byte for byte and table rows as the local engine's
+    assert temporaries(out) == []
+
+
+def _interrupt_then_resume(engine, out, corpus, **kw):
+    root, sources, _, _ = corpus
+
+    def stop(done, total, failed):  # interrupt once a table file is written, well before the end
+        if done >= 12 and os.listdir(os.path.join(out, "table")):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(sources, out, OPTS, engine=engine, chunk_size=8, root=root, progress=stop, **kw)
+    first = [int(f[5:10]) for f in os.listdir(os.path.join(out, "table"))]
+    assert 1 <= len(first) < 5
+    s = run_job(sources, out, OPTS, engine=engine, chunk_size=8, root=root, **kw)
+    assert s.skipped == sum(min(8, len(sources) - 8 * i) for i in first)
+    assert s.processed == len(sources) - s.skipped
+    assert s.startup_s > 0 and len(s.failed) == len(BAD) + 1
+    return s
+
+
+def test_ray_job_matches_the_api_and_resumes_identically(corpus, ray_cluster, tmp_path):
+    _interrupt_then_resume("ray", str(tmp_path / "out"), corpus)
+    _check(str(tmp_path / "out"), corpus)
+
+
+def test_ray_callable_class_on_read_binary_files(corpus, ray_cluster):
+    from gazecrop.ray import ACTOR_CPUS, Cropper
+
+    ray = ray_cluster
+    root, sources, want, _ = corpus
+    good = sorted(want)[:6]
+    ds = ray.data.read_binary_files(good, include_paths=True)
+    out = ds.map_batches(Cropper, fn_constructor_kwargs={"options": {"aspects": list(ASPECTS), "write_crops": False}},
+                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=ACTOR_CPUS, batch_size=4,
+                         batch_format="numpy")
+    rows = out.take_all()
+    got = boxes([{**r, "source": "/" + r["source"].lstrip("/")} for r in rows])
+    assert got == {p: want[p] for p in good}
+
+
+def test_dask_job_matches_the_api_and_resumes_identically(corpus, dask_cluster, tmp_path):
+    _interrupt_then_resume("dask", str(tmp_path / "out"), corpus, address=dask_cluster.scheduler_address)
+    _check(str(tmp_path / "out"), corpus)
+
+
+def test_dask_plugin_and_partition_function(corpus):
+    pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    import dask.bag as db
+
+    from gazecrop.dask import GazecropPlugin, crop_partition
+
+    root, sources, want, _ = corpus
+    good = sorted(want)[:6]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        with pytest.raises(RuntimeError, match="no gazecrop worker plugin"):
+            client.compute(db.from_sequence(good[:1]).map_partitions(crop_partition, "nope")).result()
+        client.register_plugin(GazecropPlugin({"aspects": list(ASPECTS), "write_crops": False}), name="gc")
+        rows = db.from_sequence(good + [sources[-1]], partition_size=3).map_partitions(
+            crop_partition, "gc").compute()
+    assert boxes(rows) == {p: want[p] for p in good}
+    assert rows[-1]["source"] == sources[-1] and "no such file" in rows[-1]["error"]
+
+
+def test_cli_engines_from_a_manifest(corpus, ray_cluster, dask_cluster, tmp_path):
+    root, sources, want, ref = corpus
+    manifest = os.path.join(root, "..", "manifest.txt")
+    for engine, address in (("dask", [dask_cluster.scheduler_address]), ("ray", [])):  # ray: the one joined
+        out = str(tmp_path / engine)
+        rc = batch.main([manifest, "-a", ASPECTS[0], "-a", ASPECTS[1], "--out", out, "--engine", engine,
+                         "--chunk-size", "8", "--root", root, "--no-progress"]
+                        + (["--address", address[0]] if address else []))
+        assert rc == 1  # the bad files
+        assert same_output(out, ref)
