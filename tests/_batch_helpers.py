@@ -5,6 +5,7 @@ files of several kinds. Shared by tests/test_batch.py and tests/test_batch_engin
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import gazecrop
@@ -123,3 +124,32 @@ def same_output(out_a, out_b) -> bool:
     rows = lambda d: [{**r, "error": r["error"] is not None} for r in read_table(d)]  # noqa: E731
     return files(a) == files(b) and sorted(k for k in a if k.startswith("table")) == \
         sorted(k for k in b if k.startswith("table")) and rows(out_a) == rows(out_b)
+
+
+def interrupt_then_resume(engine, sources, out, root, monkeypatch, chunk_size=8, **kw):
+    """Stop a job (as Ctrl-C would) right after its second table file is written, check that two are there,
+    run it again and check that it skipped exactly those; returns the second run's summary."""
+    from gazecrop import batch
+    from gazecrop.batch import BatchOptions, run_job
+
+    opts = BatchOptions(aspects=ASPECTS)
+    write = batch._write_part
+    written = []
+
+    def write_then_stop(*args):
+        failed = write(*args)
+        written.append(args[0])
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        return failed
+
+    monkeypatch.setattr(batch, "_write_part", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(sources, out, opts, engine=engine, chunk_size=chunk_size, root=root, **kw)
+    monkeypatch.setattr(batch, "_write_part", write)
+    first = [int(f[5:10]) for f in os.listdir(os.path.join(out, "table"))]
+    assert len(first) == 2
+    s = run_job(sources, out, opts, engine=engine, chunk_size=chunk_size, root=root, **kw)
+    assert s.skipped == sum(min(chunk_size, len(sources) - chunk_size * i) for i in first)
+    assert s.processed == len(sources) - s.skipped
+    return s

@@ -19,7 +19,8 @@ from gazecrop import EncodedImage
 from gazecrop import batch
 from gazecrop.batch import BatchOptions, crop_records, plan_names, run_job
 
-from _batch_helpers import ASPECTS, BAD, boxes, expected, make_corpus, read_table, snapshot, temporaries
+from _batch_helpers import (ASPECTS, BAD, boxes, expected, interrupt_then_resume, make_corpus, read_table, snapshot,
+                            temporaries)
 
 OPTS = BatchOptions(aspects=ASPECTS)
 
@@ -150,22 +151,13 @@ def test_local_job_table_crops_and_resume(corpus, tmp_path):
     assert s5.processed == 5 and sorted(os.listdir(out / "table")) == ["part-00000.parquet", "part-00001.parquet"]
 
 
-def test_interrupted_job_resumes_to_identical_output(corpus, tmp_path):
+def test_interrupted_job_resumes_to_identical_output(corpus, tmp_path, monkeypatch):
     root, _, _ = corpus
     sources, r = batch.expand_inputs([root])
     clean = tmp_path / "clean"
     run_job(sources, str(clean), OPTS, jobs=2, chunk_size=3, root=r)
-
-    def stop(done, total, failed):
-        if done == 7:
-            raise KeyboardInterrupt
-
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        run_job(sources, str(out), OPTS, jobs=2, chunk_size=3, root=r, progress=stop)
-    assert 1 <= len(os.listdir(out / "table")) < 6
-    s = run_job(sources, str(out), OPTS, jobs=2, chunk_size=3, root=r)
-    assert s.skipped >= 3 and s.processed == len(sources) - s.skipped
+    interrupt_then_resume("local", sources, str(out), r, monkeypatch, chunk_size=3, jobs=2)
     assert snapshot(out) == snapshot(clean) and temporaries(out) == []
 
 

@@ -11,7 +11,8 @@ import pytest
 from gazecrop import batch
 from gazecrop.batch import BatchOptions, run_job
 
-from _batch_helpers import ASPECTS, BAD, boxes, expected, make_corpus, read_table, same_output, temporaries
+from _batch_helpers import (ASPECTS, BAD, boxes, expected, interrupt_then_resume, make_corpus, read_table,
+                            same_output, temporaries)
 
 OPTS = BatchOptions(aspects=ASPECTS)
 
@@ -70,26 +71,10 @@ def _check(out, corpus):
     assert temporaries(out) == []
 
 
-def _interrupt_then_resume(engine, out, corpus, **kw):
+def test_ray_job_matches_the_api_and_resumes_identically(corpus, ray_cluster, tmp_path, monkeypatch):
     root, sources, _, _ = corpus
-
-    def stop(done, total, failed):  # interrupt once a table file is written, well before the end
-        if done >= 12 and os.listdir(os.path.join(out, "table")):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_job(sources, out, OPTS, engine=engine, chunk_size=8, root=root, progress=stop, **kw)
-    first = [int(f[5:10]) for f in os.listdir(os.path.join(out, "table"))]
-    assert 1 <= len(first) < 5
-    s = run_job(sources, out, OPTS, engine=engine, chunk_size=8, root=root, **kw)
-    assert s.skipped == sum(min(8, len(sources) - 8 * i) for i in first)
-    assert s.processed == len(sources) - s.skipped
+    s = interrupt_then_resume("ray", sources, str(tmp_path / "out"), root, monkeypatch)
     assert s.startup_s > 0 and len(s.failed) == len(BAD) + 1
-    return s
-
-
-def test_ray_job_matches_the_api_and_resumes_identically(corpus, ray_cluster, tmp_path):
-    _interrupt_then_resume("ray", str(tmp_path / "out"), corpus)
     _check(str(tmp_path / "out"), corpus)
 
 
@@ -108,8 +93,11 @@ def test_ray_callable_class_on_read_binary_files(corpus, ray_cluster):
     assert got == {p: want[p] for p in good}
 
 
-def test_dask_job_matches_the_api_and_resumes_identically(corpus, dask_cluster, tmp_path):
-    _interrupt_then_resume("dask", str(tmp_path / "out"), corpus, address=dask_cluster.scheduler_address)
+def test_dask_job_matches_the_api_and_resumes_identically(corpus, dask_cluster, tmp_path, monkeypatch):
+    root, sources, _, _ = corpus
+    s = interrupt_then_resume("dask", sources, str(tmp_path / "out"), root, monkeypatch,
+                              address=dask_cluster.scheduler_address)
+    assert s.startup_s > 0 and len(s.failed) == len(BAD) + 1
     _check(str(tmp_path / "out"), corpus)
 
 

@@ -184,7 +184,8 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
     """The full-resolution image as displayed: first frame, EXIF orientation applied, original mode kept.
 
     Args:
-        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (not modified) or a
+            uint8 (H, W, 3) array.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``; None there = no limit).
     Returns:
         A loaded ``PIL.Image.Image`` the caller owns, detached from any file (``info`` keeps
@@ -291,7 +292,8 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
     """Any accepted image -> :class:`Prepared` (displayed RGB uint8 pixels + full-resolution displayed size).
 
     Args:
-        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (never modified) or a uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (never modified) or a
+            uint8 (H, W, 3) array.
         input_size: the model's ``input_size(H, W) -> (h, w)``; when given, a JPEG file is decoded in draft
             mode at the smallest DCT scale that is still at least that size. Other inputs are unaffected.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``).

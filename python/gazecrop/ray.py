@@ -123,8 +123,9 @@ def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, cr
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = max(1, jobs if (jobs and address) else int(cpus / ACTOR_CPUS))
         actors = min(actors, cpus, len(tasks))
-        ds = ray.data.from_items([{"path": s, "relname": r} for s, r in tasks],
-                                 override_num_blocks=max(1, min(len(tasks), 8 * actors)))
+        # blocks of about 16 inputs: records reach the driver (table files, progress) as they finish
+        blocks = max(min(len(tasks), 2 * actors), min(-(-len(tasks) // 16), 20000))
+        ds = ray.data.from_items([{"path": s, "relname": r} for s, r in tasks], override_num_blocks=blocks)
         ds = ds.map_batches(read_sources, batch_size=8, num_cpus=READ_CPUS, batch_format="numpy")
         ds = ds.map_batches(Cropper, fn_constructor_kwargs={"options": options.to_dict(), "crops_dir": crops_dir},
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=ACTOR_CPUS, batch_size=4,
