@@ -8,8 +8,13 @@ each in its own fresh process, timed from the parent. Reported per method: clust
 first finished image (pipeline start: actors / workers started, the model loaded, the first image done), model
 load (``gazecrop.load_model()``, measured on its own), end-to-end wall time, and the steady-state rate: images
 finished between the 10 % and the 90 % marks divided by the time between them (start-up and the tail left
-out), in images per second per core. The engines' steady-state overhead is their steady time per image over
-the single process's (the single process runs first and last; its two runs are averaged and both reported).
+out), in images per second per core, and the CPU time per image over the same span: user + system time of
+the whole process tree (the CLI's process; the Ray driver with its raylet, GCS, workers and actors; the Dask
+client with its scheduler, nannies and workers), read with psutil at the 10 % and 90 % marks. On a shared
+machine the wall-clock rate depends on how much of the cores the other jobs leave (and a method with more
+processes gets a larger share of them); CPU time per image does not, so the engines' steady-state overhead is
+their CPU time per image over the single process's (the single process runs first and last; its two runs are
+averaged and both reported).
 
     python benchmarks/batch_throughput.py --json benchmarks/results/batch.json     # 1,000 photos, 2 cores
     python benchmarks/batch_throughput.py --n 100 --engines single,dask            # a quick look
@@ -41,11 +46,49 @@ PHOTOS = REPO.parent / "shared" / "data" / "eyetracking" / "mit1003" / "stimuli"
 ASPECTS = ("16:9", "1:1")
 
 
-def _steady(times: List[float], lo: float = 0.1, hi: float = 0.9) -> float:
+LO, HI = 0.1, 0.9
+"""Steady state: between the completions of these shares of the images."""
+
+
+def _steady(times: List[float], lo: float = LO, hi: float = HI) -> float:
     """Images per second between the ``lo`` and ``hi`` shares of the completions (sorted times in s)."""
     t = sorted(times)
     i, j = int(lo * (len(t) - 1)), int(hi * (len(t) - 1))
     return (j - i) / max(t[j] - t[i], 1e-9)
+
+
+def _tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and all its descendants alive now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class _CpuMarks:
+    """CPU time of a process tree when the ``LO`` and ``HI`` shares of ``n`` images are done."""
+
+    def __init__(self, pid: int, n: int) -> None:
+        self.pid, self.marks = pid, {int(LO * (n - 1)) + 1: None, int(HI * (n - 1)) + 1: None}
+
+    def done(self, k: int) -> None:
+        if k in self.marks:
+            self.marks[k] = _tree_cpu(self.pid)
+
+    def per_image(self) -> float:
+        (a, ca), (b, cb) = sorted(self.marks.items())
+        return (cb - ca) / (b - a) if ca is not None and cb is not None else float("nan")
 
 
 def _single(files: List[str], out: str, cores: int) -> dict:
@@ -55,6 +98,7 @@ def _single(files: List[str], out: str, cores: int) -> dict:
         cmd += ["-a", a]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu = _CpuMarks(proc.pid, len(files))
     done: List[float] = []
     lines = 0
     assert proc.stdout is not None
@@ -62,12 +106,14 @@ def _single(files: List[str], out: str, cores: int) -> dict:
         lines += 1
         if lines % len(ASPECTS) == 0:
             done.append(time.perf_counter() - t0)
+            cpu.done(len(done))
     err = proc.stderr.read() if proc.stderr else ""
     rc = proc.wait()
     wall = time.perf_counter() - t0
     if rc != 0 or len(done) != len(files):
         raise RuntimeError(f"gazecrop exited {rc} after {len(done)} of {len(files)} inputs: {err[-2000:]}")
-    return {"cluster_start_s": 0.0, "first_result_s": min(done), "wall_s": wall, "done": done}
+    return {"cluster_start_s": 0.0, "first_result_s": min(done), "wall_s": wall, "done": done,
+            "cpu_s_per_image": cpu.per_image()}
 
 
 def _child(engine: str, manifest: str, out: str, cores: int) -> None:
@@ -90,9 +136,11 @@ def _child(engine: str, manifest: str, out: str, cores: int) -> None:
         address = cluster.scheduler_address
     t_cluster = time.perf_counter() - t0
     done: List[float] = []
+    cpu = _CpuMarks(os.getpid(), len(files))
 
     def progress(n: int, total: int, failed: int) -> None:
         done.append(time.perf_counter() - t0)
+        cpu.done(n)
 
     summary = run_job(files, out, opts, engine=engine, jobs=cores, address=address, root=str(PHOTOS),
                       progress=progress)
@@ -105,7 +153,8 @@ def _child(engine: str, manifest: str, out: str, cores: int) -> None:
         cluster.close()
     if summary.failed or len(done) != len(files):
         raise SystemExit(f"{engine}: {len(summary.failed)} failed, {len(done)} of {len(files)} done")
-    print(json.dumps({"cluster_start_s": t_cluster, "first_result_s": min(done), "wall_s": wall, "done": done}))
+    print(json.dumps({"cluster_start_s": t_cluster, "first_result_s": min(done), "wall_s": wall, "done": done,
+                      "cpu_s_per_image": cpu.per_image()}))
 
 
 def _engine(engine: str, files: List[str], out: str, cores: int, tmp: str) -> dict:
@@ -190,16 +239,19 @@ def main(argv=None) -> int:
             results["runs"].append(r)
             print(f"{method:7s} cluster {r['cluster_start_s']:5.1f} s  first result {r['first_result_s']:5.1f} s  "
                   f"wall {r['wall_s']:6.1f} s  steady {r['steady_img_s']:6.1f} img/s "
-                  f"({r['steady_img_s_core']:.1f} per core)", flush=True)
+                  f"({r['steady_img_s_core']:.1f} per core)  CPU {r['cpu_s_per_image'] * 1000:.1f} ms/image",
+                  flush=True)
             shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    singles = [r["steady_img_s"] for r in results["runs"] if r["method"] == "single"]
+    singles = [r for r in results["runs"] if r["method"] == "single"]
     if singles:
-        base = sum(singles) / len(singles)
-        results["single_steady_img_s"] = base
+        base = sum(r["steady_img_s"] for r in singles) / len(singles)
+        cpu = sum(r["cpu_s_per_image"] for r in singles) / len(singles)
+        results["single_steady_img_s"], results["single_cpu_s_per_image"] = base, cpu
         for r in results["runs"]:
-            r["overhead"] = base / r["steady_img_s"] - 1.0  # steady time per image over the single process's
+            r["overhead_wall"] = base / r["steady_img_s"] - 1.0  # steady wall time per image over the single's
+            r["overhead"] = r["cpu_s_per_image"] / cpu - 1.0  # steady CPU time per image over the single's
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {a.json}")

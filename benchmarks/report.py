@@ -318,20 +318,25 @@ def section_batch(b: dict) -> str:
            f"{v.get('dask')}, pyarrow {v.get('pyarrow')}; {m['date']}; commit `{m['commit']}`; 1-minute load "
            f"average at the start {m.get('load_avg_1m', '?')} (a shared machine). Model load "
            f"(`gazecrop.load_model()`) {b['model_load_s'] * 1000:.0f} ms.", "",
-           "| method | cluster start s | first image done s | wall s | steady img/s | per core | steady overhead |",
-           "|---|---|---|---|---|---|---|"]
+           "| method | cluster start s | first image done s | wall s | steady img/s | per core | CPU ms / image "
+           "| steady overhead (CPU) | (wall) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     names = {"single": f"`gazecrop -j {b['cores']}` (one process)", "ray": "`gazecrop-batch --engine ray`",
              "dask": "`gazecrop-batch --engine dask`"}
+    def pct(r: dict, key: str) -> str:
+        return "-" if r.get(key) is None or r["method"] == "single" else f"{r[key] * 100:+.0f} %"
+
     for r in b["runs"]:
-        ov = r.get("overhead")
         out.append(f"| {names.get(r['method'], r['method'])} | {r['cluster_start_s']:.1f} | "
                    f"{r['first_result_s']:.1f} | {r['wall_s']:.1f} | {r['steady_img_s']:.1f} | "
-                   f"{r['steady_img_s_core']:.2f} | "
-                   + ("-" if ov is None or r["method"] == "single" else f"{ov * 100:+.0f} %") + " |")
-    out += ["", "Steady state: images finished between the 10 % and 90 % marks over the time between them (cluster "
-            "start, worker start-up, model load and the tail left out); overhead: steady time per image over the "
-            "single process's (the mean of its runs before and after the engines). First image done: from the "
-            "command's start, cluster start included."]
+                   f"{r['steady_img_s_core']:.2f} | {r['cpu_s_per_image'] * 1000:.1f} | {pct(r, 'overhead')} | "
+                   f"{pct(r, 'overhead_wall')} |")
+    out += ["", "Steady state: between the 10 % and 90 % marks of the images finished (cluster start, worker "
+            "start-up, model load and the tail left out). CPU ms / image: user + system time of the method's "
+            "whole process tree over that span per image; overhead (CPU): that over the single process's (the "
+            "mean of its runs before and after the engines), the measure that does not depend on how much of "
+            "the shared cores other jobs left; (wall): the same from the wall-clock rates. First image done: "
+            "from the command's start, cluster start included."]
     if b.get("notes"):
         out += [""] + [f"- {n}" for n in b["notes"]]
     return "\n".join(out)

@@ -29,7 +29,7 @@ def corpus(tmp_path_factory):
     of the same job (the reference)."""
     root = str(tmp_path_factory.mktemp("corpus"))
     good = make_corpus(root, n=30)
-    sources, _ = batch.expand_inputs([root])
+    sources = batch.expand_inputs([root]).sources
     sources.append(os.path.join(root, "b", "missing.jpg"))
     manifest = os.path.join(root, "..", "manifest.txt")
     with open(manifest, "w") as f:
@@ -118,7 +118,7 @@ def test_dask_plugin_and_partition_function(corpus):
         rows = db.from_sequence(good + [sources[-1]], partition_size=3).map_partitions(
             crop_partition, "gc").compute()
     assert boxes(rows) == {p: want[p] for p in good}
-    assert rows[-1]["source"] == sources[-1] and "no such file" in rows[-1]["error"]
+    assert rows[-1]["source"] == sources[-1] and "No such file or directory" in rows[-1]["error"]
 
 
 def test_cli_engines_from_a_manifest(corpus, ray_cluster, dask_cluster, tmp_path):

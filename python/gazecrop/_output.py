@@ -35,11 +35,14 @@ import io
 import os
 import string
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
 
 from PIL import Image
 
 from ._atomic import write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._image import EncodedImage
 
 __all__ = ["FORMATS", "DEFAULT_QUALITY", "SourceInfo", "source_info", "format_of_extension", "extension_for",
            "writable", "output_name", "check_template", "save_options", "fit_mode", "encode_image",
@@ -76,12 +79,13 @@ class SourceInfo:
     extension: str = ""
 
 
-def _webp_lossless(path: str) -> bool:
+def _webp_lossless(path: "str | EncodedImage") -> bool:
     """True when the WebP file's first image chunk is lossless (``VP8L``), by walking its RIFF chunks."""
     from ._files import open_regular
+    from ._image import EncodedImage
 
     try:
-        with open_regular(path) as f:
+        with (io.BytesIO(path.data) if isinstance(path, EncodedImage) else open_regular(path)) as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
                 return False
@@ -101,16 +105,16 @@ def _webp_lossless(path: str) -> bool:
     return False
 
 
-def source_info(path: str) -> SourceInfo:
+def source_info(path: "str | EncodedImage") -> SourceInfo:
     """Format, save-relevant info (ICC, EXIF with orientation 1, ...), JPEG quantisation tables and
-    subsampling of the image file at ``path`` (header only).
+    subsampling of the image file at ``path`` or in an :class:`~gazecrop.EncodedImage` (header only).
 
     Raises:
         As :func:`gazecrop._image.open_image` for paths.
     """
     from PIL import JpegImagePlugin
 
-    from ._image import _open_path
+    from ._image import EncodedImage, _open_path
 
     im = _open_path(path, None)
     try:
@@ -134,7 +138,8 @@ def source_info(path: str) -> SourceInfo:
             pass
     finally:
         im.close()
-    return SourceInfo(fmt, info, quant, sampling, os.path.splitext(path)[1])
+    name = path.name if isinstance(path, EncodedImage) else path
+    return SourceInfo(fmt, info, quant, sampling, os.path.splitext(name)[1])
 
 
 def format_of_extension(ext: str) -> Optional[str]:

@@ -8,8 +8,8 @@
 The unit of work is :func:`crop_records` (numpy + Pillow only): inputs (paths or :class:`~gazecrop.EncodedImage`
 bytes with their names) -> one record per input per aspect (:data:`COLUMNS`), or one record with ``error`` set
 for an input that fails; it never raises for a bad input. Every engine runs it inside a :class:`Cropper`, which
-loads the model once per process. Crops are written by :func:`gazecrop.cli.crop_input`, the code the
-``gazecrop`` CLI uses.
+loads the model once per process. Crops are named and written by :mod:`gazecrop._output` (format precedence,
+extension matching the bytes, JPEG tables / ICC / EXIF kept, verified atomic writes), as the ``gazecrop`` CLI's.
 
 A job (:func:`run_job`) writes into ``OUT``:
 
@@ -47,10 +47,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import __version__
-from ._atomic import atomic_open, remove_temporaries, umask
+from . import _atomic
+from ._atomic import umask, write_bytes
 from ._image import EncodedImage
 from .crop import DEFAULT_STRATEGY, STRATEGIES, format_aspect, parse_aspect
 
@@ -109,6 +110,9 @@ class BatchOptions:
         strategy: box placement (:data:`gazecrop.STRATEGIES`).
         name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{ext}`` (as ``gazecrop --name``).
         write_crops: write the cropped images (else records only).
+        format: ``"jpeg"``, ``"png"`` or ``"webp"`` for every crop, or None: the extension in ``name``, else
+            each input's own format (as ``gazecrop --format``; :mod:`gazecrop._output`).
+        quality: 1..100 for lossy crops, or None (a JPEG input's own tables, else 90).
         model: a ``.gzw`` file, or None for the bundled model.
     Raises:
         ValueError / TypeError: a bad aspect, strategy or template.
@@ -118,9 +122,12 @@ class BatchOptions:
     strategy: str = DEFAULT_STRATEGY
     name: str = "{stem}_{aspect}{ext}"
     write_crops: bool = True
+    format: Optional[str] = None
+    quality: Optional[int] = None
     model: Optional[str] = None
 
     def __post_init__(self) -> None:
+        from ._output import FORMATS
         from .cli import check_name
 
         if isinstance(self.aspects, str):
@@ -135,9 +142,20 @@ class BatchOptions:
         object.__setattr__(self, "aspects", aspects)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
-        check_name(self.name, aspects)
+        if self.format is not None and self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; expected one of {sorted(FORMATS)}")
+        if self.quality is not None and (isinstance(self.quality, bool) or not 1 <= int(self.quality) <= 100):
+            raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
+        check_name(self.name, aspects, self.pil_format)
         if self.model is not None:
             object.__setattr__(self, "model", os.path.abspath(os.fspath(self.model)))
+
+    @property
+    def pil_format(self) -> Optional[str]:
+        """The Pillow name of :attr:`format` (``"JPEG"``), or None."""
+        from ._output import FORMATS
+
+        return FORMATS[self.format] if self.format else None
 
     def to_dict(self) -> dict:
         """JSON-ready dict; ``BatchOptions(**d)`` rebuilds it (how engines ship options to workers)."""
@@ -212,29 +230,34 @@ class Cropper:
         return rec
 
     def _one(self, image: Input, relname: str) -> List[dict]:
-        from .cli import crop_input
+        from ._output import output_name, source_info, write_image
+        from .cli import _check_input, predict_input
 
         source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
-        destination = None
-        if self.options.write_crops:
-            assert self.crops_dir is not None
+        if not isinstance(image, EncodedImage):
+            _check_input(source)  # the operating system's reason: missing, a folder, a FIFO, no permission
+        opts = self.options
+        info = source_info(image) if opts.write_crops else None
+        pred, full = predict_input(image, self.model, info)
+        results = pred.crops(opts.aspects, strategy=opts.strategy)
+        outputs: List[str] = []
+        if info is not None:
+            assert self.crops_dir is not None and full is not None
             folder = os.path.join(self.crops_dir, *posixpath.dirname(relname).split("/"))
             stem = os.path.splitext(posixpath.basename(relname))[0]
             real_source = None if isinstance(image, EncodedImage) else os.path.realpath(source)
-
-            def destination(aspect: str, ext: str) -> str:
-                dst = os.path.join(folder, self.options.name.format(stem=stem, aspect=format_aspect(aspect),
-                                                                     ext=ext))
+            os.makedirs(folder, exist_ok=True)
+            for a, r in zip(opts.aspects, results):
+                name, fmt = output_name(opts.name, {"stem": stem, "aspect": format_aspect(a)},
+                                        requested=opts.pil_format, source=info)
+                dst = os.path.join(folder, name)
                 if real_source is not None and os.path.realpath(dst) == real_source:
                     raise ValueError(f"refusing to overwrite input file {dst}")
-                os.makedirs(folder, exist_ok=True)
-                return dst
-
-        if not isinstance(image, EncodedImage) and not os.path.isfile(source):
-            raise FileNotFoundError(f"{source}: no such file" if not os.path.exists(source)
-                                    else f"{source}: not a file")
-        pred, results, outputs, _ = crop_input(image, self.options.aspects, model=self.model,
-                                               strategy=self.options.strategy, destination=destination)
+                try:
+                    write_image(full.crop(r.box.to_pil()), dst, fmt, source=info, quality=opts.quality)
+                except OSError as e:  # the system's reason, naming the crop (not the temporary file)
+                    raise OSError(e.errno, f"cannot write {dst}: {e.strerror or e}") from e
+                outputs.append(dst)
         W, H = pred.size
         base = os.path.dirname(self.crops_dir) if self.crops_dir else ""
         records = []
@@ -260,6 +283,8 @@ class Cropper:
             relnames = [os.path.basename(i.name if isinstance(i, EncodedImage) else os.fspath(i)) for i in inputs]
         elif len(relnames) != len(inputs):
             raise ValueError(f"{len(relnames)} relative names for {len(inputs)} inputs")
+        from .cli import _Failure
+
         out: List[dict] = []
         for image, rel in zip(inputs, relnames):
             source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
@@ -267,7 +292,7 @@ class Cropper:
                 out += self._one(image, rel)
             except Exception as e:  # one bad input never stops the others
                 msg = str(e) or type(e).__name__
-                if not isinstance(e, (OSError, ValueError)):
+                if not isinstance(e, (OSError, ValueError, _Failure)):
                     msg = f"{type(e).__name__}: {msg}"
                 out.append(self._failure(source, msg if msg.startswith(source) else f"{source}: {msg}"))
         return out
@@ -361,7 +386,9 @@ def read_manifest(path: str) -> List[str]:
     Raises:
         OSError: the file cannot be read. ValueError: it is not text.
     """
-    with open(path, "rb") as f:
+    from ._files import open_regular
+
+    with open_regular(path) as f:  # a FIFO or a device is refused, not read forever
         data = f.read()
     if b"\0" in data:
         raise ValueError(f"{path}: not a text manifest (one path or URI per line)")
@@ -369,21 +396,38 @@ def read_manifest(path: str) -> List[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Tuple[List[str], Optional[str]]:
+class Expanded(NamedTuple):
+    """What :func:`expand_inputs` found: ``sources`` (paths and URIs, in order, without duplicates), ``root``
+    (the folder crop names are relative to, when one folder was given) and ``errors`` (inputs that gave no
+    source: a folder that cannot be listed or holds no image, a pattern that matches nothing)."""
+
+    sources: List[str]
+    root: Optional[str]
+    errors: List[str]
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Expanded:
     """Sources from the command line's inputs: folders (their image files, sub-folders too unless
-    ``recursive`` is False; the ``gazecrop`` CLI's folder expansion), manifest files (any file that is not an
-    image by extension: :func:`read_manifest`), image files, URIs; duplicates dropped. Also returns the root
-    for relative names when one folder was given."""
-    from .cli import IMAGE_EXTENSIONS, _expand
+    ``recursive`` is False) and glob patterns as the ``gazecrop`` CLI expands them
+    (:func:`gazecrop.cli.expand_inputs`), manifest files (a file whose extension is not an image's:
+    :func:`read_manifest`), image files and URIs. Never raises for an input that gives nothing (see
+    :class:`Expanded`), except a manifest that cannot be read (OSError / ValueError)."""
+    from .cli import expand_inputs as expand_files
+    from .cli import image_extensions
 
     out: List[str] = []
+    errors: List[str] = []
     for item in inputs:
-        if not _is_uri(item) and os.path.isfile(item) and not item.lower().endswith(IMAGE_EXTENSIONS):
-            out += read_manifest(item)
-        elif _is_uri(item):
+        if _is_uri(item):
             out.append(item)
+        elif os.path.isfile(item) and os.path.splitext(item)[1].lower() not in image_extensions():
+            out += read_manifest(item)
         else:
-            out += _expand([item], recursive)
+            for f in expand_files([item], recursive=recursive):
+                if f.error is None:
+                    out.append(f.path)
+                else:
+                    errors.append(f.error)
     seen = set()
     unique = []
     for s in out:
@@ -392,7 +436,7 @@ def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Tuple[List[s
             seen.add(key)
             unique.append(s)
     root = inputs[0] if len(inputs) == 1 and os.path.isdir(inputs[0]) else None
-    return unique, root
+    return Expanded(unique, root, errors)
 
 
 # ------------------------------------------------------------------------------------------------ the job
@@ -405,7 +449,8 @@ class JobSummary:
         inputs: number of inputs. processed: inputs processed in this run. skipped: inputs whose records and
         crops already existed (resumed). failed: ``(source, error)`` of every failed input in the table.
         table: the Parquet dataset folder. seconds: wall time of this run. startup_s: engine start-up (cluster
-        start and model load) until the first record arrived, included in ``seconds``.
+        start and model load) until the first record arrived, included in ``seconds``. input_errors: inputs
+        that gave no image (:func:`run_engine` and the command line fill it).
     """
 
     inputs: int = 0
@@ -415,6 +460,7 @@ class JobSummary:
     table: str = ""
     seconds: float = 0.0
     startup_s: float = 0.0
+    input_errors: List[str] = field(default_factory=list)
 
 
 class _Part:
@@ -463,8 +509,7 @@ def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    with atomic_open(path) as f:
-        f.write(sink.getvalue().to_pybytes())
+    write_bytes(path, sink.getvalue().to_pybytes())
     return [(r["source"], r["error"]) for r in records if r["error"] is not None]
 
 
@@ -514,17 +559,27 @@ def _executor(engine: str) -> Executor:
 
 @contextlib.contextmanager
 def _job_lock(out: str) -> Iterator[None]:
+    """One job at a time per output folder (a file system without locks: no check)."""
+    import errno
     import fcntl
 
     fd = os.open(os.path.join(out, ".gazecrop-batch.lock"), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RuntimeError(f"another gazecrop-batch job is writing to {out}") from None
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RuntimeError(f"another gazecrop-batch job is writing to {out}") from None
         yield
     finally:
         os.close(fd)
+
+
+def _clean_stale(folder: str) -> None:
+    """Remove the temporary files that killed writers left in ``folder`` and its sub-folders
+    (:func:`gazecrop._atomic.clean_stale`: files of live writers and of other programs are never touched)."""
+    for root, _dirs, _files in os.walk(folder):
+        _atomic.clean_stale(root)
 
 
 def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: str = "local",
@@ -565,14 +620,13 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
     key = job_key(options)
     summary = JobSummary(inputs=len(sources), table=table_dir)
     with _job_lock(out):
-        remove_temporaries(table_dir)
-        if os.path.isdir(crops_dir):
-            remove_temporaries(crops_dir)
+        _clean_stale(table_dir)
+        _clean_stale(crops_dir)
         name, version = model_info(options.model)
-        with atomic_open(os.path.join(out, "job.json")) as f:
-            f.write(json.dumps({"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__,
-                                "model_name": name, "model_version": version, "inputs": len(sources),
-                                "chunk_size": chunk_size, "options": options.to_dict()}, indent=1).encode())
+        write_bytes(os.path.join(out, "job.json"), json.dumps(
+            {"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__, "model_name": name,
+             "model_version": version, "inputs": len(sources), "chunk_size": chunk_size,
+             "options": options.to_dict()}, indent=1).encode())
         parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size])
                  for i in range(0, len(sources), chunk_size)]
         wanted = {p.filename for p in parts}
@@ -628,27 +682,29 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *, as
                address: Optional[str] = None, jobs: Optional[int] = None, **kwargs) -> JobSummary:
     """:func:`run_job` from command-line-style inputs (a folder, a manifest, or a list of them and of image
     paths / URIs; :func:`expand_inputs`), with :class:`BatchOptions` fields (``strategy``, ``name``,
-    ``write_crops``, ``model``) and :func:`run_job` arguments mixed in ``kwargs``."""
+    ``write_crops``, ``format``, ``quality``, ``model``) and :func:`run_job` arguments mixed in ``kwargs``.
+    Inputs that gave no image (:class:`Expanded` ``errors``) are in the summary's ``input_errors``.
+
+    Raises:
+        ValueError: no image found; otherwise as :func:`run_job`.
+    """
     opt_fields = set(BatchOptions.__dataclass_fields__)
     opts = BatchOptions(aspects=tuple(aspects), **{k: v for k, v in kwargs.items() if k in opt_fields})
     job_kw = {k: v for k, v in kwargs.items() if k not in opt_fields}
-    sources, root = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
-    job_kw.setdefault("root", root)
-    return run_job(sources, out, opts, engine=engine, jobs=jobs, address=address, **job_kw)
+    found = expand_inputs([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    if not found.sources:
+        raise ValueError("no input images found" + "".join(f"; {e}" for e in found.errors))
+    job_kw.setdefault("root", found.root)
+    summary = run_job(found.sources, out, opts, engine=engine, jobs=jobs, address=address, **job_kw)
+    summary.input_errors = list(found.errors)
+    return summary
 
 
 # --------------------------------------------------------------------------------------------- command line
 
-class _Terminated(BaseException):
-    pass
-
-
-def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
-    raise _Terminated()
-
-
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    from .cli import DEFAULT_NAME
+    from ._output import FORMATS
+    from .cli import DEFAULT_NAME, _quality_arg
 
     p = argparse.ArgumentParser(
         prog="gazecrop-batch",
@@ -671,6 +727,11 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="threads (local) or local-cluster workers (ray, dask); default: the CPU count")
     p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
                    help="crop file name: {stem}, {aspect}, {ext}, as in gazecrop; default %(default)s")
+    p.add_argument("--format", choices=sorted(FORMATS), default=None,
+                   help="format of the crops (default: the extension written in --name, else each input's "
+                        "real format); the file extension always matches")
+    p.add_argument("--quality", type=_quality_arg, default=None, metavar="Q",
+                   help="quality 1..100 of JPEG / WebP crops (default: a JPEG input's own tables, else 90)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
     p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
@@ -694,7 +755,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--chunk-size must be >= 1")
     try:
         args.options = BatchOptions(aspects=tuple(args.aspect), strategy=args.strategy, name=args.name,
-                                    write_crops=not args.no_crops, model=args.model)
+                                    write_crops=not args.no_crops, format=args.format, quality=args.quality,
+                                    model=args.model)
     except (ValueError, TypeError) as e:
         p.error(str(e))
     return args
@@ -702,61 +764,77 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``gazecrop-batch``. Exit status: 0 every input cropped, 1 some failed (listed, and in
-    the table's ``error`` column) or the table could not be written, 2 usage error, 130 / 143 after SIGINT /
-    SIGTERM (run it again to finish)."""
-    from .cli import _Progress
+    the table's ``error`` column) or the output could not be written, 2 usage error, 128 + N when stopped by
+    signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP; run the same command again to finish). Signals follow the
+    ``gazecrop`` CLI's rules (:func:`gazecrop.cli.main`): writes in progress in this process are removed, an
+    ignored signal stays ignored."""
+    from .cli import _STOP_SIGNALS, _Stop, _Terminal, _on_signal
 
-    args = _parse_args(argv)
-    err = sys.stderr
+    term = _Terminal(0, False)
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in _STOP_SIGNALS:
+            if signal.getsignal(s) != signal.SIG_IGN:
+                installed[s] = signal.signal(s, _on_signal)
+    stopped = False
     try:
-        inputs, root = expand_inputs(args.inputs, args.recursive)
+        return _main(argv, term)
+    except (_Stop, KeyboardInterrupt) as e:
+        stopped = True
+        _atomic.cancel_pending()
+        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
+        term.finish()
+        term.err(f"gazecrop-batch: stopped by {signal.Signals(signum).name}; finished work is kept, run the same "
+                 f"command again to finish")
+        return 128 + signum
+    finally:
+        for s, old in installed.items():  # after a stop, a second signal ends the process at once
+            signal.signal(s, signal.SIG_DFL if stopped else old)
+
+
+def _main(argv: Optional[Sequence[str]], term) -> int:
+    args = _parse_args(argv)
+    _atomic.allow_writes()
+    try:
+        found = expand_inputs(args.inputs, args.recursive)
     except (OSError, ValueError) as e:
-        print(f"gazecrop-batch: {_printable(str(e))}", file=err)
+        term.err(f"gazecrop-batch: {e}")
         return 2
-    if not inputs:
-        print("gazecrop-batch: no input images found", file=err)
+    for e in found.errors:
+        term.err(f"gazecrop-batch: {e}")
+    if not found.sources:
+        term.err("gazecrop-batch: no input images found")
         return 2
-    show = args.progress if args.progress is not None else err.isatty()
-    bar = _Progress(0, bool(show))
+    term.progress = bool(args.progress if args.progress is not None else sys.stderr.isatty())
 
     def progress(done: int, total: int, failed: int) -> None:
-        bar.total = total
-        bar.step(failed > bar.failed)
+        term.total = total
+        term.step(failed > term.failed)
 
-    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
-        else None
     try:
-        summary = run_job(inputs, args.out, args.options, engine=args.engine, jobs=args.jobs,
+        summary = run_job(found.sources, args.out, args.options, engine=args.engine, jobs=args.jobs,
                           address=args.address, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                          root=args.root or root, progress=progress)
+                          root=args.root or found.root, progress=progress)
     except ImportError as e:
         extra = args.engine if args.engine != "local" else "batch"
-        print(f"gazecrop-batch: {e}; install it with: pip install \"gazecrop[{extra}]\"", file=err)
+        term.err(f"gazecrop-batch: {e}; install it with: pip install \"gazecrop[{extra}]\"")
         return 2
     except (ValueError, RuntimeError) as e:
-        print(f"gazecrop-batch: {_printable(str(e))}", file=err)
+        term.err(f"gazecrop-batch: {e}")
         return 2
     except OSError as e:
-        print(f"gazecrop-batch: cannot write the output: {_printable(str(e))}; run the job again to finish",
-              file=err)
+        term.finish()
+        term.err(f"gazecrop-batch: cannot write the output: {e}; run the job again to finish")
         return 1
-    except KeyboardInterrupt:
-        print("\ngazecrop-batch: interrupted; run the same command again to finish", file=err)
-        return 130
-    except _Terminated:
-        print("\ngazecrop-batch: terminated; run the same command again to finish", file=err)
-        return 143
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+    term.finish()
     n_failed = len(summary.failed)
-    print(f"gazecrop-batch: {summary.inputs} input(s): {summary.processed} processed, {summary.skipped} already "
-          f"done, {n_failed} failed; table {summary.table} ({summary.seconds:.1f} s)", file=err)
+    term.err(f"gazecrop-batch: {summary.inputs} input(s): {summary.processed} processed, {summary.skipped} "
+             f"already done, {n_failed} failed; table {summary.table} ({summary.seconds:.1f} s)")
     for source, error in summary.failed[:20]:
-        print(f"  failed: {error if error.startswith(source) else f'{source}: {error}'}", file=err)
+        term.err(f"  failed: {error if error.startswith(source) else f'{source}: {error}'}")
     if n_failed > 20:
-        print(f"  ... and {n_failed - 20} more (the table's error column lists them all)", file=err)
-    return 1 if n_failed else 0
+        term.err(f"  ... and {n_failed - 20} more (the table's error column lists them all)")
+    return 1 if n_failed or found.errors else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -192,23 +192,38 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--jobs must be >= 1")
     if args.heatmap and not args.out:
         p.error("--heatmap needs --out DIR")
-    try:
-        fields = [(f, c) for _, f, _, c in string.Formatter().parse(args.name) if f is not None]
-        if any(f not in ("stem", "aspect", "ext") or c for f, c in fields):  # no {stem.attr}, {0}, {stem!r}
-            raise ValueError("fields are {stem}, {aspect} and {ext}, without conversions")
-        name = args.name.format(stem="x", aspect="1x1", ext=".jpg")
-    except (KeyError, IndexError, ValueError) as e:
-        p.error(f"--name {args.name!r}: unknown field or bad template ({e}); use {{stem}}, {{aspect}}, {{ext}}")
-    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
-        p.error(f"--name {args.name!r} must give a plain file name")
-    if len(args.aspect) > 1 and "{aspect}" not in args.name:
-        p.error("--name needs {aspect} when several --aspect are given")
     args.pil_format = FORMATS[args.format] if args.format else None
     try:
-        check_template(args.name, args.pil_format, {"stem": "x", "aspect": "1x1"})
+        check_name(args.name, args.aspect, args.pil_format)
     except ValueError as e:
-        p.error(f"--name {args.name!r}: {e}")
+        p.error(str(e))
     return args
+
+
+def check_name(template: str, aspects: Sequence[str], requested: Optional[str] = None) -> None:
+    """Check an output name template (``--name``) for crops of ``aspects`` written as Pillow format
+    ``requested`` (None: chosen per input); ``gazecrop-batch`` checks its ``--name`` here too.
+
+    Raises:
+        ValueError: unknown fields or conversions, a result that is not a plain file name, several aspects
+        without ``{aspect}``, or an extension that contradicts ``requested`` (:func:`_output.check_template`).
+    """
+    try:
+        fields = [(f, c) for _, f, _, c in string.Formatter().parse(template) if f is not None]
+        if any(f not in ("stem", "aspect", "ext") or c for f, c in fields):  # no {stem.attr}, {0}, {stem!r}
+            raise ValueError("fields are {stem}, {aspect} and {ext}, without conversions")
+        name = template.format(stem="x", aspect="1x1", ext=".jpg")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"--name {template!r}: unknown field or bad template ({e}); "
+                         "use {stem}, {aspect}, {ext}") from None
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"--name {template!r} must give a plain file name")
+    if len(aspects) > 1 and "{aspect}" not in template:
+        raise ValueError("--name needs {aspect} when several --aspect are given")
+    try:
+        check_template(template, requested, {"stem": "x", "aspect": "1x1"})
+    except ValueError as e:
+        raise ValueError(f"--name {template!r}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -376,6 +391,31 @@ def _check_input(path: str) -> None:
         raise _Failure(f"{path}: not a regular file ({kind_of(st.st_mode)})")
 
 
+def predict_input(image, model, source: Optional[SourceInfo] = None) -> Tuple[Prediction, Optional[Image.Image]]:
+    """One model run on an input file (a path or an :class:`~gazecrop.EncodedImage`) and, when outputs are
+    written (``source`` = its :func:`~gazecrop._output.source_info`), its full-resolution displayed image,
+    decoded once: a JPEG is decoded in draft mode for the model and again in full for the outputs, any other
+    format once for both. ``gazecrop`` and ``gazecrop-batch`` crop through here.
+
+    Returns:
+        ``(prediction, full image or None)``.
+    Raises:
+        As :func:`gazecrop.predict`; _Failure when the two decodes disagree on the size.
+    """
+    full = None
+    if source is not None and source.format != "JPEG":
+        full = open_image(image)  # decode once, reuse for the model and the outputs
+        pred = predict(full, model=model)
+    else:
+        pred = predict(image, model=model)  # JPEG: draft-mode decode for the model
+    if source is not None:
+        if full is None:
+            full = open_image(image)
+        if full.size != pred.size:
+            raise _Failure(f"decoded size {full.size} differs from {pred.size}")
+    return pred, full
+
+
 class _Run:
     def __init__(self, args: argparse.Namespace, model, inputs: List[str]) -> None:
         self.args = args
@@ -424,20 +464,11 @@ class _Run:
         record: dict = {"input": path}
         _check_input(path)
         source = source_info(path) if args.out else None
-        full = None
-        if source is not None and source.format != "JPEG":
-            full = open_image(path)  # decode once, reuse for the model and the outputs
-            pred = predict(full, model=self.model)
-        else:
-            pred = predict(path, model=self.model)  # JPEG: draft-mode decode for the model
+        pred, full = predict_input(path, self.model, source)
         results = pred.crops(args.aspect, strategy=args.strategy)
         record.update(width=pred.size[0], height=pred.size[1], crops=[])
         written = []
         if args.out:
-            if full is None:
-                full = open_image(path)
-            if full.size != pred.size:
-                raise _Failure(f"decoded size {full.size} differs from {pred.size}")
             outs = self._outputs(path, source)
             for (dst, fmt), r in zip(outs, results):
                 self._claim(dst, path)
