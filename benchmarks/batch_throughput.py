@@ -58,7 +58,9 @@ def _steady(times: List[float], lo: float = LO, hi: float = HI) -> float:
 
 
 def _tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and all its descendants alive now."""
+    """User + system CPU seconds of process ``pid`` and all its descendants: those alive now, and through
+    their parents' children times, those that have exited and been waited for (Ray and Dask start and stop
+    worker processes), so the sum only grows."""
     import psutil
 
     try:
@@ -70,7 +72,7 @@ def _tree_cpu(pid: int) -> float:
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
         except psutil.NoSuchProcess:
             pass
     return total
