@@ -319,8 +319,8 @@ def section_batch(b: dict) -> str:
            f"average at the start {m.get('load_avg_1m', '?')} (a shared machine). Model load "
            f"(`gazecrop.load_model()`) {b['model_load_s'] * 1000:.0f} ms.", "",
            "| method | cluster start s | first image done s | wall s | steady img/s | per core | CPU ms / image "
-           "| steady overhead (CPU) | (wall) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| cores busy | steady overhead (CPU) | (wall) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     names = {"single": f"`gazecrop -j {b['cores']}` (one process)", "ray": "`gazecrop-batch --engine ray`",
              "dask": "`gazecrop-batch --engine dask`"}
     def pct(r: dict, key: str) -> str:
@@ -329,14 +329,22 @@ def section_batch(b: dict) -> str:
     for r in b["runs"]:
         out.append(f"| {names.get(r['method'], r['method'])} | {r['cluster_start_s']:.1f} | "
                    f"{r['first_result_s']:.1f} | {r['wall_s']:.1f} | {r['steady_img_s']:.1f} | "
-                   f"{r['steady_img_s_core']:.2f} | {r['cpu_s_per_image'] * 1000:.1f} | {pct(r, 'overhead')} | "
+                   f"{r['steady_img_s_core']:.2f} | {r['cpu_s_per_image'] * 1000:.1f} | "
+                   f"{r['cpu_s_per_image'] * r['steady_img_s']:.2f} | {pct(r, 'overhead')} | "
                    f"{pct(r, 'overhead_wall')} |")
     out += ["", "Steady state: between the 10 % and 90 % marks of the images finished (cluster start, worker "
             "start-up, model load and the tail left out). CPU ms / image: user + system time of the method's "
             "whole process tree over that span per image; overhead (CPU): that over the single process's (the "
             "mean of its runs before and after the engines), the measure that does not depend on how much of "
-            "the shared cores other jobs left; (wall): the same from the wall-clock rates. First image done: "
-            "from the command's start, cluster start included."]
+            "the shared cores other jobs left; (wall): the same from the wall-clock rates. Cores busy: CPU time "
+            "per image times images per second, how much of the cores a method keeps working (the single "
+            "process's two threads share one interpreter lock for the Python parts of each image; the engines "
+            "run one process per core). First image done: from the command's start, cluster start included."]
+    load = m.get("load_avg_1m") or 0
+    if load > 1:
+        out += ["", f"Other jobs shared the two cores (load average {load} at the start), so every method got "
+                "less than the cores it asked for, and a method with more processes got a larger share of them: "
+                "compare the CPU columns, not the wall-clock rates."]
     if b.get("notes"):
         out += [""] + [f"- {n}" for n in b["notes"]]
     return "\n".join(out)
