@@ -131,3 +131,32 @@ def test_cli_engines_from_a_manifest(corpus, ray_cluster, dask_cluster, tmp_path
                         + (["--address", address[0]] if address else []))
         assert rc == 1  # the bad files
         assert same_output(out, ref)
+
+
+def test_sigterm_stops_a_dask_job_cleanly_and_a_rerun_finishes_it(corpus, tmp_path):
+    pytest.importorskip("distributed")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, sources, _, ref = corpus
+    manifest = os.path.join(root, "..", "manifest.txt")
+    out = str(tmp_path / "out")
+    args = [sys.executable, "-m", "gazecrop.batch", manifest, "-a", ASPECTS[0], "-a", ASPECTS[1], "--chunk-size",
+            "2", "--root", root, "--no-progress", "--out", out]
+    proc = subprocess.Popen(args + ["--engine", "dask", "-j", "2"], stderr=subprocess.PIPE, text=True)
+    table = os.path.join(out, "table")
+    t = time.monotonic()
+    while not (os.path.isdir(table) and os.listdir(table)) and proc.poll() is None and time.monotonic() - t < 120:
+        time.sleep(0.002)  # the first table files: one Dask partition (8 inputs) is done, 4 more to go
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert len(os.listdir(table)) < 18  # stopped before the end
+    again = subprocess.run(args, capture_output=True, text=True)  # finished by the local engine: same key
+    assert again.returncode == 1 and "already done" in again.stderr  # 1: the bad files
+    assert temporaries(out) == []
+    rows = read_table(out)
+    assert boxes(rows) == corpus[2] and sum(r["error"] is not None for r in rows) == len(BAD) + 1

@@ -837,5 +837,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
     return 1 if n_failed or found.errors else 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - python -m gazecrop.batch: run the package's module, not a copy
+    from gazecrop.batch import main as _package_main  # (isinstance checks in the engines need its classes)
+
+    sys.exit(_package_main())

@@ -28,6 +28,8 @@ so that read tasks can still be scheduled when the actors fill the cluster (ray-
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -115,7 +117,12 @@ def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, cr
     started = not ray.is_initialized()
     if started:
         kw = {"address": address} if address else {"num_cpus": jobs or (os.cpu_count() or 1)}
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
+        for s, h in handlers.items():  # ray.init makes SIGTERM exit with status 15: keep the caller's rules
+            if h is not None:
+                signal.signal(s, h)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
