@@ -299,3 +299,17 @@ def test_a_table_that_cannot_be_written_stops_the_job_cleanly(corpus, tmp_path, 
     assert os.listdir(out / "table") == [] and temporaries(out) == []
     monkeypatch.setattr(batch, "write_bytes", real)
     assert batch.main(good[:3] + ["--out", str(out), "--no-progress"]) == 0  # the rerun finishes
+
+
+def test_encoded_image_is_handled_like_its_file(corpus):
+    _, good, _ = corpus
+    rotated = [p for p in good if p.endswith("p02.jpg")][0]  # EXIF orientation 6
+    png = [p for p in good if p.endswith(".png")][0]
+    for path in (rotated, png):
+        enc = EncodedImage(Path(path).read_bytes(), path)
+        assert [r.box for r in gazecrop.crops(enc, ASPECTS)] == [r.box for r in gazecrop.crops(path, ASPECTS)]
+        assert gazecrop.crop(enc, "1:1").size == gazecrop.crop(path, "1:1").size
+    with pytest.raises(gazecrop.ImageError, match="^x.bin: not a readable image file"):
+        gazecrop.crops(EncodedImage(b"\x00" * 64, "x.bin"), ["1:1"])
+    with pytest.raises(TypeError, match="must be bytes"):
+        EncodedImage("not bytes", "x.jpg")

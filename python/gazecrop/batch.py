@@ -23,10 +23,15 @@ A job (:func:`run_job`) writes into ``OUT``:
 
 Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
 written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
-schema version, gazecrop version, model file hash, aspects, strategy, name template and whether crops are
-written) and whose crops all exist; a new model or option re-does everything. A killed job (SIGKILL
-included) run again finishes the rest with results identical to an uninterrupted run, and first removes the
-temporary files the killed run left. One job at a time per ``OUT`` (a lock file refuses a second).
+schema version, gazecrop version, model file hash, aspects, strategy, name template, format, quality and
+whether crops are written; not the engine) and whose crops all exist; a new model or option re-does
+everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
+uninterrupted run, and first removes the temporary files the killed run left
+(:func:`gazecrop._atomic.clean_stale`). One job at a time per ``OUT`` (the lock file
+``.gazecrop-batch.lock`` refuses a second). Signals, odd file names and write failures follow the ``gazecrop``
+CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status 130 / 143 / 129 after removing this process's writes in
+progress; a file name that is not UTF-8 is kept on disk and shown with ``\\xNN`` escapes in the table; a crop
+that cannot be written fails its input; a table file that cannot be written stops the job (status 1).
 
 Writing Parquet needs ``pyarrow`` (``pip install "gazecrop[batch]"``; the ``ray`` and ``dask`` extras include
 it); :func:`crop_records` and :class:`Cropper` do not.
