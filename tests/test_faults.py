@@ -685,3 +685,98 @@ def test_heatmap_defaults_size_option_and_format(fixed, tmp_path):
     with Image.open(tmp_path / "f" / "big_heatmap.png") as h:
         assert h.format == "PNG" and h.size == (1280, 640)
     _assert_extensions_match(o)
+
+
+# --------------------------------------------------------------------------- found by a second hostile run
+
+def test_name_clash_fails_the_later_input_whatever_the_timing_even_when_names_lie(fixed, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Two inputs whose bytes (PNG) contradict their name (.jpg) give the same output name; the later input
+    fails however fast the earlier one runs (the plan uses the real formats, not the extensions)."""
+    import gazecrop.cli as cli
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")
+    Image.new("RGB", (90, 60), (10, 20, 30)).save(first, format="PNG")
+    Image.new("RGB", (70, 50), (200, 100, 0)).save(second, format="PNG")
+    real_open = cli.open_image
+
+    def slow_first(image, **kw):  # the first input is slow: without a plan, the second would claim first
+        if image == first:
+            time.sleep(0.5)
+        return real_open(image, **kw)
+
+    monkeypatch.setattr(cli, "open_image", slow_first)
+    for jobs in ("1", "2"):
+        out = tmp_path / f"o{jobs}"
+        assert main([first, second, "-a", "1:1", "--out", str(out), "--jobs", jobs]) == 1
+        err = capsys.readouterr().err
+        assert f"{second}: output {out / 'x_1x1.png'} is also the output of {first}" in err
+        assert os.listdir(out) == ["x_1x1.png"]
+        with Image.open(out / "x_1x1.png") as im:
+            assert im.size == (60, 60) and im.getpixel((0, 0)) == (10, 20, 30)
+
+
+def test_an_encoder_refusing_the_image_names_the_output(fixed, tmp_path, capsys):
+    """Pillow refusing a mode for the format asked for in --name (a 16-bit PNG as PDF) is reported as a
+    failure to write that output, like an OSError."""
+    src = tmp_path / "g16.png"
+    Image.fromarray(np.full((40, 60), 40000, np.uint16)).save(src)
+    out = tmp_path / "o"
+    assert main([str(src), "-a", "1:1", "--out", str(out), "--name", "{stem}.pdf"]) == 1
+    err = capsys.readouterr().err
+    assert f"{src}: cannot write {out / 'g16.pdf'}: " in err and "Traceback" not in err
+    assert _hidden(out) == [] and os.listdir(out) == []
+
+
+def test_output_folder_that_is_a_file_or_a_loop_says_so(fixed, tmp_path, capsys):
+    src = _photo(tmp_path / "a.png")
+    (tmp_path / "file").write_text("x")
+    os.symlink("loop", tmp_path / "loop")
+    assert main([src, "--out", str(tmp_path / "file")]) == 2
+    assert f"cannot create output folder {tmp_path / 'file'}: not a folder" in capsys.readouterr().err
+    assert main([src, "--out", str(tmp_path / "loop")]) == 2
+    assert f"cannot create output folder {tmp_path / 'loop'}: {os.strerror(errno.ELOOP)}" in capsys.readouterr().err
+
+
+def test_decompression_bomb_warning_is_not_printed_by_the_cli(tmp_path):
+    """An image over Pillow's warning limit but under its error limit is refused with gazecrop's own
+    message; Pillow's DecompressionBombWarning (a Python warning with a source line) is not printed too."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    w, h = 10000, 9000  # 90 Mpx: above Image.MAX_IMAGE_PIXELS (89.5 M), below twice it
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    r = _cli([big, "-a", "1:1"], text=True)
+    assert r.returncode == 1
+    assert "possible decompression bomb" in r.stderr
+    assert "Warning" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr
+
+
+def test_a_read_error_loading_a_model_names_the_file(tmp_path, monkeypatch):
+    from gazecrop import weights
+
+    real = weights.open_regular
+
+    class Failing(io.BufferedReader):
+        def read(self, n=-1):
+            if n is None or n < 0:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))  # a bad disk: no file name in the error
+            return super().read(n)
+
+    def failing_open(path):
+        f = real(path)
+        return Failing(f.detach())
+
+    monkeypatch.setattr(weights, "open_regular", failing_open)
+    path = tmp_path / "m.gzw"
+    path.write_bytes(weights.MAGIC + b"\0" * 64)
+    with pytest.raises(OSError) as e:
+        weights.read_file(path)
+    assert e.value.errno == errno.EIO and e.value.filename == str(path) and str(path) in str(e.value)

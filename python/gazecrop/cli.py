@@ -37,6 +37,7 @@ import stat
 import string
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -425,10 +426,13 @@ class _Run:
         self.owner: dict = {}  # output real path -> the input that writes it (the first in input order)
         self.lock = threading.Lock()
         if args.out:  # plan names up front so that clashes fail the same input whatever the thread timing
-            for p in inputs:
-                guess = SourceInfo(format=format_of_extension(os.path.splitext(p)[1]),
-                                   extension=os.path.splitext(p)[1])
-                for dst, _ in self._outputs(p, guess):
+            for p in inputs:  # from the real formats (a header read): PNG bytes named .jpg give a .png
+                ext = os.path.splitext(p)[1]
+                try:
+                    real = source_info(p).format
+                except (OSError, ValueError):  # reported when the input is processed
+                    real = format_of_extension(ext)
+                for dst, _ in self._outputs(p, SourceInfo(format=real, extension=ext)):
                     self.owner.setdefault(os.path.realpath(dst), p)
 
     def _outputs(self, path: str, source: SourceInfo) -> List[Tuple[str, str]]:
@@ -456,8 +460,8 @@ class _Run:
     def _write(dst: str, image: Image.Image, fmt: str, **kw) -> None:
         try:
             write_image(image, dst, fmt, **kw)
-        except OSError as e:  # the system's reason, naming the output (not the temporary file)
-            raise _Failure(f"cannot write {dst}: {e.strerror or e}") from e
+        except (OSError, ValueError) as e:  # the system's (or the encoder's) reason, naming the output
+            raise _Failure(f"cannot write {dst}: {getattr(e, 'strerror', None) or e}") from e
 
     def process(self, path: str) -> dict:
         args = self.args
@@ -646,7 +650,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 installed[s] = signal.signal(s, _on_signal)
     stopped = False
     try:
-        return _main(argv)
+        with warnings.catch_warnings():  # over Pillow's limit: refused with gazecrop's own message instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _main(argv)
     except _Stop as e:
         stopped = True
         _atomic.cancel_pending()
@@ -709,7 +715,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
-            term.err(f"gazecrop: cannot create output folder {args.out}: {e.strerror or e}")
+            reason = e.strerror or str(e)
+            if isinstance(e, FileExistsError):  # the name exists: say what it is (a file, a link loop...)
+                try:
+                    os.stat(args.out)
+                    reason = "not a folder"
+                except OSError as why:
+                    reason = why.strerror or str(why)
+            term.err(f"gazecrop: cannot create output folder {args.out}: {reason}")
             return EXIT_USAGE
     umask()  # read once, before worker threads start
     run = _Run(args, model, inputs)

@@ -628,10 +628,15 @@ def read_file(path: "os.PathLike[str] | str") -> bytes:
         ``path``) for another kind of file.
     """
     with open_regular(path) as f:
-        head = f.read(len(MAGIC))
-        if head != MAGIC:
-            raise WeightsFormatError(f"{os.fspath(path)}: bad magic {head!r}: not a gazecrop weights file")
-        return head + f.read()
+        try:
+            head = f.read(len(MAGIC))
+            if head != MAGIC:
+                raise WeightsFormatError(f"{os.fspath(path)}: bad magic {head!r}: not a gazecrop weights file")
+            return head + f.read()
+        except OSError as e:  # a read error (EIO on a bad disk) carries no file name: name it
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
 
 
 def _parse(path: "os.PathLike[str] | str", data: bytes) -> Network:
