@@ -780,3 +780,17 @@ def test_a_read_error_loading_a_model_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as e:
         weights.read_file(path)
     assert e.value.errno == errno.EIO and e.value.filename == str(path) and str(path) in str(e.value)
+
+
+def test_an_output_named_like_a_temporary_file_is_refused(fixed, tmp_path, capsys):
+    """A name that the clean-up of stale temporary files would match (``--name '.{stem}{ext}.gz1_x.tmp'``)
+    is refused: otherwise the next run writing to that folder would delete the finished output."""
+    src = _photo(tmp_path / "a.png")
+    out = tmp_path / "o"
+    assert main([src, "-a", "1:1", "--out", str(out), "--name", ".{stem}{ext}.gz1_x.tmp"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {out / '.a.png.gz1_x.tmp'}: " in err and "temporary" in err
+    assert os.listdir(out) == []
+    with pytest.raises(OSError, match="temporary"):
+        _atomic.write_bytes(tmp_path / ".w.gz4194305_abc.tmp", b"x")
+    assert not (tmp_path / ".w.gz4194305_abc.tmp").exists()

@@ -213,10 +213,13 @@ def atomic_open(path: "os.PathLike[str] | str") -> Iterator[io.RawIOBase]:
     exception (or a short or failed write) the temporary file is removed and ``path`` is unchanged.
 
     Raises:
-        OSError: the write or the rename failed (ENOSPC for a full disk); WriteCancelled when
+        OSError: the write or the rename failed (ENOSPC for a full disk), or ``path``'s name matches
+        :data:`TEMP_PATTERN` (EINVAL: the clean-up of stale files would remove it); WriteCancelled when
         :func:`cancel_pending` stopped it. Exceptions from the ``with`` body propagate unchanged.
     """
     path = os.fspath(path)
+    if TEMP_PATTERN.match(os.path.basename(path)):  # the stale-file clean-up would delete it later
+        raise OSError(errno.EINVAL, "name reserved for gazecrop's temporary files", path)
     w = _new_temp(path)
     fd, tmp = w._fd, w.tmp
     try:
