@@ -794,3 +794,24 @@ def test_an_output_named_like_a_temporary_file_is_refused(fixed, tmp_path, capsy
     with pytest.raises(OSError, match="temporary"):
         _atomic.write_bytes(tmp_path / ".w.gz4194305_abc.tmp", b"x")
     assert not (tmp_path / ".w.gz4194305_abc.tmp").exists()
+
+
+def test_centre_bias_files_are_written_through_the_checked_writer(tmp_path, monkeypatch):
+    """``CentreBias.save`` (the committed ``centre_bias.npz`` and training outputs) follows the same rules:
+    a failing write leaves the previous file and no temporary file."""
+    from gazecrop.centre_bias import CentreBias
+
+    cb = CentreBias(hist=np.full((4, 4), 1 / 16), bandwidth=(0.1, 0.1))
+    path = tmp_path / "cb.npz"
+    cb.save(path)
+    before = path.read_bytes()
+
+    def fail(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_atomic, "_write", fail)
+    with pytest.raises(OSError):
+        CentreBias(hist=np.full((2, 2), 1 / 4), bandwidth=(0.2, 0.2)).save(path)
+    assert path.read_bytes() == before and _hidden(tmp_path) == []
+    monkeypatch.undo()
+    assert CentreBias.load(path).hist.shape == (4, 4)

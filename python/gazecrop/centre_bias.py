@@ -107,15 +107,17 @@ class CentreBias:
         return _kde_log_pdf(self.hist, self.bandwidth, np.asarray(u, float), np.asarray(v, float))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write an ``.npz`` (hist float32, bandwidth, info as JSON)."""
+        """Write an ``.npz`` (hist float32, bandwidth, info as JSON), atomically
+        (:func:`gazecrop._atomic.atomic_open`: complete or the previous file)."""
         import json
+
+        from ._atomic import atomic_open
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, hist=self.hist.astype(np.float32), bandwidth=np.asarray(self.bandwidth, np.float64),
-                 info=np.asarray(json.dumps(self.info)))
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            np.savez(f, hist=self.hist.astype(np.float32), bandwidth=np.asarray(self.bandwidth, np.float64),
+                     info=np.asarray(json.dumps(self.info)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CentreBias":
