@@ -815,3 +815,11 @@ def test_centre_bias_files_are_written_through_the_checked_writer(tmp_path, monk
     assert path.read_bytes() == before and _hidden(tmp_path) == []
     monkeypatch.undo()
     assert CentreBias.load(path).hist.shape == (4, 4)
+
+
+def test_an_empty_out_is_a_usage_error_not_a_silent_run_without_outputs(fixed, tmp_path, capsys):
+    """``--out "$DEST"`` with DEST unset must not print boxes, write nothing and report success."""
+    src = _photo(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as e:
+        main([src, "--out", ""])
+    assert e.value.code == 2 and "--out" in capsys.readouterr().err

@@ -191,6 +191,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             p.error(f"--aspect {a!r}: {e}")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
+    if args.out == "":  # --out "$DEST" with DEST unset: not a run that silently writes nothing
+        p.error("--out needs a folder name, got an empty string")
     if args.heatmap and not args.out:
         p.error("--heatmap needs --out DIR")
     args.pil_format = FORMATS[args.format] if args.format else None
