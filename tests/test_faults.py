@@ -823,3 +823,35 @@ def test_an_empty_out_is_a_usage_error_not_a_silent_run_without_outputs(fixed, t
     with pytest.raises(SystemExit) as e:
         main([src, "--out", ""])
     assert e.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["-a", "1:1"], ["--help"]], ids=["run", "help"])
+def test_a_closed_stdout_descriptor_is_reported_not_a_traceback(tmp_path, argv):
+    """``gazecrop ... >&-`` (descriptor 1 closed, so Python's ``sys.stdout`` is None): a run fails with a
+    message as other tools do (``ls >&-``), ``--help`` (printed on stderr then) succeeds; no traceback."""
+    src = _photo(tmp_path / "a.png")
+    out = tmp_path / "o"
+    code = ("import os, sys; os.close(1); "
+            f"os.execv(sys.executable, [sys.executable, {DRIVER!r}, {src!r}, '--out', {str(out)!r}] + {argv!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
+    assert "Traceback" not in r.stderr, r.stderr
+    if argv == ["--help"]:
+        assert r.returncode == 0 and "usage: gazecrop" in r.stderr
+    else:
+        assert r.returncode == 1 and "cannot write to standard output: Bad file descriptor" in r.stderr
+        assert _hidden(out) == []
+
+
+def test_closed_standard_descriptors_never_go_to_output_files(tmp_path):
+    """With descriptors 0, 1 and 2 closed, the first files the run opens would take them, and a library's
+    stray message to stderr would land inside an image being written: the CLI points them at /dev/null."""
+    src = _photo(tmp_path / "a.png")
+    code = ("import os, stat, sys\n"
+            "for fd in (0, 1, 2): os.close(fd)\n"
+            "sys.stdin = sys.stdout = sys.stderr = None\n"
+            "import _cli_driver\n"
+            f"rc = _cli_driver.main([{src!r}, '--out', {str(tmp_path / 'o')!r}])\n"
+            "null = all(stat.S_ISCHR(os.fstat(fd).st_mode) for fd in (0, 1, 2))\n"
+            "os._exit(10 * rc + null)")
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), timeout=60)
+    assert r.returncode == 11  # status 1 (stdout cannot take the results) and all three on /dev/null

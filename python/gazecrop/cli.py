@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import errno
 import glob
 import json
 import os
@@ -531,7 +532,10 @@ codecs.register_error("gazecrop.rawnames", _raw_names)
 
 
 def _write(stream, text: str) -> None:
-    """Write ``text`` to a text stream whatever its encoding (``gazecrop.rawnames``) and flush it."""
+    """Write ``text`` to a text stream whatever its encoding (``gazecrop.rawnames``) and flush it.
+    Raises OSError(EBADF) for a stream that Python could not open (None: its descriptor was closed)."""
+    if stream is None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
     enc = getattr(stream, "encoding", None) or "utf-8"
     buf = getattr(stream, "buffer", None)
     try:
@@ -619,6 +623,22 @@ class _Terminal:
                 self.drawn = False
 
 
+def _reserve_std_descriptors() -> None:
+    """Point closed descriptors 0, 1 and 2 at /dev/null, so that no file the run opens takes one of them
+    (a stray message of a library to "stderr" would otherwise land inside an image being written)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
+
+
 def _silence_stdout() -> None:
     """Point file descriptor 1 at /dev/null so that the interpreter's final flush cannot fail again."""
     try:
@@ -645,6 +665,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``gazecrop`` console script (and ``python -m gazecrop``). Returns the exit status:
     0 all inputs cropped, 1 some failed (reported on stderr, the rest completed), 2 usage error or no model,
     128 + N when stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), 141 when stdout was closed."""
+    _reserve_std_descriptors()
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for s in _STOP_SIGNALS:
@@ -686,7 +707,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         raise _OutputClosed(None) from None
     except SystemExit as e:  # --help / --version / usage error: a closed stdout is not a traceback
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:
+                sys.stdout.flush()
         except BrokenPipeError:
             raise _OutputClosed(None) from None
         except OSError:
