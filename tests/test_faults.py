@@ -855,3 +855,16 @@ def test_closed_standard_descriptors_never_go_to_output_files(tmp_path):
             "os._exit(10 * rc + null)")
     r = subprocess.run([sys.executable, "-c", code], env=_env(), timeout=60)
     assert r.returncode == 11  # status 1 (stdout cannot take the results) and all three on /dev/null
+
+
+def test_inputs_whose_names_lie_crosswise_do_not_clash(fixed, tmp_path, capsys):
+    """a/x.jpg holding WebP bytes and b/x.webp holding JPEG bytes give x_1x1.webp and x_1x1.jpg: no clash
+    (planned from the extensions, each took the other's planned name and both failed, writing nothing)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (60, 40), (1, 2, 3)).save(tmp_path / "a" / "x.jpg", format="WEBP", lossless=True)
+    Image.new("RGB", (60, 40), (9, 9, 9)).save(tmp_path / "b" / "x.webp", format="JPEG")
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "-a", "1:1", "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["x_1x1.jpg", "x_1x1.webp"]
+    _assert_extensions_match(out)
