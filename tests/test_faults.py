@@ -868,3 +868,23 @@ def test_inputs_whose_names_lie_crosswise_do_not_clash(fixed, tmp_path, capsys):
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "-a", "1:1", "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == ["x_1x1.jpg", "x_1x1.webp"]
     _assert_extensions_match(out)
+
+
+def test_a_pattern_inside_a_folder_that_may_not_be_listed_says_why(fixed, shared_dir):
+    """``'locked/*.png'`` matches nothing because the folder may not be listed: say so (the system's
+    reason), not only "no file matches"."""
+    d = shared_dir
+    os.makedirs(os.path.join(d, "locked"))
+    _photo(os.path.join(d, "locked", "x.png"))
+    _photo(os.path.join(d, "good.png"), seed=1)
+    os.chmod(os.path.join(d, "locked"), 0o700 if os.geteuid() == 0 else 0o000)
+    try:
+        rc, out, err = _as_nobody([os.path.join("locked", "*.png"), os.path.join("nothing", "*.png"),
+                                   "good.png", "-a", "1:1"], d)
+    finally:
+        os.chmod(os.path.join(d, "locked"), 0o755)
+    assert rc == 1 and "good.png" in out, err
+    assert (f"{os.path.join('locked', '*.png')}: no file matches this pattern (cannot list folder locked: "
+            f"Permission denied)") in err
+    assert f"{os.path.join('nothing', '*.png')}: no file matches this pattern (cannot list folder nothing: " \
+           f"No such file or directory)" in err

@@ -243,6 +243,23 @@ def _os_reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+def _unlistable(pattern: str) -> str:
+    """`` (cannot list folder F: REASON)`` when the folder before the pattern's first wildcard cannot be
+    listed (so the pattern could not match anything), else ""."""
+    parts = pattern.split(os.sep)
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    folder = os.sep.join(fixed) or (os.sep if pattern.startswith(os.sep) else os.curdir)
+    try:
+        with os.scandir(folder):
+            return ""
+    except OSError as e:
+        return f" (cannot list folder {folder}: {_os_reason(e)})"
+
+
 def expand_inputs(inputs: Sequence[str], *, recursive: bool = False) -> List[Found]:
     """Files from files, folders and glob patterns, in order, without duplicates (same real path).
 
@@ -309,7 +326,7 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = False) -> List[Fou
         elif not os.path.lexists(item) and glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
-                out.append(Found(item, f"{item}: no file matches this pattern"))
+                out.append(Found(item, f"{item}: no file matches this pattern{_unlistable(item)}"))
             for f in matches:
                 if os.path.isdir(f):
                     folder(f)
