@@ -888,3 +888,28 @@ def test_a_pattern_inside_a_folder_that_may_not_be_listed_says_why(fixed, shared
             f"Permission denied)") in err
     assert f"{os.path.join('nothing', '*.png')}: no file matches this pattern (cannot list folder nothing: " \
            f"No such file or directory)" in err
+
+
+def test_32_bit_integer_images_can_be_written_as_png(tmp_path):
+    """Mode ``I`` (a 32-bit TIFF, or a 16-bit PNG as older Pillow opens it) written as PNG: 16-bit grey when
+    its values fit, else 8-bit (Pillow cannot write ``I`` as PNG)."""
+    fits = Image.fromarray(np.array([[0, 300, 65535]], np.int32))
+    write_image(fits, tmp_path / "a.png", "PNG")
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "I;16" and np.asarray(im).tolist() == [[0, 300, 65535]]
+    wide = Image.fromarray(np.array([[-5, 0, 70000]], np.int32))
+    write_image(wide, tmp_path / "b.png", "PNG")
+    with Image.open(tmp_path / "b.png") as im:
+        assert np.asarray(im.convert("L")).tolist() == [[0, 4, 255]]  # min-max scaled (gazecrop._image.to_rgb)
+
+
+def test_an_input_failing_on_a_name_clash_writes_none_of_its_outputs(fixed, tmp_path, capsys):
+    """a.bmp and a.tga share the heatmap name a_heatmap.jpg: a.tga fails before writing anything (its crop
+    a_1x1.tga used to be written first, so a failed input left outputs behind)."""
+    (tmp_path / "in").mkdir()
+    _photo(tmp_path / "in" / "a.bmp", size=(40, 30))
+    _photo(tmp_path / "in" / "a.tga", size=(40, 30), seed=1)
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "in"), "-a", "1:1", "--out", str(out), "--heatmap"]) == 1
+    assert "a.tga: output" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["a_1x1.bmp", "a_heatmap.jpg"]

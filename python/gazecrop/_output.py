@@ -244,8 +244,12 @@ def fit_mode(image: Image.Image, fmt: str) -> Image.Image:
             return image
         return image.convert("RGBA") if _has_alpha(image) else Image.fromarray(to_rgb(image))
     if fmt == "PNG":
-        if mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L"):
+        if mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L"):
             return image
+        if mode == "I":  # Pillow writes 16-bit grey PNGs from I;16 only; wider values are scaled by to_rgb
+            lo, hi = image.getextrema()
+            if 0 <= lo and hi <= 65535:
+                return image.convert("I;16")
         return image.convert("RGBA") if _has_alpha(image) else Image.fromarray(to_rgb(image))
     return image
 

@@ -494,13 +494,13 @@ class _Run:
         written = []
         if args.out:
             outs = self._outputs(path, source)
-            for (dst, fmt), r in zip(outs, results):
+            for dst, _ in outs:  # every name first: an input that clashes writes none of its outputs
                 self._claim(dst, path)
+            for (dst, fmt), r in zip(outs, results):
                 self._write(dst, full.crop(r.box.to_pil()), fmt, source=source, quality=args.quality)
                 written.append(dst)
             if args.heatmap:
                 dst, fmt = outs[-1]
-                self._claim(dst, path)
                 self._write(dst, heatmap_overlay(full, pred, results, args.heatmap_size), fmt,
                             quality=args.quality or HEATMAP_QUALITY,
                             options={"compress_level": 1} if fmt == "PNG" else None)
