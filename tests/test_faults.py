@@ -913,3 +913,21 @@ def test_an_input_failing_on_a_name_clash_writes_none_of_its_outputs(fixed, tmp_
     assert main([str(tmp_path / "in"), "-a", "1:1", "--out", str(out), "--heatmap"]) == 1
     assert "a.tga: output" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["a_1x1.bmp", "a_heatmap.jpg"]
+
+
+def test_leftovers_of_an_earlier_process_with_our_pid_are_removed(fixed, tmp_path):
+    """In a container every run may get the same PID (1 as the entry point): a temporary file left by a
+    killed earlier run carries our own PID, is held by no writer, and must still be cleaned up; our own
+    writes in progress stay (they are held)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / f".old.png.gz{os.getpid()}_abc123.tmp"
+    stale.write_bytes(b"partial")
+    _atomic._CLEANED.add(os.path.realpath(out))  # no clean-up at this first write...
+    with _atomic.atomic_open(out / "live.bin") as f:  # ...a write of ours in progress during the clean-up
+        f.write(b"x")
+        live = [n for n in os.listdir(out) if ".live.bin." in n]
+        _atomic._CLEANED.discard(os.path.realpath(out))  # the CLI run's first write cleans the folder
+        assert main([_photo(tmp_path / "q.png"), "-a", "1:1", "--out", str(out)]) == 0
+        assert all(n in os.listdir(out) for n in live) and len(live) == 1
+    assert sorted(os.listdir(out)) == ["live.bin", "q_1x1.png"]

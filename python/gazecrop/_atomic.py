@@ -146,7 +146,8 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(folder: str) -> int:
     """Remove gazecrop temporary files in ``folder`` (:data:`TEMP_PATTERN`) that no live writer holds: their
-    ``flock`` is free and their process (the PID in the name) is gone. Returns how many were removed. Errors
+    ``flock`` is free and their process (the PID in the name) is gone, or is this process but the file is
+    none of its writes in progress (left by an earlier process with the same PID, as in containers). Returns how many were removed. Errors
     (an unreadable folder, a file that vanished) are ignored: cleaning is best effort."""
     if fcntl is None:  # pragma: no cover
         return 0
@@ -157,7 +158,13 @@ def clean_stale(folder: str) -> int:
         return 0
     for entry in entries:
         m = TEMP_PATTERN.match(entry.name)
-        if not m or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
+        if not m:
+            continue
+        if int(m["pid"]) == os.getpid():  # ours, unless an earlier process had our PID (containers: PID 1)
+            with _LOCK:  # (temporary names are unique: mkstemp's random part)
+                if any(os.path.basename(t) == entry.name for t in _PENDING):
+                    continue
+        elif _alive(int(m["pid"])):
             continue
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
