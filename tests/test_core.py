@@ -5,6 +5,7 @@ kernel sets; thread safety; argument checking. Tolerance: max relative error 1e-
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,27 +24,39 @@ from _native_helpers import KERNEL_SETS, check_network, core, image, kernel_set,
 TOL = 1e-4
 
 
-def _cpu_has_avx2() -> bool:
+def _cpu_flags() -> set:
+    """The CPU flags Linux reports (it lists AVX2 / AVX-512 only when the OS also saves their state)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-        return " avx2 " in flags + " " and " fma " in flags + " "
+            return set(next((line for line in f if line.startswith("flags")), ":").split(":", 1)[1].split())
     except OSError:
-        return False
+        return set()
 
 
-def test_version_and_kernel_set():
-    assert core.version() == gazecrop.__version__
-    assert core.kernel_set() in core.supported_kernel_sets()
-    assert "scalar" in core.supported_kernel_sets()
+def test_supported_kernel_sets_match_the_cpu():
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    sets = core.supported_kernel_sets()
+    assert sets[0] == "scalar" and set(sets) <= set(KERNEL_SETS)
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert ("avx2" in sets) == (is_x86 and {"avx2", "fma"} <= flags), (sets, sorted(flags & {"avx2", "fma"}))
+    assert ("avx512" in sets) == (is_x86 and {"avx2", "fma", "avx512f"} <= flags), (sets, "avx512f" in flags)
 
 
-@pytest.mark.skipif(not _cpu_has_avx2() or os.environ.get("GAZECROP_ISA"), reason="CPU without AVX2+FMA or ISA forced")
-def test_avx2_is_the_default_here():
+@pytest.mark.skipif(bool(os.environ.get("GAZECROP_ISA")), reason="ISA forced by GAZECROP_ISA")
+def test_best_kernel_set_is_the_default():
+    """AVX-512 where the CPU and OS support it, else AVX2+FMA, else scalar (kKernelSets order)."""
     out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
                          capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items()
                                                                           if k != "GAZECROP_ISA"})
-    assert out.stdout.strip() == "avx2"
+    assert out.stdout.strip() == core.supported_kernel_sets()[-1]
+
+
+def test_unsupported_isa_request_falls_back_to_the_best_set():
+    out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "GAZECROP_ISA": "neon-9000"})
+    assert out.stdout.strip() == core.supported_kernel_sets()[-1]
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)

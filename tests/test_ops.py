@@ -180,7 +180,10 @@ _KERNELS_DEF = os.path.join(os.path.dirname(__file__), "..", "cpp", "src", "kern
 
 def _kernel_names():
     if not os.path.exists(_KERNELS_DEF):  # tests run outside the source tree
-        return [f"f32_{k}_{isa}" for k in ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8") for isa in KERNEL_SETS]
+        tiles = {"avx512": ("conv1x1_6x64", "conv3x3_6x64", "softplus_x16", "gather_s2_x16", "fma_peak_12x16"),
+                 "avx2": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "fma_peak_12x8"),
+                 "scalar": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "fma_peak_12x4")}
+        return [f"f32_{k}_{isa}" for isa in KERNEL_SETS for k in tiles[isa]]
     with open(_KERNELS_DEF) as f:
         return re.findall(r"^GAZECROP_\w+_KERNEL\((\w+),", f.read(), re.M)
 
