@@ -97,15 +97,16 @@ std::string test_gather(GatherS2Fn fn) {
   return "ok";
 }
 
-// Depthwise K x K over h_out x w_out (widths below, at, above and multiples of 8 and 16), both strides, every
+// Depthwise K x K over h_out x w_out (widths below, at, above and multiples of 8, 16 and 64; heights around the
+// AVX-512 kernels' bands of 2 and 4 rows), both strides, every
 // activation; input rows end exactly kDwOverRead floats of slack past the last named column, outputs past
 // w_out stay untouched.
 std::string test_dwconv(DwConvFn fn, int k) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-2, 2);
   for (int stride = 1; stride <= 2; ++stride)
-    for (std::size_t h_out : {1, 2, 5})
-      for (std::size_t w_out : {1, 3, 7, 8, 9, 15, 16, 17, 31, 33})
+    for (std::size_t h_out : {1, 2, 4, 5, 7})
+      for (std::size_t w_out : {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 97})
         for (int act = 0; act <= 2; ++act) {
           const std::size_t in_h = stride * (h_out - 1) + k, in_w = stride * (w_out - 1) + k;
           const std::size_t x_row = in_w + kDwOverRead, y_row = w_out + 8;
