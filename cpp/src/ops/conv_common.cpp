@@ -43,7 +43,10 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const kernels::ConvFn fn = taps9 ? ctx.kernels.conv3x3 : ctx.kernels.conv1x1;
   const int kact = kernel_act(act);
   const std::size_t nthreads = std::size_t(ctx.pool.size());
-  if (!taps9 && !gather) {
+  // Rows shorter than the kernel set's tile (nr: 64 pixels in AVX-512) would run only narrow masked tiles
+  // (6 x 16 = 6 accumulators): they take the flat range below, whose 64-pixel tiles outweigh the ring columns
+  // (Lite0-s5 backbone, AMD EPYC: 1x1 convolutions 74% of the AVX-512 peak that way against 58-66% row by row).
+  if (!taps9 && !gather && std::size_t(out.w) >= std::size_t(ctx.kernels.nr)) {
     // 1x1 on the input planes: row by row over the interior only (the flat range would also compute the two
     // ring columns of every row, 2 / (W + 2) of the work: 11% at W = 16). Chunks of whole rows, about 256
     // pixels (a few per thread); each chunk runs every channel tile, rows innermost so a tile's weights
