@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import gazecrop
 from gazecrop import reference, weights
-from gazecrop._testing import random_network, student_like
+from gazecrop._testing import inverted_residual_net, random_network, student_like
 
 from _native_helpers import KERNEL_SETS, check_network, core, image, kernel_set, load, rel_err
 
@@ -102,6 +102,36 @@ def test_uint8_and_float32_inputs_agree():
     a = model.run(img)
     b = model.run(np.ascontiguousarray(img.transpose(2, 0, 1).astype(np.float32)))
     np.testing.assert_array_equal(a, b)
+
+
+def _without_softplus(net: weights.Network) -> weights.Network:
+    """``net`` with every fused softplus (file code 2 of conv2d and add) replaced by ReLU (code 1)."""
+    for op in net.ops:
+        if op.kind == "conv2d" and op.iparams[5] == 2:
+            op.iparams[5] = 1
+        if op.kind == "add" and op.iparams[0] == 2:
+            op.iparams[0] = 1
+    return net
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_avx512_equals_avx2_bit_for_bit(seed):
+    """The AVX-512 convolution and depthwise kernels run each output's FMAs in the AVX2 kernels' order
+    (cpp/src/kernels/README.md), so outputs are identical. Softplus tails may differ in the last bit (AVX2
+    runs them through the scalar formula), so the networks' softplus activations are replaced by ReLU."""
+    for isa in ("avx2", "avx512"):
+        if isa not in core.supported_kernel_sets():
+            pytest.skip(f"kernel set {isa!r} not supported on this CPU/build")
+    rng = np.random.default_rng(seed)
+    nets = [student_like(seed)] + [inverted_residual_net(rng, stages=3, max_channels=40) for _ in range(2)]
+    img = image(np.random.default_rng(100 + seed), 61 + 7 * seed, 83 + 5 * seed)
+    for net in nets:
+        model = load(_without_softplus(net))
+        outs = {}
+        for isa in ("avx2", "avx512"):
+            with kernel_set(isa):
+                outs[isa] = model.run(img)
+        np.testing.assert_array_equal(outs["avx512"], outs["avx2"])
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)

@@ -40,12 +40,13 @@ constexpr int kActRelu6 = 2;  // y = min(max(v, 0), 6)
 // Reads rows r < s (h_out - 1) + K; in each row the formula's columns c < s (w_out - 1) + K plus up to
 // kDwOverRead floats past the last of them (values ignored: callers keep that much readable memory after
 // every row, e.g. the padded plane's ring and tail, or a scratch row's slack). Writes exactly w_out floats
-// per output row, never past them. Tile "x8": pixels of one output row per vector step (8 in AVX2).
+// per output row, never past them. Tile "x8" / "x16": pixels of one output row per vector (8 in AVX2, 16 in
+// AVX-512, whose kernels read only the named columns: masked row ends).
 constexpr std::size_t kDwOverRead = 16;
 using DwConvFn = void (*)(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride,
                           const float* w, float bias, float* y, std::size_t y_row, int act);
 
-// In-place elementwise function over n floats (n arbitrary; 8 per step in the AVX2 kernels).
+// In-place elementwise function over n floats (n arbitrary; 8 per step in AVX2, 16 in AVX-512).
 // softplus: x <- max(x, 0) + log1p(exp(-|x|)), relative error below 1e-6.
 using UnaryFn = void (*)(std::size_t n, float* x);
 
