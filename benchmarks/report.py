@@ -389,9 +389,11 @@ def section_kernel_sets(ks: dict) -> str:
              "backbone": ks.get("backbone_label", "backbone")}
     for name, prof in ks.get("profiles", {}).items():
         first = prof[sets[0]]["ops"]
-        out += ["", f"Per-op profile of the {names.get(name, name)} (`GAZECROP_PROFILE=1`, one subprocess per kernel "
-                "set, median over the runs; FLOP and bytes as the core counts them: inputs, output and weights "
-                "once each, so GB/s is a lower bound of the traffic):", "",
+        runs = first[0].get("runs", "?")
+        out += ["", f"Per-op profile of the {names.get(name, name)} (`GAZECROP_PROFILE=1`, the kernel sets alternating "
+                f"run by run in one process, minimum time over {runs} runs each; FLOP and bytes as the core counts "
+                "them: inputs, output and weights once each, so GB/s is a lower bound of the traffic; total = the sum "
+                "of the per-op minima):", "",
                 "| kernel set | total ms | 1x1 convolutions: GFLOP/s (share of peak) | depthwise: GFLOP/s, GB/s |",
                 "|---|---|---|---|"]
         for k in sets:
