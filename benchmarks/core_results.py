@@ -45,13 +45,15 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=here).stdout.strip()
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores{', AVX2+FMA' if ' avx2' in flags else ''}); "
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores{', AVX2+FMA' if ' avx2' in flags else ''}"
+          f"{', AVX-512F' if ' avx512f' in flags else ''}); "
           f"date {datetime.date.today()}; commit {commit}; core kernel set `{core.kernel_set()}`; "
           f"load average {os.getloadavg()[0]:.1f} while measuring.\n")
     rows = {b["name"]: b for b in data["benchmarks"]}
     print("| `student_like(0)`, (3, 192, 256) float32, batch 1 | threads | median ms | min ms | GFLOP/s (median) | GFLOP/s (min) |")
     print("|---|---|---|---|---|---|")
-    labels = [("test_core[avx2-1]", "C++ core, AVX2+FMA", 1), ("test_core[avx2-2]", "C++ core, AVX2+FMA", 2),
+    labels = [("test_core[avx512-1]", "C++ core, AVX-512F", 1), ("test_core[avx512-2]", "C++ core, AVX-512F", 2),
+              ("test_core[avx2-1]", "C++ core, AVX2+FMA", 1), ("test_core[avx2-2]", "C++ core, AVX2+FMA", 2),
               ("test_core[scalar-1]", "C++ core, scalar", 1), ("test_pytorch", "PyTorch CPU (same weights)", 1),
               ("test_numpy_reference", "NumPy reference", 1)]
     for key, label, th in labels:
@@ -69,7 +71,8 @@ def main() -> int:
             s, e = b["stats"], b["extra_info"]
             print(f"| {layer} | {isa} | {s['median'] * 1e3:.3f} | {e['gflops_median']:.1f} | {e['gflops_min']:.1f} |")
     if args.bench_kernels:
-        print("\nKernel micro-benchmark (`bench_kernels`, one thread, median; peak = 32 FLOP/cycle x 2.45 GHz):\n")
+        print("\nKernel micro-benchmark (`bench_kernels`, one thread, median; share of each kernel set's peak as "
+              "measured by its FMA-throughput loop):\n")
         print(subprocess.run([args.bench_kernels], capture_output=True, text=True, check=True).stdout)
     return 0
 

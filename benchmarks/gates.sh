@@ -4,7 +4,8 @@
 #   bash benchmarks/gates.sh --quick   # CI: the three speed gates, quick round counts (a few minutes on 2 cores)
 #   bash benchmarks/gates.sh           # the same gates with the full round counts
 #   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
-#                                      # the gates (full), the quality script, then the report (tables + plot)
+#                                      # the gates (full), the quality script, the kernel-set comparison
+#                                      # (kernel_sets.py), then the report (tables + plot)
 #
 # Gates compare ratios measured interleaved within one process (benchmarks/gates.py). A method whose package
 # is not installed is skipped with a message (install the `bench` extra: pip install ".[bench]"); a missing
@@ -52,7 +53,8 @@ case "$mode" in
     "$py" benchmarks/quality.py --json "$out/quality.json"
     "$py" benchmarks/thumbor_agreement.py --json "$out/thumbor.json"
     "$py" benchmarks/batch_throughput.py --json "$out/batch.json" || status=$?  # skips engines not installed
+    "$py" benchmarks/kernel_sets.py --json "$out/kernel_sets.json"
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
-      --thumbor "$out/thumbor.json" --batch "$out/batch.json"
+      --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json"
     exit $status ;;
 esac

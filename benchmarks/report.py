@@ -2,10 +2,10 @@
 
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
         [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
-        [--batch benchmarks/results/batch.json]
+        [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
-pytest-benchmark's ``--benchmark-json``). Only the text between ``<!-- benchmarks:begin -->`` and
+pytest-benchmark's ``--benchmark-json``, ``kernel_sets.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` is replaced; other sections of RESULTS.md (the native core's) are left alone.
 """
 
@@ -350,8 +350,75 @@ def section_batch(b: dict) -> str:
     return "\n".join(out)
 
 
+def _op_cell(o: dict) -> str:
+    """One kernel set's measurement of one op: time, GFLOP/s and share of the set's peak, GB/s."""
+    ms = o["ms"]
+    cell = f"{ms:.3f} ms"
+    if o["mflop"] > 0 and ms > 0:
+        g = o["mflop"] / ms
+        cell += f", {g:.1f} GFLOP/s ({100 * g / o['peak']:.0f}%)"
+    if ms > 0:
+        cell += f", {o['mb'] / ms:.1f} GB/s"
+    return cell
+
+
+def section_kernel_sets(ks: dict) -> str:
+    """The native core's kernel sets (``benchmarks/kernel_sets.py``): peaks, the shipped model, per-op profiles."""
+    m = ks["machine"]
+    sets = list(ks["peaks"])[::-1]  # best first
+    out = ["### 7. Kernel sets (native core, 1 thread; `python benchmarks/kernel_sets.py`)", "",
+           f"Machine: **{m['cpu']}**, {m['cores']} cores ({m.get('flags', '')}); {m['date']}; commit `{m['commit']}`; "
+           f"load average {m.get('load_avg_1m', '?')}; mode `{ks['mode']}`. Default kernel set here: `{ks['default']}` "
+           "(the best the CPU and OS support: CPUID + XGETBV).", "",
+           "Peak = each set's FMA-throughput loop (12 independent accumulators, best of 40 runs of ~1 ms; CPUID "
+           "cannot tell the 512-bit FMA port count). Equal AVX2 and AVX-512 peaks mean 512-bit FMAs issue at half "
+           "the rate of 256-bit ones (AMD Zen 4 double-pumps them); two 512-bit ports would show twice the AVX2 peak.",
+           "", "| kernel set | peak GFLOP/s (1 thread) |", "|---|---|"]
+    out += [f"| `{k}` | {ks['peaks'][k]:.1f} |" for k in sets]
+    sh = ks.get("shipped")
+    if sh:
+        out += ["", f"Shipped model `{sh['path']}` at {sh['input'][0]}x{sh['input'][1]} ({2 * sh['macs'] / 1e9:.3f} GFLOP),"
+                f" batch 1, the kernel sets interleaved in one process ({sh['photo']}); speed-up = median over rounds "
+                f"of per-round minimum ratios against `{sh['reference']}`:", "",
+                "| kernel set | median ms | min ms | GFLOP/s (min) | share of peak (min) | speed-up over "
+                f"`{sh['reference']}` |", "|---|---|---|---|---|---|"]
+        for r in sh["rows"]:
+            out.append(f"| `{r['kernel_set']}` | {r['median_ms']:.3f} | {r['min_ms']:.3f} | {r['gflops']:.1f} | "
+                       f"{100 * r['gflops'] / ks['peaks'][r['kernel_set']]:.0f}% | {r['speedup_vs_avx2']:.2f}x |")
+    names = {"shipped": f"shipped model `{sh['path']}`" if sh else "shipped model",
+             "backbone": ks.get("backbone_label", "backbone")}
+    for name, prof in ks.get("profiles", {}).items():
+        first = prof[sets[0]]["ops"]
+        runs = first[0].get("runs", "?")
+        out += ["", f"Per-op profile of the {names.get(name, name)} (`GAZECROP_PROFILE=1`, the kernel sets alternating "
+                f"run by run in one process, minimum time over {runs} runs each; FLOP and bytes as the core counts "
+                "them: inputs, output and weights once each, so GB/s is a lower bound of the traffic; total = the sum "
+                "of the per-op minima):", "",
+                "| kernel set | total ms | 1x1 convolutions: GFLOP/s (share of peak) | depthwise: GFLOP/s, GB/s |",
+                "|---|---|---|---|"]
+        for k in sets:
+            sm = prof[k]["summary"]
+            tot = next(o for o in prof[k]["ops"] if o["label"] == "total")
+            c1 = sm.get("conv1x1")
+            dw = sm.get("depthwise")
+            out.append(f"| `{k}` | {tot['ms']:.3f} | " +
+                       (f"{c1['gflops']:.1f} ({100 * c1['share_of_peak']:.0f}%)" if c1 else "-") + " | " +
+                       (f"{dw['gflops']:.1f}, {dw['gbs']:.1f} GB/s" if dw else "-") + " |")
+        out += ["", "| op | path | output (c x h x w) | MFLOP | MB | " + " | ".join(f"`{k}`" for k in sets) + " |",
+                "|---|---|---|---|---|" + "---|" * len(sets)]
+        by = {k: {o["label"]: o for o in prof[k]["ops"]} for k in sets}
+        for o in first:
+            if o["label"] == "total":
+                continue
+            cells = [_op_cell(by[k][o["label"]]) if o["label"] in by[k] else "-" for k in sets]
+            out.append(f"| {o['label']} | {o['what'] or '-'} | {'x'.join(map(str, o['shape']))} | {o['mflop']:.2f} | "
+                       f"{o['mb']:.3f} | " + " | ".join(cells) + " |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in ks.get("skipped", {}).items()]
+    return "\n".join(out)
+
+
 def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor: Optional[dict] = None,
-          batch: Optional[dict] = None) -> str:
+          batch: Optional[dict] = None, kernel_sets: Optional[dict] = None) -> str:
     parts = ["## Benchmarks and speed gates", "",
              "Written by `benchmarks/report.py` from `benchmarks/results/*.json` (raw numbers committed beside "
              "this file); do not edit by hand.", "", section_gates(gates), ""]
@@ -367,6 +434,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
         parts += [section_thumbor(thumbor), ""]
     if batch:
         parts += [section_batch(batch), ""]
+    if kernel_sets:
+        parts += [section_kernel_sets(kernel_sets), ""]
     if suites:
         parts += [section_suites(suites), ""]
     return "\n".join(parts)
@@ -391,6 +460,9 @@ def main(argv=None) -> int:
     p.add_argument("--suites", default=None)
     p.add_argument("--thumbor", default=None, help="benchmarks/thumbor_agreement.py --json output")
     p.add_argument("--batch", default=None, help="batch_throughput.py --json output")
+    p.add_argument("--kernel-sets", default=str(HERE / "results" / "kernel_sets.json"),
+                   help="benchmarks/kernel_sets.py --json output (default: the committed one, when present; its "
+                        "section names its own machine and date)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     gates = json.loads(Path(a.gates).read_text())
@@ -398,7 +470,9 @@ def main(argv=None) -> int:
     suites = json.loads(Path(a.suites).read_text()) if a.suites and Path(a.suites).is_file() else None
     thumbor = json.loads(Path(a.thumbor).read_text()) if a.thumbor and Path(a.thumbor).is_file() else None
     batch = json.loads(Path(a.batch).read_text()) if a.batch and Path(a.batch).is_file() else None
-    write_results(build(gates, quality, suites, thumbor, batch), Path(a.out))
+    kernel_sets = json.loads(Path(a.kernel_sets).read_text()) if a.kernel_sets and Path(a.kernel_sets).is_file() \
+        else None
+    write_results(build(gates, quality, suites, thumbor, batch, kernel_sets), Path(a.out))
     if quality:
         msg = plot(gates, quality)
         if msg:

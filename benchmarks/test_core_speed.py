@@ -1,7 +1,8 @@
 """Speed of the native core (pytest-benchmark; times only, checks nothing).
 
 Network: ``student_like(0)`` (random weights) at a (3, 192, 256) float32 input, batch 1. Compared: the core
-with the AVX2 and scalar kernel sets on one thread and AVX2 on two threads, PyTorch CPU on one thread
+with the AVX-512, AVX2 and scalar kernel sets on one thread and AVX-512 / AVX2 on two threads (sets the CPU
+lacks are skipped), PyTorch CPU on one thread
 (``torch.set_num_threads(1)``, same weights, ``torch_net.TorchNet``) and the NumPy reference. Each result
 carries ``gflops`` = 2 * Network.num_macs / median time in ``extra_info``. Per-layer shapes:
 ``test_layer`` times single-conv networks at the student's layer shapes.
@@ -38,7 +39,7 @@ def _record(benchmark, flops):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
 def test_core(benchmark, net, image, isa, threads):
     if isa not in core.supported_kernel_sets():
         pytest.skip(f"{isa} not supported here")
@@ -86,7 +87,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
 @pytest.mark.parametrize("layer", LAYERS, ids=[lay[0] for lay in LAYERS])
 def test_layer(benchmark, layer, isa):
     """One conv layer (+ a 1x1 head to one channel, and for cin != 3 a 1x1 producing cin channels, both

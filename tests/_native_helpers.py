@@ -13,7 +13,9 @@ from gazecrop import weights
 
 core = pytest.importorskip("gazecrop._core")
 
-KERNEL_SETS = ["avx2", "scalar"]
+# Every kernel set the core knows (kernels.h kKernelSets); tests parametrised over it skip the ones this CPU or
+# build lacks (kernel_set() below), and test_core.py checks that the CPU's flags and the supported sets agree.
+KERNEL_SETS = ["avx512", "avx2", "scalar"]
 
 
 @contextmanager

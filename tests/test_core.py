@@ -5,6 +5,7 @@ kernel sets; thread safety; argument checking. Tolerance: max relative error 1e-
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -16,34 +17,46 @@ from hypothesis import strategies as st
 
 import gazecrop
 from gazecrop import reference, weights
-from gazecrop._testing import random_network, student_like
+from gazecrop._testing import inverted_residual_net, random_network, student_like
 
 from _native_helpers import KERNEL_SETS, check_network, core, image, kernel_set, load, rel_err
 
 TOL = 1e-4
 
 
-def _cpu_has_avx2() -> bool:
+def _cpu_flags() -> set:
+    """The CPU flags Linux reports (it lists AVX2 / AVX-512 only when the OS also saves their state)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-        return " avx2 " in flags + " " and " fma " in flags + " "
+            return set(next((line for line in f if line.startswith("flags")), ":").split(":", 1)[1].split())
     except OSError:
-        return False
+        return set()
 
 
-def test_version_and_kernel_set():
-    assert core.version() == gazecrop.__version__
-    assert core.kernel_set() in core.supported_kernel_sets()
-    assert "scalar" in core.supported_kernel_sets()
+def test_supported_kernel_sets_match_the_cpu():
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    sets = core.supported_kernel_sets()
+    assert sets[0] == "scalar" and set(sets) <= set(KERNEL_SETS)
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert ("avx2" in sets) == (is_x86 and {"avx2", "fma"} <= flags), (sets, sorted(flags & {"avx2", "fma"}))
+    assert ("avx512" in sets) == (is_x86 and {"avx2", "fma", "avx512f"} <= flags), (sets, "avx512f" in flags)
 
 
-@pytest.mark.skipif(not _cpu_has_avx2() or os.environ.get("GAZECROP_ISA"), reason="CPU without AVX2+FMA or ISA forced")
-def test_avx2_is_the_default_here():
+@pytest.mark.skipif(bool(os.environ.get("GAZECROP_ISA")), reason="ISA forced by GAZECROP_ISA")
+def test_best_kernel_set_is_the_default():
+    """AVX-512 where the CPU and OS support it, else AVX2+FMA, else scalar (kKernelSets order)."""
     out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
                          capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items()
                                                                           if k != "GAZECROP_ISA"})
-    assert out.stdout.strip() == "avx2"
+    assert out.stdout.strip() == core.supported_kernel_sets()[-1]
+
+
+def test_unsupported_isa_request_falls_back_to_the_best_set():
+    out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "GAZECROP_ISA": "neon-9000"})
+    assert out.stdout.strip() == core.supported_kernel_sets()[-1]
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)
@@ -89,6 +102,36 @@ def test_uint8_and_float32_inputs_agree():
     a = model.run(img)
     b = model.run(np.ascontiguousarray(img.transpose(2, 0, 1).astype(np.float32)))
     np.testing.assert_array_equal(a, b)
+
+
+def _without_softplus(net: weights.Network) -> weights.Network:
+    """``net`` with every fused softplus (file code 2 of conv2d and add) replaced by ReLU (code 1)."""
+    for op in net.ops:
+        if op.kind == "conv2d" and op.iparams[5] == 2:
+            op.iparams[5] = 1
+        if op.kind == "add" and op.iparams[0] == 2:
+            op.iparams[0] = 1
+    return net
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_avx512_equals_avx2_bit_for_bit(seed):
+    """The AVX-512 convolution and depthwise kernels run each output's FMAs in the AVX2 kernels' order
+    (cpp/src/kernels/README.md), so outputs are identical. Softplus tails may differ in the last bit (AVX2
+    runs them through the scalar formula), so the networks' softplus activations are replaced by ReLU."""
+    for isa in ("avx2", "avx512"):
+        if isa not in core.supported_kernel_sets():
+            pytest.skip(f"kernel set {isa!r} not supported on this CPU/build")
+    rng = np.random.default_rng(seed)
+    nets = [student_like(seed)] + [inverted_residual_net(rng, stages=3, max_channels=40) for _ in range(2)]
+    img = image(np.random.default_rng(100 + seed), 61 + 7 * seed, 83 + 5 * seed)
+    for net in nets:
+        model = load(_without_softplus(net))
+        outs = {}
+        for isa in ("avx2", "avx512"):
+            with kernel_set(isa):
+                outs[isa] = model.run(img)
+        np.testing.assert_array_equal(outs["avx512"], outs["avx2"])
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)

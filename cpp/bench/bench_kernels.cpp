@@ -1,14 +1,17 @@
-// Kernel micro-benchmark: every conv family of kernels.def at the layer shapes of the student network
-// (gazecrop._testing.student_like at a 192x256 input), one thread, median of repeated runs. Reports GFLOP/s
-// of useful work (interior pixels only) and the share of the AVX2+FMA peak (32 FLOP/cycle/core) at the
-// given clock. Times only; checks nothing (tests/test_ops.py checks results).
+// Kernel micro-benchmark: every conv kernel of kernels.def whose kernel set this CPU supports, at the layer
+// shapes of the student network (gazecrop._testing.student_like at a 192x256 input), one thread, median of
+// repeated runs. Reports GFLOP/s of useful work (interior pixels only) and the share of the kernel set's
+// peak, measured with its FMA-throughput loop (kernels::peak_gflops; CPUID cannot tell the FMA port count).
+// Times only; checks nothing (tests/test_ops.py checks results).
 //
-//   bench_kernels [GHz]      (default 2.45, i.e. ~78 GFLOP/s peak per core)
+//   bench_kernels
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -59,13 +62,87 @@ double bench(kernels::ConvFn fn, const Shape& s) {
   return flops / times[times.size() / 2] / 1e9;
 }
 
+// Depthwise K x K, stride s, c channels of an h x w input (padding (K - 1) / 2 in memory, rows padded to a
+// multiple of 16 floats with the kernels' over-read slack). Returns (GFLOP/s, GB/s of input + output).
+struct DwShape {
+  const char* name;
+  int c, k, s, h, w;
+};
+
+std::pair<double, double> bench_dw(kernels::DwConvFn fn, const DwShape& d) {
+  const int p = (d.k - 1) / 2;
+  const std::size_t ho = std::size_t((d.h + 2 * p - d.k) / d.s + 1), wo = std::size_t((d.w + 2 * p - d.k) / d.s + 1);
+  const std::size_t xr = (std::size_t(d.w) + 2 * p + kernels::kDwOverRead + 15) / 16 * 16;
+  const std::size_t xp = (std::size_t(d.h) + 2 * p) * xr, yr = (wo + 15) / 16 * 16, yp = ho * yr;
+  detail::AlignedBuffer x(std::size_t(d.c) * xp), y(std::size_t(d.c) * yp);
+  std::vector<float> w(std::size_t(d.c) * d.k * d.k, 0.05f);
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = u(rng);
+  auto once = [&] {
+    for (int c = 0; c < d.c; ++c)
+      fn(ho, wo, x.data() + std::size_t(c) * xp, xr, d.s, w.data() + std::size_t(c) * d.k * d.k, 0.1f,
+         y.data() + std::size_t(c) * yp, yr, 2);
+  };
+  once();
+  std::vector<double> times;
+  for (int r = 0; r < 31; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < 5; ++k) once();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 5);
+  }
+  std::sort(times.begin(), times.end());
+  const double t = times[times.size() / 2];
+  const double flops = 2.0 * d.c * d.k * d.k * double(ho) * double(wo);
+  const double bytes = 4.0 * d.c * (double(d.h) * d.w + double(ho) * double(wo));
+  return {flops / t / 1e9, bytes / t / 1e9};
+}
+
+struct Kernel {
+  const char* name;
+  const char* isa;
+  kernels::ConvFn fn;
+  bool taps9;
+};
+
+const Kernel kKernels[] = {
+#define GAZECROP_CONV_KERNEL(name, isa) {#name, #isa, kernels::name, std::strstr(#name, "3x3") != nullptr},
+#define GAZECROP_UNARY_KERNEL(name, isa)
+#define GAZECROP_GATHER_KERNEL(name, isa)
+#define GAZECROP_DWCONV_KERNEL(name, isa)
+#define GAZECROP_PEAK_KERNEL(name, isa)
+#include "kernels/kernels.def"
+#undef GAZECROP_CONV_KERNEL
+#undef GAZECROP_DWCONV_KERNEL
+};
+
+struct DwKernel {
+  const char* name;
+  const char* isa;
+  kernels::DwConvFn fn;
+  int k;
+};
+
+const DwKernel kDwKernels[] = {
+#define GAZECROP_CONV_KERNEL(name, isa)
+#define GAZECROP_DWCONV_KERNEL(name, isa) {#name, #isa, kernels::name, std::strstr(#name, "5x5") ? 5 : 3},
+#include "kernels/kernels.def"
+#undef GAZECROP_CONV_KERNEL
+#undef GAZECROP_UNARY_KERNEL
+#undef GAZECROP_GATHER_KERNEL
+#undef GAZECROP_DWCONV_KERNEL
+#undef GAZECROP_PEAK_KERNEL
+};
+
 }  // namespace
 
-int main(int argc, char** argv) {
-  const double ghz = argc > 1 ? std::atof(argv[1]) : 2.45;
-  const double peak = 32.0 * ghz;
+int main() {
+  std::printf("Measured single-thread peaks (FMA-throughput loop):");
+  for (const char* isa : kernels::kKernelSets)
+    if (const kernels::KernelTable* t = kernels::find_kernels(isa)) std::printf(" %s %.1f GFLOP/s;", isa, kernels::peak_gflops(*t));
+  std::printf("\n\n| shape | kernel | GFLOP/s | share of the set's peak |\n|---|---|---|---|\n");
   const Shape shapes[] = {
-      {"stem 3x3/2 3->24 (im2col K=27) 96x128", 3, 24, 9 + 0, 96, 128},
+      {"stem 3x3/2 3->24 (im2col K=27) 96x128", 27, 24, 1, 96, 128},
       {"block0 1x1 48->24 48x64", 48, 24, 1, 48, 64},
       {"block0 3x3 24->12 48x64", 24, 12, 9, 48, 64},
       {"trans1 1x1 72->36 48x64", 72, 36, 1, 48, 64},
@@ -77,35 +154,31 @@ int main(int argc, char** argv) {
       {"readout 1x1 318->16 24x32", 318, 16, 1, 24, 32},
       {"odd 1x1 27->13 48x64", 27, 13, 1, 48, 64},
       {"odd 3x3 13->27 48x64", 13, 27, 9, 48, 64},
+      {"expand 1x1 40->240 24x32", 40, 240, 1, 24, 32},
+      {"project 1x1 240->80 12x16", 240, 80, 1, 12, 16},
   };
-  std::printf("| shape | kernel | GFLOP/s | share of peak (%.0f GFLOP/s) |\n|---|---|---|---|\n", peak);
-  for (const Shape& s0 : shapes) {
-    Shape s = s0;
-    const bool im2col = s.taps == 9 && s.cin == 3;  // the stem runs the 1x1 kernel on 27 im2col rows
-    if (im2col) s.taps = 9, s.cin = 3;
-    struct K {
-      const char* name;
-      kernels::ConvFn fn;
-    };
-    std::vector<K> ks;
-    if (s.taps == 9 && !im2col) {
-      ks.push_back({"f32_conv3x3_6x16_scalar", kernels::f32_conv3x3_6x16_scalar});
-#if defined(GAZECROP_HAVE_AVX2_KERNELS)
-      if (kernels::cpu_features().avx2) ks.push_back({"f32_conv3x3_6x16_avx2", kernels::f32_conv3x3_6x16_avx2});
-#endif
-    } else {
-      ks.push_back({"f32_conv1x1_6x16_scalar", kernels::f32_conv1x1_6x16_scalar});
-#if defined(GAZECROP_HAVE_AVX2_KERNELS)
-      if (kernels::cpu_features().avx2) ks.push_back({"f32_conv1x1_6x16_avx2", kernels::f32_conv1x1_6x16_avx2});
-#endif
-    }
-    for (const K& k : ks) {
-      Shape b = s;
-      if (im2col) b.taps = 9 * 1, b.cin = 3;  // kc = 27 rows of columns, taps counted in the FLOPs
-      const double g = im2col ? bench(k.fn, Shape{s.name, 27, s.cout, 1, s.h, s.w}) : bench(k.fn, b);
-      std::printf("| %s | %s | %.1f | %.0f%% |\n", s.name, k.name, g, 100.0 * g / peak);
+  for (const Shape& s : shapes)
+    for (const Kernel& k : kKernels) {
+      const kernels::KernelTable* t = kernels::find_kernels(k.isa);
+      if (!t || k.taps9 != (s.taps == 9)) continue;
+      const double g = bench(k.fn, s);
+      std::printf("| %s | %s | %.1f | %.0f%% |\n", s.name, k.name, g, 100.0 * g / kernels::peak_gflops(*t));
       std::fflush(stdout);
     }
-  }
+  // Depthwise layers of EfficientNet-Lite0 at a 192x256 input (input grid of each).
+  const DwShape dw[] = {
+      {"stage1 dw3x3/1 32ch 96x128", 32, 3, 1, 96, 128},   {"stage2 dw3x3/2 96ch 96x128", 96, 3, 2, 96, 128},
+      {"stage2 dw3x3/1 144ch 48x64", 144, 3, 1, 48, 64},   {"stage3 dw5x5/2 144ch 48x64", 144, 5, 2, 48, 64},
+      {"stage3 dw5x5/1 240ch 24x32", 240, 5, 1, 24, 32},   {"stage4 dw3x3/2 240ch 24x32", 240, 3, 2, 24, 32},
+      {"stage4 dw3x3/1 480ch 12x16", 480, 3, 1, 12, 16},   {"stage5 dw5x5/1 672ch 12x16", 672, 5, 1, 12, 16},
+  };
+  std::printf("\n| depthwise shape | kernel | GFLOP/s | GB/s (input + output once) |\n|---|---|---|---|\n");
+  for (const DwShape& d : dw)
+    for (const DwKernel& k : kDwKernels) {
+      if (!kernels::find_kernels(k.isa) || k.k != d.k) continue;
+      const std::pair<double, double> r = bench_dw(k.fn, d);
+      std::printf("| %s | %s | %.1f | %.1f |\n", d.name, k.name, r.first, r.second);
+      std::fflush(stdout);
+    }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gazecrop/gazecrop.h"
+#include "kernels/kernels.h"    // benchmark hook only (cpp/src): peak_gflops
 #include "kernels/self_test.h"  // test hook only (cpp/src)
 
 namespace py = pybind11;
@@ -114,7 +115,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("num_ops", &gazecrop::Model::num_ops);
 
   m.def("kernel_set", [] { return std::string(gazecrop::kernel_set()); },
-        "Name of the kernel set in use: 'avx2' or 'scalar' (GAZECROP_ISA forces one).");
+        "Name of the kernel set in use: 'avx512', 'avx2' or 'scalar' (the best this CPU and OS support; "
+        "GAZECROP_ISA=scalar|avx2|avx512 forces one at import).");
   m.def(
       "set_kernel_set",
       [](const std::string& name) {
@@ -124,7 +126,18 @@ PYBIND11_MODULE(_core, m) {
       py::arg("name"), "Switch the process-wide kernel set (tests); ValueError when unsupported.");
   m.def(
       "supported_kernel_sets", [] { return gazecrop::supported_kernel_sets(); },
-      "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2'].");
+      "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2', 'avx512'].");
+  m.def(
+      "_peak_gflops",
+      [](const std::string& name) {
+        const gazecrop::kernels::KernelTable* t = gazecrop::kernels::find_kernels(name.c_str());
+        if (!t) throw py::value_error("kernel set '" + name + "' is unknown or not supported by this CPU/build");
+        py::gil_scoped_release release;
+        return gazecrop::kernels::peak_gflops(*t);
+      },
+      py::arg("name"),
+      "Benchmark hook: single-thread peak GFLOP/s of a kernel set, measured once per process with its "
+      "FMA-throughput loop (kernels.def's *_fma_peak_* kernels); ValueError when unsupported.");
   m.def(
       "_kernel_self_test", [] { return gazecrop::kernels::kernel_self_test(); },
       "Test hook: every kernels.def kernel against a naive loop over tile-edge sizes; [(name, 'ok' | "

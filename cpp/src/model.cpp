@@ -32,6 +32,22 @@ using detail::AlignedBuffer;
 using detail::Frame;
 using detail::Shape;
 
+namespace {
+
+// One line of the GAZECROP_PROFILE table (stderr): label, path, output shape, ms, MFLOP, MB, GFLOP/s, share of
+// the peak, GB/s (columns fixed; benchmarks/kernel_sets.py parses them).
+void print_profile_line(const char* label, const char* what, const Shape& s, double ms, double flops, double bytes,
+                        double peak) {
+  const double sec = ms * 1e-3;
+  char rate[64] = "        - GFLOP/s    - peak";
+  if (flops > 0 && sec > 0)
+    std::snprintf(rate, sizeof rate, "%9.1f GFLOP/s %3.0f%% peak", flops / sec * 1e-9, 100.0 * flops / sec * 1e-9 / peak);
+  std::fprintf(stderr, "gazecrop: %-22s %-18s %4dx%4dx%4d %9.3f ms %10.3f MFLOP %9.3f MB %s %8.2f GB/s\n", label,
+               what, s.c, s.h, s.w, ms, flops * 1e-6, bytes * 1e-6, rate, sec > 0 ? bytes / sec * 1e-9 : 0.0);
+}
+
+}  // namespace
+
 struct Model::Impl {
   ModelInfo info{};
   std::vector<std::unique_ptr<detail::Op>> ops;
@@ -93,8 +109,14 @@ struct Model::Impl {
 
   template <typename Fill>
   void run_one(const std::vector<Shape>& shapes, Fill fill_input, float* out, detail::ThreadPool& pool) const {
-    static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;  // per-op timings on stderr
+    // GAZECROP_PROFILE: per-op time, FLOPs, bytes, GFLOP/s against the kernel set's measured peak, GB/s.
+    static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;
     const detail::RunContext ctx{kernels::active_kernels(), pool};
+    const double peak = profile ? kernels::peak_gflops(ctx.kernels) * pool.size() : 0.0;
+    double total_ms = 0, total_flops = 0, total_bytes = 0;
+    if (profile)
+      std::fprintf(stderr, "gazecrop: profile %dx%d, kernel set %s, %d thread(s), peak %.1f GFLOP/s (FMA loop)\n",
+                   shapes[0].h, shapes[0].w, ctx.kernels.name, pool.size(), peak);
     std::vector<AlignedBuffer> bufs(shapes.size());
     std::vector<Frame> frames(shapes.size());
     auto alloc = [&](std::size_t v) {
@@ -113,14 +135,21 @@ struct Model::Impl {
       alloc(i + 1);
       const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       ops[i]->run(ctx, in, frames[i + 1]);
-      if (profile)
-        std::fprintf(stderr, "gazecrop: %-24s %4dx%4dx%4d %9.3f ms\n", ops[i]->label.c_str(), shapes[i + 1].c,
-                     shapes[i + 1].h, shapes[i + 1].w,
-                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (profile) {
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        std::vector<Shape> in_shapes;
+        for (int v : ops[i]->inputs) in_shapes.push_back(shapes[std::size_t(v)]);
+        const detail::OpCost c = ops[i]->cost(in_shapes, shapes[i + 1]);
+        print_profile_line(ops[i]->label.c_str(), c.what.c_str(), shapes[i + 1], ms, c.flops, c.bytes, peak);
+        total_ms += ms;
+        total_flops += c.flops;
+        total_bytes += c.bytes;
+      }
       detail::zero_ring(frames[i + 1], 0, frames[i + 1].c);
       for (int v : ops[i]->inputs)
         if (last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
     }
+    if (profile) print_profile_line("total", "", shapes.back(), total_ms, total_flops, total_bytes, peak);
     const Frame& y = frames.back();
     for (int i = 0; i < y.h; ++i) std::memcpy(out + std::size_t(i) * y.w, y.pixel(0, i, 0), std::size_t(y.w) * sizeof(float));
   }
@@ -273,7 +302,7 @@ const char* kernel_set() { return kernels::active_kernels().name; }
 bool set_kernel_set(const std::string& name) { return kernels::set_kernel_set(name.c_str()); }
 std::vector<std::string> supported_kernel_sets() {
   std::vector<std::string> out;
-  for (const char* n : {"scalar", "avx2"})
+  for (const char* n : kernels::kKernelSets)
     if (kernels::find_kernels(n)) out.emplace_back(n);
   return out;
 }

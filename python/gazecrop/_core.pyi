@@ -33,7 +33,8 @@ class Model:
         """The file's format version (1 or 2)."""
 
 def kernel_set() -> str:
-    """'avx2' or 'scalar': the kernel set in use (GAZECROP_ISA=scalar|avx2 forces one at import)."""
+    """'avx512', 'avx2' or 'scalar': the kernel set in use, the best this CPU and OS support
+    (GAZECROP_ISA=scalar|avx2|avx512 forces one at import)."""
 
 def set_kernel_set(name: str) -> None:
     """Switch the process-wide kernel set (tests, benchmarks); ValueError when unsupported here."""
@@ -42,6 +43,10 @@ def supported_kernel_sets() -> List[str]:
     """Kernel sets this build and CPU can run, best last."""
 
 def version() -> str: ...
+
+def _peak_gflops(name: str) -> float:
+    """Benchmark hook: single-thread peak GFLOP/s of kernel set ``name`` from its FMA-throughput loop
+    (measured once per process); ValueError when unsupported here."""
 
 def _kernel_self_test() -> List[Tuple[str, str]]:
     """Test hook: each kernels.def kernel checked against a naive loop: (name, 'ok' | 'skipped: ...' | failure)."""

@@ -1,6 +1,6 @@
 // Kernel signatures and the KernelTable (see README.md in this folder for the buffer rule).
 // No intrinsics and no inline helpers here: this header is included by files built with and without
-// -mavx2 -mfma.
+// -mavx2 -mfma and -mavx512f.
 #pragma once
 
 #include <cstddef>
@@ -8,9 +8,14 @@
 namespace gazecrop {
 namespace kernels {
 
-// Output tile: up to `kMR` output channels x 16 pixels (two 8-float vectors in the AVX2 kernels).
+// Output tile: up to `kMR` output channels (the packer's tile, shared by every kernel set) x `nr` pixels per
+// inner-loop step of the kernel set (KernelTable::nr: 16 in the scalar and AVX2 sets, two 8-float vectors in
+// AVX2; 64 in AVX-512, four 16-float vectors).
 constexpr int kMR = 6;
 constexpr int kNR = 16;
+
+// The kernel sets, best last (KernelTable::name; GAZECROP_ISA values).
+constexpr const char* kKernelSets[] = {"scalar", "avx2", "avx512"};
 
 // "Flat" convolution microkernel over a padded plane layout (see ../tensor.h).
 //   y[m * y_stride + n] = act(bias[m] + sum_{c < kc, t < taps} w[(c * taps + t) * mr + m] *
@@ -35,18 +40,27 @@ constexpr int kActRelu6 = 2;  // y = min(max(v, 0), 6)
 // Reads rows r < s (h_out - 1) + K; in each row the formula's columns c < s (w_out - 1) + K plus up to
 // kDwOverRead floats past the last of them (values ignored: callers keep that much readable memory after
 // every row, e.g. the padded plane's ring and tail, or a scratch row's slack). Writes exactly w_out floats
-// per output row, never past them. Tile "x8": pixels of one output row per vector step (8 in AVX2).
+// per output row, never past them. Tile "x8" / "x16": pixels of one output row per vector (8 in AVX2, 16 in
+// AVX-512, whose kernels read only the named columns: masked row ends).
 constexpr std::size_t kDwOverRead = 16;
 using DwConvFn = void (*)(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride,
                           const float* w, float bias, float* y, std::size_t y_row, int act);
 
-// In-place elementwise function over n floats (n arbitrary; 8 per step in the AVX2 kernels).
+// In-place elementwise function over n floats (n arbitrary; 8 per step in AVX2, 16 in AVX-512).
 // softplus: x <- max(x, 0) + log1p(exp(-|x|)), relative error below 1e-6.
 using UnaryFn = void (*)(std::size_t n, float* x);
 
 // Stride-2 gather for im2col of stride-2 convolutions: dst[t] = src[2 t] for t < n. Reads only
 // src[0 .. 2 (n - 1)].
 using GatherS2Fn = void (*)(std::size_t n, const float* src, float* dst);
+
+// FMA-throughput loop (the kernel set's peak): kPeakChains independent accumulators of one vector each,
+// chain i starting at 2 + i in every lane, `iters` times a <- a * kPeakMul + kPeakAdd (one FMA, or a
+// multiply and an add in the scalar set, per chain and step). Writes lane 0 of chain i to out[i]
+// (i < kPeakChains) and returns the FLOPs done (iters * kPeakChains * lanes * 2).
+constexpr int kPeakChains = 12;
+constexpr float kPeakMul = 0.99990f, kPeakAdd = 1.5e-4f;
+using PeakFn = double (*)(std::size_t iters, float* out);
 
 #define GAZECROP_CONV_KERNEL(name, isa) \
   void name(std::size_t mr, std::size_t nc, std::size_t kc, const float* x, std::size_t x_stride, \
@@ -57,26 +71,30 @@ using GatherS2Fn = void (*)(std::size_t n, const float* src, float* dst);
 #define GAZECROP_DWCONV_KERNEL(name, isa)                                                                    \
   void name(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride, const float* w, \
             float bias, float* y, std::size_t y_row, int act);
+#define GAZECROP_PEAK_KERNEL(name, isa) double name(std::size_t iters, float* out);
 #include "kernels.def"
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
 #undef GAZECROP_DWCONV_KERNEL
+#undef GAZECROP_PEAK_KERNEL
 
 struct KernelTable {
-  const char* name;    // "scalar" or "avx2"
+  const char* name;    // one of kKernelSets
   ConvFn conv1x1;      // taps = 1
   ConvFn conv3x3;      // taps = 9, stride 1, padding 1 in the padded-plane layout
   UnaryFn softplus;
   GatherS2Fn gather_s2;
   DwConvFn dwconv3x3;  // depthwise K = 3, stride 1 or 2
   DwConvFn dwconv5x5;  // depthwise K = 5, stride 1 or 2
+  PeakFn fma_peak;     // measures the set's peak (peak_gflops); no op calls it
   int mr;              // output channels per tile (the packer's tile)
   int nr;              // pixels per tile
 };
 
 struct CpuFeatures {
-  bool avx2 = false;  // AVX2 + FMA3 and OS-enabled YMM state
+  bool avx2 = false;     // AVX2 + FMA3 and OS-enabled YMM state
+  bool avx512f = false;  // AVX-512F (+ everything avx2 needs) and OS-enabled opmask, ZMM_Hi256, Hi16_ZMM state
 };
 
 // CPUID (+ XGETBV) read once.
@@ -85,11 +103,15 @@ const CpuFeatures& cpu_features();
 // The table in use: chosen once from cpu_features() and GAZECROP_ISA, unless set_kernel_set() overrode it.
 const KernelTable& active_kernels();
 
-// Looks a table up by name ("scalar", "avx2"); nullptr when unknown or not supported by this CPU / build.
+// Looks a table up by name (one of kKernelSets); nullptr when unknown or not supported by this CPU / build.
 const KernelTable* find_kernels(const char* name);
 
 // Forces a table for the whole process (tests). Returns false when `name` is unknown or unsupported.
 bool set_kernel_set(const char* name);
+
+// Single-thread peak of table `t` in GFLOP/s, measured once per table and process with its fma_peak loop
+// (best of 40 runs of ~1 ms after a warm-up, ~50 ms in all; thread-safe).
+double peak_gflops(const KernelTable& t);
 
 }  // namespace kernels
 }  // namespace gazecrop

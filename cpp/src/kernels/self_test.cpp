@@ -1,6 +1,7 @@
-// Kernel self-test (see self_test.h): conv kernels over mr 1..6, nc below/at/above/multiples of the 16-pixel
-// tile, kc 1..27, both taps families, activation none / ReLU / ReLU6; outputs past nc must stay untouched. Unary kernels over
-// a range of values including both tails.
+// Kernel self-test (see self_test.h): conv kernels over mr 1..6, nc below/at/above/multiples of the 16- and
+// 64-pixel tiles, kc 1..27, both taps families, activation none / ReLU / ReLU6; outputs past nc must stay
+// untouched. Unary kernels over a range of values including both tails; depthwise kernels over widths around
+// their vector widths; FMA-peak loops against their closed form.
 #include "self_test.h"
 
 #include <cmath>
@@ -24,7 +25,7 @@ std::string test_conv(ConvFn fn, bool taps9) {
   const std::size_t margin = std::size_t(row) + 1;
   for (std::size_t kc : {1, 2, 5, 13, 27})
     for (std::size_t mr = 1; mr <= 6; ++mr)
-      for (std::size_t nc : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64})
+      for (std::size_t nc : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 111, 128, 143})
         for (int act = 0; act <= 2; ++act) {
           const std::size_t xs = nc + 2 * margin + 16, ys = nc + 16;
           detail::AlignedBuffer x(kc * xs), w(kc * taps * mr), y(mr * ys);
@@ -61,7 +62,7 @@ std::string test_conv(ConvFn fn, bool taps9) {
 }
 
 std::string test_unary(UnaryFn fn) {
-  for (std::size_t n : {1, 7, 8, 9, 16, 17, 100}) {
+  for (std::size_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100}) {
     std::vector<float> v(n + 1);
     for (std::size_t i = 0; i < n; ++i) v[i] = -90.0f + 180.0f * float(i) / float(n) + 0.37f;
     v[n] = 777.0f;  // sentinel past n
@@ -96,15 +97,16 @@ std::string test_gather(GatherS2Fn fn) {
   return "ok";
 }
 
-// Depthwise K x K over h_out x w_out (widths below, at, above and multiples of 8 and 16), both strides, every
+// Depthwise K x K over h_out x w_out (widths below, at, above and multiples of 8, 16 and 64; heights around the
+// AVX-512 kernels' bands of 2 and 4 rows), both strides, every
 // activation; input rows end exactly kDwOverRead floats of slack past the last named column, outputs past
 // w_out stay untouched.
 std::string test_dwconv(DwConvFn fn, int k) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-2, 2);
   for (int stride = 1; stride <= 2; ++stride)
-    for (std::size_t h_out : {1, 2, 5})
-      for (std::size_t w_out : {1, 3, 7, 8, 9, 15, 16, 17, 31, 33})
+    for (std::size_t h_out : {1, 2, 4, 5, 7})
+      for (std::size_t w_out : {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 97})
         for (int act = 0; act <= 2; ++act) {
           const std::size_t in_h = stride * (h_out - 1) + k, in_w = stride * (w_out - 1) + k;
           const std::size_t x_row = in_w + kDwOverRead, y_row = w_out + 8;
@@ -138,6 +140,30 @@ std::string test_dwconv(DwConvFn fn, int k) {
   return "ok";
 }
 
+// a_k = f + (a_0 - f) m^k with f = c / (1 - m), a_0 = 2 + chain, within the rounding bound of k float steps
+// (at most two roundings each, as separate multiply and add; |a| <= a_0); the returned FLOPs must match a
+// lane count.
+std::string test_peak(PeakFn fn) {
+  const std::size_t iters = 1000;
+  float out[kPeakChains + 1];
+  out[kPeakChains] = 777.0f;  // sentinel
+  const double flops = fn(iters, out);
+  const double lanes = flops / (2.0 * double(iters) * kPeakChains);
+  if (lanes != 4 && lanes != 8 && lanes != 16) return "returned " + std::to_string(flops) + " FLOPs for " +
+                                                      std::to_string(iters) + " iterations";
+  if (out[kPeakChains] != 777.0f) return "wrote past out[kPeakChains - 1]";
+  const double m = kPeakMul, f = double(kPeakAdd) / (1.0 - m), mk = std::pow(m, double(iters));
+  for (int i = 0; i < kPeakChains; ++i) {
+    const double want = f + (2.0 + i - f) * mk;
+    if (std::fabs(out[i] - want) > 2.5 * double(iters) * std::ldexp(1.0, -24) * (2.0 + i)) {
+      std::ostringstream s;
+      s << "chain " << i << ": " << out[i] << " after " << iters << " steps, expected " << want;
+      return s.str();
+    }
+  }
+  return "ok";
+}
+
 bool isa_ok(const char* isa) { return std::strcmp(isa, "scalar") == 0 || find_kernels(isa) != nullptr; }
 
 }  // namespace
@@ -154,11 +180,14 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
 #define GAZECROP_DWCONV_KERNEL(name, isa)                                                         \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
                                         : test_dwconv(name, std::strstr(#name, "5x5") != nullptr ? 5 : 3));
+#define GAZECROP_PEAK_KERNEL(name, isa) \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_peak(name));
 #include "kernels.def"
 #undef GAZECROP_DWCONV_KERNEL
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
+#undef GAZECROP_PEAK_KERNEL
   return out;
 }
 

@@ -21,6 +21,12 @@ class Add final : public Op {
     return in[0];
   }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c = Op::cost(in, out);
+    c.flops = double(out.c) * out.h * double(out.w) * (act_ ? 2.0 : 1.0);  // the sum (+ the clamp)
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const std::size_t q0 = out.flat_begin(), q1 = out.flat_end();
     const int act = act_;

@@ -20,6 +20,13 @@ class CentreBias final : public Op {
 
   Shape out_shape(const std::vector<Shape>& in) const override { return in[0]; }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c = Op::cost(in, out);
+    c.bytes += 8.0 * h0_ * double(w0_);  // the float64 map
+    c.flops = 2.0 * out.h * double(out.w);  // x + weight * log centre bias (the map's resize not counted)
+    return c;
+  }
+
   void run(const RunContext&, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const ResizeAxis ay = resize_axis(h0_, x.h), ax = resize_axis(w0_, x.w);

@@ -23,6 +23,18 @@ class Conv2d final : public Op {
     return padded_out(label, pc_.cout, in[0].h, in[0].w, k_, s_, pad_.at(in[0].h, in[0].w));
   }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c;
+    c.flops = conv_flops(pc_, out.h, out.w);
+    c.bytes = value_bytes(in[0]) + value_bytes(out) + conv_weight_bytes(pc_);
+    const Pads p = pad_.at(in[0].h, in[0].w);
+    const bool pad1 = p.top == 1 && p.bottom == 1 && p.left == 1 && p.right == 1;
+    if (k_ == 1 && s_ == 1) c.what = "1x1";
+    else if (k_ == 3 && s_ == 1 && pad1) c.what = "3x3 p1";
+    else c.what = "im2col " + std::to_string(k_) + "x" + std::to_string(k_) + " s" + std::to_string(s_);
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const Pads p = pad_.at(x.h, x.w);

@@ -22,6 +22,10 @@ struct PackedConv {
   std::vector<Tile> tiles;
 };
 
+// FLOPs of `pc` over an h x w output grid (2 per multiply-add) and its weight + bias bytes.
+double conv_flops(const PackedConv& pc, int h, int w);
+double conv_weight_bytes(const PackedConv& pc);
+
 PackedConv pack_conv(const float* weight, const float* bias, int cout, int cin, int kernel);
 
 // Fills im2col columns for the output flat positions [a, a + nc): row r at dst + r * dst_stride.

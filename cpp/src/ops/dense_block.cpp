@@ -27,6 +27,17 @@ class DenseBlock final : public Op {
 
   Shape out_shape(const std::vector<Shape>& in) const override { return {cout_, in[0].h, in[0].w}; }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c;
+    c.bytes = value_bytes(in[0]) + value_bytes(out);
+    for (const Layer& L : layers_) {
+      c.flops += conv_flops(L.conv1, out.h, out.w) + conv_flops(L.conv2, out.h, out.w);
+      c.bytes += conv_weight_bytes(L.conv1) + conv_weight_bytes(L.conv2);
+    }
+    c.what = std::to_string(layers_.size()) + " x (1x1, 3x3 p1)";
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     std::memcpy(out.data, in[0].data, std::size_t(c0_) * out.plane * sizeof(float));
     AlignedBuffer tbuf;

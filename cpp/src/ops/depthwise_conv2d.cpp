@@ -21,6 +21,17 @@ class DepthwiseConv2d final : public Op {
     return padded_out(label, c_, in[0].h, in[0].w, k_, s_, pad_.at(in[0].h, in[0].w));
   }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c;
+    c.flops = 2.0 * c_ * double(k_) * k_ * double(out.h) * out.w;
+    c.bytes = value_bytes(in[0]) + value_bytes(out) + 4.0 * c_ * (double(k_) * k_ + 1.0);
+    const Pads p = pad_.at(in[0].h, in[0].w);
+    const bool direct = p.top <= 1 && p.bottom <= 1 && p.left <= 1 && p.right <= 1;
+    c.what = "dw " + std::to_string(k_) + "x" + std::to_string(k_) + " s" + std::to_string(s_) +
+             (direct ? "" : " scratch");
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const Pads p = pad_.at(x.h, x.w);

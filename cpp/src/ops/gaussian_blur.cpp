@@ -25,6 +25,12 @@ class GaussianBlur final : public Op {
     return in[0];
   }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c = Op::cost(in, out);
+    c.flops = 2.0 * 2.0 * double(taps_.size()) * out.c * double(out.h) * out.w;  // two passes of 2r + 1 taps
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const int h = x.h, w = x.w;

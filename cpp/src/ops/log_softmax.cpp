@@ -14,6 +14,12 @@ class LogSoftmax final : public Op {
  public:
   Shape out_shape(const std::vector<Shape>& in) const override { return in[0]; }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c = Op::cost(in, out);
+    c.flops = 5.0 * out.h * double(out.w);  // max, subtract, exp, sum; then subtract the log-sum-exp
+    return c;
+  }
+
   void run(const RunContext&, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     double mx = -std::numeric_limits<double>::infinity();

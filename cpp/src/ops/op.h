@@ -20,6 +20,17 @@ struct RunContext {
   ThreadPool& pool;
 };
 
+// What one run of an op costs at given shapes (GAZECROP_PROFILE prints it beside the time): FLOPs (a multiply
+// and an add count 2, a compare, exp or log 1) and the bytes it must move at least: each input read once, the
+// output written once, the weights read once, 4 bytes per float (the padding ring and cache re-reads are not
+// counted, so GB/s is a lower bound of the traffic). `what` names the path taken, e.g. "1x1", "im2col 3x3 s2".
+struct OpCost {
+  double flops = 0, bytes = 0;
+  std::string what;
+};
+
+inline double value_bytes(const Shape& s) { return 4.0 * double(s.c) * double(s.h) * double(s.w); }
+
 class Op {
  public:
   virtual ~Op() = default;
@@ -27,6 +38,13 @@ class Op {
   virtual Shape out_shape(const std::vector<Shape>& in) const = 0;
   // Writes the interior of every output plane (the runner zeroes the ring afterwards).
   virtual void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const = 0;
+  // Cost at these shapes (see OpCost); the default is a pure data movement: inputs read, output written.
+  virtual OpCost cost(const std::vector<Shape>& in, const Shape& out) const {
+    OpCost c;
+    for (const Shape& s : in) c.bytes += value_bytes(s);
+    c.bytes += value_bytes(out);
+    return c;
+  }
 
   std::vector<int> inputs;  // value ids
   std::string label;        // "op 3 (conv2d)" for error messages

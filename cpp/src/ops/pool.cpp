@@ -18,6 +18,13 @@ class Pool final : public Op {
     return {in[0].c, window_out(label, "height", in[0].h, k_, s_, p_), window_out(label, "width", in[0].w, k_, s_, p_)};
   }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c = Op::cost(in, out);
+    c.flops = double(k_) * k_ * double(out.c) * out.h * out.w;  // one compare or add per window element
+    c.what = std::string(max_ ? "max " : "avg ") + std::to_string(k_) + "x" + std::to_string(k_) + " s" + std::to_string(s_);
+    return c;
+  }
+
   // Separable: a vectorisable vertical max/sum over the window's rows into one row, then the horizontal
   // window on that row. Windows are clipped to the image (max: padding is -inf; avg has no padding).
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {

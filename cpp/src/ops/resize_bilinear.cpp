@@ -11,6 +11,13 @@ class ResizeBilinear final : public Op {
  public:
   Shape out_shape(const std::vector<Shape>& in) const override { return {in[0].c, in[1].h, in[1].w}; }
 
+  OpCost cost(const std::vector<Shape>& in, const Shape& out) const override {
+    OpCost c;  // reads input 0 (input 1 gives only the grid size); a + f (b - a) along each axis: 6 per output
+    c.bytes = value_bytes(in[0]) + value_bytes(out);
+    c.flops = 6.0 * out.c * double(out.h) * out.w;
+    return c;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const ResizeAxis ay = resize_axis(x.h, out.h), ax = resize_axis(x.w, out.w);

@@ -1,0 +1,16 @@
+// AVX-512F depthwise 5x5 convolution of one channel plane, stride 1 or 2, padding already in memory
+// (kernels.h, DwConvFn): 16 pixels of one output row per vector, tiles of up to 4 rows x 4 vectors, masked
+// row ends. Twins: ../avx2/f32_dwconv5x5_x8_avx2.cpp, ../scalar/f32_dwconv5x5_x8_scalar.cpp.
+#include "../kernels.h"
+#include "dwconv_avx512.inc"
+
+namespace gazecrop {
+namespace kernels {
+
+void f32_dwconv5x5_x16_avx512(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride,
+                              const float* w, float bias, float* y, std::size_t y_row, int act) {
+  dwconv_avx512<5>(h_out, w_out, x, x_row, stride, w, bias, y, y_row, act);
+}
+
+}  // namespace kernels
+}  // namespace gazecrop
