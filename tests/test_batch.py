@@ -218,7 +218,7 @@ def test_cli_summary_manifest_and_exit_status(corpus, tmp_path, capsys):
 @pytest.mark.parametrize("argv", [
     ["x.jpg"], ["x.jpg", "--out", "o", "-a", "nope"], ["x.jpg", "--out", "o", "--engine", "spark"],
     ["x.jpg", "--out", "o", "-j", "0"], ["x.jpg", "--out", "o", "--name", "{size}"],
-    ["x.jpg", "--out", "o", "--chunk-size", "0"],
+    ["x.jpg", "--out", "o", "--chunk-size", "0"], ["x.jpg", "--out", ""],
 ])
 def test_cli_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
@@ -289,13 +289,14 @@ def test_a_table_that_cannot_be_written_stops_the_job_cleanly(corpus, tmp_path, 
 
     def full_disk(path, data):
         if str(path).endswith(".parquet"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a short write reports it: no name
         return real(path, data)
 
     monkeypatch.setattr(batch, "write_bytes", full_disk)
     out = tmp_path / "out"
     assert batch.main(good[:3] + ["--out", str(out), "--no-progress"]) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "cannot write " in err and ".parquet" in err  # names the file
     assert os.listdir(out / "table") == [] and temporaries(out) == []
     monkeypatch.setattr(batch, "write_bytes", real)
     assert batch.main(good[:3] + ["--out", str(out), "--no-progress"]) == 0  # the rerun finishes

@@ -50,9 +50,12 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from PIL import Image
 
 from . import __version__
 from . import _atomic
@@ -500,6 +503,14 @@ def _done_part(path: str, key: str, part: _Part, out: str) -> Optional[List[Tupl
     return [(s, e) for s, e in zip(t["source"], t["error"]) if e is not None]
 
 
+def _write_named(path: str, data: bytes) -> None:
+    """:func:`gazecrop._atomic.write_bytes`, with an OSError that names ``path`` and gives the system's reason."""
+    try:
+        write_bytes(path, data)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
+
 def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[str, str]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -514,7 +525,7 @@ def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    write_bytes(path, sink.getvalue().to_pybytes())
+    _write_named(path, sink.getvalue().to_pybytes())
     return [(r["source"], r["error"]) for r in records if r["error"] is not None]
 
 
@@ -628,7 +639,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
         _clean_stale(table_dir)
         _clean_stale(crops_dir)
         name, version = model_info(options.model)
-        write_bytes(os.path.join(out, "job.json"), json.dumps(
+        _write_named(os.path.join(out, "job.json"), json.dumps(
             {"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__, "model_name": name,
              "model_version": version, "inputs": len(sources), "chunk_size": chunk_size,
              "options": options.to_dict()}, indent=1).encode())
@@ -758,6 +769,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--jobs must be >= 1")
     if args.chunk_size < 1:
         p.error("--chunk-size must be >= 1")
+    if args.out == "":  # --out "$DEST" with DEST unset: never the current folder by accident
+        p.error("--out needs a folder name, got an empty string")
     try:
         args.options = BatchOptions(aspects=tuple(args.aspect), strategy=args.strategy, name=args.name,
                                     write_crops=not args.no_crops, format=args.format, quality=args.quality,
@@ -783,7 +796,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 installed[s] = signal.signal(s, _on_signal)
     stopped = False
     try:
-        return _main(argv, term)
+        with warnings.catch_warnings():  # over Pillow's limit: the record's error says so, not a raw warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _main(argv, term)
     except (_Stop, KeyboardInterrupt) as e:
         stopped = True
         _atomic.cancel_pending()
@@ -829,7 +844,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
         return 2
     except OSError as e:
         term.finish()
-        term.err(f"gazecrop-batch: cannot write the output: {e}; run the job again to finish")
+        term.err(f"gazecrop-batch: {e}; run the job again to finish")
         return 1
     term.finish()
     n_failed = len(summary.failed)
