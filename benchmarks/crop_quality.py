@@ -1,35 +1,39 @@
-"""Crop quality on human eye-tracking data: the mean share of fixations that fall inside the crop.
+"""Crop placement measured on human eye-tracking data; writes ``benchmarks/crop_quality.md``.
 
-For every val image of ``../shared/data/eyetracking`` (via :mod:`gazecrop.datasets`) and each aspect ratio
-(default 1:1, 16:9, 9:16, 2:1), the largest box of that aspect is placed by
+For every image of the chosen splits of ``../shared/data/eyetracking`` (via :mod:`gazecrop.datasets`) and
+each aspect ratio (1:1, 16:9, 9:16, 2:1), the largest box of that aspect is placed by each rule of
+:data:`RULES` (through :func:`gazecrop.crop.choose_crops` on the model's log-density grid) and scored by the
+share of that image's human fixations inside the box (:func:`gazecrop.metrics.fixation_pixels` rounding).
+Images count equally. Per aspect, the table gives the *normalised gain* computed from the means, as issue 11
+does: ``(share(rule) - share(centre)) / (share(oracle) - share(centre))`` (centre crop 0, the same-size box
+holding the most fixations 1), then the mean over the aspects.
 
-- ``point``: Twitter 2018 (centre on the salient point, shift inside),
-- ``mass``: the default rule: most saliency mass inside (summed-area table, ties towards the salient point)
-  among the positions that keep the salient point at least :data:`gazecrop.crop.ANCHOR_MARGIN` of the box
-  inside it (relaxed only at the image edge),
-- ``mass-free``: most saliency mass inside over *all* positions (``margin=None``, the rule before the
-  anchor; it can cut through the most salient object),
-- ``mass@M`` for each ``--margins M``: the anchored rule with margin M (a sweep to choose the margin),
-- ``centre``: the centred box (no model),
-- ``oracle``: the same-size box placed to cover the most human fixations (an upper bound),
+How much each rule cuts through what is salient, for every rule (lower is better):
 
-and scored by the share of that image's fixations inside the box (fixation pixels as
-:func:`gazecrop.metrics.fixation_pixels` rounds them). Images count equally. The best of ``point`` / ``mass``
-/ ``mass-free`` / the sweep is printed; :data:`gazecrop.crop.DEFAULT_STRATEGY` and ``ANCHOR_MARGIN`` are
-chosen from it together with ``tests/test_crop_photo.py`` (a crop must not cut through the face).
+- ``cut``: :func:`gazecrop.crop.cut_through` on the model's map: the highest density on the box's edges
+  inside the image relative to the map's maximum (0: the edges run through background; 1: an edge crosses
+  the peak);
+- ``cut (people)``: the same on the people's density (all observers' fixations binned, blurred and mixed as
+  :class:`GoldStandard` does): the measure against the ground truth, not against the model;
+- ``object cut``: share of crops where the box cuts through the model's most salient object
+  (:func:`gazecrop.crop.object_box`: half-maximum region around the peak) although a box of that size could
+  hold it (it overlaps the object without holding it whole); ``object cut (people)`` the same for the
+  people's density.
 
-A model is needed: ``--model PATH`` (a ``.gzw``, run by the native core on one thread), or a stand-in until
-a trained model exists: ``--centre-bias`` (the fitted centre-bias density, ``weights/teacher/centre_bias.npz``;
-checks the machinery, but its crops hug the centre, so ``point`` / ``mass`` / ``centre`` come out nearly
-equal) or ``--gold-standard`` (held-out observers' fixation density: a peaky, realistic density that
-separates the strategies; see :class:`GoldStandard`).
+Also measured: the share of ``close`` choices of the default rule and of boxes with 2+ candidates; flip
+symmetry on the val photos (the share of mirrored photos whose default box is the mirror of the photo's box
+within 1 % of the image side, and exactly, without and with ``symmetric`` inference; the KL divergence in
+bits between the map of a photo and the mirrored map of its mirror image); the placement's own time
+(``choose_crops`` from the grid, one and four aspects, median CPU time over the val grids); ``--time`` the
+end-to-end time to crop a 1024x768 JPEG from disk on one thread, without and with ``symmetric``.
 
-``--time`` also reports the median end-to-end time to crop a 1024x768 JPEG from disk on one thread
-(``gazecrop.crop(path, "16:9")`` including decode, model, crop and JPEG encode to memory).
+``--explore`` adds the rules tried while choosing the default that are not options of
+:func:`gazecrop.crop.choose_crops` (edge penalties, context margins, edge constraints, other object levels),
+implemented here on the one-dimensional search of the largest box (:func:`explore_rules`).
 
-    PYTHONPATH=python python3 benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --time
-    PYTHONPATH=python python3 benchmarks/crop_quality.py --gold-standard --margins 0 0.1 0.2 0.3 0.4
-    PYTHONPATH=python python3 benchmarks/crop_quality.py --centre-bias --time
+    PYTHONPATH=python python3 benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw \
+        --splits val train --explore --time --md benchmarks/crop_quality.md
+    PYTHONPATH=python python3 benchmarks/crop_quality.py --gold-standard --splits val   # no model needed
 
 This script measures; it asserts nothing (``tests/`` never time, ``benchmarks/`` never check).
 """
@@ -37,37 +41,53 @@ This script measures; it asserts nothing (``tests/`` never time, ``benchmarks/``
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
 import io
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "python"))
+try:  # the installed package (with its built native core) first, else the source tree
+    import gazecrop  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 from gazecrop import datasets as gds  # noqa: E402
 from gazecrop import metrics  # noqa: E402
-from gazecrop.crop import ANCHOR_MARGIN, choose_crops, largest_box_size, parse_aspect  # noqa: E402
+from gazecrop._atomic import atomic_open  # noqa: E402
+from gazecrop.api import mirror_average  # noqa: E402
+
+C = importlib.import_module("gazecrop.crop")  # the module (gazecrop.crop is the function)
 
 ASPECTS = ("1:1", "16:9", "9:16", "2:1")
+DEFAULT = "mass (default)"
+FREE = "mass, no object rule"
+SYMMETRIC = "mass (default), symmetric"
 
-
-def methods(margins: Sequence[float] = ()) -> Dict[str, tuple]:
-    """Column name -> ``(strategy, margin)`` for :func:`gazecrop.crop.choose_crops` (``"oracle"`` -> None)."""
-    out: Dict[str, tuple] = {"point": ("point", ANCHOR_MARGIN), "mass": ("mass", ANCHOR_MARGIN),
-                             "mass-free": ("mass", None)}
-    for m in margins:
-        out[f"mass@{m:g}"] = ("mass", float(m))
-    out["centre"] = ("centre", ANCHOR_MARGIN)
-    out["oracle"] = None
-    return out
+RULES: Dict[str, dict] = {
+    DEFAULT: {},
+    FREE: {"object_yield": None},
+    "mass, object rule never yields": {"object_yield": math.inf},
+    "mass, object rule yield 0 (no cut only)": {"object_yield": 0.0},
+    "mass, object rule yield 0.1": {"object_yield": 0.1},
+    "mass, object rule yield 0.5": {"object_yield": 0.5},
+    "mass, anchored 0.25 (old default)": {"margin": C.ANCHOR_MARGIN, "object_yield": None},
+    "mass, anchored 0.1": {"margin": 0.1, "object_yield": None},
+    "point (Twitter 2018)": {"strategy": "point"},
+    "centre": {"strategy": "centre"},
+}
+"""Column name -> keyword arguments of :func:`gazecrop.crop.choose_crops`; plus :data:`SYMMETRIC` (the default
+rule on the flip-averaged map) and ``oracle``."""
 
 
 class CentreBiasModel:
@@ -146,49 +166,9 @@ def oracle_share(iy: np.ndarray, ix: np.ndarray, size, bw: int, bh: int) -> floa
     return float(inside.max() / iy.size)
 
 
-def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str], margins: Sequence[float] = (),
-             log=print) -> Dict[str, Dict[str, float]]:
-    cols = methods(margins)
-    shares: Dict[str, Dict[str, List[float]]] = {a: {m: [] for m in cols} for a in aspects}
-    t0 = time.perf_counter()
-    for k, s in enumerate(samples):
-        size = (s.width, s.height)
-        if isinstance(model, GoldStandard):
-            runs = [(model.grid(s.x[fit], s.y[fit], size), ev) for fit, ev in model.halves(s)]
-        else:
-            rgb = gds.load_image(s)  # stored orientation, as the fixations
-            runs = [(model.log_density(rgb), np.ones(s.n_fixations, bool))]
-        acc = {a: {m: [] for m in cols} for a in aspects}
-        for grid, ev in runs:
-            iy, ix = metrics.fixation_pixels(s.x[ev], s.y[ev], (s.height, s.width))
-            per = {name: choose_crops(grid, size, aspects, strategy=st, margin=mg)
-                   for name, (st, mg) in ((n, c) for n, c in cols.items() if c is not None)}
-            for i, a in enumerate(aspects):
-                for name, res in per.items():
-                    acc[a][name].append(fixation_share(iy, ix, res[i].box))
-                bw, bh = largest_box_size(size, a)
-                acc[a]["oracle"].append(oracle_share(iy, ix, size, bw, bh))
-        for a in aspects:
-            for m in cols:
-                shares[a][m].append(float(np.mean(acc[a][m])))
-        if (k + 1) % 50 == 0:
-            log(f"  {k + 1}/{len(samples)} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return {a: {m: float(np.mean(v)) for m, v in d.items()} for a, d in shares.items()}
 
 
-def format_table(result: Dict[str, Dict[str, float]], n: int, label: str) -> str:
-    cols = list(next(iter(result.values())))
-    lines = [f"Mean share of human fixations inside the crop ({n} val images, model: {label}; "
-             f"mass = anchored, margin {ANCHOR_MARGIN:g}; mass-free = no anchor)", "",
-             "| aspect | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for a, d in result.items():
-        lines.append(f"| {a} | " + " | ".join(f"{d[m]:.3f}" for m in cols) + " |")
-    mean = {m: float(np.mean([d[m] for d in result.values()])) for m in cols}
-    lines.append("| mean | " + " | ".join(f"{mean[m]:.3f}" for m in cols) + " |")
-    return "\n".join(lines)
-
-
-def time_crop(model, source: str | None, repeats: int) -> Dict[str, float]:
+def time_crop(model, source: str | None, repeats: int, symmetric: bool = False) -> Dict[str, float]:
     """Median / min seconds for ``gazecrop.crop(jpeg_path, "16:9")`` + JPEG encode, 1024x768, one thread."""
     from PIL import Image
 
@@ -211,11 +191,330 @@ def time_crop(model, source: str | None, repeats: int) -> Dict[str, float]:
         times = []
         for i in range(repeats + 2):
             t = time.perf_counter()
-            out = gazecrop.crop(path, "16:9", model=model)
+            out = gazecrop.crop(path, "16:9", model=model, symmetric=symmetric)
             out.save(io.BytesIO(), format="JPEG", quality=90)
             if i >= 2:  # warm-up runs
                 times.append(time.perf_counter() - t)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _fits_and_cuts(obj, box) -> Optional[bool]:
+    """None when the object does not fit in a box of this size, else whether ``box`` cuts through it."""
+    (xa, xb), (ya, yb) = obj
+    left, top, bw, bh = box
+    if xb - xa + 1 > bw or yb - ya + 1 > bh:
+        return None
+    overlap = left <= xb and left + bw > xa and top <= yb and top + bh > ya
+    whole = left <= xa and left + bw > xb and top <= ya and top + bh > yb
+    return overlap and not whole
+
+
+def people_grid(s: gds.Sample) -> np.ndarray:
+    """All observers' fixations of ``s`` as a log-density grid (:meth:`GoldStandard.grid`)."""
+    return GoldStandard().grid(s.x, s.y, (s.width, s.height))
+
+
+def kl_bits(a: np.ndarray, b: np.ndarray) -> float:
+    """KL(p || q) in bits between the grid densities of two log-density grids of one shape."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    la = a - (a.max() + np.log(np.exp(a - a.max()).sum()))
+    lb = b - (b.max() + np.log(np.exp(b - b.max()).sum()))
+    return float((np.exp(la) * (la - lb)).sum() / math.log(2))
+
+
+class Table:
+    """Per rule, per image and aspect: fixation share, cut measures; per image and aspect: oracle."""
+
+    def __init__(self, names: Sequence[str], n: int, k: int) -> None:
+        nan = lambda: np.full((n, k), np.nan)  # noqa: E731
+        self.share = {m: nan() for m in names}
+        self.cut = {m: nan() for m in names}
+        self.hcut = {m: nan() for m in names}
+        self.ocut = {m: nan() for m in names}
+        self.hocut = {m: nan() for m in names}
+        self.oracle = nan()
+        self.close = np.zeros((n, k), bool)
+        self.multi = np.zeros((n, k), bool)
+
+    def gains(self, m: str) -> np.ndarray:
+        cen, orc = self.share["centre"].mean(0), self.oracle.mean(0)
+        return (self.share[m].mean(0) - cen) / (orc - cen)
+
+    def summary(self) -> dict:
+        return {m: {"gain": self.gains(m).tolist(), "mean_gain": float(self.gains(m).mean()),
+                    "share": float(self.share[m].mean()), "cut": float(np.nanmean(self.cut[m])),
+                    "cut_people": float(np.nanmean(self.hcut[m])), "object_cut": float(np.nanmean(self.ocut[m])),
+                    "object_cut_people": float(np.nanmean(self.hocut[m]))} for m in self.share}
+
+
+def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPECTS, *, explore: bool = False,
+             symmetric: bool = True, log=print) -> dict:
+    """Every rule of :data:`RULES` (+ :data:`SYMMETRIC`, + :func:`explore_rules` with ``explore``) on
+    ``samples``; returns ``{"table": Table, "explore": Table | None, "symmetry": {...}}``."""
+    names = list(RULES) + ([SYMMETRIC] if symmetric else [])
+    n, k = len(samples), len(aspects)
+    tab = Table(names, n, k)
+    ex = None
+    sym = {"within_1pc": [], "exact": [], "within_1pc_symmetric": [], "exact_symmetric": [], "kl_bits": []}
+    t0 = time.perf_counter()
+    for i, s in enumerate(samples):
+        size = (s.width, s.height)
+        if isinstance(model, GoldStandard):
+            fit, ev = model.halves(s)[0]
+            grid, mgrid = model.grid(s.x[fit], s.y[fit], size), None
+        else:
+            rgb = gds.load_image(s)  # stored orientation, as the fixations
+            ev = np.ones(s.n_fixations, bool)
+            grid = np.asarray(model.log_density(rgb), np.float32)
+            mgrid = np.asarray(model.log_density(np.ascontiguousarray(rgb[:, ::-1])), np.float32) if symmetric \
+                else None
+        iy, ix = metrics.fixation_pixels(s.x[ev], s.y[ev], (s.height, s.width))
+        hgrid = people_grid(s)
+        obj, hobj = C.object_box(grid, size), C.object_box(hgrid, size)
+        grids = {m: grid for m in RULES}
+        if mgrid is not None:
+            grids[SYMMETRIC] = mirror_average(grid, mgrid)
+        for m, g in grids.items():
+            kw = RULES.get(m, {})
+            res = C.choose_crops(g, size, aspects, candidates=2 if m == DEFAULT else 1, **kw)
+            for j, r in enumerate(res):
+                tab.share[m][i, j] = fixation_share(iy, ix, r.box)
+                tab.cut[m][i, j] = C.cut_through(grid, size, r.box)
+                tab.hcut[m][i, j] = C.cut_through(hgrid, size, r.box)
+                c = _fits_and_cuts(obj, r.box)
+                tab.ocut[m][i, j] = np.nan if c is None else float(c)
+                c = _fits_and_cuts(hobj, r.box)
+                tab.hocut[m][i, j] = np.nan if c is None else float(c)
+                if m == DEFAULT:
+                    tab.close[i, j] = r.close
+                    tab.multi[i, j] = len(r.candidates) > 1
+        for j, a in enumerate(aspects):
+            bw, bh = C.largest_box_size(size, a)
+            tab.oracle[i, j] = oracle_share(iy, ix, size, bw, bh)
+        if mgrid is not None:
+            sym["kl_bits"].append(kl_bits(grid, mgrid[:, ::-1]))
+            for suffix, ga, gb in (("", grid, mgrid), ("_symmetric", grids[SYMMETRIC], mirror_average(mgrid, grid))):
+                ra, rb = C.choose_crops(ga, size, aspects), C.choose_crops(gb, size, aspects)
+                for x, y in zip(ra, rb):
+                    mirrored_left = s.width - x.box.width - x.box.left
+                    dx, dy = abs(y.box.left - mirrored_left), abs(y.box.top - x.box.top)
+                    sym["within_1pc" + suffix].append(dx <= 0.01 * s.width and dy <= 0.01 * s.height)
+                    sym["exact" + suffix].append(dx == 0 and dy == 0)
+        if explore:
+            ex = explore_rules(ex, i, n, grid, size, aspects, iy, ix, hgrid)
+        if (i + 1) % 200 == 0:
+            log(f"  {i + 1}/{n} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return {"table": tab, "explore": ex, "symmetry": {m: float(np.mean(v)) for m, v in sym.items() if v},
+            "kl_median_bits": float(np.median(sym["kl_bits"])) if sym["kl_bits"] else None}
+
+
+# --------------------------------------------------------------------------------------- exploration rules
+
+EXPLORE: Dict[str, tuple] = {}
+"""Rules tried while choosing the default that are not :func:`gazecrop.crop.choose_crops` options, on the
+one-dimensional search of the largest box: name -> (kind, parameters). Kinds: ``pen`` (mass minus
+lambda x the sum of the densities on the two edges, relative to the maximum), ``pmax`` (minus lambda x the
+larger of them), ``edge`` (the object rule with yield y, and no box edge through density >= L of the maximum
+where a position allows it), ``ctx`` (the object rule held with a margin of m x the box's length beside the
+object), ``pad`` (held with a margin of m x the object's own length), ``level`` (the object rule at another
+object level T)."""
+for _lam in (0.01, 0.02, 0.05, 0.1):
+    EXPLORE[f"penalty, both edges, lambda {_lam:g}"] = ("pen", _lam)
+    EXPLORE[f"penalty, worse edge, lambda {_lam:g}"] = ("pmax", _lam)
+for _L in (0.5, 0.7, 0.8, 0.9):
+    EXPLORE[f"object rule + edges below {_L:g} of the max"] = ("edge", _L, C.OBJECT_YIELD)
+for _m in (0.05, 0.1):
+    EXPLORE[f"object rule, context {_m:g} of the box"] = ("ctx", _m, C.OBJECT_YIELD)
+for _m in (0.25, 0.5):
+    EXPLORE[f"object rule, context {_m:g} of the object"] = ("pad", _m, C.OBJECT_YIELD)
+for _T in (0.25, 0.4, 0.6):
+    EXPLORE[f"object rule, object level {_T:g}"] = ("level", _T, C.OBJECT_YIELD)
+
+
+def _run_at(profile: np.ndarray, level: float) -> Tuple[int, int]:
+    old = C.OBJECT_LEVEL
+    try:
+        C.OBJECT_LEVEL = level
+        return C._run(profile)
+    finally:
+        C.OBJECT_LEVEL = old
+
+
+def _pick_1d(mass: np.ndarray, e1: np.ndarray, e2: np.ndarray, prof: np.ndarray, blen: int, n: int,
+             rule: tuple) -> int:
+    """The start chosen by an exploration rule (ties: nearest the image centre)."""
+    s = np.arange(len(mass))
+    kind = rule[0]
+    J = mass.copy()
+    if kind == "pen":
+        J = mass - rule[1] * (e1 + e2)
+    elif kind == "pmax":
+        J = mass - rule[1] * np.maximum(e1, e2)
+    else:
+        a, b = _run_at(prof, rule[1] if kind == "level" else C.OBJECT_LEVEL)
+        y = rule[-1]
+        fits = b - a + 1 <= blen
+        hold = (s <= a) & (s + blen - 1 >= b)
+        ok = (~((s <= b) & (s + blen - 1 >= a)) | hold) if fits else np.ones(len(s), bool)
+        if kind == "edge":
+            ok2 = ok & (np.maximum(e1, e2) < rule[1])
+            ok = ok2 if ok2.any() else ok
+        held = ok & hold
+        if kind in ("ctx", "pad") and fits:
+            mg = rule[1] * (blen if kind == "ctx" else b - a + 1)
+            mg = min(mg, (blen - (b - a + 1)) / 2)
+            held = ok & (s <= max(0, a - mg)) & (s + blen >= min(n, b + 1 + mg))
+        if fits and held.any() and np.where(ok, J, -np.inf).max() <= (1 + y) * J[held].max():
+            ok = held
+        J = np.where(ok, J, -np.inf)
+    cand = np.flatnonzero(J >= J.max() - C.TIE_TOLERANCE)
+    return int(cand[np.argmin(np.abs(cand + blen / 2 - n / 2))])
+
+
+def explore_rules(tab: Optional[Table], i: int, n_images: int, grid: np.ndarray, size, aspects, iy, ix,
+                  hgrid) -> Table:
+    """Fill row ``i`` of the exploration table (:data:`EXPLORE`, plus ``centre`` and the pure mass rule for
+    reference) for one image."""
+    names = ["centre", FREE] + list(EXPLORE)
+    if tab is None:
+        tab = Table(names, n_images, len(aspects))
+    dens = C._Density(grid, size)
+    col, row = dens.profiles()
+    obj, hobj = dens.object_box(), C.object_box(hgrid, size)
+    W, H = size
+    for j, a in enumerate(aspects):
+        bw, bh = C.largest_box_size(size, a)
+        horiz = bh == H
+        n, blen, prof = (W, bw, col) if horiz else (H, bh, row)
+        starts = np.arange(n - blen + 1)
+        mass = (dens.sym_mass(np.array([0]), starts, bh, bw)[0] if horiz
+                else dens.sym_mass(starts, np.array([0]), bh, bw)[:, 0])
+        e1 = np.where(starts > 0, prof[starts], 0.0)
+        e2 = np.where(starts + blen < n, prof[np.minimum(starts + blen - 1, n - 1)], 0.0)
+        tab.oracle[i, j] = oracle_share(iy, ix, size, bw, bh)
+        for m in names:
+            if m == "centre":
+                st = (n - blen) // 2
+            elif m == FREE:
+                st = _pick_1d(mass, e1, e2, prof, blen, n, ("pen", 0.0))
+            else:
+                st = _pick_1d(mass, e1, e2, prof, blen, n, EXPLORE[m])
+            box = (st, 0, bw, bh) if horiz else (0, st, bw, bh)
+            tab.share[m][i, j] = fixation_share(iy, ix, box)
+            tab.cut[m][i, j] = C._cut(dens, C.CropBox(*box))
+            tab.hcut[m][i, j] = C.cut_through(hgrid, size, box)
+            c = _fits_and_cuts(obj, box)
+            tab.ocut[m][i, j] = np.nan if c is None else float(c)
+            c = _fits_and_cuts(hobj, box)
+            tab.hocut[m][i, j] = np.nan if c is None else float(c)
+    return tab
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+def time_placement(grids: Sequence[Tuple[np.ndarray, Tuple[int, int]]], aspects: Sequence[str]) -> dict:
+    """Median CPU milliseconds of :func:`gazecrop.crop.choose_crops` from a grid: four aspects, one aspect
+    (16:9), one aspect with ``candidates=5``, one aspect with ``zoom=True``, over ``grids``."""
+    def med(f) -> float:
+        ts = []
+        for g, size in grids:
+            f(g, size)  # warm
+            t = time.process_time()
+            f(g, size)
+            ts.append(time.process_time() - t)
+        return 1000 * statistics.median(ts)
+
+    return {"four_aspects_ms": med(lambda g, s: C.choose_crops(g, s, aspects)),
+            "one_aspect_ms": med(lambda g, s: C.choose_crops(g, s, ["16:9"])),
+            "candidates5_ms": med(lambda g, s: C.choose_crops(g, s, ["16:9"], candidates=5)),
+            "zoom_ms": med(lambda g, s: C.choose_crops(g, s, ["16:9"], zoom=True)),
+            "n": len(grids)}
+# ------------------------------------------------------------------------------------------------ report
+
+def _rule_table(tab: Table, names: Sequence[str], aspects: Sequence[str], bold: str = DEFAULT) -> List[str]:
+    out = ["| rule | " + " | ".join(aspects) + " | mean gain | fixation share | cut | cut (people) | object cut "
+           "| object cut (people) |", "|---" * (len(aspects) + 7) + "|"]
+    for m in names:
+        g = tab.gains(m)
+        name = f"**{m}**" if m == bold else m
+        out.append(f"| {name} | " + " | ".join(f"{v:+.3f}" for v in g) + f" | {g.mean():+.3f} | "
+                   f"{tab.share[m].mean():.4f} | {np.nanmean(tab.cut[m]):.3f} | {np.nanmean(tab.hcut[m]):.3f} | "
+                   f"{np.nanmean(tab.ocut[m]):.1%} | {np.nanmean(tab.hocut[m]):.1%} |")
+    out.append(f"| oracle | " + " | ".join("+1.000" for _ in aspects) + f" | +1.000 | {tab.oracle.mean():.4f} "
+               "| | | | |")
+    return out
+
+
+def markdown(results: dict, aspects: Sequence[str], meta: dict) -> str:
+    L: List[str] = ["# Crop placement on human eye-tracking data", "",
+                    f"Generated by `benchmarks/crop_quality.py` (its docstring defines every measure); do not edit by "
+                    f"hand. Command: `{meta['command']}`. Model: {meta['model']}. Machine: {meta['machine']}. "
+                    f"{meta['date']}.", "",
+                    "Normalised gain per aspect, from the means (centre crop 0, oracle 1; the largest box of each "
+                    "aspect); `cut`: density on the box's edges inside the image relative to the maximum "
+                    "(`gazecrop.crop.cut_through`, mean), on the model's map and on the people's fixation density; "
+                    "`object cut`: crops cutting through the most salient object (`gazecrop.crop.object_box`, "
+                    "half maximum) where the box could hold it, on the model's map and on the people's density.",
+                    ""]
+    splits = list(results)
+    for sp in splits:
+        r = results[sp]
+        tab = r["table"]
+        n = tab.share[DEFAULT].shape[0]
+        L += [f"## {sp} split ({n} images)", ""]
+        L += _rule_table(tab, list(tab.share), aspects)
+        L.append("")
+        d, f = tab.gains(DEFAULT), tab.gains(FREE)
+        worse = [a for a, v in zip(aspects, d) if v < 0]
+        L.append(f"Default vs no object rule: mean gain {d.mean():+.3f} vs {f.mean():+.3f} "
+                 f"(difference {d.mean() - f.mean():+.3f}; the criterion is > -0.02); "
+                 + ("not worse than the centre crop on any aspect." if not worse else
+                    f"worse than the centre crop at {', '.join(worse)}."))
+        L.append(f"Close choices (default rule): {tab.close.mean():.1%} of crops "
+                 f"({', '.join(f'{a} {v:.1%}' for a, v in zip(aspects, tab.close.mean(0)))}); crops with a "
+                 f"second distinct candidate: {tab.multi.mean():.1%}.")
+        s = r["symmetry"]
+        if s:
+            L.append(f"Flip symmetry ({n} photos x {len(aspects)} aspects): the default box of the mirrored "
+                     f"photo is the mirror of the photo's box within 1 % of the side for {s['within_1pc']:.1%} "
+                     f"(exactly for {s['exact']:.1%}); with `symmetric=True` {s['within_1pc_symmetric']:.1%} "
+                     f"(exactly {s['exact_symmetric']:.1%}). Map asymmetry, KL(map of photo || mirrored map "
+                     f"of its mirror): mean {s['kl_bits']:.4f} bits, median {r['kl_median_bits']:.4f} bits.")
+        L.append("")
+        if r["explore"] is not None:
+            L += [f"### Other rules tried ({sp})", "",
+                  "Not options of `choose_crops`: implemented in `benchmarks/crop_quality.py` (`EXPLORE`, "
+                  "`explore_rules`) on the one-dimensional search of the largest box.", ""]
+            L += _rule_table(r["explore"], list(r["explore"].share), aspects, bold="")
+            L.append("")
+    if "placement" in meta:
+        p = meta["placement"]
+        L += ["## Placement time", "",
+              f"`choose_crops` from the model's grid (median CPU time over {p['n']} val images at their own "
+              f"size): four aspects {p['four_aspects_ms']:.2f} ms, one aspect (16:9) {p['one_aspect_ms']:.2f} ms, "
+              f"one aspect with `candidates=5` {p['candidates5_ms']:.2f} ms, one aspect with `zoom=True` "
+              f"{p['zoom_ms']:.2f} ms.", ""]
+    if "time_1024x768" in meta:
+        t = meta["time_1024x768"]
+        L += ["## End-to-end time", "",
+              "`gazecrop.crop(path, \"16:9\")` + JPEG encode to memory, a 1024x768 JPEG from disk, one thread "
+              f"(median of {t['plain']['repeats']} after 2 warm-ups): {1000 * t['plain']['median_s']:.1f} ms "
+              f"(min {1000 * t['plain']['min_s']:.1f}); with `symmetric=True` {1000 * t['symmetric']['median_s']:.1f} "
+              f"ms (min {1000 * t['symmetric']['min_s']:.1f}).", ""]
+    return "\n".join(L) + "\n"
+
+
+def _json_ready(results: dict) -> dict:
+    out = {}
+    for sp, r in results.items():
+        out[sp] = {"rules": r["table"].summary(), "close_rate": float(r["table"].close.mean()),
+                   "symmetry": r["symmetry"], "kl_median_bits": r["kl_median_bits"]}
+        if r["explore"] is not None:
+            out[sp]["explore"] = r["explore"].summary()
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,60 +527,70 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="stand-in model: held-out observers' fixation density (see GoldStandard); no timing")
     p.add_argument("--root", help="eye-tracking data root (default: gazecrop.datasets.default_root())")
     p.add_argument("--datasets", nargs="+", default=list(gds.DATASETS))
-    p.add_argument("--split", default="val")
+    p.add_argument("--splits", nargs="+", default=["val"], choices=gds.SPLITS)
     p.add_argument("--aspects", nargs="+", default=list(ASPECTS))
-    p.add_argument("--margins", nargs="*", type=float, default=[],
-                   help="also score the anchored 'mass' rule with these margins (0 to 0.5)")
-    p.add_argument("--limit", type=int, help="first N images only (smoke test)")
+    p.add_argument("--explore", action="store_true", help="also the rules tried that are not options (EXPLORE)")
+    p.add_argument("--limit", type=int, help="first N images of each split only (smoke test)")
     p.add_argument("--time", action="store_true", help="also time cropping a 1024x768 JPEG from disk")
-    p.add_argument("--time-only", action="store_true", help="only the timing")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--time-image", default=os.path.join(HERE, "..", "examples", "photo.jpg"),
                    help="photo resized to 1024x768 for the timing (default examples/photo.jpg)")
+    p.add_argument("--md", metavar="PATH", help="write the report (benchmarks/crop_quality.md)")
     p.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
     args = p.parse_args(argv)
     for a in args.aspects:
-        parse_aspect(a)
-
+        C.parse_aspect(a)
     if args.model:
         from gazecrop import load_model
 
         model = load_model(args.model, threads=1)
-        label = os.path.basename(args.model)
+        with open(args.model, "rb") as f:
+            label = f"`{os.path.basename(args.model)}` (md5 {hashlib.md5(f.read()).hexdigest()[:8]})"
     elif args.gold_standard:
-        model = GoldStandard()
-        label = "gold-standard stand-in (other observers)"
-        if args.time or args.time_only:
+        model, label = GoldStandard(), "gold-standard stand-in (half the observers predict the other half)"
+        if args.time:
             p.error("--time needs --model or --centre-bias")
     else:
-        model = CentreBiasModel(args.centre_bias or None)
-        label = "centre-bias stand-in"
+        model, label = CentreBiasModel(args.centre_bias or None), "centre-bias stand-in"
+    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    meta = {"command": f"python benchmarks/crop_quality.py {argv_text}", "model": label,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+                       f"{platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        import subprocess
 
-    out: dict = {"model": label, "machine": f"{platform.processor() or platform.machine()}, "
-                                             f"{os.cpu_count()} CPUs, Python {platform.python_version()}"}
-    if not args.time_only:
-        samples = gds.load_datasets(args.datasets, split=args.split, root=args.root)
+        meta["machine"] = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True,
+                                         text=True, timeout=5).stdout.strip() + f", {os.cpu_count()} CPUs, Python " \
+                                                                                f"{platform.python_version()}"
+    except Exception:  # noqa: BLE001 - the description is informative only
+        pass
+    results = {}
+    grids_for_timing = []
+    for sp in args.splits:
+        samples = gds.load_datasets(args.datasets, split=sp, root=args.root)
         if args.limit:
             samples = samples[: args.limit]
-        print(f"{len(samples)} {args.split} images from {', '.join(args.datasets)}", file=sys.stderr)
-        result = evaluate(model, samples, args.aspects, args.margins)
-        print(format_table(result, len(samples), label))
-        out.update(n_images=len(samples), split=args.split, shares=result, anchor_margin=ANCHOR_MARGIN)
-        means = {m: float(np.mean([d[m] for d in result.values()])) for m in next(iter(result.values()))
-                 if m not in ("centre", "oracle")}
-        best = max(means, key=means.get)
-        print(f"\nbest rule: {best} (mean over aspects: "
-              + ", ".join(f"{m} {v:.4f}" for m, v in means.items()) + ")")
-        out["better"] = best
-    if args.time or args.time_only:
+        print(f"{len(samples)} {sp} images from {', '.join(args.datasets)}", file=sys.stderr)
+        results[sp] = evaluate(model, samples, args.aspects, explore=args.explore,
+                               symmetric=not isinstance(model, GoldStandard))
+        if sp == args.splits[0] and not isinstance(model, GoldStandard):
+            grids_for_timing = [(np.asarray(model.log_density(gds.load_image(s)), np.float32), (s.width, s.height))
+                                for s in samples[:100]]
+    if grids_for_timing:
+        meta["placement"] = time_placement(grids_for_timing, args.aspects)
+    if args.time:
         src_img = args.time_image if os.path.isfile(args.time_image) else None
-        t = time_crop(model, src_img, args.repeats)
-        print(f"\nend-to-end crop of a 1024x768 JPEG from disk, one thread ({label}): median "
-              f"{t['median_s'] * 1000:.1f} ms, min {t['min_s'] * 1000:.1f} ms over {t['repeats']} runs")
-        out["time_1024x768"] = t
+        meta["time_1024x768"] = {"plain": time_crop(model, src_img, args.repeats),
+                                 "symmetric": time_crop(model, src_img, args.repeats, symmetric=True)}
+    text = markdown(results, args.aspects, meta)
+    print(text)
+    if args.md:
+        with atomic_open(args.md) as f:
+            f.write(text.encode())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        with atomic_open(args.json) as f:
+            f.write(json.dumps({"meta": meta, "results": _json_ready(results)}, indent=1).encode())
     return 0
 
 

@@ -10,10 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gazecrop.crop import (ANCHOR_MARGIN, ASPECT_TOLERANCE, STRATEGIES, CropBox, box_mass, choose_crop, choose_crops,
+                           object_box,
                            find_peaks, format_aspect, grid_to_image, image_to_grid, largest_box_size,
                            parse_aspect, resample_log_density, salient_point)
 
 from _crop_helpers import peak_grid
+
+LEGACY = dict(margin=ANCHOR_MARGIN, object_yield=None)
+"""The default rule before the object rule: the salient-point anchor."""
 
 
 def lse(a):
@@ -127,6 +131,14 @@ def _expected_centred(p, box_len, img_len):
     return int(min(max(math.ceil(p - (box_len - 1) / 2 - 0.5), 0), img_len - box_len))
 
 
+def _expected_on(c, box_len, img_len):
+    """The box start whose centre is nearest the edge coordinate c (exact halves towards the image centre),
+    clamped."""
+    starts = np.arange(img_len - box_len + 1)
+    key = np.lexsort((np.abs(starts + box_len / 2 - img_len / 2), np.abs(starts + box_len / 2 - c)))
+    return int(starts[key[0]])
+
+
 PEAK_CASES = [  # grid (h, w), peak (row, col), image (W, H), aspect
     ((12, 16), (3, 12), (1600, 1200), "1:1"),
     ((12, 16), (3, 12), (1600, 1200), "9:16"),
@@ -152,7 +164,13 @@ def test_box_is_exact_for_a_clear_peak(grid_shape, peak, size, aspect, strategy)
     bw, bh = largest_box_size(size, aspect)
     res = choose_crop(grid, size, aspect, strategy=strategy)
     assert res.salient_point == (px, py)
-    assert res.box == CropBox(_expected_centred(px, bw, W), _expected_centred(py, bh, H), bw, bh)
+    if strategy == "point":
+        assert res.box == CropBox(_expected_centred(px, bw, W), _expected_centred(py, bh, H), bw, bh)
+    else:  # centred on the peak itself (grid_to_image + 0.5 in edge coordinates); halves towards the centre
+        cx = float(grid_to_image(peak[1], grid_shape[1], W)) + 0.5
+        cy = float(grid_to_image(peak[0], grid_shape[0], H)) + 0.5
+        assert res.box == CropBox(_expected_on(cx, bw, W), _expected_on(cy, bh, H), bw, bh)
+        assert not res.close and res.cut < 0.01
     assert res.peaks[0][:2] == (px, py)
     assert 0.0 <= res.score <= 1.0
     assert res.score == pytest.approx(box_mass(grid, size, res.box), abs=1e-12)
@@ -164,16 +182,22 @@ def test_unanchored_mass_prefers_a_large_cluster_to_a_narrow_peak():
     g[4, 2] = 0.0
     g[:, 12:18] = math.log(0.5)
     point = choose_crop(g, (2000, 1000), "1:1", strategy="point")
-    free = choose_crop(g, (2000, 1000), "1:1", strategy="mass", margin=None)
+    free = choose_crop(g, (2000, 1000), "1:1", strategy="mass", object_yield=None)
     assert point.salient_point == (250, 450) and free.salient_point == (250, 450)
     assert point.box == CropBox(0, 0, 1000, 1000)
     # cluster cells 12-17 cover x 1200-1800; bilinear ramps reach the neighbouring cell centres 1150 / 1850;
-    # every box holding all of it ties, and the tie goes towards the salient point (smallest left)
+    # every box holding all of it ties, and the tie goes towards the object (the strong cell: smallest left)
     assert free.box == CropBox(850, 0, 1000, 1000)
     assert free.score > point.score + 0.5
-    # the default (anchored) rule keeps the strongest cell: its 25 % margin would need left <= 0.5 - 250 + 250
-    anchored = choose_crop(g, (2000, 1000), "1:1")
+    # the legacy salient-point anchor keeps the strongest cell: its 25 % margin needs left <= 0.5 - 250 + 250
+    anchored = choose_crop(g, (2000, 1000), "1:1", **LEGACY)
     assert anchored.strategy == "mass" and anchored.box == CropBox(0, 0, 1000, 1000)
+    # the default object rule yields: the cluster box keeps far more than 1.25 times the mass
+    assert choose_crop(g, (2000, 1000), "1:1").box == free.box
+    # never yielding, it keeps the strong cell whole and slides as far towards the cluster as that allows
+    (xa, xb), _ = object_box(g, (2000, 1000))
+    assert (xa, xb) == (200, 299)  # half maximum: halfway to the neighbouring cell centres 150 / 350
+    assert choose_crop(g, (2000, 1000), "1:1", object_yield=math.inf).box == CropBox(200, 0, 1000, 1000)
 
 
 def _two_peaks(shape, strong, diffuse_rows, diffuse_cols, diffuse_level=math.log(0.4)):
@@ -190,8 +214,8 @@ def test_anchor_keeps_a_strong_small_peak_near_the_top_edge():
     # region with more mass) below; a 16:9 box cannot hold both
     g = _two_peaks((20, 20), (3, 9), (11, 18), (4, 16))
     size = (1000, 1000)
-    free = choose_crop(g, size, "16:9", margin=None)
-    res = choose_crop(g, size, "16:9")
+    free = choose_crop(g, size, "16:9", object_yield=None)
+    res = choose_crop(g, size, "16:9", **LEGACY)
     px, py = res.salient_point
     assert (px, py) == (475, 175)
     assert (res.box.width, res.box.height) == (1000, 562)
@@ -208,27 +232,28 @@ def test_anchor_margin_bounds_the_box_and_mass_picks_within_them():
     # peak at x = 650, diffuse block to its right: the box slides right until the peak sits at the margin
     g = _two_peaks((10, 20), (5, 6), (1, 9), (10, 18))
     size = (2000, 1000)
-    res = choose_crop(g, size, "1:1")
+    res = choose_crop(g, size, "1:1", **LEGACY)
     assert res.salient_point == (650, 550)
     assert res.box == CropBox(400, 0, 1000, 1000)  # 650.5 - 0.25 * 1000 = 400.5
     for m, left in [(0.0, 650), (0.1, 550), (0.4, 250)]:
-        assert choose_crop(g, size, "1:1", margin=m).box.left == left, m
-    assert choose_crop(g, size, "1:1", margin=0.5).box == choose_crop(g, size, "1:1", strategy="point").box
-    assert choose_crop(g, size, "1:1", margin=None).box.left > 650  # unanchored: the peak is dropped
+        assert choose_crop(g, size, "1:1", margin=m, object_yield=None).box.left == left, m
+    assert (choose_crop(g, size, "1:1", margin=0.5, object_yield=None).box
+            == choose_crop(g, size, "1:1", strategy="point").box)
+    assert choose_crop(g, size, "1:1", object_yield=None).box.left > 650  # unanchored: the peak is dropped
 
 
 def test_anchor_margin_is_relaxed_only_where_the_edge_forces_it():
     # a strong small peak 150 px from the left edge and a larger diffuse block on the right
     g = _two_peaks((10, 20), (5, 1), (1, 9), (8, 18))
     size = (2000, 1000)
-    res = choose_crop(g, size, "1:1")
+    res = choose_crop(g, size, "1:1", **LEGACY)
     assert res.salient_point == (150, 550)
     assert res.box.left == 0  # 25 % of 1000 is impossible; the edge allows 150.5, the box goes no further
-    assert choose_crop(g, size, "1:1", margin=None).box.left > 150
+    assert choose_crop(g, size, "1:1", object_yield=None).box.left > 150
     # vertically the box is the image's height: nothing to relax
     assert (res.box.top, res.box.height) == (0, 1000)
     # the same peak on the right edge
-    res = choose_crop(g[:, ::-1], size, "1:1")
+    res = choose_crop(g[:, ::-1], size, "1:1", **LEGACY)
     assert res.salient_point == (1850, 550) and res.box.right == 2000
 
 
@@ -338,13 +363,21 @@ def test_boxes_are_valid_and_mass_is_best(gh, gw, W, H, aspect, seed, scale):
         assert (b.width, b.height) == (bw, bh)
         assert 0 <= b.left <= W - bw and 0 <= b.top <= H - bh
         assert -1e-12 <= r.score <= 1.0
-    free = choose_crop(grid, (W, H), aspect, strategy="mass", margin=None)
-    assert free.score >= max(res["mass"].score, res["point"].score, res["centre"].score) - 1e-6
-    # the anchored rule never keeps less than "point" (its box is always allowed) ...
-    assert res["mass"].score >= res["point"].score - 1e-6
-    # ... and keeps the salient point ANCHOR_MARGIN inside the box, or as far as the image edge allows
-    px, py = res["mass"].salient_point
+    free = choose_crop(grid, (W, H), aspect, strategy="mass", object_yield=None)
+    legacy = choose_crop(grid, (W, H), aspect, **LEGACY)
+    assert free.score >= max(res["mass"].score, res["point"].score, res["centre"].score, legacy.score) - 1e-6
+    # the default never cuts through the most salient object when the box can hold it
+    (xa, xb), (ya, yb) = object_box(grid, (W, H))
     b = res["mass"].box
+    if xb - xa + 1 <= bw and yb - ya + 1 <= bh:
+        overlaps = b.left <= xb and b.right > xa and b.top <= yb and b.bottom > ya
+        whole = b.left <= xa and b.right > xb and b.top <= ya and b.bottom > yb
+        assert whole or not overlaps
+    # the legacy anchored rule never keeps less than "point" (its box is always allowed) ...
+    assert legacy.score >= res["point"].score - 1e-6
+    # ... and keeps the salient point ANCHOR_MARGIN inside the box, or as far as the image edge allows
+    px, py = legacy.salient_point
+    b = legacy.box
     for p, lo, n, L in ((px + 0.5, b.left, bw, W), (py + 0.5, b.top, bh, H)):
         assert p - lo >= min(ANCHOR_MARGIN * n, p) - 1e-9
         assert lo + n - p >= min(ANCHOR_MARGIN * n, L - p) - 1e-9
@@ -355,5 +388,5 @@ def test_boxes_are_valid_and_mass_is_best(gh, gw, W, H, aspect, seed, scale):
        aspect=st.floats(0.05, 20.0), seed=st.integers(0, 2 ** 16), scale=st.floats(0.0, 20.0))
 def test_half_margin_is_the_point_box(gh, gw, W, H, aspect, seed, scale):
     grid = np.random.default_rng(seed).standard_normal((gh, gw)) * scale
-    assert (choose_crop(grid, (W, H), aspect, margin=0.5).box
+    assert (choose_crop(grid, (W, H), aspect, margin=0.5, object_yield=None).box
             == choose_crop(grid, (W, H), aspect, strategy="point").box)

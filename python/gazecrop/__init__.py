@@ -6,14 +6,14 @@ weights file (``.gzw``, see ``docs/weights-format.md``).
 """
 
 from ._image import EncodedImage, ImageError, ImageTooLargeError
-from .api import Prediction, crop, crop_box, crops, predict, saliency_map
-from .crop import DEFAULT_STRATEGY, STRATEGIES, CropBox, CropResult, Peak, parse_aspect
+from .api import Prediction, crop, crop_box, crops, predict, saliency_map, thumbnail
+from .crop import DEFAULT_STRATEGY, STRATEGIES, Candidate, CropBox, CropResult, Peak, Zoom, parse_aspect
 from .model import Model, load_model
 from .weights import WeightsFormatError
 
 __version__ = "0.1.0"
 
 __all__ = ["Model", "load_model", "WeightsFormatError", "__version__",
-           "saliency_map", "crop_box", "crops", "crop", "predict", "Prediction",
-           "CropBox", "CropResult", "Peak", "STRATEGIES", "DEFAULT_STRATEGY", "parse_aspect",
+           "saliency_map", "crop_box", "crops", "crop", "thumbnail", "predict", "Prediction",
+           "CropBox", "CropResult", "Candidate", "Zoom", "Peak", "STRATEGIES", "DEFAULT_STRATEGY", "parse_aspect",
            "ImageError", "ImageTooLargeError", "EncodedImage"]

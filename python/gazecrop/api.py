@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 
 from ._image import ImageInput, _prepare, open_image
-from .crop import (DEFAULT_STRATEGY, STRATEGIES, AspectLike, CropBox, CropResult, Strategy, aspect_list,
-                   choose_crops, resample_log_density)
+from .crop import (DEFAULT_STRATEGY, AspectLike, CropBox, CropResult, Strategy, ZoomLike, aspect_list,
+                   check_options, choose_crops, resample_log_density)
 from .model import load_model
 
-__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "default_model",
-           "SaliencyModel"]
+__all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "thumbnail", "default_model",
+           "SaliencyModel", "mirror_average"]
 
 
 class SaliencyModel(Protocol):
@@ -86,28 +86,53 @@ class Prediction:
         (:func:`gazecrop.crop.resample_log_density`)."""
         return resample_log_density(self.log_density, self.size)
 
-    def crops(self, aspects: Iterable[AspectLike], *, strategy: Strategy = DEFAULT_STRATEGY) -> List[CropResult]:
+    def crops(self, aspects: Iterable[AspectLike], *, strategy: Strategy = DEFAULT_STRATEGY, candidates: int = 1,
+              zoom: ZoomLike = None) -> List[CropResult]:
         """One :class:`~gazecrop.crop.CropResult` per aspect ratio (:func:`gazecrop.crop.choose_crops`)."""
-        return choose_crops(self.log_density, self.size, aspects, strategy=strategy)
+        return choose_crops(self.log_density, self.size, aspects, strategy=strategy, candidates=candidates,
+                            zoom=zoom)
 
 
-def predict(image: ImageInput, *, model: ModelLike = None) -> Prediction:
-    """Run the saliency model once on an image.
+def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) -> np.ndarray:
+    """Flip-averaged log-density: ``log((exp(a) + exp(mirror(b))) / 2)`` for ``a`` the map of a photo and
+    ``b`` the map of its left-right mirror image (both (h, w) grids covering the image, log-densities).
+    ``np.logaddexp`` is commutative bit for bit, so the result for the mirrored photo is exactly the mirror
+    of this one: placements on it are mirror-equivariant whatever the model does.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    a = np.asarray(log_density, dtype=np.float32)
+    b = np.asarray(mirrored_log_density, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two (h, w) grids of one shape, got {a.shape} and {b.shape}")
+    return (np.logaddexp(a, b[:, ::-1]) - np.float32(np.log(2.0))).astype(np.float32)
+
+
+def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = False) -> Prediction:
+    """Run the saliency model once on an image (twice with ``symmetric``).
 
     Args:
         image: a path (str / os.PathLike), a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
         model: a Model, a ``.gzw`` path, or None for the bundled default model.
+        symmetric: flip-averaged inference: also run the model on the left-right mirror image and average
+            the densities (:func:`mirror_average`), so that a mirrored photo gets exactly the mirrored map
+            and crop boxes; twice the model's cost. Off by default (``benchmarks/crop_quality.md``).
     Returns:
         :class:`Prediction` (grid log-density + displayed size).
     Raises:
         FileNotFoundError: no such image (or no bundled model). ImageError / ImageTooLargeError: the image
         cannot be used. TypeError / ValueError: bad argument types or array shapes.
     """
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     m = _model(model)
     prep = _prepare(image, input_size=m.input_size)
     grid = np.asarray(m.log_density(prep.rgb), dtype=np.float32)
     if grid.ndim != 2:
         raise ValueError(f"model returned a {grid.shape} array, expected a (h, w) log-density grid")
+    if symmetric:
+        grid = mirror_average(grid, m.log_density(np.ascontiguousarray(prep.rgb[:, ::-1])))
     return Prediction(log_density=grid, size=prep.size)
 
 
@@ -127,42 +152,53 @@ def saliency_map(image: ImageInput, *, model: ModelLike = None) -> np.ndarray:
 
 
 def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike = None,
-          strategy: Strategy = DEFAULT_STRATEGY) -> List[CropResult]:
+          strategy: Strategy = DEFAULT_STRATEGY, candidates: int = 1, zoom: ZoomLike = None,
+          symmetric: bool = False) -> List[CropResult]:
     """Crops for several aspect ratios from one model run.
 
     Args:
         image: a path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
         aspects: aspect ratios (width / height), numbers or strings such as ``"16:9"``.
         model: a Model, a ``.gzw`` path, or None for the bundled default model.
-        strategy: ``"mass"`` (most saliency mass inside the box), ``"point"`` (Twitter 2018: centred on the
-            salient point) or ``"centre"``; see :mod:`gazecrop.crop`.
+        strategy: ``"mass"`` (most saliency mass inside the box without cutting through the most salient
+            object), ``"point"`` (Twitter 2018: centred on the salient point) or ``"centre"``; see
+            :mod:`gazecrop.crop`.
+        candidates: up to this many distinct boxes per aspect in ``CropResult.candidates`` (ranked, with
+            scores; IoU below :data:`gazecrop.crop.DISTINCT_IOU`), for services that let people pick.
+        zoom: None (the largest box), True or ``(min_scale, mass)``: the smallest box down to ``min_scale``
+            of the largest box's side that still keeps ``mass`` of the saliency mass
+            (:class:`gazecrop.crop.Zoom`).
+        symmetric: flip-averaged inference (:func:`predict`).
     Returns:
-        One :class:`~gazecrop.crop.CropResult` per aspect, in order: ``box`` (largest box of that aspect,
-        pixels of the displayed image), ``salient_point`` ``(x, y)``, ``score`` (share of saliency mass inside),
-        ``peaks``, ``keep_whole`` advice.
+        One :class:`~gazecrop.crop.CropResult` per aspect, in order: ``box`` (pixels of the displayed image),
+        ``salient_point`` ``(x, y)``, ``score`` (share of saliency mass inside), ``peaks``, ``keep_whole``
+        advice, ``close`` (a near-equal alternative exists), ``candidates``, ``clamped`` (a side clamped
+        to one pixel), ``cut`` (how much the edges cut through what is salient).
     Raises:
-        As :func:`predict`; ValueError for a bad aspect or strategy; TypeError for one aspect given where a
-        list is expected (``crops(img, "16:9")``; use ``["16:9"]`` or :func:`crop_box`).
+        As :func:`predict`; ValueError / TypeError for a bad aspect, strategy, candidates or zoom (checked
+        before the model runs); TypeError for one aspect given where a list is expected
+        (``crops(img, "16:9")``; use ``["16:9"]`` or :func:`crop_box`).
     """
     aspects = aspect_list(aspects)  # fail before the model run
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    return predict(image, model=model).crops(aspects, strategy=strategy)
+    opts = check_options(strategy=strategy, candidates=candidates, zoom=zoom)
+    return predict(image, model=model, symmetric=symmetric).crops(
+        aspects, strategy=opts["strategy"], candidates=opts["candidates"], zoom=opts["zoom"])
 
 
 def crop_box(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
-             strategy: Strategy = DEFAULT_STRATEGY) -> CropBox:
+             strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False) -> CropBox:
     """The crop box for one aspect ratio: ``CropBox(left, top, width, height)``, ints, pixels of the displayed
-    image; the largest box of ``aspect`` (width / height, e.g. ``16 / 9`` or ``"16:9"``) that fits.
+    image; the largest box of ``aspect`` (width / height, e.g. ``16 / 9`` or ``"16:9"``) that fits (a
+    tighter one with ``zoom``).
 
     Raises:
         As :func:`crops`.
     """
-    return crops(image, [aspect], model=model, strategy=strategy)[0].box
+    return crops(image, [aspect], model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)[0].box
 
 
 def crop(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
-         strategy: Strategy = DEFAULT_STRATEGY) -> Image.Image:
+         strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False) -> Image.Image:
     """The cropped image: the displayed image (EXIF orientation applied, original mode, first frame) cut to
     :func:`crop_box`.
 
@@ -171,6 +207,75 @@ def crop(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
     Raises:
         As :func:`crops`.
     """
-    box = crop_box(image, aspect, model=model, strategy=strategy)
+    box = crop_box(image, aspect, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)
     full = open_image(image)
     return full.crop(box.to_pil())
+
+
+def thumbnail_size(size: Tuple[int, int]) -> Tuple[int, int]:
+    """``size`` checked: two ints >= 1 (width, height) in pixels.
+
+    Raises:
+        TypeError: not a pair of ints. ValueError: a side below 1 or above 65500 (Pillow's limit for
+        JPEG, WebP and most formats).
+    """
+    try:
+        w, h = size
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be (width, height), got {size!r}") from None
+    for v in (w, h):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"size must be two ints (width, height), got {size!r}")
+    if not (1 <= w <= 65500 and 1 <= h <= 65500):
+        raise ValueError(f"thumbnail size must be 1..65500 pixels per side, got {w}x{h}")
+    return int(w), int(h)
+
+
+def thumbnail(image: ImageInput, size: Tuple[int, int], *, model: ModelLike = None,
+              strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False,
+              upscale: bool = True, resample: int = Image.LANCZOS) -> Image.Image:
+    """A thumbnail of exactly ``size``: the image cropped to the aspect ``w / h`` (:func:`crop_box`), then
+    resized to ``w x h`` (what libvips ``thumbnail --smartcrop attention``, sharp ``position: attention``
+    and thumbor ``/WxH/smart/`` give).
+
+    Args:
+        image: a path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
+        size: ``(width, height)`` in pixels, each 1..65500. Extreme sizes work: the box is at least one
+            pixel on each side (``CropResult.clamped``) and is then resized.
+        model, strategy, zoom, symmetric: as :func:`crops`.
+        upscale: allow enlarging when the box is smaller than ``size`` (default). With False the crop is
+            only ever reduced: a box smaller than ``size`` is returned at its own size (keeping the aspect of
+            the box), so the result can then be smaller than ``size``.
+        resample: a Pillow filter, ``Image.LANCZOS`` by default (high quality; ``reducing_gap`` 3.0 for speed
+            on large reductions, as Pillow's own ``Image.thumbnail``).
+    Returns:
+        A new ``PIL.Image.Image`` (the displayed image's mode; an array input gives RGB) of exactly ``size``
+        (or smaller with ``upscale=False``).
+    Raises:
+        As :func:`crops`; TypeError / ValueError for a bad ``size``.
+    """
+    w, h = thumbnail_size(size)
+    box = crop_box(image, w / h, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)
+    full = open_image(image)
+    return resize_crop(full, box, (w, h), upscale=upscale, resample=resample)
+
+
+def resize_crop(full: Image.Image, box: CropBox, size: Tuple[int, int], *, upscale: bool = True,
+                resample: int = Image.LANCZOS) -> Image.Image:
+    """``full`` cut to ``box`` and resized to ``size`` (the last step of :func:`thumbnail`; also used by the
+    CLI). With ``upscale=False`` a box smaller than ``size`` is only cut, never enlarged.
+
+    Palette and other modes that Pillow cannot filter are resized in RGB(A) (P with transparency -> RGBA).
+    """
+    w, h = size
+    if not upscale and (box.width < w or box.height < h):
+        s = min(box.width / w, box.height / h)
+        w, h = max(1, min(box.width, round(w * s))), max(1, min(box.height, round(h * s)))
+    if (w, h) == (box.width, box.height):
+        return full.crop(box.to_pil())
+    src = full
+    if src.mode in ("P", "PA"):  # Pillow resizes palette images with NEAREST only
+        src = src.convert("RGBA" if src.mode == "PA" or "transparency" in src.info else "RGB")
+    elif src.mode == "1":
+        src = src.convert("L")
+    return src.resize((w, h), resample, box=box.to_pil(), reducing_gap=3.0)

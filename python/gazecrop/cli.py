@@ -2,6 +2,14 @@
 
     gazecrop photo.jpg --aspect 16:9 --out out/
     gazecrop photos/ "more/*.png" --aspect 1:1 --aspect 9:16 --out crops/ --json --jobs 2
+    gazecrop photos/ --size 320x180 --size 64x64 --out thumbs/     # thumbnails of exactly these sizes
+    gazecrop photo.jpg --aspect 16:9 --candidates 3 --json          # ranked distinct boxes with scores
+
+Placement options (:func:`gazecrop.crops`): ``--size WxH`` crops to W:H and resizes to exactly W x H
+(Lanczos; ``--no-upscale`` never enlarges), ``--candidates K``, ``--zoom [MIN_SCALE,MASS]``, ``--symmetric``.
+A *close* choice (another distinct box keeps nearly as much, ``CropResult.close``) is still cropped to the
+best box; the JSON record says ``"close": true`` and the text line "close choice". A box clamped to one
+pixel by an extreme aspect (``CropResult.clamped``) is written and warned about on stderr.
 
 Like libvips' ``vipsthumbnail``: each input is handled on its own; a failing file is reported on stderr and
 skipped, the others complete, and the exit status is 1 if any failed (2 for usage errors). Inputs are files,
@@ -46,7 +54,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .crop import DEFAULT_STRATEGY, STRATEGIES, CropResult, format_aspect, parse_aspect
+from .crop import (DEFAULT_STRATEGY, STRATEGIES, ZOOM_DEFAULT, CropResult, check_zoom, format_aspect,
+                   parse_aspect)
 from . import _atomic
 from ._atomic import umask
 from ._files import kind_of
@@ -54,11 +63,20 @@ from ._image import ImageError, open_image
 from ._output import (FORMATS, SourceInfo, check_template, format_of_extension, output_name, source_info,
                       write_image)
 from . import __version__
-from .api import Prediction, predict
+from .api import Prediction, predict, resize_crop, thumbnail_size
 from .thumbor import focal_filter
 
 DEFAULT_NAME = "{stem}_{aspect}{ext}"
-"""Output name template (fields ``stem``, ``aspect``, ``ext``)."""
+"""Output name template (fields ``stem``, ``aspect``, ``size``, ``ext``)."""
+
+
+class _Output(NamedTuple):
+    """One requested output per input: an aspect ratio (``--aspect``) or a thumbnail size (``--size``)."""
+
+    text: str  # as given on the command line
+    aspect: float
+    tag: str  # {aspect} and {size} in --name: "16x9", or "320x180" for a size
+    size: Optional[Tuple[int, int]]  # thumbnails: exact output size
 
 HEATMAP_NAME = "{stem}_heatmap{ext}"
 """Heatmap file name in ``--out`` (JPEG unless ``--format`` says otherwise)."""
@@ -104,6 +122,11 @@ output, one line per input and aspect (tab-separated; --json gives the same as o
   score      the share of the predicted looks (saliency mass, 0 to 1) that falls inside the box
   keep whole the crop is not worth making: the aspect is within 5% of the image's own, or the box already
              keeps at least 98% of the saliency mass (the crop is still written with --out)
+  close choice  another distinct box keeps at least 95% as much: two subjects of near-equal saliency that
+             one box cannot hold; the crop is still written for the best box (JSON "close": true;
+             --candidates K lists the alternatives, as "alternatives=" in the text)
+  a box whose side rounds below one pixel (an aspect such as 1e-9) is clamped to one pixel, written, flagged
+  ("clamped": true) and warned about on stderr
 
 exit status: 0 all done, 1 some inputs failed (each reported on stderr, the others done), 2 usage error or
 no model, 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (outputs being written are removed), 141 standard
@@ -158,10 +181,16 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
+    p.add_argument("-s", "--size", action="append", metavar="WxH",
+                   help="thumbnail of exactly W x H pixels: crop to the aspect W:H, then resize (Lanczos); "
+                        "repeatable; with --aspect both apply")
+    p.add_argument("--no-upscale", action="store_true",
+                   help="never enlarge a thumbnail: a box smaller than --size is written at its own size")
     p.add_argument("-o", "--out", metavar="DIR", help="write cropped images (and heatmaps) to this folder")
     p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
-                   help="output file name in --out: {stem} (input name without extension), {aspect} (16x9), "
-                        "{ext} (the output format's extension with the dot); default %(default)s")
+                   help="output file name in --out: {stem} (input name without extension), {aspect} (16x9; "
+                        "320x180 for --size 320x180), {size} (the same: 320x180 for a thumbnail, the aspect "
+                        "for --aspect), {ext} (the output format's extension with the dot); default %(default)s")
     p.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="format of the outputs (default: the extension written in --name, else the input's "
                         "real format); the file extension always matches")
@@ -177,6 +206,16 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="list up to K distinct boxes per aspect, ranked with their scores (JSON 'candidates'; "
+                        "the text output shows the alternatives); the crop written is always the first")
+    p.add_argument("--zoom", nargs="?", const="", metavar="MIN_SCALE,MASS",
+                   help="a tighter box: the smallest of the aspect, down to MIN_SCALE of the largest box's side, "
+                        f"that keeps MASS of the saliency mass (default {ZOOM_DEFAULT.min_scale:g},"
+                        f"{ZOOM_DEFAULT.mass:g}); off unless given")
+    p.add_argument("--symmetric", action="store_true",
+                   help="flip-averaged saliency (the photo and its mirror image, twice the model's time): a "
+                        "mirrored photo gets exactly the mirrored crop")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="images processed in parallel")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     prog = p.add_mutually_exclusive_group()
@@ -184,12 +223,27 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="show a progress bar on stderr (default: only when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
-    args.aspect = args.aspect or ["1:1"]
+    args.aspect = args.aspect or ([] if args.size else ["1:1"])
+    args.outputs = []
     for a in args.aspect:
         try:
-            parse_aspect(a)
+            args.outputs.append(_Output(a, parse_aspect(a), format_aspect(a), None))
         except (ValueError, TypeError) as e:
             p.error(f"--aspect {a!r}: {e}")
+    for text in args.size or []:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+            size = thumbnail_size((w, h))
+        except (ValueError, TypeError) as e:
+            p.error(f"--size {text!r}: expected WxH in pixels such as 320x180 ({e})")
+        args.outputs.append(_Output(text, size[0] / size[1], f"{size[0]}x{size[1]}", size))
+    if args.candidates < 1:
+        p.error("--candidates must be >= 1")
+    try:
+        args.zoom = None if args.zoom is None else check_zoom(
+            True if args.zoom == "" else tuple(float(v) for v in args.zoom.split(",")))
+    except (ValueError, TypeError) as e:
+        p.error(f"--zoom {args.zoom!r}: expected MIN_SCALE,MASS such as 0.5,0.9 ({e})")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     if args.out == "":  # --out "$DEST" with DEST unset: not a run that silently writes nothing
@@ -198,34 +252,44 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--heatmap needs --out DIR")
     args.pil_format = FORMATS[args.format] if args.format else None
     try:
-        check_name(args.name, args.aspect, args.pil_format)
+        check_name(args.name, [o.tag for o in args.outputs], args.pil_format, sizes=True)
     except ValueError as e:
         p.error(str(e))
+    tags = [o.tag for o in args.outputs]
+    if args.out and len(set(tags)) < len(tags):  # (without --out an aspect may be listed twice)
+        p.error(f"two outputs would have the same name ({', '.join(sorted({t for t in tags if tags.count(t) > 1}))}): "
+                "give each --aspect / --size once")
     return args
 
 
-def check_name(template: str, aspects: Sequence[str], requested: Optional[str] = None) -> None:
+def check_name(template: str, aspects: Sequence[str], requested: Optional[str] = None, *,
+               sizes: bool = False) -> None:
     """Check an output name template (``--name``) for crops of ``aspects`` written as Pillow format
-    ``requested`` (None: chosen per input); ``gazecrop-batch`` checks its ``--name`` here too.
+    ``requested`` (None: chosen per input); ``gazecrop-batch`` checks its ``--name`` here too. ``sizes``:
+    the template may use ``{size}`` (``gazecrop --size``), which then also tells several outputs apart.
 
     Raises:
         ValueError: unknown fields or conversions, a result that is not a plain file name, several aspects
-        without ``{aspect}``, or an extension that contradicts ``requested`` (:func:`_output.check_template`).
+        without ``{aspect}`` (or ``{size}``), or an extension that contradicts ``requested``
+        (:func:`_output.check_template`).
     """
+    known = ("stem", "aspect", "size", "ext") if sizes else ("stem", "aspect", "ext")
+    sample = {"stem": "x", "aspect": "1x1", "size": "1x1"} if sizes else {"stem": "x", "aspect": "1x1"}
     try:
         fields = [(f, c) for _, f, _, c in string.Formatter().parse(template) if f is not None]
-        if any(f not in ("stem", "aspect", "ext") or c for f, c in fields):  # no {stem.attr}, {0}, {stem!r}
-            raise ValueError("fields are {stem}, {aspect} and {ext}, without conversions")
-        name = template.format(stem="x", aspect="1x1", ext=".jpg")
+        if any(f not in known or c for f, c in fields):  # no {stem.attr}, {0}, {stem!r}
+            raise ValueError(f"fields are {', '.join('{' + k + '}' for k in known)}, without conversions")
+        name = template.format(**sample, ext=".jpg")
     except (KeyError, IndexError, ValueError) as e:
         raise ValueError(f"--name {template!r}: unknown field or bad template ({e}); "
-                         "use {stem}, {aspect}, {ext}") from None
+                         f"use {', '.join('{' + k + '}' for k in known)}") from None
     if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"--name {template!r} must give a plain file name")
-    if len(aspects) > 1 and "{aspect}" not in template:
-        raise ValueError("--name needs {aspect} when several --aspect are given")
+    if len(aspects) > 1 and "{aspect}" not in template and not (sizes and "{size}" in template):
+        raise ValueError("--name needs {aspect} " + ("or {size} " if sizes else "") + "when several "
+                         + ("--aspect / --size " if sizes else "--aspect ") + "are given")
     try:
-        check_template(template, requested, {"stem": "x", "aspect": "1x1"})
+        check_template(template, requested, sample)
     except ValueError as e:
         raise ValueError(f"--name {template!r}: {e}") from None
 
@@ -412,11 +476,13 @@ def _check_input(path: str) -> None:
         raise _Failure(f"{path}: not a regular file ({kind_of(st.st_mode)})")
 
 
-def predict_input(image, model, source: Optional[SourceInfo] = None) -> Tuple[Prediction, Optional[Image.Image]]:
+def predict_input(image, model, source: Optional[SourceInfo] = None, *,
+                  symmetric: bool = False) -> Tuple[Prediction, Optional[Image.Image]]:
     """One model run on an input file (a path or an :class:`~gazecrop.EncodedImage`) and, when outputs are
     written (``source`` = its :func:`~gazecrop._output.source_info`), its full-resolution displayed image,
     decoded once: a JPEG is decoded in draft mode for the model and again in full for the outputs, any other
-    format once for both. ``gazecrop`` and ``gazecrop-batch`` crop through here.
+    format once for both. ``gazecrop`` and ``gazecrop-batch`` crop through here. ``symmetric``: flip-averaged
+    inference (:func:`gazecrop.predict`).
 
     Returns:
         ``(prediction, full image or None)``.
@@ -426,9 +492,9 @@ def predict_input(image, model, source: Optional[SourceInfo] = None) -> Tuple[Pr
     full = None
     if source is not None and source.format != "JPEG":
         full = open_image(image)  # decode once, reuse for the model and the outputs
-        pred = predict(full, model=model)
+        pred = predict(full, model=model, symmetric=symmetric)
     else:
-        pred = predict(image, model=model)  # JPEG: draft-mode decode for the model
+        pred = predict(image, model=model, symmetric=symmetric)  # JPEG: draft-mode decode for the model
     if source is not None:
         if full is None:
             full = open_image(image)
@@ -456,11 +522,12 @@ class _Run:
                     self.owner.setdefault(os.path.realpath(dst), p)
 
     def _outputs(self, path: str, source: SourceInfo) -> List[Tuple[str, str]]:
-        """(destination, Pillow format) of each output of ``path``: one per aspect, then the heatmap."""
+        """(destination, Pillow format) of each output of ``path``: one per aspect and size, then the
+        heatmap."""
         args = self.args
         stem = os.path.splitext(os.path.basename(path))[0]
-        outs = [output_name(args.name, {"stem": stem, "aspect": format_aspect(a)}, requested=args.pil_format,
-                            source=source) for a in args.aspect]
+        outs = [output_name(args.name, {"stem": stem, "aspect": o.tag, "size": o.tag}, requested=args.pil_format,
+                            source=source) for o in args.outputs]
         if args.heatmap:
             outs.append(output_name(HEATMAP_NAME, {"stem": stem}, requested=args.pil_format or HEATMAP_FORMAT))
         return [(os.path.join(args.out, n), f) for n, f in outs]
@@ -488,16 +555,19 @@ class _Run:
         record: dict = {"input": path}
         _check_input(path)
         source = source_info(path) if args.out else None
-        pred, full = predict_input(path, self.model, source)
-        results = pred.crops(args.aspect, strategy=args.strategy)
+        pred, full = predict_input(path, self.model, source, symmetric=args.symmetric)
+        results = pred.crops([o.aspect for o in args.outputs], strategy=args.strategy, candidates=args.candidates,
+                             zoom=args.zoom)
         record.update(width=pred.size[0], height=pred.size[1], crops=[])
         written = []
         if args.out:
             outs = self._outputs(path, source)
             for dst, _ in outs:  # every name first: an input that clashes writes none of its outputs
                 self._claim(dst, path)
-            for (dst, fmt), r in zip(outs, results):
-                self._write(dst, full.crop(r.box.to_pil()), fmt, source=source, quality=args.quality)
+            for (dst, fmt), r, o in zip(outs, results, args.outputs):
+                piece = (full.crop(r.box.to_pil()) if o.size is None
+                         else resize_crop(full, r.box, o.size, upscale=not args.no_upscale))
+                self._write(dst, piece, fmt, source=source, quality=args.quality)
                 written.append(dst)
             if args.heatmap:
                 dst, fmt = outs[-1]
@@ -505,9 +575,11 @@ class _Run:
                             quality=args.quality or HEATMAP_QUALITY,
                             options={"compress_level": 1} if fmt == "PNG" else None)
                 written.append(dst)
-        for a, r, o in zip(args.aspect, results, written + [None] * len(results)):
+        for spec, r, o in zip(args.outputs, results, written + [None] * len(results)):
             d = r.to_dict()
-            d["aspect_text"] = a
+            d["aspect_text"] = spec.text
+            if spec.size is not None:
+                d["size"] = list(spec.size)
             d["focal"] = focal_filter(r.box)  # serve this box from thumbor: /unsafe/WxH/filters:focal(...)/img
             if o is not None:
                 d["output"] = o
@@ -525,6 +597,11 @@ def _text(record: dict) -> str:
                 f"\tpoint=({c['salient_point'][0]}, {c['salient_point'][1]})\tscore={c['score']:.3f}")
         if c["keep_whole"]:
             line += f"\tkeep whole: {c['advice']}"
+        if c.get("close"):
+            line += "\tclose choice: another box keeps nearly as much (cropped to this one; see --candidates)"
+        if len(c.get("candidates", ())) > 1:
+            line += "\talternatives=" + "; ".join(f"left={a['box'][0]} top={a['box'][1]} score={a['score']:.3f}"
+                                                 for a in c["candidates"][1:])
         if "output" in c:
             line += f"\t-> {c['output']}"
         lines.append(line)
@@ -792,6 +869,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 if args.json:
                     term.out(json.dumps({"input": path, "error": err}))
                 continue
+            for c in rec["crops"]:
+                if c.get("clamped"):
+                    term.err(f"gazecrop: warning: {path}: aspect {c['aspect_text']}: a side of the box is under "
+                             f"one pixel and was clamped to 1 (box {c['box'][2]}x{c['box'][3]}, not the aspect "
+                             "asked for)")
             term.out(json.dumps(rec) if args.json else _text(rec))
     except BaseException:
         run.stop.set()

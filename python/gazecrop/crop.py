@@ -15,27 +15,42 @@ summed-area table is ``cumsum(Ry) @ D @ cumsum(Rx).T``: the mass inside *any* pi
 resolution without building the full-size map.
 
 Strategies (:data:`STRATEGIES`, default :data:`DEFAULT_STRATEGY`), each giving the largest box of the aspect
-ratio that fits the image:
+ratio that fits the image (or, with ``zoom``, a tighter one):
 
-- ``"mass"``: the position keeping the most saliency mass inside the box (summed-area table) among the
-  positions that keep the salient point (argmax of the density) at least ``margin`` (a share of the box's
-  width and of its height, default :data:`ANCHOR_MARGIN`) inside the box; the margin is relaxed towards 0
-  only where the image edge forces it, and the ``"point"`` box is always allowed, so ``"mass"`` never keeps
-  less mass than ``"point"``. Near-ties (within :data:`TIE_TOLERANCE` of the best share) go to the position
-  whose centre is nearest the salient point. Without the anchor (``margin=None``: all positions) a bright
-  secondary region can pull the box off the most salient object and cut through it (a face cut at the eyes
-  to keep a badge below it), which users see as a broken crop even when the summed mass is higher; the
-  anchor keeps the strongest region whole and lets the mass decide only which context goes with it.
+- ``"mass"`` (the default): the position keeping the most saliency mass inside the box (summed-area table)
+  under the *object rule*. The most salient object is the box of pixels ``[xa, xb] x [ya, yb]`` around the
+  density's maximum where its profiles (the density's maximum over each column, resp. row) stay at least
+  :data:`OBJECT_LEVEL` (half) of the maximum. When the box can hold that object, it never cuts through it
+  (holds it whole or leaves it out), and it holds it whole unless a box without it keeps more than
+  ``1 + object_yield`` (:data:`OBJECT_YIELD`) times the mass. Without the rule (``object_yield=None``) a
+  bright secondary region can pull the box off the most salient object and cut through it (a face cut at
+  the eyes to keep a badge below it); the older salient-point anchor (``margin``) kept the object but
+  threw away much of what the map knows (``benchmarks/crop_quality.md``). Near-ties (within
+  :data:`TIE_TOLERANCE` of the best share) go to the box centre nearest the object's centre, then nearest
+  the image centre.
 - ``"point"``: centre the box on the salient point and shift it back inside the image; Twitter's 2018
   method (L. Theis, Z. Wang, "Speedy Neural Networks for Smart Auto-Cropping of Images", Twitter Engineering
   blog, January 2018). ``"mass"`` with ``margin=0.5`` gives exactly this box.
 - ``"centre"``: the centred box, a baseline (libvips ``VIPS_INTERESTING_CENTRE``).
 
-The salient point as the anchor of the crop follows Twitter 2018 (above) and libvips ``smartcrop`` with
+Symmetry: ``"mass"`` decides on quantities averaged over the map and its mirror image (mass, profiles), so
+for a map and its left-right mirror the boxes, candidates and scores are exact mirrors (no scan-order
+tie-break). The only exception is a tie (within :data:`TIE_TOLERANCE`) between a box and its own mirror
+image, equally near the object's and the image's centre (a map that is its own mirror, with two equal
+subjects apart): the smaller left wins, and when the two boxes are distinct the mirror box is among the
+candidates with the same score (and ``close`` says so when it is the runner-up).
+
+Close choices and candidates: besides the chosen box, the rule ranks the other boxes it allows (no cut
+through the object) by mass, keeping those with IoU below :data:`DISTINCT_IOU` against every box ranked
+before them (non-maximum suppression). ``close`` is True when the best of them keeps at least
+:data:`CLOSE_RATIO` of the chosen box's mass (two subjects of near-equal saliency that one box cannot hold
+together): the box is still the chosen one, and ``candidates`` lists the alternatives with their scores.
+
+The salient point as an anchor follows Twitter 2018 (above) and libvips ``smartcrop`` with
 ``VIPS_INTERESTING_ATTENTION`` (``libvips/conversion/smartcrop.c``), which likewise scores a small proxy,
-maps back to full size, positions the box around the attention point, clamps it into the image and always
-returns that point. The margin and the default were chosen by ``benchmarks/crop_quality.py`` (see
-``benchmarks/crop_quality.md``).
+maps back to full size, clamps the box into the image and always returns that point. The rule, its
+constants and the default were chosen by ``benchmarks/crop_quality.py`` on the train split and checked on
+val (``benchmarks/crop_quality.md``).
 
 Import names with ``from gazecrop.crop import choose_crop`` (or ``importlib.import_module("gazecrop.crop")``):
 the package attribute ``gazecrop.crop`` is the public function :func:`gazecrop.crop`, which shadows this
@@ -57,7 +72,9 @@ __all__ = [
     "Strategy", "STRATEGIES", "DEFAULT_STRATEGY", "CropBox", "Peak", "CropResult", "parse_aspect",
     "format_aspect", "grid_to_image", "image_to_grid", "largest_box_size", "resample_log_density",
     "salient_point", "find_peaks", "choose_crop", "choose_crops", "aspect_list", "box_mass",
-    "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN",
+    "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN", "OBJECT_LEVEL", "OBJECT_YIELD",
+    "CLOSE_RATIO", "CLOSE_SHARED", "CLOSE_CANDIDATES", "DISTINCT_IOU", "Candidate", "Zoom", "ZOOM_DEFAULT", "check_zoom", "check_options",
+    "cut_through", "object_box", "MAX_POSITIONS",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -66,8 +83,8 @@ Strategy = Literal["mass", "point", "centre"]
 STRATEGIES: Tuple[str, ...] = ("mass", "point", "centre")
 
 DEFAULT_STRATEGY: Strategy = "mass"
-"""Chosen by ``benchmarks/crop_quality.py`` (share of human fixations inside the crop on the val split), with
-the salient-point anchor :data:`ANCHOR_MARGIN`."""
+"""Chosen by ``benchmarks/crop_quality.py`` (share of human fixations inside the crop), with the object rule
+(:data:`OBJECT_YIELD`)."""
 
 ASPECT_TOLERANCE = 0.05
 """Whole-image advice when the requested aspect is within 5 % of the image's (``|ln(a / a_image)|``)."""
@@ -78,13 +95,53 @@ MASS_ADVICE = 0.98
 TIE_TOLERANCE = 1e-6
 """Shares of mass closer than this to the best count as ties for the ``"mass"`` strategy."""
 
+OBJECT_LEVEL = 0.5
+"""The most salient object is where the density stays at least this share of its maximum (half maximum)
+around the maximum (module docstring)."""
+
+OBJECT_YIELD = 0.25
+"""Default ``object_yield``: the box holds the most salient object whole unless a box without it keeps more
+than 1.25 times the mass. The largest value of the sweep 0 / 0.1 / 0.15 / 0.2 / 0.25 / 0.3 / 0.4 / 0.5 whose
+mean normalised gain stays within 0.015 of the pure-mass rule on the train split (chosen there, checked on
+val; ``benchmarks/crop_quality.md``); larger values keep the object more often at a growing cost."""
+
+CLOSE_RATIO = 0.95
+"""``CropResult.close`` is True when one of the first :data:`CLOSE_CANDIDATES` distinct boxes the rule allows
+keeps at least this share of the chosen box's mass ...  (rates on photos: ``benchmarks/crop_quality.md``)."""
+
+CLOSE_SHARED = 0.5
+"""... and when less than this share of the chosen box's mass lies in both boxes (the other box holds a
+different subject, not the same one with other margins)."""
+
+CLOSE_CANDIDATES = 5
+"""How many ranked candidates the close test looks at (at least; more when more are asked for)."""
+
+DISTINCT_IOU = 0.5
+"""Candidates are distinct when their intersection over union is below this (boxes of one size: shifted by
+more than a third of their width or height)."""
+
 ANCHOR_MARGIN = 0.25
-"""Default ``margin`` of the ``"mass"`` strategy: the salient point stays at least this share of the box's
-width (and height) inside the box, unless the image edge forces it closer (module docstring). The smallest
-round margin that keeps the eyes and mouth of ``examples/photo.jpg`` in its 16:9 and 2:1 crops with both the
-teacher (needs about 0.21) and the student (about 0.16); on the val split it costs about 1.1 points of
-fixation share against the unanchored rule and gains about 4 against ``"point"``
-(``benchmarks/crop_quality.md``)."""
+"""The salient-point anchor margin of the rule before the object rule (``margin=ANCHOR_MARGIN``, off by
+default): kept for comparison in ``benchmarks/crop_quality.md``, where it loses most of the gain over the
+centre crop and is worse than the centre crop at 9:16."""
+
+MAX_POSITIONS = 1 << 12
+"""Above this many positions (a box smaller than the image on both axes, i.e. ``zoom``) the search runs on
+a coarse mirror-symmetric grid of positions, then on every position within one coarse step of its best."""
+
+
+class Zoom(NamedTuple):
+    """``zoom`` option: the smallest box whose long side is at least ``min_scale`` of the largest box's and
+    that keeps at least ``mass`` (a share of the whole saliency mass, in (0, 1]) (smartcrop.js ``minScale``)."""
+
+    min_scale: float
+    mass: float
+
+
+ZOOM_DEFAULT = Zoom(0.5, 0.9)
+"""``zoom=True``: down to half the largest box's side while keeping 90 % of the saliency mass."""
+
+ZoomLike = Union[None, bool, Zoom, Tuple[float, float]]
 
 AspectLike = Union[float, int, str]
 
@@ -122,6 +179,13 @@ class Peak(NamedTuple):
     strength: float
 
 
+class Candidate(NamedTuple):
+    """One box the placement rule allows, with its ``score`` (share of the saliency mass inside)."""
+
+    box: CropBox
+    score: float
+
+
 @dataclass(frozen=True)
 class CropResult:
     """One crop for one aspect ratio.
@@ -137,6 +201,19 @@ class CropResult:
             image's, or the box already keeps at least :data:`MASS_ADVICE` of the mass.
         advice: why ``keep_whole`` is True (None when False).
         strategy: the strategy that placed the box.
+        close: True when another distinct box (IoU below :data:`DISTINCT_IOU`) keeps at least
+            :data:`CLOSE_RATIO` of this box's mass while sharing less than :data:`CLOSE_SHARED` of it: two
+            subjects of near-equal saliency that one box cannot hold together. The box is still this one
+            (the CLI crops it and says so in its JSON); the alternative is among ``candidates`` when enough
+            are asked for (``candidates >= 2`` shows the best alternatives).
+        candidates: ranked :class:`Candidate` boxes, ``candidates[0]`` is ``box`` with ``score``; as many as
+            asked for (``candidates=k``) and distinct.
+        clamped: True when the aspect ratio is so extreme that one side of the box rounded to less than one
+            pixel and was clamped to 1 (the box's own aspect then differs from ``aspect``); a warning on
+            the command line.
+        cut: how much the box cuts through what is salient (:func:`cut_through`): the highest density on its
+            edges inside the image relative to the density's maximum, in [0, 1].
+        scale: the box's long side relative to the largest box of the aspect (1.0 unless ``zoom``).
     """
 
     aspect: float
@@ -147,12 +224,19 @@ class CropResult:
     keep_whole: bool = False
     advice: Optional[str] = None
     strategy: str = DEFAULT_STRATEGY
+    close: bool = False
+    candidates: Tuple[Candidate, ...] = ()
+    clamped: bool = False
+    cut: float = 0.0
+    scale: float = 1.0
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (lists for tuples)."""
+        """JSON-ready dict (lists for tuples; ``candidates`` as ``[{"box": [...], "score": s}, ...]``)."""
         return {"aspect": self.aspect, "box": list(self.box), "salient_point": list(self.salient_point),
                 "score": self.score, "peaks": [[p.x, p.y, p.strength] for p in self.peaks],
-                "keep_whole": self.keep_whole, "advice": self.advice, "strategy": self.strategy}
+                "keep_whole": self.keep_whole, "advice": self.advice, "strategy": self.strategy,
+                "close": self.close, "candidates": [{"box": list(c.box), "score": c.score} for c in self.candidates],
+                "clamped": self.clamped, "cut": self.cut, "scale": self.scale}
 
 
 # --------------------------------------------------------------------------------------------- aspect ratios
@@ -200,18 +284,26 @@ def format_aspect(aspect: AspectLike) -> str:
     return f"{parse_aspect(aspect):g}"
 
 
+def _box_size(W: int, H: int, a: float) -> Tuple[int, int, bool]:
+    """Largest box of aspect ``a`` in a W x H image and whether a side had to be clamped up to 1 pixel."""
+    if W >= a * H:
+        side = int(round(H * a))
+        return max(1, min(W, side)), H, side < 1
+    side = int(round(W / a))
+    return W, max(1, min(H, side)), side < 1
+
+
 def largest_box_size(size: Tuple[int, int], aspect: AspectLike) -> Tuple[int, int]:
     """``(width, height)`` in pixels of the largest box of ``aspect`` that fits a ``(W, H)`` image; one side
-    is the image's, the other rounded to the nearest pixel and at least 1.
+    is the image's, the other rounded to the nearest pixel and at least 1 (``CropResult.clamped`` says when
+    that minimum applied).
 
     Raises:
         ValueError: non-positive size or bad aspect.
     """
     W, H = _check_size(size)
-    a = parse_aspect(aspect)
-    if W >= a * H:
-        return max(1, min(W, int(round(H * a)))), H
-    return W, max(1, min(H, int(round(W / a))))
+    bw, bh, _ = _box_size(W, H, parse_aspect(aspect))
+    return bw, bh
 
 
 # ------------------------------------------------------------------------------------ grid <-> image mapping
@@ -227,18 +319,62 @@ def image_to_grid(x: "float | np.ndarray", n_image: int, n_grid: int) -> "float 
     return (np.asarray(x, dtype=np.float64) + 0.5) * (n_grid / n_image) - 0.5
 
 
-def _upsample_matrix(n_image: int, n_grid: int) -> np.ndarray:
-    """float64 (n_image, n_grid) bilinear weights: row i interpolates the grid at pixel i's centre
-    (clamped at the borders, the same rule as :func:`gazecrop.reference.resize_bilinear`)."""
-    s = np.clip(image_to_grid(np.arange(n_image), n_image, n_grid), 0.0, n_grid - 1)
+def _upsample_index(n_image: int, n_grid: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear interpolation of a grid axis at the image's pixel centres (borders clamped, the rule of
+    :func:`gazecrop.reference.resize_bilinear`): int64 (n_image,) lower and upper cell indices and float64
+    (n_image,) weights of each. Built for the first half of the pixels and mirrored for the rest, so that
+    pixel ``n - 1 - i`` uses exactly the mirrored cells and swapped weights of pixel ``i`` (interpolating a
+    mirrored grid gives the mirrored values bit for bit)."""
+    half = (n_image + 1) // 2
+    s = np.clip(image_to_grid(np.arange(half), n_image, n_grid), 0.0, n_grid - 1)
     i0 = np.floor(s).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_grid - 1)
-    f = s - i0
-    m = np.zeros((n_image, n_grid), np.float64)
-    rows = np.arange(n_image)
-    m[rows, i0] += 1.0 - f  # each (row, col) pair occurs once per statement, so += is exact here
-    m[rows, i1] += f  # (a second statement, so i1 == i0 at the clamped border adds up)
-    return m
+    w1 = s - i0
+    w0 = 1.0 - w1
+    rest = n_image - half  # pixels n-1-i for i < rest, in increasing pixel order
+    return (np.concatenate([i0, n_grid - 1 - i1[:rest][::-1]]), np.concatenate([i1, n_grid - 1 - i0[:rest][::-1]]),
+            np.concatenate([w0, w1[:rest][::-1]]), np.concatenate([w1, w0[:rest][::-1]]))
+
+
+def _lerp(d: np.ndarray, index: Tuple[np.ndarray, ...], axis: int) -> np.ndarray:
+    """``d`` interpolated along ``axis`` at the pixel centres of :func:`_upsample_index` (gathers: no BLAS,
+    whose threads took milliseconds to wake for such small products)."""
+    i0, i1, w0, w1 = index
+    if axis == 1:
+        return d[:, i0] * w0 + d[:, i1] * w1
+    if d.ndim == 1:
+        return d[i0] * w0 + d[i1] * w1
+    return d[i0] * w0[:, None] + d[i1] * w1[:, None]
+
+
+def _lerp_rows_max(d: np.ndarray, index: Tuple[np.ndarray, ...]) -> np.ndarray:
+    """``_lerp(d, index, 0).max(axis=1)`` (the same products and sums, so the same bits), with contiguous
+    row gathers and in-place arithmetic: (n_image,)."""
+    i0, i1, w0, w1 = index
+    a = np.take(d, i0, axis=0)
+    a *= w0[:, None]
+    b = np.take(d, i1, axis=0)
+    b *= w1[:, None]
+    a += b
+    return a.max(axis=1)
+
+
+def _axis_weights(index: Tuple[np.ndarray, ...], n_grid: int) -> np.ndarray:
+    """float64 (n_grid,) total interpolation weight of each grid cell over all pixels of the axis."""
+    i0, i1, w0, w1 = index
+    return np.bincount(i0, w0, minlength=n_grid) + np.bincount(i1, w1, minlength=n_grid)
+
+
+def _cumulative(index: Tuple[np.ndarray, ...], n_grid: int) -> np.ndarray:
+    """float64 (n_image + 1, n_grid): row k is the interpolation weight of each cell summed over pixels < k
+    (the summed-area table of the upsampling along one axis)."""
+    i0, i1, w0, w1 = index
+    n = len(i0)
+    m = np.zeros((n + 1, n_grid), np.float64)
+    rows = np.arange(1, n + 1)
+    m[rows, i0] += w0  # each (row, col) pair occurs once per statement, so += is exact here
+    m[rows, i1] += w1  # (a second statement, so i1 == i0 at the clamped border adds up)
+    return np.cumsum(m, axis=0, out=m)
 
 
 def _check_size(size: Sequence[int]) -> Tuple[int, int]:
@@ -267,20 +403,92 @@ class _Density:
         self.grid = ld
         self.d = np.exp(ld - m)  # (h, w), max 1
         h, w = ld.shape
-        self.ry = _upsample_matrix(self.H, h)
-        self.rx = _upsample_matrix(self.W, w)
-        zero = np.zeros((1, h)), np.zeros((1, w))
-        self.cy = np.concatenate([zero[0], np.cumsum(self.ry, axis=0)])  # (H + 1, h)
-        self.cx = np.concatenate([zero[1], np.cumsum(self.rx, axis=0)])  # (W + 1, w)
-        self.total = float(self.cy[-1] @ self.d @ self.cx[-1])
+        self.iy, self.ix = _upsample_index(self.H, h), _upsample_index(self.W, w)
+        self._tables: dict = {}  # cumulative weights per axis, shared with the mirror image
+        self._prefix: dict = {}  # 1-D prefix sums of pixel masses, per band (not shared)
+        self._tables[("full", 0)] = _axis_weights(self.iy, h)
+        self._tables[("full", 1)] = _axis_weights(self.ix, w)
+        self.total = float(self._tables[("full", 0)] @ self.d @ self._tables[("full", 1)])
         self._point: Optional[Tuple[int, int]] = None
         self._cell: Optional[Tuple[float, float]] = None
+        self._mirror: Optional["_Density"] = None
+        self._object: Optional[Tuple[Tuple[int, int], Tuple[int, int]]] = None
+
+    def mirror(self) -> "_Density":
+        """The left-right mirror image's density (the same interpolation matrices, grid columns reversed)."""
+        if self._mirror is None:
+            m = object.__new__(_Density)
+            m.__dict__.update(self.__dict__)
+            m.d = np.ascontiguousarray(self.d[:, ::-1])
+            m.total = float(self._tables[("full", 0)] @ m.d @ self._tables[("full", 1)])
+            m._point = m._cell = m._object = None
+            m._prefix = {}
+            m._mirror = self
+            self._mirror = m
+        return self._mirror
+
+    def sym_mass(self, tops: np.ndarray, lefts: np.ndarray, bh: int, bw: int) -> np.ndarray:
+        """:meth:`mass` averaged with the mirror image's mass of the mirrored boxes: exactly (bit for bit)
+        the same numbers for a map and its mirror, so decisions on it do not depend on scan direction."""
+        mirrored = self.mirror().mass(tops, self.W - bw - lefts, bh, bw)
+        return 0.5 * (self.mass(tops, lefts, bh, bw) + mirrored)
+
+    def profiles(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Column profile (W,) and row profile (H,): the pixel-resolution density's maximum over each column
+        (resp. row), relative to the grid maximum; exact mirrors for a mirrored map (:func:`_upsample_index`)."""
+        return _lerp_rows_max(np.ascontiguousarray(self.d.T), self.ix), _lerp_rows_max(self.d, self.iy)
+
+    def object_box(self) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """``((xa, xb), (ya, yb))``, inclusive pixel ranges of the most salient object: the runs of the
+        profiles around their maxima where they stay at least :data:`OBJECT_LEVEL` of the maximum (maxima
+        tied to 1e-12 go to the one nearest the image centre, then the smaller index)."""
+        if self._object is None:
+            self._object = tuple(_run(p) for p in self.profiles())  # type: ignore[assignment]
+        return self._object  # type: ignore[return-value]
+
+    def focus(self) -> Tuple[float, float]:
+        """Centre of :meth:`object_box` in edge coordinates (``(xa + xb + 1) / 2``, same for y)."""
+        (xa, xb), (ya, yb) = self.object_box()
+        return (xa + xb + 1) / 2, (ya + yb + 1) / 2
+
+    def _range(self, axis: int, start: int, length: int) -> np.ndarray:
+        """(n_grid,) interpolation weights of the pixels [start, start + length) along ``axis``."""
+        index, n_grid = (self.iy, self.d.shape[0]) if axis == 0 else (self.ix, self.d.shape[1])
+        i0, i1, w0, w1 = (v[start:start + length] for v in index)
+        return np.bincount(i0, w0, minlength=n_grid) + np.bincount(i1, w1, minlength=n_grid)
+
+    def box_mass(self, box: "CropBox") -> float:
+        """Share of mass inside one box, averaged with the mirror image's (as :meth:`sym_mass`)."""
+        wy, wx = self._range(0, box.top, box.height), self._range(1, box.left, box.width)
+        m = self.mirror()
+        wxm = m._range(1, self.W - box.left - box.width, box.width)
+        return 0.5 * (float(wy @ self.d @ wx) / self.total + float(wy @ m.d @ wxm) / m.total)
+
+    def _band(self, axis: int, starts: np.ndarray, length: int) -> np.ndarray:
+        """(len(starts), n_grid) interpolation weights of the pixel bands [s, s + length) along ``axis``."""
+        index, n_grid = (self.iy, self.d.shape[0]) if axis == 0 else (self.ix, self.d.shape[1])
+        if length == len(index[0]):  # the whole axis (starts == [0])
+            return self._tables[("full", axis)][None, :]
+        if axis not in self._tables:
+            self._tables[axis] = _cumulative(index, n_grid)
+        c = self._tables[axis]
+        return c[starts + length] - c[starts]
 
     def mass(self, tops: np.ndarray, lefts: np.ndarray, bh: int, bw: int) -> np.ndarray:
-        """Share of mass of boxes (top, left, bh, bw) for all tops x lefts: float64 (len(tops), len(lefts))."""
-        a = self.cy[tops + bh] - self.cy[tops]
-        b = self.cx[lefts + bw] - self.cx[lefts]
-        return (a @ self.d @ b.T) / self.total
+        """Share of mass of boxes (top, left, bh, bw) for all tops x lefts: float64 (len(tops), len(lefts)).
+        One band of rows (or columns) is a 1-D prefix sum over the pixels of the other axis."""
+        if len(tops) == 1 or len(lefts) == 1:
+            one_row = len(tops) == 1
+            key = (one_row, int(tops[0]), bh) if one_row else (one_row, int(lefts[0]), bw)
+            p = self._prefix.get(key)
+            if p is None:
+                v = (self._band(0, tops, bh) @ self.d)[0] if one_row else self.d @ self._band(1, lefts, bw)[0]
+                p = np.concatenate([[0.0], np.cumsum(_lerp(v, self.ix if one_row else self.iy, 0))])
+                self._prefix[key] = p
+            s, n = (lefts, bw) if one_row else (tops, bh)
+            m = (p[s + n] - p[s]) / self.total
+            return m[None, :] if one_row else m[:, None]
+        return (self._band(0, tops, bh) @ self.d @ self._band(1, lefts, bw).T) / self.total
 
     def cell(self) -> Tuple[float, float]:
         """(row, col) of the grid maximum; near-ties (relative 1e-6) go to the cell nearest the grid centre,
@@ -298,14 +506,27 @@ class _Density:
         return self._cell
 
     def to_pixel(self, row: float, col: float) -> Tuple[int, int]:
-        x = int(np.clip(np.floor(grid_to_image(col, self.d.shape[1], self.W) + 0.5), 0, self.W - 1))
-        y = int(np.clip(np.floor(grid_to_image(row, self.d.shape[0], self.H) + 0.5), 0, self.H - 1))
-        return x, y
+        h, w = self.d.shape
+        x = math.floor((col + 0.5) * (self.W / w) - 0.5 + 0.5)  # grid_to_image, then the nearest pixel
+        y = math.floor((row + 0.5) * (self.H / h) - 0.5 + 0.5)
+        return min(max(x, 0), self.W - 1), min(max(y, 0), self.H - 1)
 
     def point(self) -> Tuple[int, int]:
         if self._point is None:
             self._point = self.to_pixel(*self.cell())
         return self._point
+
+
+def _run(profile: np.ndarray) -> Tuple[int, int]:
+    """Inclusive index range around the profile's maximum where it stays >= OBJECT_LEVEL of that maximum."""
+    n = len(profile)
+    top = float(profile.max())
+    tied = np.flatnonzero(profile >= top * (1 - 1e-12))
+    i = int(tied[np.argmin(np.abs(tied + 0.5 - n / 2))])  # nearest the centre; exact mirror ties: smaller
+    below = profile < OBJECT_LEVEL * top
+    left = np.flatnonzero(below[:i])
+    right = np.flatnonzero(below[i + 1:])
+    return (int(left[-1]) + 1 if left.size else 0), (i + int(right[0]) if right.size else n - 1)
 
 
 def resample_log_density(log_density: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -321,13 +542,13 @@ def resample_log_density(log_density: np.ndarray, size: Sequence[int]) -> np.nda
         ValueError: bad shape or size, NaN / +inf, or no mass.
     """
     dens = _Density(log_density, size)
-    cols = dens.d @ dens.rx.T  # (h, W)
+    cols = _lerp(dens.d, dens.ix, 1)  # (h, W)
     out = np.empty((dens.H, dens.W), np.float32)
     step = max(1, (1 << 20) // max(dens.W, 1))
     log_total = math.log(dens.total)
     tiny = np.finfo(np.float64).tiny
     for r in range(0, dens.H, step):  # row blocks of ~1 M pixels: float64 work, float32 result
-        block = dens.ry[r:r + step] @ cols
+        block = _lerp(cols, tuple(v[r:r + step] for v in dens.iy), 0)
         np.maximum(block, tiny, out=block)
         np.log(block, out=block)
         block -= log_total
@@ -417,23 +638,108 @@ def _starts(p: int, box_len: int, img_len: int, margin: Optional[float]) -> np.n
     return np.arange(min(lo, centred), max(hi, centred) + 1)
 
 
-def _place(dens: _Density, bw: int, bh: int, strategy: str, margin: Optional[float]) -> CropBox:
+def _sym_starts(last: int, limit: int) -> np.ndarray:
+    """Box starts ``0..last``, or ``limit`` of them evenly spread when there are more; the set is its own
+    mirror (``s -> last - s``), so mirrored maps are searched over mirrored positions."""
+    if last + 1 <= limit:
+        return np.arange(last + 1)
+    half = np.floor(np.arange((limit + 1) // 2) * (last / (limit - 1))).astype(np.int64)
+    return np.unique(np.concatenate([half, last - half]))
+
+
+def _iou(t: np.ndarray, l: np.ndarray, box: CropBox) -> np.ndarray:
+    """IoU of boxes of ``box``'s size at tops ``t`` x lefts ``l`` (broadcast) with ``box``."""
+    ow = np.clip(np.minimum(l + box.width, box.right) - np.maximum(l, box.left), 0, None)
+    oh = np.clip(np.minimum(t + box.height, box.bottom) - np.maximum(t, box.top), 0, None)
+    inter = ow * oh
+    return inter / (2.0 * box.width * box.height - inter)
+
+
+class _Search:
+    """One box size: the placement rule of ``"mass"`` over a set of positions (module docstring)."""
+
+    def __init__(self, dens: _Density, bw: int, bh: int, tops: np.ndarray, lefts: np.ndarray,
+                 object_yield: Optional[float]) -> None:
+        self.dens, self.bw, self.bh = dens, bw, bh
+        W, H = dens.W, dens.H
+        self.tops, self.lefts = tops, lefts
+        J = dens.sym_mass(tops, lefts, bh, bw)  # (nt, nl), exactly mirror-symmetric
+        T, L = tops[:, None], lefts[None, :]
+        allowed = np.ones(J.shape, bool)
+        chosen = allowed
+        (xa, xb), (ya, yb) = dens.object_box()
+        self.object_fits = xb - xa + 1 <= bw and yb - ya + 1 <= bh
+        if object_yield is not None and self.object_fits:
+            whole = (L <= xa) & (L + bw - 1 >= xb) & (T <= ya) & (T + bh - 1 >= yb)
+            overlap = (L <= xb) & (L + bw - 1 >= xa) & (T <= yb) & (T + bh - 1 >= ya)
+            allowed = ~overlap | whole  # never cut through the object: hold it whole or leave it out
+            chosen = allowed
+            if whole.any():
+                m_in, m_all = float(J[whole].max()), float(J[allowed].max())
+                if m_all <= (1.0 + object_yield) * m_in:  # (1 + inf) * m_in = inf: never yields
+                    chosen = whole
+        self.J, self.allowed = J, allowed
+        fx, fy = dens.focus()
+        cxb, cyb = L + bw / 2, T + bh / 2  # box centres (edge coordinates; halves are exact)
+        self.d_focus = (cxb - fx) ** 2 + (cyb - fy) ** 2
+        self.d_centre = (cxb - W / 2) ** 2 + (cyb - H / 2) ** 2
+        self.T, self.L = np.broadcast_to(T, J.shape), np.broadcast_to(L, J.shape)
+        self.best = self._best(chosen)
+
+    def _best(self, mask: np.ndarray) -> Optional[Tuple[int, int]]:
+        """Index (ti, li) of the best position in ``mask``: most mass, shares within TIE_TOLERANCE tied;
+        ties go to the box centre nearest the object's centre, then nearest the image centre, then the
+        smallest left and top (only exact mirror pairs reach these last two)."""
+        if not mask.any():
+            return None
+        J = np.where(mask, self.J, -np.inf)
+        tied = np.nonzero(J >= J.max() - TIE_TOLERANCE)
+        order = np.lexsort((self.T[tied], self.L[tied], self.d_centre[tied], self.d_focus[tied]))
+        return int(tied[0][order[0]]), int(tied[1][order[0]])
+
+    def box(self, idx: Tuple[int, int]) -> CropBox:
+        return CropBox(int(self.lefts[idx[1]]), int(self.tops[idx[0]]), self.bw, self.bh)
+
+    def candidates(self, first: CropBox, score: float, k: int) -> List[Candidate]:
+        """``first`` then up to ``k - 1`` more boxes the rule allows (no cut through the object), best
+        first, each with IoU below :data:`DISTINCT_IOU` against every box before it (non-maximum
+        suppression)."""
+        out = [Candidate(first, score)]
+        pool = self.allowed & (_iou(self.T, self.L, first) < DISTINCT_IOU)
+        while len(out) < k:
+            idx = self._best(pool)
+            if idx is None:
+                break
+            b = self.box(idx)
+            out.append(Candidate(b, float(self.J[idx])))
+            pool &= _iou(self.T, self.L, b) < DISTINCT_IOU
+        return out
+
+
+def _mass_search(dens: _Density, bw: int, bh: int, margin: Optional[float],
+                 object_yield: Optional[float]) -> Tuple[_Search, CropBox, float]:
+    """The search (for candidates) and the chosen box with its score (the search's own mirror-averaged
+    share, so that mirrored maps give the same bits)."""
     W, H = dens.W, dens.H
-    if strategy == "centre":
-        return CropBox((W - bw) // 2, (H - bh) // 2, bw, bh)
-    px, py = dens.point()
-    if strategy == "point":
-        return CropBox(int(_starts(px, bw, W, 0.5)[0]), int(_starts(py, bh, H, 0.5)[0]), bw, bh)
-    if strategy == "mass":
-        tops = _starts(py, bh, H, margin)
-        lefts = _starts(px, bw, W, margin)
-        mass = dens.mass(tops, lefts, bh, bw)
-        best = float(mass.max())
-        ti, li = np.nonzero(mass >= best - TIE_TOLERANCE)
-        dist = (tops[ti] + (bh - 1) / 2 - py) ** 2 + (lefts[li] + (bw - 1) / 2 - px) ** 2
-        k = int(np.argmin(dist))
-        return CropBox(int(lefts[li[k]]), int(tops[ti[k]]), bw, bh)
-    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if margin is not None:  # the salient-point anchor (the rule before the object rule)
+        px, py = dens.point()
+        tops, lefts = _starts(py, bh, H, margin), _starts(px, bw, W, margin)
+        s = _Search(dens, bw, bh, tops, lefts, object_yield)
+        return s, s.box(s.best), float(s.J[s.best])
+    nt, nl = H - bh + 1, W - bw + 1
+    if nt == 1 or nl == 1 or nt * nl <= MAX_POSITIONS:  # the largest box: a 1-D search, always exact
+        s = _Search(dens, bw, bh, np.arange(nt), np.arange(nl), object_yield)
+        return s, s.box(s.best), float(s.J[s.best])
+    # a box smaller than the image on both axes (zoom) with many positions: a mirror-symmetric coarse grid,
+    # then every position within one coarse step of its best box
+    per = max(2, int(math.sqrt(MAX_POSITIONS * nt / nl)))
+    coarse = _Search(dens, bw, bh, _sym_starts(nt - 1, per), _sym_starts(nl - 1, max(2, MAX_POSITIONS // per)),
+                     object_yield)
+    b = coarse.box(coarse.best)
+    st = max(int(np.diff(coarse.tops).max(initial=1)), int(np.diff(coarse.lefts).max(initial=1)))
+    fine = _Search(dens, bw, bh, np.arange(max(0, b.top - st), min(nt - 1, b.top + st) + 1),
+                   np.arange(max(0, b.left - st), min(nl - 1, b.left + st) + 1), object_yield)
+    return coarse, fine.box(fine.best), float(fine.J[fine.best])
 
 
 def _check_margin(margin: Optional[float]) -> Optional[float]:
@@ -447,21 +753,179 @@ def _check_margin(margin: Optional[float]) -> Optional[float]:
     return m
 
 
+def _check_yield(object_yield: Optional[float]) -> Optional[float]:
+    if object_yield is None:
+        return None
+    if isinstance(object_yield, bool) or not isinstance(object_yield, Real):
+        raise TypeError(f"object_yield must be a number >= 0 (inf: never yield) or None, "
+                        f"got {type(object_yield).__name__}")
+    v = float(object_yield)
+    if not v >= 0.0:
+        raise ValueError(f"object_yield must be >= 0 (inf: never yield) or None, got {object_yield!r}")
+    return v
+
+
+def _check_candidates(candidates: int) -> int:
+    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)):
+        raise TypeError(f"candidates must be an int >= 1, got {type(candidates).__name__}")
+    if candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    return int(candidates)
+
+
+def check_zoom(zoom: "ZoomLike") -> Optional[Zoom]:
+    """``zoom`` as a :class:`Zoom` (``True`` -> :data:`ZOOM_DEFAULT`; ``None`` / ``False`` -> None).
+
+    Raises:
+        TypeError: not None, a bool or a pair of numbers. ValueError: ``min_scale`` not in (0, 1] or
+        ``mass`` not in (0, 1].
+    """
+    if zoom is None or zoom is False:
+        return None
+    if zoom is True:
+        return ZOOM_DEFAULT
+    try:
+        min_scale, mass = zoom  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise TypeError(f"zoom must be None, True or (min_scale, mass), got {zoom!r}") from None
+    for v in (min_scale, mass):
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"zoom must be None, True or (min_scale, mass) numbers, got {zoom!r}")
+    if not (0.0 < float(min_scale) <= 1.0 and 0.0 < float(mass) <= 1.0):
+        raise ValueError(f"zoom (min_scale, mass) must both be in (0, 1], got {zoom!r}")
+    return Zoom(float(min_scale), float(mass))
+
+
+def _scaled(bw0: int, bh0: int, a: float, k: int) -> Tuple[int, int]:
+    """Box of aspect ``a`` whose long side (the one that is long in the largest box) is ``k`` pixels."""
+    if bw0 >= bh0:
+        return k, int(min(bh0, max(1, round(k / a))))
+    return int(min(bw0, max(1, round(k * a)))), k
+
+
+def _zoom_size(dens: _Density, a: float, bw0: int, bh0: int, zoom: Zoom, margin: Optional[float],
+               object_yield: Optional[float]) -> Tuple[int, int]:
+    """The smallest box of aspect ``a``, long side down to ``zoom.min_scale`` of the largest box's, whose
+    placed box keeps at least ``zoom.mass`` of the saliency mass; the largest box when even it keeps less.
+
+    A binary search on the long side with the most mass any box of that size keeps (on a coarse
+    mirror-symmetric grid of positions, at most 32 per axis), then the rule's own box at that size, grown
+    by 2 % steps until it keeps ``zoom.mass`` (the largest box at the latest)."""
+    k0 = max(bw0, bh0)
+    lo = max(1, math.ceil(zoom.min_scale * k0 - 1e-9))
+    W, H = dens.W, dens.H
+
+    def best_mass(k: int) -> float:
+        bw, bh = _scaled(bw0, bh0, a, k)
+        return float(dens.sym_mass(_sym_starts(H - bh, 32), _sym_starts(W - bw, 32), bh, bw).max())
+
+    if lo >= k0 or best_mass(k0) < zoom.mass:
+        return bw0, bh0
+    hi = k0  # best_mass(hi) >= zoom.mass
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if best_mass(mid) >= zoom.mass:
+            hi = mid
+        else:
+            lo = mid + 1
+    k = hi
+    while k < k0:
+        bw, bh = _scaled(bw0, bh0, a, k)
+        if _mass_search(dens, bw, bh, margin, object_yield)[2] >= zoom.mass:
+            return bw, bh
+        k = min(k0, max(k + 1, math.ceil(k * 1.02)))
+    return bw0, bh0
+
+
+def object_box(log_density: np.ndarray, size: Sequence[int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """The most salient object of the ``"mass"`` rule: ``((xa, xb), (ya, yb))``, inclusive pixel ranges
+    around the density's maximum where the density's maximum over each column (resp. row) stays at least
+    :data:`OBJECT_LEVEL` of the maximum (module docstring).
+
+    Raises:
+        ValueError: bad grid or size.
+    """
+    return _Density(log_density, size).object_box()
+
+
+def cut_through(log_density: np.ndarray, size: Sequence[int], box: Sequence[int]) -> float:
+    """How much a box cuts through what is salient: the highest density on the box's edges inside the
+    image (edges on the image border do not count), relative to the density's maximum; in [0, 1], 0 when
+    the box is the whole image. A box whose edges run through background scores near 0, one whose edge
+    crosses the density's peak scores 1. Densities are those of :func:`resample_log_density`.
+
+    Raises:
+        ValueError: the box is empty or not inside the image, or a bad grid.
+    """
+    dens = _Density(log_density, size)
+    left, top, bw, bh = (int(v) for v in box)
+    if bw < 1 or bh < 1 or left < 0 or top < 0 or left + bw > dens.W or top + bh > dens.H:
+        raise ValueError(f"box {tuple(box)} is not inside the {dens.W}x{dens.H} image")
+    return _cut(dens, CropBox(left, top, bw, bh))
+
+
+def _is_close(dens: _Density, a: Candidate, b: Candidate) -> bool:
+    """``b`` keeps at least CLOSE_RATIO of ``a``'s mass, and less than CLOSE_SHARED of ``a``'s mass lies in
+    both (a different subject, not the same one with other margins)."""
+    if b.score < CLOSE_RATIO * a.score:
+        return False
+    l, t = max(a.box.left, b.box.left), max(a.box.top, b.box.top)
+    r, btm = min(a.box.right, b.box.right), min(a.box.bottom, b.box.bottom)
+    shared = 0.0
+    if r > l and btm > t:
+        shared = dens.box_mass(CropBox(l, t, r - l, btm - t))
+    return shared < CLOSE_SHARED * a.score
+
+
+def _cut(dens: _Density, b: CropBox) -> float:
+    d = dens.d
+    vals = [0.0]
+    for x in ([b.left] if b.left > 0 else []) + ([b.right - 1] if b.right < dens.W else []):
+        v = _lerp(d, tuple(i[x:x + 1] for i in dens.ix), 1)[:, 0]  # (h,) the grid column at pixel column x
+        vals.append(float(_lerp(v, tuple(i[b.top:b.bottom] for i in dens.iy), 0).max()))
+    for y in ([b.top] if b.top > 0 else []) + ([b.bottom - 1] if b.bottom < dens.H else []):
+        v = _lerp(d, tuple(i[y:y + 1] for i in dens.iy), 0)[0]  # (w,)
+        vals.append(float(_lerp(v, tuple(i[b.left:b.right] for i in dens.ix), 0).max()))
+    return float(min(1.0, max(vals)))
+
+
 def _result(dens: _Density, aspect: AspectLike, strategy: str, peaks: Tuple[Peak, ...],
-            margin: Optional[float]) -> CropResult:
+            margin: Optional[float], object_yield: Optional[float], candidates: int,
+            zoom: Optional[Zoom]) -> CropResult:
     a = parse_aspect(aspect)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    bw, bh = largest_box_size((dens.W, dens.H), a)
-    box = _place(dens, bw, bh, strategy, margin)
-    score = float(np.clip(dens.mass(np.array([box.top]), np.array([box.left]), bh, bw)[0, 0], 0.0, 1.0))
+    W, H = dens.W, dens.H
+    bw0, bh0, clamped = _box_size(W, H, a)
+    bw, bh = bw0, bh0
+    if strategy == "mass" and zoom is not None:
+        bw, bh = _zoom_size(dens, a, bw0, bh0, zoom, margin, object_yield)
+    close = False
+    if strategy == "centre":
+        box = CropBox((W - bw) // 2, (H - bh) // 2, bw, bh)
+        cands = [Candidate(box, 0.0)]
+    elif strategy == "point":
+        px, py = dens.point()
+        box = CropBox(int(_starts(px, bw, W, 0.5)[0]), int(_starts(py, bh, H, 0.5)[0]), bw, bh)
+        cands = [Candidate(box, 0.0)]
+    else:
+        search, box, best = _mass_search(dens, bw, bh, margin, object_yield)
+        cands = search.candidates(box, best, max(CLOSE_CANDIDATES, candidates))
+        close = any(_is_close(dens, cands[0], c) for c in cands[1:])
+        cands = cands[:candidates]
+    if strategy != "mass":
+        cands = [Candidate(box, dens.box_mass(box))]
+    cands = [Candidate(c.box, min(1.0, max(0.0, c.score))) for c in cands]
+    score = cands[0].score
     advice = None
-    if abs(math.log(a / (dens.W / dens.H))) <= math.log1p(ASPECT_TOLERANCE):
-        advice = f"aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's {dens.W / dens.H:.3g}"
+    if abs(math.log(a / (W / H))) <= math.log1p(ASPECT_TOLERANCE):
+        advice = f"aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's {W / H:.3g}"
     elif score >= MASS_ADVICE:
         advice = f"the box already keeps {score:.1%} of the saliency mass"
     return CropResult(aspect=a, box=box, salient_point=dens.point(), score=score, peaks=peaks,
-                      keep_whole=advice is not None, advice=advice, strategy=strategy)
+                      keep_whole=advice is not None, advice=advice, strategy=strategy, close=close,
+                      candidates=tuple(cands), clamped=clamped, cut=_cut(dens, box),
+                      scale=max(bw, bh) / max(bw0, bh0))
 
 
 def aspect_list(aspects: Iterable[AspectLike]) -> List[AspectLike]:
@@ -479,24 +943,45 @@ def aspect_list(aspects: Iterable[AspectLike]) -> List[AspectLike]:
     return out
 
 
+def check_options(*, strategy: str = DEFAULT_STRATEGY, margin: Optional[float] = None,
+                  object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
+                  zoom: "ZoomLike" = None) -> dict:
+    """The placement options of :func:`choose_crops`, checked and normalised (so that callers can fail before
+    a model run).
+
+    Raises:
+        ValueError / TypeError: as :func:`choose_crops`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    return dict(strategy=strategy, margin=_check_margin(margin), object_yield=_check_yield(object_yield),
+                candidates=_check_candidates(candidates), zoom=check_zoom(zoom))
+
+
 def choose_crops(log_density: np.ndarray, size: Sequence[int], aspects: Iterable[AspectLike], *,
-                 strategy: Strategy = DEFAULT_STRATEGY,
-                 margin: Optional[float] = ANCHOR_MARGIN) -> List[CropResult]:
+                 strategy: Strategy = DEFAULT_STRATEGY, margin: Optional[float] = None,
+                 object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
+                 zoom: "ZoomLike" = None) -> List[CropResult]:
     """:func:`choose_crop` for several aspect ratios sharing one density (one summed-area table).
 
     Raises:
         As :func:`choose_crop`; TypeError for a single aspect (:func:`aspect_list`).
     """
     aspects = aspect_list(aspects)
-    margin = _check_margin(margin)
+    opts = check_options(strategy=strategy, margin=margin, object_yield=object_yield, candidates=candidates,
+                         zoom=zoom)
     dens = _Density(log_density, size)
     peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
-    return [_result(dens, a, strategy, peaks, margin) for a in aspects]
+    return [_result(dens, a, opts["strategy"], peaks, opts["margin"], opts["object_yield"], opts["candidates"],
+                    opts["zoom"]) for a in aspects]
 
 
 def choose_crop(log_density: np.ndarray, size: Sequence[int], aspect: AspectLike, *,
-                strategy: Strategy = DEFAULT_STRATEGY, margin: Optional[float] = ANCHOR_MARGIN) -> CropResult:
-    """The largest box of ``aspect`` that fits a ``(W, H)`` image, placed by ``strategy``.
+                strategy: Strategy = DEFAULT_STRATEGY, margin: Optional[float] = None,
+                object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
+                zoom: "ZoomLike" = None) -> CropResult:
+    """The largest box of ``aspect`` that fits a ``(W, H)`` image (or a tighter one with ``zoom``), placed
+    by ``strategy``.
 
     Args:
         log_density: float (h, w) log-density over a grid that covers the whole image (from a model's
@@ -504,13 +989,26 @@ def choose_crop(log_density: np.ndarray, size: Sequence[int], aspect: AspectLike
         size: ``(width, height)`` of the displayed image in pixels.
         aspect: width / height, a positive number or a string such as ``"16:9"``.
         strategy: one of :data:`STRATEGIES`.
-        margin: ``"mass"`` only: the salient point stays at least this share (0 to 0.5) of the box's width
-            and height inside the box, relaxed only where the image edge forces it; None lets the box go
-            anywhere (pure mass, which may cut through the most salient object). Ignored by the other
-            strategies.
+        margin: ``"mass"`` only: the salient-point anchor (the default rule before
+            :data:`OBJECT_YIELD`): the salient point stays at least this share (0 to 0.5) of the box's width
+            and height inside the box, relaxed only where the image edge forces it. None (default): no anchor.
+        object_yield: ``"mass"`` only: the object rule (module docstring): never cut through the most
+            salient object when the box can hold it, and hold it whole unless a box without it keeps more
+            than ``1 + object_yield`` times the mass; ``0`` only forbids cutting, ``math.inf`` never lets it
+            go, None turns the rule off (pure mass, which may cut through the object).
+        candidates: how many distinct boxes to return in ``CropResult.candidates`` (the chosen one first,
+            then the next best boxes the rule allows with IoU below :data:`DISTINCT_IOU` against each box
+            before them; fewer when no more exist). ``"point"`` and ``"centre"`` return only their box.
+        zoom: ``"mass"`` only: None / False (default) for the largest box; ``(min_scale, mass)`` (or True
+            for :data:`ZOOM_DEFAULT`) for the smallest box of the aspect, long side down to ``min_scale``
+            of the largest box's, that still keeps at least ``mass`` of the saliency mass (the largest box
+            when even it keeps less).
     Returns:
-        :class:`CropResult` (box, salient point, score, peaks, whole-image advice).
+        :class:`CropResult` (box, salient point, score, peaks, whole-image advice, close flag, candidates,
+        clamped flag, cut-through measure).
     Raises:
-        ValueError: bad grid, size, aspect, strategy or margin. TypeError: a margin that is not a number.
+        ValueError: bad grid, size, aspect, strategy, margin, object_yield, candidates or zoom. TypeError: an
+        option of the wrong type.
     """
-    return choose_crops(log_density, size, [aspect], strategy=strategy, margin=margin)[0]
+    return choose_crops(log_density, size, [aspect], strategy=strategy, margin=margin,
+                        object_yield=object_yield, candidates=candidates, zoom=zoom)[0]
