@@ -272,24 +272,27 @@ def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
 
 GAZECROP = "gazecrop"
 GAZECROP_POINT = "gazecrop (point)"
+GAZECROP_SYMMETRIC = "gazecrop (symmetric=True)"
 GAZECROP_SHIPPED = "gazecrop (shipped interim model)"
 TEACHER_CROP = "vanilla teacher (PyTorch) + mass crop"
 SMARTCROP = "smartcrop.py"
 VIPS = "libvips attention"
 SPECTRAL = "OpenCV spectral residual"
 CENTRE = "centre crop"
-CROPPERS = (GAZECROP, GAZECROP_SHIPPED, VIPS, SPECTRAL, SMARTCROP, CENTRE)
+CROPPERS = (GAZECROP, GAZECROP_SYMMETRIC, GAZECROP_SHIPPED, VIPS, SPECTRAL, SMARTCROP, CENTRE)
 
 
 def _largest(size, aspect) -> Tuple[int, int]:
     return H.crop_module().largest_box_size(size, aspect)
 
 
-def _gazecrop(strategy: str, model_path: Path):
+def _gazecrop(strategy: str, model_path: Path, symmetric: bool = False):
     gz = H.import_gazecrop()
     model = gz.load_model(str(model_path), threads=1)
 
     def f(path: Path, aspect) -> Box:
+        if symmetric:  # flip-averaged inference (issue 11): twice the model's work
+            return tuple(gz.crop_box(path, aspect, model=model, strategy=strategy, symmetric=True))
         return tuple(gz.crop_box(path, aspect, model=model, strategy=strategy))
     return f
 
@@ -435,6 +438,7 @@ def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None,
     students = H.student_paths()
     model_path = model_path or students["pruned"].path
     build = {GAZECROP: lambda: _gazecrop("mass", model_path), GAZECROP_POINT: lambda: _gazecrop("point", model_path),
+             GAZECROP_SYMMETRIC: lambda: _gazecrop("mass", model_path, symmetric=True),
              SMARTCROP: _smartcrop, VIPS: _vips, SPECTRAL: _spectral, CENTRE: _centre,
              TEACHER_CROP: lambda: _teacher_crop(teacher_memo)}
     if "shipped" in students:  # an interim default model that is not the pruned export (see harness.student_paths)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gazecrop
-from gazecrop.crop import object_box
+from gazecrop.crop import CLOSE_RATIO, object_box
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "photo.jpg"
@@ -34,13 +34,13 @@ def test_salient_point_is_on_the_face(model):
     assert FACE[0] <= x < FACE[2] and FACE[1] <= y < FACE[3], (x, y)
 
 
-WIDE = pytest.mark.xfail(strict=True, reason=(
-    "the shipped model's face density peaks on the nose and mouth (its half-maximum region is y 108-155; the "
-    "eyes, y 80-112, are at 0.10-0.24 of the peak), and a 16:9 / 2:1 box keeps most mass when it also takes "
-    "the body and mission patch below: the default holds that region whole but starts at y 108. Keeping the "
-    "eyes costs 3-10 % of the map's mass here, and every rule that would force it costs more than the issue's "
-    "0.02 of normalised gain on train and val (benchmarks/crop_quality.md: the salient-point anchor, context "
-    "margins, lower object levels). strict: passes again -> remove this mark"))
+# The shipped model's face density peaks on the nose and mouth (its half-maximum region is y 108-155; the eyes,
+# y 80-112, sit at 0.10-0.24 of the peak), and a 16:9 / 2:1 box keeps most mass when it also takes the body
+# and mission patch below: the default holds that region whole but starts at y 108. Keeping the eyes costs
+# 3-10 % of the map's mass on this photo, and the rules that would force it cost more than issue 11 allows
+# on train and val (benchmarks/crop_quality.md). strict: when a model sees the eyes, remove the mark.
+WIDE = pytest.mark.xfail(strict=True, reason="today's model puts the face's density below the eyes "
+                                             "(see the comment above WIDE)")
 
 
 @pytest.mark.parametrize("aspect", [pytest.param("16:9", marks=WIDE), pytest.param("2:1", marks=WIDE), "9:16",
@@ -70,3 +70,49 @@ def test_saliency_map_of_the_photo(model):
     assert abs(a.max() + np.log(np.exp(a - a.max()).sum())) < 1e-5
     l, t, r, b = FACE
     assert np.exp(a[t:b, l:r]).sum() > 1.5 * (r - l) * (b - t) / 512 ** 2  # face holds more than its area share
+
+
+# ------------------------------------------------- synthetic pictures through the shipped model (end to end)
+
+def _cartoon_face(draw, cx, cy, r):
+    """A drawn face (skin, hair, eyes, nose, mouth): no real person."""
+    draw.ellipse([cx - r, cy - 1.25 * r, cx + r, cy + 1.25 * r], fill=(224, 172, 140))
+    draw.ellipse([cx - 0.75 * r, cy - 1.45 * r, cx + 0.75 * r, cy - 0.7 * r], fill=(60, 40, 30))
+    for ex in (-0.4, 0.4):
+        draw.ellipse([cx + (ex - 0.17) * r, cy - 0.35 * r, cx + (ex + 0.17) * r, cy - 0.15 * r], fill=(255, 255, 255))
+        draw.ellipse([cx + (ex - 0.08) * r, cy - 0.33 * r, cx + (ex + 0.08) * r, cy - 0.17 * r], fill=(40, 30, 20))
+    draw.polygon([(cx, cy - 0.1 * r), (cx - 0.1 * r, cy + 0.25 * r), (cx + 0.1 * r, cy + 0.25 * r)],
+                 fill=(200, 140, 110))
+    draw.chord([cx - 0.35 * r, cy + 0.35 * r, cx + 0.35 * r, cy + 0.75 * r], 0, 180, fill=(170, 40, 50))
+
+
+def _canvas(W, H, seed=0):
+    from PIL import Image, ImageDraw, ImageFilter
+
+    a = np.random.default_rng(seed).normal(0, 6, (H, W, 3)) + np.array([96, 110, 100])
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    return img, ImageDraw.Draw(img)
+
+
+def test_two_drawn_faces_far_apart_are_both_candidates(model):
+    img, draw = _canvas(600, 1800)
+    for cy in (350, 1450):
+        _cartoon_face(draw, 300, cy, 90)
+    r = gazecrop.crops(img, ["16:9"], model=model, candidates=2)[0]
+    assert len(r.candidates) == 2
+    faces = sorted((c.box.top, c.box.bottom) for c in (r.candidates[0], r.candidates[1]))
+    assert faces[0][0] <= 350 - 90 and faces[0][1] >= 350 + 90  # one candidate holds each face
+    assert faces[1][0] <= 1450 - 90 and faces[1][1] >= 1450 + 90
+    # close exactly when the model rates them within CLOSE_RATIO (its centre bias prefers the upper face)
+    assert r.close == (r.candidates[1].score >= CLOSE_RATIO * r.candidates[0].score)
+
+
+def test_a_drawn_tall_figure_cropped_to_3_to_1_keeps_the_head(model):
+    img, draw = _canvas(400, 1200)
+    _cartoon_face(draw, 200, 150, 70)  # head: y 62-238
+    for y in range(260, 1150, 40):  # a striped torso
+        draw.rectangle([80, y, 320, y + 20], fill=(30, 30, 160))
+        draw.rectangle([80, y + 20, 320, y + 40], fill=(240, 220, 40))
+    b = gazecrop.crop_box(img, "3:1", model=model)
+    assert (b.width, b.height) == (400, 133)
+    assert b.top <= 150 - 0.35 * 70 and b.bottom >= 150 + 0.75 * 70, b  # eyes to mouth

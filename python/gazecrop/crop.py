@@ -41,10 +41,12 @@ subjects apart): the smaller left wins, and when the two boxes are distinct the 
 candidates with the same score (and ``close`` says so when it is the runner-up).
 
 Close choices and candidates: besides the chosen box, the rule ranks the other boxes it allows (no cut
-through the object) by mass, keeping those with IoU below :data:`DISTINCT_IOU` against every box ranked
-before them (non-maximum suppression). ``close`` is True when the best of them keeps at least
-:data:`CLOSE_RATIO` of the chosen box's mass (two subjects of near-equal saliency that one box cannot hold
-together): the box is still the chosen one, and ``candidates`` lists the alternatives with their scores.
+through the object) by mass, keeping each only when it is *distinct* from every box ranked before it: IoU
+below :data:`DISTINCT_IOU`, and less than :data:`CLOSE_SHARED` of its mass inside that box (another
+subject, not the same one with other margins; non-maximum suppression). ``close`` is True when the best of
+them keeps at least :data:`CLOSE_RATIO` of the chosen box's mass (two subjects of near-equal saliency that
+one box cannot hold together): the box is still the chosen one, and ``candidates`` lists the alternatives
+with their scores.
 
 The salient point as an anchor follows Twitter 2018 (above) and libvips ``smartcrop`` with
 ``VIPS_INTERESTING_ATTENTION`` (``libvips/conversion/smartcrop.c``), which likewise scores a small proxy,
@@ -73,7 +75,7 @@ __all__ = [
     "format_aspect", "grid_to_image", "image_to_grid", "largest_box_size", "resample_log_density",
     "salient_point", "find_peaks", "choose_crop", "choose_crops", "aspect_list", "box_mass",
     "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN", "OBJECT_LEVEL", "OBJECT_YIELD",
-    "CLOSE_RATIO", "CLOSE_SHARED", "CLOSE_CANDIDATES", "DISTINCT_IOU", "Candidate", "Zoom", "ZOOM_DEFAULT", "check_zoom", "check_options",
+    "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "Candidate", "Zoom", "ZOOM_DEFAULT", "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS",
 ]
 
@@ -106,19 +108,15 @@ mean normalised gain stays within 0.015 of the pure-mass rule on the train split
 val; ``benchmarks/crop_quality.md``); larger values keep the object more often at a growing cost."""
 
 CLOSE_RATIO = 0.95
-"""``CropResult.close`` is True when one of the first :data:`CLOSE_CANDIDATES` distinct boxes the rule allows
-keeps at least this share of the chosen box's mass ...  (rates on photos: ``benchmarks/crop_quality.md``)."""
-
-CLOSE_SHARED = 0.5
-"""... and when less than this share of the chosen box's mass lies in both boxes (the other box holds a
-different subject, not the same one with other margins)."""
-
-CLOSE_CANDIDATES = 5
-"""How many ranked candidates the close test looks at (at least; more when more are asked for)."""
+"""``CropResult.close`` is True when the best distinct box the rule allows keeps at least this share of the
+chosen box's mass (how often on photos: ``benchmarks/crop_quality.md``)."""
 
 DISTINCT_IOU = 0.5
 """Candidates are distinct when their intersection over union is below this (boxes of one size: shifted by
-more than a third of their width or height)."""
+more than a third of their width or height) ..."""
+
+CLOSE_SHARED = 0.5
+"""... and less than this share of a candidate's mass lies inside a box ranked before it."""
 
 ANCHOR_MARGIN = 0.25
 """The salient-point anchor margin of the rule before the object rule (``margin=ANCHOR_MARGIN``, off by
@@ -201,13 +199,12 @@ class CropResult:
             image's, or the box already keeps at least :data:`MASS_ADVICE` of the mass.
         advice: why ``keep_whole`` is True (None when False).
         strategy: the strategy that placed the box.
-        close: True when another distinct box (IoU below :data:`DISTINCT_IOU`) keeps at least
-            :data:`CLOSE_RATIO` of this box's mass while sharing less than :data:`CLOSE_SHARED` of it: two
-            subjects of near-equal saliency that one box cannot hold together. The box is still this one
-            (the CLI crops it and says so in its JSON); the alternative is among ``candidates`` when enough
-            are asked for (``candidates >= 2`` shows the best alternatives).
-        candidates: ranked :class:`Candidate` boxes, ``candidates[0]`` is ``box`` with ``score``; as many as
-            asked for (``candidates=k``) and distinct.
+        close: True when the best distinct box (module docstring: IoU below :data:`DISTINCT_IOU`, less
+            than :data:`CLOSE_SHARED` of its mass shared) keeps at least :data:`CLOSE_RATIO` of this box's
+            mass: two subjects of near-equal saliency that one box cannot hold together. The box is still
+            this one (the CLI crops it and says so in its JSON); ``candidates >= 2`` lists the alternative.
+        candidates: ranked :class:`Candidate` boxes, ``candidates[0]`` is ``box`` with ``score``, then the
+            distinct boxes best first; up to ``candidates=k`` of them.
         clamped: True when the aspect ratio is so extreme that one side of the box rounded to less than one
             pixel and was clamped to 1 (the box's own aspect then differs from ``aspect``); a warning on
             the command line.
@@ -464,27 +461,40 @@ class _Density:
         wxm = m._range(1, self.W - box.left - box.width, box.width)
         return 0.5 * (float(wy @ self.d @ wx) / self.total + float(wy @ m.d @ wxm) / m.total)
 
+    def cum(self, axis: int) -> np.ndarray:
+        """(n_image + 1, n_grid) cumulative interpolation weights along ``axis`` (:func:`_cumulative`),
+        built once and shared with the mirror image."""
+        if axis not in self._tables:
+            index, n_grid = (self.iy, self.d.shape[0]) if axis == 0 else (self.ix, self.d.shape[1])
+            self._tables[axis] = _cumulative(index, n_grid)
+        return self._tables[axis]
+
     def _band(self, axis: int, starts: np.ndarray, length: int) -> np.ndarray:
         """(len(starts), n_grid) interpolation weights of the pixel bands [s, s + length) along ``axis``."""
         index, n_grid = (self.iy, self.d.shape[0]) if axis == 0 else (self.ix, self.d.shape[1])
         if length == len(index[0]):  # the whole axis (starts == [0])
             return self._tables[("full", axis)][None, :]
-        if axis not in self._tables:
-            self._tables[axis] = _cumulative(index, n_grid)
-        c = self._tables[axis]
+        c = self.cum(axis)
         return c[starts + length] - c[starts]
+
+    def prefix(self, one_row: bool, start: int, length: int) -> np.ndarray:
+        """Prefix sums (n + 1,) of the pixel masses (unnormalised) of one band: rows [start, start + length)
+        summed per pixel column when ``one_row``, else columns [start, start + length) per pixel row."""
+        key = (one_row, start, length)
+        p = self._prefix.get(key)
+        if p is None:
+            s = np.array([start])
+            v = (self._band(0, s, length) @ self.d)[0] if one_row else self.d @ self._band(1, s, length)[0]
+            p = np.concatenate([[0.0], np.cumsum(_lerp(v, self.ix if one_row else self.iy, 0))])
+            self._prefix[key] = p
+        return p
 
     def mass(self, tops: np.ndarray, lefts: np.ndarray, bh: int, bw: int) -> np.ndarray:
         """Share of mass of boxes (top, left, bh, bw) for all tops x lefts: float64 (len(tops), len(lefts)).
         One band of rows (or columns) is a 1-D prefix sum over the pixels of the other axis."""
         if len(tops) == 1 or len(lefts) == 1:
             one_row = len(tops) == 1
-            key = (one_row, int(tops[0]), bh) if one_row else (one_row, int(lefts[0]), bw)
-            p = self._prefix.get(key)
-            if p is None:
-                v = (self._band(0, tops, bh) @ self.d)[0] if one_row else self.d @ self._band(1, lefts, bw)[0]
-                p = np.concatenate([[0.0], np.cumsum(_lerp(v, self.ix if one_row else self.iy, 0))])
-                self._prefix[key] = p
+            p = self.prefix(one_row, int(tops[0]), bh) if one_row else self.prefix(one_row, int(lefts[0]), bw)
             s, n = (lefts, bw) if one_row else (tops, bh)
             m = (p[s + n] - p[s]) / self.total
             return m[None, :] if one_row else m[:, None]
@@ -700,19 +710,39 @@ class _Search:
     def box(self, idx: Tuple[int, int]) -> CropBox:
         return CropBox(int(self.lefts[idx[1]]), int(self.tops[idx[0]]), self.bw, self.bh)
 
+    def _distinct(self, b: CropBox) -> np.ndarray:
+        """Positions distinct from ``b``: IoU below :data:`DISTINCT_IOU`, and less than
+        :data:`CLOSE_SHARED` of their own (mirror-averaged) mass inside ``b`` (another subject, not the
+        same one with other margins)."""
+        dens, T, L = self.dens, self.tops, self.lefts
+        r0, r1 = np.maximum(T, b.top), np.minimum(T + self.bh, b.bottom)
+        c0, c1 = np.maximum(L, b.left), np.minimum(L + self.bw, b.right)
+        r1, c1 = np.maximum(r0, r1), np.maximum(c0, c1)  # empty intersections: zero weights
+        m, W = dens.mirror(), dens.W
+        if len(T) == 1 and T[0] == b.top:  # one band of rows (the largest box): 1-D prefix sums
+            p, q = dens.prefix(True, b.top, self.bh), m.prefix(True, b.top, self.bh)
+            shared = 0.5 * ((p[c1] - p[c0]) / dens.total + (q[W - c0] - q[W - c1]) / m.total)[None, :]
+        elif len(L) == 1 and L[0] == b.left:
+            p, q = dens.prefix(False, b.left, self.bw), m.prefix(False, W - b.right, self.bw)
+            shared = 0.5 * ((p[r1] - p[r0]) / dens.total + (q[r1] - q[r0]) / m.total)[:, None]
+        else:
+            A = dens.cum(0)[r1] - dens.cum(0)[r0]  # (nt, h)
+            shared = 0.5 * ((A @ dens.d @ (dens.cum(1)[c1] - dens.cum(1)[c0]).T) / dens.total
+                            + (A @ m.d @ (m.cum(1)[W - c0] - m.cum(1)[W - c1]).T) / m.total)
+        return (_iou(self.T, self.L, b) < DISTINCT_IOU) & (shared < CLOSE_SHARED * self.J)
+
     def candidates(self, first: CropBox, score: float, k: int) -> List[Candidate]:
         """``first`` then up to ``k - 1`` more boxes the rule allows (no cut through the object), best
-        first, each with IoU below :data:`DISTINCT_IOU` against every box before it (non-maximum
-        suppression)."""
+        first, each distinct from every box before it (:meth:`_distinct`; non-maximum suppression)."""
         out = [Candidate(first, score)]
-        pool = self.allowed & (_iou(self.T, self.L, first) < DISTINCT_IOU)
+        pool = self.allowed & self._distinct(first)
         while len(out) < k:
             idx = self._best(pool)
             if idx is None:
                 break
             b = self.box(idx)
             out.append(Candidate(b, float(self.J[idx])))
-            pool &= _iou(self.T, self.L, b) < DISTINCT_IOU
+            pool &= self._distinct(b)
         return out
 
 
@@ -864,19 +894,6 @@ def cut_through(log_density: np.ndarray, size: Sequence[int], box: Sequence[int]
     return _cut(dens, CropBox(left, top, bw, bh))
 
 
-def _is_close(dens: _Density, a: Candidate, b: Candidate) -> bool:
-    """``b`` keeps at least CLOSE_RATIO of ``a``'s mass, and less than CLOSE_SHARED of ``a``'s mass lies in
-    both (a different subject, not the same one with other margins)."""
-    if b.score < CLOSE_RATIO * a.score:
-        return False
-    l, t = max(a.box.left, b.box.left), max(a.box.top, b.box.top)
-    r, btm = min(a.box.right, b.box.right), min(a.box.bottom, b.box.bottom)
-    shared = 0.0
-    if r > l and btm > t:
-        shared = dens.box_mass(CropBox(l, t, r - l, btm - t))
-    return shared < CLOSE_SHARED * a.score
-
-
 def _cut(dens: _Density, b: CropBox) -> float:
     d = dens.d
     vals = [0.0]
@@ -910,8 +927,8 @@ def _result(dens: _Density, aspect: AspectLike, strategy: str, peaks: Tuple[Peak
         cands = [Candidate(box, 0.0)]
     else:
         search, box, best = _mass_search(dens, bw, bh, margin, object_yield)
-        cands = search.candidates(box, best, max(CLOSE_CANDIDATES, candidates))
-        close = any(_is_close(dens, cands[0], c) for c in cands[1:])
+        cands = search.candidates(box, best, max(2, candidates))
+        close = len(cands) > 1 and cands[1].score >= CLOSE_RATIO * cands[0].score
         cands = cands[:candidates]
     if strategy != "mass":
         cands = [Candidate(box, dens.box_mass(box))]
