@@ -54,7 +54,10 @@ case "$mode" in
     "$py" benchmarks/thumbor_agreement.py --json "$out/thumbor.json"
     "$py" benchmarks/batch_throughput.py --json "$out/batch.json" || status=$?  # skips engines not installed
     "$py" benchmarks/kernel_sets.py --json "$out/kernel_sets.json"
+    "$py" benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --splits val train --explore --time \
+      --md benchmarks/crop_quality.md --json "$out/crop_quality.json"
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
-      --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json"
+      --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json" \
+      --crop "$out/crop_quality.json"
     exit $status ;;
 esac

@@ -2,7 +2,8 @@
 
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
         [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
-        [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json]
+        [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json] \
+        [--crop benchmarks/results/crop_quality.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
 pytest-benchmark's ``--benchmark-json``, ``kernel_sets.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
@@ -417,8 +418,33 @@ def section_kernel_sets(ks: dict) -> str:
     return "\n".join(out)
 
 
+def section_crop(crop: dict) -> str:
+    """Summary of ``benchmarks/crop_quality.py --json`` (the full tables are in ``benchmarks/crop_quality.md``)."""
+    res, meta = crop["results"], crop["meta"]
+    splits = list(res)
+    rules = list(next(iter(res.values()))["rules"])
+    out = ["### Crop placement", "",
+           f"Mean normalised gain over the aspects {', '.join(crop['aspects'])} (centre crop 0, oracle 1), from "
+           f"`{meta['command']}` ({meta['model']}, {meta['date']}); every rule and measure in "
+           "`benchmarks/crop_quality.md`.", "",
+           "| rule | " + " | ".join(f"{sp} ({res[sp]['n_images']} images)" for sp in splits) + " |",
+           "|---" * (len(splits) + 1) + "|"]
+    for m in rules:
+        out.append(f"| {m} | " + " | ".join(f"{res[sp]['rules'][m]['mean_gain']:+.3f}" for sp in splits) + " |")
+    sym = res[splits[0]].get("symmetry") or {}
+    if sym:
+        out += ["", f"Flip symmetry ({splits[0]}): mirrored boxes within 1 % for {sym['within_1pc']:.1%} of "
+                    f"crops, {sym['within_1pc_symmetric']:.1%} with `symmetric=True`; map asymmetry (KL) "
+                    f"{sym['kl_bits']:.4f} bits."]
+    if "placement" in meta:
+        p = meta["placement"]
+        out += ["", f"Placement from the grid: {p['one_aspect_ms']:.2f} ms for one aspect, "
+                    f"{p['four_aspects_ms']:.2f} ms for four (median CPU time)."]
+    return "\n".join(out)
+
+
 def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor: Optional[dict] = None,
-          batch: Optional[dict] = None, kernel_sets: Optional[dict] = None) -> str:
+          batch: Optional[dict] = None, kernel_sets: Optional[dict] = None, crop: Optional[dict] = None) -> str:
     parts = ["## Benchmarks and speed gates", "",
              "Written by `benchmarks/report.py` from `benchmarks/results/*.json` (raw numbers committed beside "
              "this file); do not edit by hand.", "", section_gates(gates), ""]
@@ -436,6 +462,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
         parts += [section_batch(batch), ""]
     if kernel_sets:
         parts += [section_kernel_sets(kernel_sets), ""]
+    if crop:
+        parts += [section_crop(crop), ""]
     if suites:
         parts += [section_suites(suites), ""]
     return "\n".join(parts)
@@ -463,6 +491,8 @@ def main(argv=None) -> int:
     p.add_argument("--kernel-sets", default=str(HERE / "results" / "kernel_sets.json"),
                    help="benchmarks/kernel_sets.py --json output (default: the committed one, when present; its "
                         "section names its own machine and date)")
+    p.add_argument("--crop", default=str(HERE / "results" / "crop_quality.json"),
+                   help="benchmarks/crop_quality.py --json output (default: the committed one, when present)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     gates = json.loads(Path(a.gates).read_text())
@@ -472,7 +502,8 @@ def main(argv=None) -> int:
     batch = json.loads(Path(a.batch).read_text()) if a.batch and Path(a.batch).is_file() else None
     kernel_sets = json.loads(Path(a.kernel_sets).read_text()) if a.kernel_sets and Path(a.kernel_sets).is_file() \
         else None
-    write_results(build(gates, quality, suites, thumbor, batch, kernel_sets), Path(a.out))
+    crop = json.loads(Path(a.crop).read_text()) if a.crop and Path(a.crop).is_file() else None
+    write_results(build(gates, quality, suites, thumbor, batch, kernel_sets, crop), Path(a.out))
     if quality:
         msg = plot(gates, quality)
         if msg:

@@ -51,16 +51,19 @@ def test_crops_keep_eyes_and_mouth(model, aspect):
     assert b.top <= EYES_MOUTH[1] and b.bottom >= EYES_MOUTH[3], b
 
 
-@pytest.mark.parametrize("aspect", ["16:9", "2:1", "3:1", "9:16", "4:5", "1:1"])
+@pytest.mark.parametrize("aspect", ["16:9", "2:1", "3:1", "4:1", "9:16", "4:5", "1:1"])
 def test_crops_never_cut_through_the_face(model, aspect):
     # what the default rule promises: the most salient object (here the face's half-maximum region, which
-    # holds the mouth) is held whole in every aspect that can hold it
+    # holds the mouth) is never cut: held whole, or (when a box without it keeps more than 1 + OBJECT_YIELD
+    # times the mass: from 3:1 on, the body and mission patch) left out whole; up to 2:1 it is held
     pred = gazecrop.predict(PHOTO, model=model)
     (xa, xb), (ya, yb) = object_box(pred.log_density, pred.size)
     assert FACE[0] <= xa and xb < FACE[2] and FACE[1] <= ya and yb < FACE[3]
     b = pred.crops([aspect])[0].box
-    assert b.left <= xa and b.right > xb and b.top <= ya and b.bottom > yb, b
-    assert b.top <= 130 and b.bottom >= EYES_MOUTH[3], b  # the mouth
+    whole = b.left <= xa and b.right > xb and b.top <= ya and b.bottom > yb
+    assert whole or b.top > yb or b.bottom <= ya, b
+    if gazecrop.parse_aspect(aspect) <= 2:
+        assert whole and b.top <= 130 and b.bottom >= EYES_MOUTH[3], b  # the mouth
 
 
 def test_saliency_map_of_the_photo(model):
