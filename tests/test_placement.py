@@ -155,7 +155,7 @@ def test_a_tall_figure_cropped_to_3_to_1_keeps_the_whole_head():
     r = choose_crop(g, size, "3:1")
     assert (r.box.width, r.box.height) == (400, 133)
     assert r.box.top <= ya and r.box.bottom > yb  # ... the default keeps the whole head
-    assert free.score <= (1 + OBJECT_YIELD) * r.score  # (the torso slice keeps less than 1 + OBJECT_YIELD times the mass)
+    assert free.score <= (1 + OBJECT_YIELD) * r.score  # (the torso slice keeps less than that)
     assert r.cut < free.cut  # and its edges run through less density
 
 

@@ -135,9 +135,10 @@ def test_cli_sizes_aspects_and_names(cli_model, tmp_path, capsys):
         assert rc == 0 and im.size == (640, 320)
 
 
-@pytest.mark.parametrize("argv", [["--size", "0x10"], ["--size", "abc"], ["--size", "10"], ["--candidates", "0"],
-                                  ["--zoom", "2,0.5"], ["--zoom", "x"], ["--size", "16x9", "--aspect", "16:9"],
-                                  ["--size", "10x10", "--size", "20x20", "--name", "{stem}{ext}", "--out", "o"]])
+@pytest.mark.parametrize("argv", [
+    ["--size", "0x10"], ["--size", "abc"], ["--size", "10"], ["--candidates", "0"], ["--zoom", "2,0.5"],
+    ["--zoom", "x"], ["--size", "16x9", "--aspect", "16:9", "--out", "o"],
+    ["--size", "10x10", "--size", "20x20", "--name", "{stem}{ext}", "--out", "o"]])
 def test_cli_usage_errors_for_the_new_options(cli_model, tmp_path, argv):
     src = tmp_path / "p.png"
     photo(40, 30).save(src)
