@@ -42,8 +42,9 @@ candidates with the same score (and ``close`` says so when it is the runner-up).
 
 Close choices and candidates: besides the chosen box, the rule ranks the other boxes it allows (no cut
 through the object) by mass, keeping each only when it is *distinct* from every box ranked before it: IoU
-below :data:`DISTINCT_IOU`, and less than :data:`CLOSE_SHARED` of its mass inside that box (another
-subject, not the same one with other margins; non-maximum suppression). ``close`` is True when the best of
+below :data:`DISTINCT_IOU`, less than :data:`CLOSE_SHARED` of its mass inside that box (another subject,
+not the same one with other margins) and moved by :data:`DISTINCT_SHIFT` of the image side at least
+(non-maximum suppression). ``close`` is True when the best of
 them keeps at least :data:`CLOSE_RATIO` of the chosen box's mass (two subjects of near-equal saliency that
 one box cannot hold together): the box is still the chosen one, and ``candidates`` lists the alternatives
 with their scores.
@@ -75,7 +76,8 @@ __all__ = [
     "format_aspect", "grid_to_image", "image_to_grid", "largest_box_size", "resample_log_density",
     "salient_point", "find_peaks", "choose_crop", "choose_crops", "aspect_list", "box_mass",
     "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN", "OBJECT_LEVEL", "OBJECT_YIELD",
-    "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "Candidate", "Zoom", "ZOOM_DEFAULT", "check_zoom", "check_options",
+    "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "DISTINCT_SHIFT", "Candidate", "Zoom", "ZOOM_DEFAULT",
+    "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS",
 ]
 
@@ -117,7 +119,11 @@ DISTINCT_IOU = 0.5
 more than a third of their width or height) ..."""
 
 CLOSE_SHARED = 0.5
-"""... and less than this share of a candidate's mass lies inside a box ranked before it."""
+"""... and less than this share of a candidate's mass lies inside a box ranked before it ..."""
+
+DISTINCT_SHIFT = 0.1
+"""... and it is moved by at least this share of the image's width or height (matters only for thin boxes:
+for others the IoU already asks for more)."""
 
 ANCHOR_MARGIN = 0.25
 """The salient-point anchor margin of the rule before the object rule (``margin=ANCHOR_MARGIN``, off by
@@ -712,9 +718,10 @@ class _Search:
         return CropBox(int(self.lefts[idx[1]]), int(self.tops[idx[0]]), self.bw, self.bh)
 
     def _distinct(self, b: CropBox) -> np.ndarray:
-        """Positions distinct from ``b``: IoU below :data:`DISTINCT_IOU`, and less than
-        :data:`CLOSE_SHARED` of their own (mirror-averaged) mass inside ``b`` (another subject, not the
-        same one with other margins)."""
+        """Positions distinct from ``b``: IoU below :data:`DISTINCT_IOU`, less than :data:`CLOSE_SHARED` of
+        their own (mirror-averaged) mass inside ``b`` (another subject, not the same one with other margins),
+        and moved by at least :data:`DISTINCT_SHIFT` of the image's side (thin boxes a pixel apart are not
+        alternatives)."""
         dens, T, L = self.dens, self.tops, self.lefts
         r0, r1 = np.maximum(T, b.top), np.minimum(T + self.bh, b.bottom)
         c0, c1 = np.maximum(L, b.left), np.minimum(L + self.bw, b.right)
@@ -730,7 +737,9 @@ class _Search:
             A = dens.cum(0)[r1] - dens.cum(0)[r0]  # (nt, h)
             shared = 0.5 * ((A @ dens.d @ (dens.cum(1)[c1] - dens.cum(1)[c0]).T) / dens.total
                             + (A @ m.d @ (m.cum(1)[W - c0] - m.cum(1)[W - c1]).T) / m.total)
-        return (_iou(self.T, self.L, b) < DISTINCT_IOU) & (shared < CLOSE_SHARED * self.J)
+        apart = ((np.abs(self.L - b.left) >= DISTINCT_SHIFT * dens.W)
+                 | (np.abs(self.T - b.top) >= DISTINCT_SHIFT * dens.H))
+        return (_iou(self.T, self.L, b) < DISTINCT_IOU) & (shared < CLOSE_SHARED * self.J) & apart
 
     def candidates(self, first: CropBox, score: float, k: int) -> List[Candidate]:
         """``first`` then up to ``k - 1`` more boxes the rule allows (no cut through the object), best
