@@ -164,7 +164,8 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike 
             object), ``"point"`` (Twitter 2018: centred on the salient point) or ``"centre"``; see
             :mod:`gazecrop.crop`.
         candidates: up to this many distinct boxes per aspect in ``CropResult.candidates`` (ranked, with
-            scores; IoU below :data:`gazecrop.crop.DISTINCT_IOU`), for services that let people pick.
+            scores; distinct: IoU below :data:`gazecrop.crop.DISTINCT_IOU`, mostly other content, moved by
+            a tenth of the image side; :mod:`gazecrop.crop`), for services that let people pick.
         zoom: None (the largest box), True or ``(min_scale, mass)``: the smallest box down to ``min_scale``
             of the largest box's side that still keeps ``mass`` of the saliency mass
             (:class:`gazecrop.crop.Zoom`).
