@@ -434,9 +434,11 @@ def audit(halves: Mapping[str, Mapping[str, Sequence[str]]], comps: Sequence[Tup
             "outcomes": outcomes, "distinct": len(cache), "seconds": time.perf_counter() - t0}
 
 
-def portrait_loader(photos: Path, tile: Optional[Tuple[int, int]] = None) -> Callable[[str], np.ndarray]:
+def portrait_loader(photos: Path, tile: Optional[Tuple[int, int]] = None,
+                    grayscale: bool = False) -> Callable[[str], np.ndarray]:
     """file name -> uint8 (H, W, 3) RGB (EXIF applied), cached; resized to ``tile`` (or the first portrait's
-    size) so every tile of a composite has the same size."""
+    size) so every tile of a composite has the same size; ``grayscale`` (a diagnostic): luminance in all three
+    channels (Pillow's ITU-R 601 ``L``)."""
     from gazecrop._image import open_image, to_rgb
 
     cache: Dict[str, np.ndarray] = {}
@@ -450,6 +452,8 @@ def portrait_loader(photos: Path, tile: Optional[Tuple[int, int]] = None) -> Cal
                 size[0] = im.size
             if im.size != size[0]:
                 im = im.resize(size[0], resample=3)  # Image.Resampling.BICUBIC
+            if grayscale:
+                im = im.convert("RGB").convert("L").convert("RGB")
             a = to_rgb(im, (255, 255, 255))
             cache[name] = a
         return a
@@ -507,6 +511,9 @@ def markdown(result: dict) -> str:
              f"{result['seconds']:.0f} s; bootstrap {proto['n_boot']} replicates over portraits. Model "
              f"`{result['model']}`, default strategy `{result['default_strategy']}`; {result['machine']['cpu']}, "
              f"{result['machine']['date']}, commit `{result['machine']['commit']}`.", ""]
+    ok, msgs = gate_check(result, TARGETS)
+    out += [f"Targets (default strategy, {'both halves pooled' if 'all' in halves else halves[0]}): "
+            f"**{'met' if ok else 'NOT met'}**: " + "; ".join(msgs) + ".", ""]
     out += ["delta = share kept for the first group - 0.5 (positive favours the first group); 95 % intervals "
             "over pairs (binomial) and from the bootstrap over portraits (wider: the groups are small). "
             "`first tile`: share kept on the left / top (position bias, removed from delta by the random "
@@ -555,14 +562,38 @@ def markdown(result: dict) -> str:
     return "\n".join(out)
 
 
+def _without_centre_bias(model_path: Optional[str]) -> str:
+    """A temporary copy of the ``.gzw`` (default: the bundled one) whose centre-bias ops have weight 0."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from gazecrop.model import default_model_path
+    from gazecrop.weights import read_weights, write_weights
+
+    net = read_weights(model_path or default_model_path())
+    found = [op for op in net.ops if op.kind == "centre_bias"]
+    if not found:
+        raise ValueError("the model has no centre_bias op")
+    for op in found:
+        op.fparams[0] = 0.0  # the op's weight (docs/weights-format.md)
+    folder = tempfile.mkdtemp(prefix="gazecrop-fairness-")
+    atexit.register(shutil.rmtree, folder, True)
+    out = os.path.join(folder, "no-centre-bias.gzw")
+    write_weights(out, net)
+    return out
+
+
 def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str], only: Sequence[str] = HALVES,
         model_path: Optional[str] = None, quiet: bool = False, *, groups: Optional[Mapping[str, Sequence[str]]] = None,
         evaluate: Optional[Evaluate] = None, load: Optional[Callable[[str], np.ndarray]] = None,
-        main_only: bool = False) -> dict:
+        main_only: bool = False, no_centre_bias: bool = False, grayscale: bool = False) -> dict:
     """The whole audit: a JSON-ready dict (``protocol``, ``summary``, ``machine``...) and, under ``"_raw"``,
     :func:`audit`'s arrays. By default on the portraits of ``faces`` with gazecrop (``model_path`` or the
     bundled model); ``groups`` (code -> files), ``evaluate`` and ``load`` replace those parts (tests use
-    synthetic ones). ``main_only``: the six comparisons of :data:`MAIN` only."""
+    synthetic ones). ``main_only``: the six comparisons of :data:`MAIN` only. Diagnostics (where a deviation
+    comes from): ``no_centre_bias`` runs the model with its centre-bias weight set to 0 (a copy of the
+    ``.gzw`` in a temporary folder), ``grayscale`` feeds luminance only."""
     import harness
 
     groups = load_groups(faces) if groups is None else {g: list(f) for g, f in groups.items()}
@@ -573,14 +604,19 @@ def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str
     if evaluate is None:
         import gazecrop
 
-        evaluate = GazecropEvaluate(gazecrop.load_model(model_path, threads=1))
-    load = portrait_loader(Path(faces) / "photos") if load is None else load
+        path = _without_centre_bias(model_path) if no_centre_bias else model_path
+        evaluate = GazecropEvaluate(gazecrop.load_model(path, threads=1))
+    load = portrait_loader(Path(faces) / "photos", grayscale=grayscale) if load is None else load
     say = None if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     raw = audit(halves, comps, [LAYOUTS[l] for l in layouts], evaluate, load, n_pairs, seed, say, only)
     summ = summarise(raw, n_boot, seed)
     faces_label = "../shared/data/faces/congress" if Path(faces) == DEFAULT_FACES else str(faces)
     model = getattr(evaluate, "model", None)
     model_label = Path(str(getattr(model, "path", None) or model_path or "bundled")).name if model else "n/a"
+    if no_centre_bias:
+        model_label += " with centre-bias weight 0 (diagnostic)"
+    if grayscale:
+        model_label += ", grayscale portraits (diagnostic)"
     return {"protocol": {"faces": faces_label, "groups": list(groups), "halves": raw["halves"],
                          "comparisons": [comparison_name(a, b) for a, b in comps],
                          "pooled": {k: [comparison_name(a, b) for a, b in v] for k, v in POOLED.items()},
@@ -598,7 +634,12 @@ layouts), thresholds on the default strategy's worst |delta| and on each pooled 
 the bootstrap replicates. Justified in :func:`gate_check`."""
 
 
-def gate_check(result: dict) -> Tuple[bool, List[str]]:
+TARGETS = {"worst": 0.03, "pooled": 0.02, "pairs": 2000}
+"""The issue's targets for the full run (``--targets``): default strategy, every layout, both halves pooled
+(at least 2,000 pairs per comparison): worst |delta| <= 0.03 and each pooled |delta| <= 0.02."""
+
+
+def gate_check(result: dict, limits: Optional[Mapping[str, float]] = None) -> Tuple[bool, List[str]]:
     """Pass / fail of the CI gate on a :func:`run` result with :data:`GATE` pairs, and one line per check.
 
     The error bars the gate can afford: with n = 500 pairs per comparison the pairs' standard error of a
@@ -615,6 +656,7 @@ def gate_check(result: dict) -> Tuple[bool, List[str]]:
     The pairs' interval, not the bootstrap over portraits, is the right yardstick here: the gate and the
     full run use the same portraits.
     """
+    limits = GATE if limits is None else limits
     msgs, ok = [], True
     first = next(iter(result["summary"].values()))
     half = "all" if "all" in first else next(iter(first))
@@ -622,15 +664,19 @@ def gate_check(result: dict) -> Tuple[bool, List[str]]:
     for lay, per in result["summary"].items():
         s = per[half][default]
         w = s["worst"]
-        good = w["abs_delta"] <= GATE["worst"]
+        n = min(st["n"] for st in s["comparisons"].values())
+        good = w["abs_delta"] <= limits["worst"]
         ok &= good
-        msgs.append(f"{lay}: {default} worst |delta| {w['abs_delta']:.3f} ({w['comparison']}) <= {GATE['worst']}: "
-                    f"{'pass' if good else 'FAIL'}")
+        msgs.append(f"{lay}: {default} worst |delta| {w['abs_delta']:.3f} ({w['comparison']}, {n} pairs) <= "
+                    f"{limits['worst']}: {'pass' if good else 'FAIL'}")
         for name, st in s["pooled"].items():
-            good = abs(st["delta"]) <= GATE["pooled"]
+            good = abs(st["delta"]) <= limits["pooled"]
             ok &= good
-            msgs.append(f"{lay}: {default} pooled {name} |delta| {abs(st['delta']):.3f} <= {GATE['pooled']}: "
+            msgs.append(f"{lay}: {default} pooled {name} |delta| {abs(st['delta']):.3f} <= {limits['pooled']}: "
                         f"{'pass' if good else 'FAIL'}")
+        if n < limits.get("pairs", 0):
+            ok = False
+            msgs.append(f"{lay}: only {n} pairs per comparison, the targets need >= {limits['pairs']}: FAIL")
     return ok, msgs
 
 
@@ -652,7 +698,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--gate", action="store_true",
                    help=f"the CI gate: {GATE['pairs']} pairs per main comparison (both halves), {GATE['boot']} bootstrap "
                         "replicates; exit 1 on failure (--pairs and --boot are ignored)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--targets", action="store_true",
+                   help="exit 1 unless the default strategy meets TARGETS (worst |delta| <= 0.03, pooled <= 0.02, "
+                        ">= 2,000 pairs per comparison)")
+    p.add_argument("--no-centre-bias", action="store_true",
+                   help="diagnostic: the model with its centre-bias weight set to 0")
+    p.add_argument("--grayscale", action="store_true", help="diagnostic: portraits in luminance only")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     a = p.parse_args(argv)
     faces = Path(a.faces)
     if not (faces / "labels.csv").is_file() or not (faces / "photos").is_dir():
@@ -663,7 +715,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--pairs and --boot must be >= 1")
     only = HALVES if a.half == "both" or a.gate else (a.half,)
     n, boot = (GATE["pairs"] // 2, GATE["boot"]) if a.gate else (a.pairs, a.boot)
-    result = run(faces, n, a.seed, boot, a.layouts, only, a.model, a.quiet, main_only=a.gate)
+    result = run(faces, n, a.seed, boot, a.layouts, only, a.model, a.quiet, main_only=a.gate,
+                 no_centre_bias=a.no_centre_bias, grayscale=a.grayscale)
     print(markdown(result))
     if a.json:
         from gazecrop._atomic import atomic_open
@@ -677,11 +730,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with atomic_open(a.draws) as f:
             f.write(draws_table(result["_raw"]))
         print(f"wrote {a.draws}", file=sys.stderr)
-    if a.gate:
-        ok, msgs = gate_check(result)
-        print("\nfairness gate:\n" + "\n".join("  " + m for m in msgs))
-        return 0 if ok else 1
-    return 0
+    status = 0
+    for flag, title, limits in ((a.gate, "fairness gate", GATE), (a.targets, "fairness targets", TARGETS)):
+        if flag:
+            ok, msgs = gate_check(result, limits)
+            print(f"\n{title}:\n" + "\n".join("  " + m for m in msgs))
+            status |= 0 if ok else 1
+    return status
 
 
 if __name__ == "__main__":

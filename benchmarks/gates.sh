@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # gazecrop speed gates and benchmark suites.
 #
-#   bash benchmarks/gates.sh --quick   # CI: the three speed gates, quick round counts (a few minutes on 2 cores)
+#   bash benchmarks/gates.sh --quick   # CI: the three speed gates, quick round counts (a few minutes on 2 cores),
+#                                      # and the fairness gate (benchmarks/fairness.py --gate, about 2 minutes)
 #   bash benchmarks/gates.sh           # the same gates with the full round counts
 #   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
 #                                      # the gates (full), the quality script, the kernel-set comparison
-#                                      # (kernel_sets.py), then the report (tables + plot)
+#                                      # (kernel_sets.py), the full fairness audit (2 x 2,000 pairs per
+#                                      # comparison, checked against its targets), then the report (tables + plot)
 #
 # Gates compare ratios measured interleaved within one process (benchmarks/gates.py). A method whose package
 # is not installed is skipped with a message (install the `bench` extra: pip install ".[bench]"); a missing
@@ -18,7 +20,7 @@ case "${1:-}" in
   --quick) mode=quick ;;
   --all) mode=all ;;
   "") ;;
-  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
   *) echo "usage: bash benchmarks/gates.sh [--quick|--all]" >&2; exit 2 ;;
 esac
 py=${PYTHON:-python3}
@@ -40,9 +42,13 @@ PY
 if [ -n "$missing" ]; then
   echo "gates.sh: not installed: $missing -> the methods needing them are skipped (pip install \".[bench]\")"
 fi
+# The fairness audit skips (exit 0, with the reason) when ../shared/data/faces is absent.
 case "$mode" in
-  quick) exec "$py" benchmarks/gates.py --quick ;;
-  full) exec "$py" benchmarks/gates.py ;;
+  quick|full)
+    status=0
+    "$py" benchmarks/gates.py $([ "$mode" = quick ] && echo --quick) || status=$?
+    "$py" benchmarks/fairness.py --gate --quiet || status=$?
+    exit $status ;;
   all)
     out=benchmarks/results
     mkdir -p "$out"
@@ -56,8 +62,10 @@ case "$mode" in
     "$py" benchmarks/kernel_sets.py --json "$out/kernel_sets.json"
     "$py" benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --splits val train --explore --time \
       --md benchmarks/crop_quality.md --json "$out/crop_quality.json"
+    "$py" benchmarks/fairness.py --targets --quiet --json "$out/fairness.json" --draws "$out/fairness_draws.csv.gz" \
+      || status=$?
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
       --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json" \
-      --crop "$out/crop_quality.json"
+      --crop "$out/crop_quality.json" --fairness "$out/fairness.json"
     exit $status ;;
 esac

@@ -3,11 +3,13 @@
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
         [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
         [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json] \
-        [--crop benchmarks/results/crop_quality.json]
+        [--crop benchmarks/results/crop_quality.json] [--fairness benchmarks/results/fairness.json]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
 pytest-benchmark's ``--benchmark-json``, ``kernel_sets.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
-``<!-- benchmarks:end -->`` is replaced; other sections of RESULTS.md (the native core's) are left alone.
+``<!-- benchmarks:end -->`` is replaced (and, with ``--fairness``, the text between ``<!-- fairness:begin -->``
+and ``<!-- fairness:end -->``: the audit of ``benchmarks/fairness.py --json``); other sections of RESULTS.md
+(the native core's) are left alone. Either of ``--gates`` and ``--fairness`` may be given alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 PLOT = HERE / "quality_vs_time.png"
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+FAIR_BEGIN, FAIR_END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
 HEADER = """# gazecrop benchmark results
 
 Run every suite, the gates, the quality script and this report with one command (from the repository root,
@@ -469,13 +472,24 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
     return "\n".join(parts)
 
 
-def write_results(block: str, path: Path = RESULTS) -> None:
+def section_fairness(result: dict) -> str:
+    """The fairness audit's section (tables from :func:`fairness.markdown`)."""
+    sys.path.insert(0, str(HERE))
+    import fairness
+
+    return "\n".join(["## Fairness of crops (`benchmarks/fairness.py`)", "",
+                      "Written by `benchmarks/report.py` from `benchmarks/results/fairness.json` (every pair drawn "
+                      "and its outcome: `fairness_draws.csv.gz`); protocol in the docstring of "
+                      "`benchmarks/fairness.py`; do not edit by hand.", "", fairness.markdown(result), ""])
+
+
+def write_results(block: str, path: Path = RESULTS, begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text() if path.is_file() else HEADER
     if "gates.sh --all" not in text:  # someone else created the file: put the run command first
         text = HEADER + re.sub(r"^# .*\n+", "", text, count=1)
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + new + text[text.index(END) + len(END):]
+    new = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + new + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + new + "\n"
     path.write_text(text)
@@ -483,7 +497,7 @@ def write_results(block: str, path: Path = RESULTS) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/report.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--gates", required=True)
+    p.add_argument("--gates", default=None)
     p.add_argument("--quality", default=None)
     p.add_argument("--suites", default=None)
     p.add_argument("--thumbor", default=None, help="benchmarks/thumbor_agreement.py --json output")
@@ -493,8 +507,18 @@ def main(argv=None) -> int:
                         "section names its own machine and date)")
     p.add_argument("--crop", default=str(HERE / "results" / "crop_quality.json"),
                    help="benchmarks/crop_quality.py --json output (default: the committed one, when present)")
+    p.add_argument("--fairness", default=None, help="benchmarks/fairness.py --json output (skipped if absent)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
+    if not a.gates and not a.fairness:
+        p.error("give --gates and/or --fairness")
+    if a.fairness and Path(a.fairness).is_file():
+        write_results(section_fairness(json.loads(Path(a.fairness).read_text())), Path(a.out), FAIR_BEGIN, FAIR_END)
+    elif a.fairness:
+        print(f"no {a.fairness}: fairness section left as it was", file=sys.stderr)
+    if not a.gates:
+        print(f"wrote {a.out}")
+        return 0
     gates = json.loads(Path(a.gates).read_text())
     quality = json.loads(Path(a.quality).read_text()) if a.quality and Path(a.quality).is_file() else None
     suites = json.loads(Path(a.suites).read_text()) if a.suites and Path(a.suites).is_file() else None

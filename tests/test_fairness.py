@@ -297,3 +297,16 @@ def test_real_portraits_smoke(tmp_path):
         s = res["summary"][lay]["tune"]
         assert all(st["ties"] == 1.0 for st in s["centre"]["comparisons"].values())
         assert all(st["n"] == 2 for st in s["point"]["comparisons"].values())
+
+
+def test_without_centre_bias_zeroes_only_its_weight():
+    from gazecrop.model import default_model_path
+    from gazecrop.weights import read_weights
+
+    orig, new = read_weights(default_model_path()), read_weights(F._without_centre_bias(None))
+    assert [op.kind for op in orig.ops] == [op.kind for op in new.ops]
+    for a, b in zip(orig.ops, new.ops):
+        if a.kind == "centre_bias":
+            assert a.fparams[0] != 0 and b.fparams[0] == 0 and b.fparams[1:] == a.fparams[1:]
+        else:
+            assert a.fparams == b.fparams and all(np.array_equal(x, y) for (_, x), (_, y) in zip(a.tensors, b.tensors))
