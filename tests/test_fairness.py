@@ -220,9 +220,32 @@ def test_record_of_draws_and_report(always_bright):
     assert not ok and any("FAIL" in m for m in msgs)
 
 
-def test_gate_passes_a_fair_product(always_left):
-    ok, msgs = F.gate_check(always_left)
-    assert ok, msgs
+class StubEvaluate:
+    """An Evaluate without a model: keeps the first tile (``"left"``) or the brighter tile (``"bright"``)."""
+
+    default = "stub"
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    def __call__(self, composite, layout):
+        n = composite.shape[1 - layout.axis] // 2 if layout.axis == 1 else composite.shape[0] // 2
+        first, second = (composite[:, :n], composite[:, n:]) if layout.axis == 1 else (composite[:n], composite[n:])
+        keep = 1.0 if self.rule == "left" else float(first.mean() > second.mean())
+        return {"default (stub)": {"first": keep, "point": keep, "close": math.nan, "keep_whole": 0.0}}
+
+
+@pytest.mark.parametrize("rule,passes", [("left", True), ("bright", False)])
+def test_gate_at_its_own_size(rule, passes):
+    """The gate's configuration (GATE pairs, main comparisons): a position-only rule passes, a rule that
+    always keeps white women fails; fewer pairs than the gate's fail by themselves."""
+    res = F.run(Path("/nonexistent"), F.GATE["pairs"] // 2, 2021, 100, list(F.LAYOUTS), quiet=True,
+                groups=synthetic_groups(), evaluate=StubEvaluate(rule), load=loader("WF"), main_only=True)
+    ok, msgs = F.gate_check(res)
+    assert ok == passes, msgs
+    assert all(st["n"] == F.GATE["pairs"] for st in res["summary"]["side"]["all"]["default (stub)"]["comparisons"].values())
+    assert not F.gate_check(res, {**F.GATE, "pairs": F.GATE["pairs"] + 1})[0]
+    assert res["summary"]["side"]["all"]["default (stub)"]["comparisons"].keys() == {f"{a} vs {b}" for a, b in F.MAIN}
 
 
 # --------------------------------------------------------------------------------------- the intervals
@@ -245,14 +268,14 @@ def test_bootstrap_over_portraits_covers_portrait_level_effects():
     rng = np.random.default_rng(1)
     pop_a, pop_b = rng.normal(0.3, 1.0, 20000), rng.normal(0.0, 1.0, 20000)
     truth = float(np.mean(pop_a[:4000, None] > pop_b[None, :4000]))
-    n_a, n_b, n_pairs, reps = 10, 14, 400, 120
+    n_a, n_b, n_pairs, reps = 10, 14, 300, 80
     boot_hits = pair_hits = 0
     widths = []
     for r in range(reps):
         sa, sb = rng.choice(pop_a, n_a, replace=False), rng.choice(pop_b, n_b, replace=False)
         d = F.draw_pairs(n_pairs, n_a, n_b, rng)
         y = (sa[d.ia] > sb[d.ib]).astype(float)
-        counts = F.portrait_counts({"a": n_a, "b": n_b}, 400, rng)
+        counts = F.portrait_counts({"a": n_a, "b": n_b}, 300, rng)
         st = F.share_stats(y, F.boot_shares(y, d.ia, d.ib, counts["a"], counts["b"], rng))
         lo, hi = st["ci_boot"]
         boot_hits += lo <= truth - 0.5 <= hi
