@@ -96,13 +96,17 @@ def test_plan_names_for_uris_roots_and_single_files(tmp_path):
 @pytest.mark.parametrize("kw, err", [
     (dict(aspects=()), "at least one"), (dict(aspects=("16:9", "16/9")), "repeat"), (dict(aspects=("0:1",)), None),
     (dict(strategy="nope"), "unknown strategy"), (dict(name="{stem}{ext}", aspects=("1:1", "2:1")), "aspect"),
-    (dict(name="a/{stem}{ext}"), "plain file name"),
+    (dict(name="a/{stem}{ext}"), "plain file name"), (dict(sizes=("0x9",)), "--size"),
+    (dict(sizes=("9",)), "--size"), (dict(aspects=("16:9",), sizes=("16x9",)), "repeat"),
+    (dict(aspects=(), sizes=()), "at least one"), (dict(sizes=("8x8", "9x9"), name="{stem}{ext}"), "size"),
 ])
 def test_bad_options_are_refused(kw, err):
     with pytest.raises(ValueError, match=err):
         BatchOptions(**kw)
     with pytest.raises(TypeError):
         BatchOptions(aspects="16:9")
+    with pytest.raises(TypeError):
+        BatchOptions(sizes="320x180")
 
 
 def test_resume_key_covers_model_aspects_and_options(tmp_path):
@@ -110,11 +114,81 @@ def test_resume_key_covers_model_aspects_and_options(tmp_path):
     assert k == batch.job_key(BatchOptions(aspects=ASPECTS))
     others = [BatchOptions(aspects=("16:9",)), BatchOptions(aspects=ASPECTS, strategy="centre"),
               BatchOptions(aspects=ASPECTS, name="{aspect}-{stem}{ext}"), BatchOptions(aspects=ASPECTS,
-                                                                                       write_crops=False)]
+                                                                                       write_crops=False),
+              BatchOptions(aspects=ASPECTS, sizes=("320x180",)), BatchOptions(aspects=ASPECTS, sizes=("320x181",)),
+              BatchOptions(aspects=ASPECTS, sizes=("320x180", "64x64")),
+              BatchOptions(aspects=ASPECTS, sizes=("320x180",), upscale=False)]
     copy = tmp_path / "other.gzw"
     copy.write_bytes(Path(gazecrop.model.default_model_path()).read_bytes())
     assert batch.model_info(str(copy))[1] == batch.model_info(None)[1]  # same bytes, same version
     assert len({k} | {batch.job_key(o) for o in others}) == 1 + len(others)
+
+
+# ------------------------------------------------------------------------------------------- thumbnails
+
+SIZES = ("320x180", "64x64", "1x40", "40x1")
+
+
+def test_thumbnail_sizes_are_exact_and_carried_by_the_records(corpus, tmp_path):
+    import numpy as np
+
+    _, good, _ = corpus
+    paths = good[:3]
+    opts = BatchOptions(aspects=("16:9",), sizes=SIZES, format="png", name="{stem}_{size}{ext}")
+    recs = crop_records(paths, opts, crops_dir=str(tmp_path / "crops"))
+    assert len(recs) == len(paths) * (1 + len(SIZES)) and all(r["error"] is None for r in recs)
+    ratios = [16 / 9] + [int(w) / int(h) for w, h in (s.split("x") for s in SIZES)]
+    for i, p in enumerate(paths):
+        mine = recs[i * (1 + len(SIZES)):(i + 1) * (1 + len(SIZES))]
+        assert [r["aspect"] for r in mine] == ["16:9", "320:180", "64:64", "1:40", "40:1"]
+        assert [(r["size_width"], r["size_height"]) for r in mine] == [(None, None), (320, 180), (64, 64), (1, 40),
+                                                                      (40, 1)]
+        want = gazecrop.crops(p, ratios)  # the boxes of the single-process API, aspect by aspect
+        assert [(r["left"], r["top"], r["width"], r["height"]) for r in mine] == [tuple(w.box) for w in want]
+        stem = os.path.splitext(os.path.basename(p))[0]
+        assert [r["crop_path"] for r in mine] == [f"crops/{stem}_{t}.png" for t in ("16x9",) + SIZES]
+        for r, size in zip(mine[1:], SIZES):
+            w, h = (int(v) for v in size.split("x"))
+            with Image.open(tmp_path / r["crop_path"]) as got:
+                assert got.size == (w, h)  # exactly the size asked for, however extreme
+                assert np.array_equal(np.asarray(got.convert("RGB")),
+                                      np.asarray(gazecrop.thumbnail(p, (w, h)).convert("RGB")))
+        with Image.open(tmp_path / mine[0]["crop_path"]) as got:
+            assert got.size == (mine[0]["width"], mine[0]["height"])  # --aspect crops stay at the box's size
+
+
+def test_no_upscale_keeps_small_boxes_at_their_size(corpus, tmp_path):
+    _, good, _ = corpus
+    p = good[0]
+    box = gazecrop.crops(p, [1.0])[0].box
+    big = f"{3 * box.width}x{3 * box.height}"
+    for upscale, want in ((True, (3 * box.width, 3 * box.height)), (False, (box.width, box.height))):
+        crops = tmp_path / f"crops-{upscale}"
+        (r,) = crop_records([p], BatchOptions(sizes=(big,), upscale=upscale), crops_dir=str(crops))
+        assert (r["size_width"], r["size_height"]) == (3 * box.width, 3 * box.height)
+        with Image.open(tmp_path / r["crop_path"].replace("crops/", f"crops-{upscale}/", 1)) as got:
+            assert got.size == want
+
+
+def test_sizes_are_part_of_the_resume_key(corpus, tmp_path):
+    _, good, _ = corpus
+    out = tmp_path / "out"
+    first = BatchOptions(sizes=("96x54",))
+    assert run_job(good[:3], str(out), first).processed == 3
+    assert {(r["aspect"], r["size_width"]) for r in read_table(out)} == {("96:54", 96)}
+    again = run_job(good[:3], str(out), first)
+    assert (again.processed, again.skipped) == (0, 3)
+    for opts in (BatchOptions(sizes=("96x55",)), BatchOptions(sizes=("96x55",), upscale=False),
+                 BatchOptions(sizes=("96x55", "20x20"))):
+        assert batch.job_key(opts) != batch.job_key(first)
+        s = run_job(good[:3], str(out), opts)
+        assert (s.processed, s.skipped) == (3, 0)  # a changed size re-does everything
+        rows = read_table(out)
+        assert [(r["size_width"], r["size_height"]) for r in rows] == [
+            (int(w), int(h)) for _ in good[:3] for w, h in (v.split("x") for v in opts.sizes)]
+        for r in rows:
+            with Image.open(out / r["crop_path"]) as got:
+                assert got.size == (r["size_width"], r["size_height"]) or not opts.upscale
 
 
 # ------------------------------------------------------------------------------------- the local engine
@@ -135,9 +209,10 @@ def test_local_job_table_crops_and_resume(corpus, tmp_path):
     import pyarrow.parquet as pq
 
     meta = pq.read_metadata(out / "table" / "part-00000.parquet").metadata
-    assert meta[b"gazecrop.schema_version"] == b"1" and meta[b"gazecrop.job_key"] == batch.job_key(OPTS).encode()
+    assert meta[b"gazecrop.schema_version"] == str(batch.SCHEMA_VERSION).encode()
+    assert meta[b"gazecrop.job_key"] == batch.job_key(OPTS).encode()
     job = json.loads((out / "job.json").read_text())
-    assert job["schema_version"] == 1 and job["options"]["aspects"] == list(ASPECTS)
+    assert job["schema_version"] == batch.SCHEMA_VERSION and job["options"]["aspects"] == list(ASPECTS)
     before = snapshot(out)
     s2 = run_job(sources, str(out), OPTS, jobs=2, chunk_size=4, root=r)  # finished: everything skipped
     assert (s2.processed, s2.skipped, len(s2.failed)) == (0, len(sources), len(BAD))
@@ -215,9 +290,33 @@ def test_cli_summary_manifest_and_exit_status(corpus, tmp_path, capsys):
     assert batch.main([str(tmp_path / "empty-list.txt"), "--out", str(tmp_path / "q")]) == 2
 
 
+def test_cli_size_option_and_size_field_in_name(corpus, tmp_path, capsys):
+    _, good, _ = corpus
+    out = tmp_path / "o"
+    argv = good[:2] + ["--size", "96x54", "-s", "33x77", "-a", "1:1", "--name", "{stem}-{size}{ext}", "--out",
+                       str(out), "--no-progress"]
+    assert batch.main(argv) == 0, capsys.readouterr().err
+    rows = read_table(out)
+    assert [(r["aspect"], r["size_width"], r["size_height"]) for r in rows] == [
+        ("1:1", None, None), ("96:54", 96, 54), ("33:77", 33, 77)] * 2
+    stem = os.path.splitext(os.path.basename(good[0]))[0]
+    assert [r["crop_path"] for r in rows[:3]] == [f"crops/{stem}-{t}.jpg" for t in ("1x1", "96x54", "33x77")]
+    for r in rows:
+        with Image.open(out / r["crop_path"]) as got:
+            assert got.size == ((r["size_width"], r["size_height"]) if r["size_width"] else (r["width"], r["height"]))
+    job = json.loads((out / "job.json").read_text())
+    assert job["options"]["sizes"] == ["96x54", "33x77"] and job["options"]["upscale"] is True
+    assert batch.main(argv) == 0 and "0 processed, 2 already done" in capsys.readouterr().err
+    assert batch.main(argv[:-3] + ["--no-upscale", "--out", str(out), "--no-progress"]) == 0
+    assert "2 processed, 0 already done" in capsys.readouterr().err  # --no-upscale is part of the key too
+
+
 @pytest.mark.parametrize("argv", [
     ["x.jpg"], ["x.jpg", "--out", "o", "-a", "nope"], ["x.jpg", "--out", "o", "--engine", "spark"],
-    ["x.jpg", "--out", "o", "-j", "0"], ["x.jpg", "--out", "o", "--name", "{size}"],
+    ["x.jpg", "--out", "o", "-j", "0"], ["x.jpg", "--out", "o", "--name", "{width}{ext}"],
+    ["x.jpg", "--out", "o", "--size", "0x10"], ["x.jpg", "--out", "o", "--size", "320"],
+    ["x.jpg", "--out", "o", "--size", "16x9", "-a", "16:9"], ["x.jpg", "--out", "o", "--size", "8x8", "-s", "8x8"],
+    ["x.jpg", "--out", "o", "--size", "8x8", "-a", "1:1", "--name", "{stem}{ext}"],
     ["x.jpg", "--out", "o", "--chunk-size", "0"], ["x.jpg", "--out", ""],
 ])
 def test_cli_usage_errors(argv):

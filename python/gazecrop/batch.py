@@ -3,13 +3,15 @@
 
     gazecrop-batch photos/ --aspect 16:9 --aspect 1:1 --out out/                  # this machine
     gazecrop-batch manifest.txt --aspect 16:9 --out out/ --engine ray             # Ray (local or --address)
+    gazecrop-batch photos/ --size 320x180 --size 64x64 --out thumbs/              # thumbnails of exactly these sizes
     gazecrop-batch manifest.txt --aspect 16:9 --out out/ --engine dask --address tcp://scheduler:8786
 
 The unit of work is :func:`crop_records` (numpy + Pillow only): inputs (paths or :class:`~gazecrop.EncodedImage`
-bytes with their names) -> one record per input per aspect (:data:`COLUMNS`), or one record with ``error`` set
-for an input that fails; it never raises for a bad input. Every engine runs it inside a :class:`Cropper`, which
-loads the model once per process. Crops are named and written by :mod:`gazecrop._output` (format precedence,
-extension matching the bytes, JPEG tables / ICC / EXIF kept, verified atomic writes), as the ``gazecrop`` CLI's.
+bytes with their names) -> one record per input per aspect and thumbnail size (:data:`COLUMNS`), or one record with
+``error`` set for an input that fails; it never raises for a bad input. Every engine runs it inside a
+:class:`Cropper`, which loads the model once per process. Crops are named and written by :mod:`gazecrop._output`
+(format precedence, extension matching the bytes, JPEG tables / ICC / EXIF kept, verified atomic writes), as the
+``gazecrop`` CLI's.
 
 A job (:func:`run_job`) writes into ``OUT``:
 
@@ -23,9 +25,9 @@ A job (:func:`run_job`) writes into ``OUT``:
 
 Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
 written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
-schema version, gazecrop version, model file hash, aspects, strategy, name template, format, quality and
-whether crops are written; not the engine) and whose crops all exist; a new model or option re-does
-everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
+schema version, gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name
+template, format, quality and whether crops are written; not the engine) and whose crops all exist; a new model
+or option re-does everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
 uninterrupted run, and first removes the temporary files the killed run left
 (:func:`gazecrop._atomic.clean_stale`). One job at a time per ``OUT`` (the lock file
 ``.gazecrop-batch.lock`` refuses a second). Signals, odd file names and write failures follow the ``gazecrop``
@@ -61,19 +63,24 @@ from . import __version__
 from . import _atomic
 from ._atomic import umask, write_bytes
 from ._image import EncodedImage
-from .crop import DEFAULT_STRATEGY, STRATEGIES, format_aspect, parse_aspect
+from .crop import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["SCHEMA_VERSION", "COLUMNS", "BatchOptions", "Cropper", "crop_records", "model_info",
            "plan_names", "read_manifest", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
 
-SCHEMA_VERSION = 1
-"""Version of the record layout (:data:`COLUMNS`); bumped whenever a column changes meaning or type."""
+SCHEMA_VERSION = 2
+"""Version of the record layout (:data:`COLUMNS`); bumped whenever a column is added or changes meaning or type
+(2: ``size_width`` / ``size_height`` for thumbnails)."""
 
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("schema_version", "int16", "layout version of this table (SCHEMA_VERSION)"),
     ("source", "string", "the input as given (path or URI)"),
-    ("aspect", "string", "aspect ratio as asked for ('16:9'); null for a failed input"),
+    ("aspect", "string", "aspect ratio as asked for ('16:9'; a thumbnail of --size 320x180: '320:180'); null for "
+                         "a failed input"),
     ("aspect_ratio", "float64", "width / height"),
+    ("size_width", "int32", "thumbnail width asked for (--size), pixels; null for an --aspect crop. The crop file "
+                            "is exactly this size, or smaller with --no-upscale when the box is smaller"),
+    ("size_height", "int32", "thumbnail height asked for (--size), pixels"),
     ("image_width", "int32", "width of the displayed image (EXIF orientation applied), pixels"),
     ("image_height", "int32", "height of the displayed image, pixels"),
     ("left", "int32", "crop box, pixels of the displayed image"),
@@ -114,19 +121,28 @@ class BatchOptions:
     """What a batch job computes (part of its resume key).
 
     Attributes:
-        aspects: aspect ratios as given (``"16:9"``); at least one.
+        aspects: aspect ratios as given (``"16:9"``); None: ``1:1`` unless ``sizes`` are given.
+        sizes: thumbnail sizes as given (``"320x180"``, as ``gazecrop --size``): the box of the aspect W:H resized
+            to exactly W x H pixels (Lanczos). Records and crops come per aspect, then per size; at least one
+            aspect or size in all.
+        upscale: enlarge a box smaller than its size (default); False (``--no-upscale``) writes it at its own
+            size.
         strategy: box placement (:data:`gazecrop.STRATEGIES`).
-        name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{ext}`` (as ``gazecrop --name``).
+        name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{size}``, ``{ext}`` (as ``gazecrop
+            --name``: ``{aspect}`` and ``{size}`` are both ``16x9`` for an aspect, ``320x180`` for a size).
         write_crops: write the cropped images (else records only).
         format: ``"jpeg"``, ``"png"`` or ``"webp"`` for every crop, or None: the extension in ``name``, else
             each input's own format (as ``gazecrop --format``; :mod:`gazecrop._output`).
         quality: 1..100 for lossy crops, or None (a JPEG input's own tables, else 90).
         model: a ``.gzw`` file, or None for the bundled model.
     Raises:
-        ValueError / TypeError: a bad aspect, strategy or template.
+        ValueError / TypeError: a bad aspect, size, strategy or template; two outputs with the same name tag
+        (``16:9`` and ``16/9``, or ``--size 16x9`` and ``--aspect 16:9``).
     """
 
-    aspects: Tuple[str, ...] = ("1:1",)
+    aspects: Optional[Tuple[str, ...]] = None
+    sizes: Tuple[str, ...] = ()
+    upscale: bool = True
     strategy: str = DEFAULT_STRATEGY
     name: str = "{stem}_{aspect}{ext}"
     write_crops: bool = True
@@ -136,27 +152,40 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         from ._output import FORMATS
-        from .cli import check_name
+        from .cli import check_name, plan_outputs
 
-        if isinstance(self.aspects, str):
-            raise TypeError("aspects must be a sequence of aspect ratios, e.g. ('16:9',), not one string")
-        aspects = tuple(str(a) for a in self.aspects)
-        if not aspects:
-            raise ValueError("at least one aspect ratio is needed")
-        for a in aspects:
-            parse_aspect(a)
-        if len(set(format_aspect(a) for a in aspects)) != len(aspects):
-            raise ValueError(f"aspect ratios repeat: {aspects}")
+        for f, what in (("aspects", "aspect ratios, e.g. ('16:9',)"), ("sizes", "sizes, e.g. ('320x180',)")):
+            if isinstance(getattr(self, f), str):
+                raise TypeError(f"{f} must be a sequence of {what}, not one string")
+        sizes = tuple(str(v) for v in self.sizes)
+        aspects = ("1:1",) if self.aspects is None and not sizes else tuple(str(a) for a in self.aspects or ())
+        if not aspects and not sizes:
+            raise ValueError("at least one aspect ratio or thumbnail size is needed")
+        outputs = plan_outputs(aspects, sizes)
+        tags = [o.tag for o in outputs]
+        if len(set(tags)) != len(tags):
+            twice = ", ".join(sorted({t for t in tags if tags.count(t) > 1}))
+            raise ValueError(f"aspect ratios or sizes repeat (two outputs named {twice}): {aspects + sizes}")
         object.__setattr__(self, "aspects", aspects)
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "upscale", bool(self.upscale))
+        object.__setattr__(self, "_outputs", tuple(outputs))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if self.format is not None and self.format not in FORMATS:
             raise ValueError(f"unknown format {self.format!r}; expected one of {sorted(FORMATS)}")
         if self.quality is not None and (isinstance(self.quality, bool) or not 1 <= int(self.quality) <= 100):
             raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
-        check_name(self.name, aspects, self.pil_format)
+        check_name(self.name, tags, self.pil_format, sizes=True)
         if self.model is not None:
             object.__setattr__(self, "model", os.path.abspath(os.fspath(self.model)))
+
+    @property
+    def outputs(self) -> tuple:
+        """One entry per record and crop of an input, aspects then sizes (:func:`gazecrop.cli.plan_outputs`):
+        ``text`` (as given), ``aspect`` (float), ``tag`` (``{aspect}`` / ``{size}`` in the name), ``size``
+        (``(w, h)`` or None)."""
+        return self._outputs
 
     @property
     def pil_format(self) -> Optional[str]:
@@ -169,6 +198,7 @@ class BatchOptions:
         """JSON-ready dict; ``BatchOptions(**d)`` rebuilds it (how engines ship options to workers)."""
         d = dataclasses.asdict(self)
         d["aspects"] = list(self.aspects)
+        d["sizes"] = list(self.sizes)
         return d
 
 
@@ -247,7 +277,7 @@ class Cropper:
         opts = self.options
         info = source_info(image) if opts.write_crops else None
         pred, full = predict_input(image, self.model, info)
-        results = pred.crops(opts.aspects, strategy=opts.strategy)
+        results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy)
         outputs: List[str] = []
         if info is not None:
             assert self.crops_dir is not None and full is not None
@@ -255,27 +285,29 @@ class Cropper:
             stem = os.path.splitext(posixpath.basename(relname))[0]
             real_source = None if isinstance(image, EncodedImage) else os.path.realpath(source)
             os.makedirs(folder, exist_ok=True)
-            for a, r in zip(opts.aspects, results):
-                name, fmt = output_name(opts.name, {"stem": stem, "aspect": format_aspect(a)},
+            for o, r in zip(opts.outputs, results):
+                name, fmt = output_name(opts.name, {"stem": stem, "aspect": o.tag, "size": o.tag},
                                         requested=opts.pil_format, source=info)
                 dst = os.path.join(folder, name)
                 if real_source is not None and os.path.realpath(dst) == real_source:
                     raise ValueError(f"refusing to overwrite input file {dst}")
                 try:
-                    write_image(full.crop(r.box.to_pil()), dst, fmt, source=info, quality=opts.quality)
+                    write_image(o.cut(full, r.box, opts.upscale), dst, fmt, source=info, quality=opts.quality)
                 except OSError as e:  # the system's reason, naming the crop (not the temporary file)
                     raise OSError(e.errno, f"cannot write {dst}: {e.strerror or e}") from e
                 outputs.append(dst)
         W, H = pred.size
         base = os.path.dirname(self.crops_dir) if self.crops_dir else ""
         records = []
-        for i, (a, r) in enumerate(zip(self.options.aspects, results)):
+        for i, (o, r) in enumerate(zip(opts.outputs, results)):
             b = r.box
             px, py = r.salient_point
             crop_path = os.path.relpath(outputs[i], base).replace(os.sep, "/") if outputs else None
             records.append({
-                "schema_version": SCHEMA_VERSION, "source": _printable(source), "aspect": a,
-                "aspect_ratio": float(r.aspect), "image_width": int(W), "image_height": int(H),
+                "schema_version": SCHEMA_VERSION, "source": _printable(source),
+                "aspect": o.text if o.size is None else f"{o.size[0]}:{o.size[1]}", "aspect_ratio": float(r.aspect),
+                "size_width": None if o.size is None else o.size[0],
+                "size_height": None if o.size is None else o.size[1], "image_width": int(W), "image_height": int(H),
                 "left": int(b.left), "top": int(b.top), "width": int(b.width), "height": int(b.height),
                 "point_x": int(px), "point_y": int(py),
                 "point_x_norm": (px + 0.5) / W, "point_y_norm": (py + 0.5) / H,
@@ -662,7 +694,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
             for s in p.sources:
                 owner[_printable(s)] = p
         tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames)]
-        n_aspects = len(options.aspects)
+        n_aspects = len(options.outputs)  # records per input
         total, done_n, failed_n = len(tasks), 0, 0
         first = True
         if tasks:
@@ -694,18 +726,21 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
     return summary
 
 
-def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Sequence[str] = ("1:1",),
+def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
+               aspects: Optional[Sequence[str]] = None,
                address: Optional[str] = None, jobs: Optional[int] = None, **kwargs) -> JobSummary:
     """:func:`run_job` from command-line-style inputs (a folder, a manifest, or a list of them and of image
-    paths / URIs; :func:`expand_inputs`), with :class:`BatchOptions` fields (``strategy``, ``name``,
-    ``write_crops``, ``format``, ``quality``, ``model``) and :func:`run_job` arguments mixed in ``kwargs``.
+    paths / URIs; :func:`expand_inputs`), with :class:`BatchOptions` fields (``sizes``, ``upscale``,
+    ``strategy``, ``name``, ``write_crops``, ``format``, ``quality``, ``model``; ``aspects`` None: ``1:1``
+    unless ``sizes`` are given) and :func:`run_job` arguments mixed in ``kwargs``.
     Inputs that gave no image (:class:`Expanded` ``errors``) are in the summary's ``input_errors``.
 
     Raises:
         ValueError: no image found; otherwise as :func:`run_job`.
     """
     opt_fields = set(BatchOptions.__dataclass_fields__)
-    opts = BatchOptions(aspects=tuple(aspects), **{k: v for k, v in kwargs.items() if k in opt_fields})
+    opts = BatchOptions(aspects=None if aspects is None else tuple(aspects),
+                        **{k: v for k, v in kwargs.items() if k in opt_fields})
     job_kw = {k: v for k, v in kwargs.items() if k not in opt_fields}
     found = expand_inputs([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     if not found.sources:
@@ -720,7 +755,7 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *, as
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from ._output import FORMATS
-    from .cli import DEFAULT_NAME, _quality_arg
+    from .cli import DEFAULT_NAME, _quality_arg, add_size_arguments
 
     p = argparse.ArgumentParser(
         prog="gazecrop-batch",
@@ -732,7 +767,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         "per line), image files or URIs")
     p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
-                   help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
+                   help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1 "
+                        "(none with --size)")
+    add_size_arguments(p)
     p.add_argument("-o", "--out", required=True, metavar="DIR",
                    help="output folder: table/ (Parquet), crops/, job.json")
     p.add_argument("--engine", choices=ENGINES, default="local",
@@ -742,7 +779,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="threads (local) or local-cluster workers (ray, dask); default: the CPU count")
     p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
-                   help="crop file name: {stem}, {aspect}, {ext}, as in gazecrop; default %(default)s")
+                   help="crop file name: {stem}, {aspect}, {size}, {ext}, as in gazecrop (320x180 for --size "
+                        "320x180); default %(default)s")
     p.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="format of the crops (default: the extension written in --name, else each input's "
                         "real format); the file extension always matches")
@@ -764,7 +802,6 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="show a progress bar on stderr (default: only when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
-    args.aspect = args.aspect or ["1:1"]
     if args.jobs is not None and args.jobs < 1:
         p.error("--jobs must be >= 1")
     if args.chunk_size < 1:
@@ -772,7 +809,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.out == "":  # --out "$DEST" with DEST unset: never the current folder by accident
         p.error("--out needs a folder name, got an empty string")
     try:
-        args.options = BatchOptions(aspects=tuple(args.aspect), strategy=args.strategy, name=args.name,
+        args.options = BatchOptions(aspects=args.aspect, sizes=tuple(args.size or ()), upscale=not args.no_upscale,
+                                    strategy=args.strategy, name=args.name,
                                     write_crops=not args.no_crops, format=args.format, quality=args.quality,
                                     model=args.model)
     except (ValueError, TypeError) as e:

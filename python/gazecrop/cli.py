@@ -78,6 +78,45 @@ class _Output(NamedTuple):
     tag: str  # {aspect} and {size} in --name: "16x9", or "320x180" for a size
     size: Optional[Tuple[int, int]]  # thumbnails: exact output size
 
+    def cut(self, full: Image.Image, box, upscale: bool = True) -> Image.Image:
+        """The output image for ``box`` of the displayed image ``full``: the box itself (``--aspect``), or
+        resized to :attr:`size` (``--size``; :func:`gazecrop.api.resize_crop`, never enlarged unless
+        ``upscale``)."""
+        return full.crop(box.to_pil()) if self.size is None else resize_crop(full, box, self.size, upscale=upscale)
+
+
+def add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """``--size WxH`` (repeatable) and ``--no-upscale``, as ``gazecrop`` and ``gazecrop-batch`` take them
+    (parsed by :func:`plan_outputs`)."""
+    p.add_argument("-s", "--size", action="append", metavar="WxH",
+                   help="thumbnail of exactly W x H pixels: crop to the aspect W:H, then resize (Lanczos); "
+                        "repeatable; with --aspect both apply")
+    p.add_argument("--no-upscale", action="store_true",
+                   help="never enlarge a thumbnail: a box smaller than --size is written at its own size")
+
+
+def plan_outputs(aspects: Optional[Sequence[str]], sizes: Optional[Sequence[str]] = ()) -> List[_Output]:
+    """The outputs per input asked for by ``--aspect`` (``"16:9"``) and ``--size`` (``"320x180"``) options,
+    aspects first; no aspect and no size means ``1:1``. ``gazecrop-batch`` parses its options here too.
+
+    Raises:
+        ValueError: an aspect or size that cannot be parsed (the message names the option).
+    """
+    outputs = []
+    for a in aspects or ([] if sizes else ["1:1"]):
+        try:
+            outputs.append(_Output(a, parse_aspect(a), format_aspect(a), None))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--aspect {a!r}: {e}") from None
+    for text in sizes or []:
+        try:
+            w, h = (int(v) for v in str(text).lower().split("x"))
+            size = thumbnail_size((w, h))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--size {text!r}: expected WxH in pixels such as 320x180 ({e})") from None
+        outputs.append(_Output(str(text), size[0] / size[1], f"{size[0]}x{size[1]}", size))
+    return outputs
+
 HEATMAP_NAME = "{stem}_heatmap{ext}"
 """Heatmap file name in ``--out`` (JPEG unless ``--format`` says otherwise)."""
 
@@ -181,11 +220,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1")
-    p.add_argument("-s", "--size", action="append", metavar="WxH",
-                   help="thumbnail of exactly W x H pixels: crop to the aspect W:H, then resize (Lanczos); "
-                        "repeatable; with --aspect both apply")
-    p.add_argument("--no-upscale", action="store_true",
-                   help="never enlarge a thumbnail: a box smaller than --size is written at its own size")
+    add_size_arguments(p)
     p.add_argument("-o", "--out", metavar="DIR", help="write cropped images (and heatmaps) to this folder")
     p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
                    help="output file name in --out: {stem} (input name without extension), {aspect} (16x9; "
@@ -223,20 +258,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="show a progress bar on stderr (default: only when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
-    args.aspect = args.aspect or ([] if args.size else ["1:1"])
-    args.outputs = []
-    for a in args.aspect:
-        try:
-            args.outputs.append(_Output(a, parse_aspect(a), format_aspect(a), None))
-        except (ValueError, TypeError) as e:
-            p.error(f"--aspect {a!r}: {e}")
-    for text in args.size or []:
-        try:
-            w, h = (int(v) for v in text.lower().split("x"))
-            size = thumbnail_size((w, h))
-        except (ValueError, TypeError) as e:
-            p.error(f"--size {text!r}: expected WxH in pixels such as 320x180 ({e})")
-        args.outputs.append(_Output(text, size[0] / size[1], f"{size[0]}x{size[1]}", size))
+    try:
+        args.outputs = plan_outputs(args.aspect, args.size)
+    except ValueError as e:
+        p.error(str(e))
     if args.candidates < 1:
         p.error("--candidates must be >= 1")
     try:
@@ -565,9 +590,8 @@ class _Run:
             for dst, _ in outs:  # every name first: an input that clashes writes none of its outputs
                 self._claim(dst, path)
             for (dst, fmt), r, o in zip(outs, results, args.outputs):
-                piece = (full.crop(r.box.to_pil()) if o.size is None
-                         else resize_crop(full, r.box, o.size, upscale=not args.no_upscale))
-                self._write(dst, piece, fmt, source=source, quality=args.quality)
+                self._write(dst, o.cut(full, r.box, upscale=not args.no_upscale), fmt, source=source,
+                            quality=args.quality)
                 written.append(dst)
             if args.heatmap:
                 dst, fmt = outs[-1]

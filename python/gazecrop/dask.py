@@ -139,13 +139,13 @@ def _dask_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, c
             cluster.close()
 
 
-def run(inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Sequence[str] = ("1:1",),
+def run(inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Optional[Sequence[str]] = None,
         address: Optional[str] = None, jobs: Optional[int] = None, **kwargs) -> _batch.JobSummary:
     """Run a whole job on Dask (:func:`gazecrop.batch.run_job` with ``engine="dask"``).
 
     Args:
         inputs: a folder, a manifest file or image paths / URIs (a list), as ``gazecrop-batch`` takes them.
-        out: output folder every worker can write. aspects: aspect ratios.
+        out: output folder every worker can write. aspects: aspect ratios (None: ``1:1`` unless ``sizes``).
         address: the scheduler (``"tcp://host:8786"``); None: a ``LocalCluster`` of ``jobs`` single-threaded
             worker processes (default the CPU count).
         kwargs: as :func:`gazecrop.ray.run`.

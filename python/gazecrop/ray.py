@@ -144,18 +144,19 @@ def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, cr
             ray.shutdown()
 
 
-def run(inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Sequence[str] = ("1:1",),
+def run(inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Optional[Sequence[str]] = None,
         address: Optional[str] = None, jobs: Optional[int] = None, **kwargs) -> _batch.JobSummary:
     """Run a whole job on Ray (:func:`gazecrop.batch.run_job` with ``engine="ray"``).
 
     Args:
         inputs: a folder, a manifest file or image paths / URIs (a list), as ``gazecrop-batch`` takes them.
-        out: output folder every worker can write. aspects: aspect ratios.
+        out: output folder every worker can write. aspects: aspect ratios (None: ``1:1`` unless ``sizes``).
         address: a running cluster (``"auto"``, ``"ray://head:10001"``); None: the one this process already
             joined with ``ray.init``, else a local one with ``jobs`` CPUs (default the CPU count).
         jobs: local cluster CPUs, or the number of actors on ``address`` (default one per CPU).
-        kwargs: ``strategy``, ``name``, ``write_crops``, ``model`` (:class:`~gazecrop.batch.BatchOptions`) and
-            ``chunk_size``, ``overwrite``, ``root``, ``progress`` (:func:`~gazecrop.batch.run_job`).
+        kwargs: ``sizes``, ``upscale``, ``strategy``, ``name``, ``write_crops``, ``model``
+            (:class:`~gazecrop.batch.BatchOptions`) and ``chunk_size``, ``overwrite``, ``root``, ``progress``
+            (:func:`~gazecrop.batch.run_job`).
     """
     return _batch.run_engine("ray", inputs, out, aspects=aspects, address=address, jobs=jobs, **kwargs)
 
