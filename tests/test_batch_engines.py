@@ -133,6 +133,23 @@ def test_cli_engines_from_a_manifest(corpus, ray_cluster, dask_cluster, tmp_path
         assert same_output(out, ref)
 
 
+def test_thumbnail_sizes_on_both_engines_match_the_local_engine(corpus, ray_cluster, dask_cluster, tmp_path):
+    root, sources, _, _ = corpus
+    # 16 inputs, a missing file among them (its size columns are null); fewer than 16 gives Ray's read step a
+    # single output block, and Ray warns that the second actor gets no work
+    few = sources[:15] + [sources[-1]]
+    opts = BatchOptions(aspects=("1:1",), sizes=("64x36", "9x30"), name="{stem}-{size}{ext}")
+    ref = str(tmp_path / "local")
+    run_job(few, ref, opts, chunk_size=4, root=root)
+    rows = read_table(ref)
+    assert [(r["size_width"], r["size_height"]) for r in rows if r["error"] is None][:3] == [
+        (None, None), (64, 36), (9, 30)]
+    for engine, address in (("ray", None), ("dask", dask_cluster.scheduler_address)):
+        out = str(tmp_path / engine)
+        run_job(few, out, opts, engine=engine, address=address, chunk_size=4, root=root)
+        assert same_output(out, ref), engine
+
+
 def test_sigterm_stops_a_dask_job_cleanly_and_a_rerun_finishes_it(corpus, tmp_path):
     pytest.importorskip("distributed")
     import signal
