@@ -45,6 +45,7 @@ if importlib.util.find_spec("gazecrop") is None:  # a source checkout that is no
     sys.path.insert(1, os.path.join(HERE, "..", "python"))
 
 import gazecrop  # noqa: E402
+from core_results import cpu_model  # noqa: E402
 from gazecrop import datasets as gds  # noqa: E402
 from gazecrop import metrics  # noqa: E402
 from gazecrop.crop import largest_box_size, parse_aspect, resample_log_density  # noqa: E402
@@ -156,17 +157,6 @@ def photo_check(model, reference: Sequence[str]) -> dict:
     return out
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
@@ -211,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r["photo"] = photo_check(model, args.reference)
     r.update(aspects=list(args.aspects), reference=list(args.reference), n_images=len(samples), split=args.split,
              model=os.path.basename(args.model), commit=_commit(), date=datetime.date.today().isoformat(),
-             machine=f"{_cpu()}, {os.cpu_count()} CPUs, "
+             machine=f"{cpu_model()}, {os.cpu_count()} CPUs, "
                      f"Python {platform.python_version()}",
              command="python benchmarks/thumbor_agreement.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(format_table(r))
