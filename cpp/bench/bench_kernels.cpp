@@ -21,6 +21,20 @@ using namespace gazecrop;
 
 namespace {
 
+// Median over 31 rounds of the mean of 5 calls, after one warm-up call, in seconds.
+template <class F>
+double median_seconds(F&& once) {
+  once();
+  std::vector<double> times;
+  for (int r = 0; r < 31; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < 5; ++k) once();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 5);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 struct Shape {
   const char* name;
   int cin, cout, taps, h, w;
@@ -50,16 +64,9 @@ double bench(kernels::ConvFn fn, const Shape& s) {
       }
     }
   };
-  once();
-  std::vector<double> times;
-  for (int r = 0; r < 31; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int k = 0; k < 5; ++k) once();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 5);
-  }
-  std::sort(times.begin(), times.end());
+  const double t = median_seconds(once);
   const double flops = 2.0 * s.cin * s.cout * (s.taps == 9 ? 9 : s.taps) * s.h * s.w;
-  return flops / times[times.size() / 2] / 1e9;
+  return flops / t / 1e9;
 }
 
 // Depthwise K x K, stride s, c channels of an h x w input (padding (K - 1) / 2 in memory, rows padded to a
@@ -84,15 +91,7 @@ std::pair<double, double> bench_dw(kernels::DwConvFn fn, const DwShape& d) {
       fn(ho, wo, x.data() + std::size_t(c) * xp, xr, d.s, w.data() + std::size_t(c) * d.k * d.k, 0.1f,
          y.data() + std::size_t(c) * yp, yr, 2);
   };
-  once();
-  std::vector<double> times;
-  for (int r = 0; r < 31; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int k = 0; k < 5; ++k) once();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 5);
-  }
-  std::sort(times.begin(), times.end());
-  const double t = times[times.size() / 2];
+  const double t = median_seconds(once);
   const double flops = 2.0 * d.c * d.k * d.k * double(ho) * double(wo);
   const double bytes = 4.0 * d.c * (double(d.h) * d.w + double(ho) * double(wo));
   return {flops / t / 1e9, bytes / t / 1e9};
