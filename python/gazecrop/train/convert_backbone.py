@@ -34,7 +34,7 @@ from .. import reference
 from .._atomic import atomic_open
 from ..weights import Network, write_weights
 
-__all__ = ["LiteSaliency", "load_lite", "to_network", "check_against_torch", "convert", "main"]
+__all__ = ["LiteSaliency", "load_lite", "to_network", "check_against_torch", "convert", "convert_student", "main"]
 
 NUM_STAGES = 7
 MEAN, STD = 127.0, 128.0  # the backbone's input scaling, (x - 127) / 128 (gazecrop.train.teacher)
@@ -186,23 +186,69 @@ def _check_conv(conv: nn.Conv2d, what: str) -> None:
         raise ValueError(f"{what}: non-square stride {conv.stride}")
 
 
-def to_network(model: LiteSaliency, *, input_long_side: int = 256, size_multiple: int = 32,
+def _readout(model: nn.Module, input_long_side: int) -> dict:
+    """The readout and finalizer of ``model`` as folded NumPy arrays and constants: ``first`` [(w, b)] per
+    tapped stage end, ``hidden`` [(w, b)] (softplus after each), ``out`` (w, b), blur ``sigma`` in grid cells and
+    ``truncate``, the log ``centre_bias`` map and its ``cb_weight``; also ``taps`` / ``num_blocks`` (the
+    backbone blocks used). For a :class:`gazecrop.train.probe.PretrainedStudent` the readout's feature
+    standardisation is folded into its first convolutions and the blur sigma (a fraction of the grid's long
+    side) becomes cells of the grid of a ``input_long_side`` input.
+
+    Raises:
+        ValueError: a student with masked (pruned but not dropped) maps: call ``compact()`` first.
+    """
+    from .probe import PretrainedStudent
+
+    if isinstance(model, LiteSaliency):
+        return dict(taps=list(model.taps), num_blocks=model.num_blocks,
+                    first=[_fold(c, None) for c in model.first], hidden=[_fold(c, None) for c in model.hidden_convs],
+                    out=_fold(model.out_conv, None), sigma=model.sigma, truncate=model.truncate,
+                    centre_bias=model.centre_bias.numpy(), cb_weight=model.cb_weight)
+    if not isinstance(model, PretrainedStudent):
+        raise ValueError(f"cannot convert a {type(model).__name__}")
+    if any(m.alive() != len(m.mask) for m in model.prunable()):
+        raise ValueError("the student has masked feature maps: call compact() before converting it")
+    ro, fin = model.readout, model.finalizer
+    first = []
+    for i, c in enumerate(ro.first):
+        w, b = _fold(c, None)
+        mean = getattr(ro, f"mean{i}").detach().double().numpy()
+        std = getattr(ro, f"std{i}").detach().double().numpy()
+        w64 = w.astype(np.float64) / std[None, :, None, None]
+        b64 = b.astype(np.float64) - (w64[:, :, 0, 0] * mean[None, :]).sum(1)
+        first.append((w64.astype(np.float32), b64.astype(np.float32)))
+    convs = [c for c in ro.rest if isinstance(c, nn.Conv2d)]
+    grid_long = input_long_side // 8
+    return dict(taps=list(model.backbone.taps[:model.num_features]), num_blocks=model.num_blocks, first=first,
+                hidden=[_fold(c, None) for c in convs[:-1]], out=_fold(convs[-1], None),
+                sigma=float(fin.sigma_cells((grid_long, grid_long)).detach()), truncate=3.0,
+                centre_bias=fin.centre_bias.detach().numpy(), cb_weight=float(fin.cb_weight.detach()))
+
+
+def to_network(model: nn.Module, *, input_long_side: int = 256, size_multiple: int = 32,
                name: Optional[str] = None, version: str = "0") -> Network:
     """The ``.gzw`` network of ``model`` (batch norm folded): one op per module, "same" padding.
 
+    ``model`` is a :class:`LiteSaliency` (random readout, for building and measuring the core) or the
+    trained, compacted :class:`gazecrop.train.probe.PretrainedStudent` (the shipped student: its pruned
+    expansion maps are already dropped from the weights, so the file is as small as the network).
+
     Raises:
-        ValueError: a module the runner cannot express (squeeze-excitation, swish, dilation).
+        ValueError: a module the runner cannot express (squeeze-excitation, swish, dilation), or a student
+            with masked maps.
     """
-    net_t = model.backbone
+    ro = _readout(model, input_long_side)
+    net_t = model.backbone if isinstance(model, LiteSaliency) else model.backbone.net
     if not isinstance(net_t._swish, nn.ReLU6):
         raise ValueError("only the ReLU6 EfficientNet-Lite variants convert (swish is not a runner op)")
+    default_name = f"efn-lite-s{model.stages}" if isinstance(model, LiteSaliency) else "gazecrop-student"
     net = Network(mean=(MEAN,) * 3, std=(STD,) * 3, input_long_side=input_long_side, size_multiple=size_multiple,
-                  model_name=name or f"efn-lite-s{model.stages}"[:20], model_version=version)
+                  model_name=(name or default_name)[:20], model_version=version)
     _check_conv(net_t._conv_stem, "stem")
     x = net.conv2d(0, *_fold(net_t._conv_stem, net_t._bn0), stride=net_t._conv_stem.stride[0], padding="same",
                    activation="relu6", name="stem")
     taps = []
-    for i in range(model.num_blocks):
+    for i in range(ro["num_blocks"]):
         blk = net_t._blocks[i]
         a = blk._block_args
         if blk.has_se:
@@ -220,21 +266,21 @@ def to_network(model: LiteSaliency, *, input_long_side: int = 256, size_multiple
         if blk.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
             h = net.add(h, x)  # PyTorch: x + inputs
         x = h
-        if i in model.taps:
+        if i in ro["taps"]:
             taps.append(x)
     parts = []
-    for j, (v, c) in enumerate(zip(taps, model.first)):
-        y = net.conv2d(v, *_fold(c, None), padding=0, activation="softplus" if len(taps) == 1 else "none",
+    for j, (v, (w, b)) in enumerate(zip(taps, ro["first"])):
+        y = net.conv2d(v, w, b, padding=0, activation="softplus" if len(taps) == 1 else "none",
                        name=f"readout.first{j}")
         parts.append(y if j == 0 else net.resize_bilinear(y, parts[0]))
     acc = parts[0]
     for j, y in enumerate(parts[1:]):
         acc = net.add(acc, y, activation="softplus" if j == len(parts) - 2 else "none")
-    for j, c in enumerate(model.hidden_convs):
-        acc = net.conv2d(acc, *_fold(c, None), padding=0, activation="softplus", name=f"readout.hidden{j}")
-    acc = net.conv2d(acc, *_fold(model.out_conv, None), padding=0, activation="none", name="readout.out")
-    acc = net.gaussian_blur(acc, model.sigma, model.truncate, "nearest")
-    acc = net.centre_bias(acc, model.centre_bias.numpy(), model.cb_weight)
+    for j, (w, b) in enumerate(ro["hidden"]):
+        acc = net.conv2d(acc, w, b, padding=0, activation="softplus", name=f"readout.hidden{j}")
+    acc = net.conv2d(acc, *ro["out"], padding=0, activation="none", name="readout.out")
+    acc = net.gaussian_blur(acc, ro["sigma"], ro["truncate"], "nearest")
+    acc = net.centre_bias(acc, ro["centre_bias"], ro["cb_weight"])
     net.log_softmax(acc)
     return net
 
@@ -309,8 +355,61 @@ def convert(backbone: str, stages: int, out: Path, *, golden: Optional[Path] = N
                 max_abs_error_vs_torch=res["max_abs_error"])
 
 
+STUDENT_SIZES = ((192, 256), (256, 192), (256, 256), (160, 256))
+"""Golden input sizes of the trained student: the sizes the runner feeds it (long side 256, multiples of 32)."""
+
+
+def convert_student(src: Path, out: Path, *, golden: Optional[Path] = None, name: str = "gazecrop-student",
+                    version: str = "0", tol: float = 1e-3) -> dict:
+    """Export a trained :class:`gazecrop.train.probe.PretrainedStudent` checkpoint (``train.probe train`` /
+    ``train.prune`` output; masked maps dropped by ``compact()``, batch norm folded) to ``out`` after checking
+    the file against PyTorch on synthetic images of :data:`STUDENT_SIZES`; optionally store those images and
+    the PyTorch log-densities as golden arrays (``tests/test_golden.py``).
+
+    Returns a dict: file, bytes, input_hw and gflops for a 4:3 photo (every convolution of the file,
+    depthwise included), parameters, ops, widths, max_abs_error_vs_torch (per runner).
+    Raises:
+        FileNotFoundError: no such checkpoint. ValueError: not a student checkpoint.
+        AssertionError: the reference or the core differs from PyTorch by more than ``tol`` (nothing written).
+    """
+    from PIL import Image
+
+    from .export import golden_images
+    from .probe import load_probe
+
+    model = load_probe(src).compact().eval()
+    net = to_network(model, name=name, version=version)
+    rng = np.random.default_rng(0)
+    images = []
+    for (h, w), base in zip(STUDENT_SIZES, golden_images(0) * 2):
+        big = np.array(Image.fromarray(base).resize((256, 256), Image.BILINEAR))
+        y0, x0 = int(rng.integers(0, big.shape[0] - h + 1)), int(rng.integers(0, big.shape[1] - w + 1))
+        images.append(np.ascontiguousarray(big[y0:y0 + h, x0:x0 + w]))
+    res = check_against_torch(model, net, images)
+    if max(res["max_abs_error"].values()) > tol:
+        raise AssertionError(f"exported student differs from PyTorch: {res['max_abs_error']}")
+    write_weights(out, net)
+    if golden is not None:
+        arrays = {}
+        for i, (img, ld) in enumerate(zip(images, res["torch"])):
+            arrays[f"image{i}"] = img
+            arrays[f"log_density{i}"] = ld
+        with atomic_open(golden) as f:
+            np.savez_compressed(f, **arrays)
+    h, w = net.input_size(768, 1024)
+    return dict(file=str(out), bytes=out.stat().st_size, input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9,
+                gflops_torch=model.gflops(h, w), ops=len(net.ops),
+                parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)), widths=model.widths(),
+                max_abs_error_vs_torch=res["max_abs_error"])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gazecrop.train.convert_backbone", description=__doc__.split("\n\n")[0])
+    p.add_argument("--from", dest="src", type=Path,
+                   help="a trained student checkpoint (train.probe / train.prune): export it instead of a "
+                        "backbone with a random readout")
+    p.add_argument("--name", default="gazecrop-student", help="with --from: model name stored in the file")
+    p.add_argument("--version", default="0", help="with --from: model version stored in the file")
     p.add_argument("--backbone", default="lite0", help="lite0, lite1 or lite2 (default lite0)")
     p.add_argument("--stages", type=int, default=5, help=f"cut after this stage, 1..{NUM_STAGES} (default 5)")
     p.add_argument("--out", type=Path, required=True, help="output .gzw")
@@ -320,9 +419,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--long-side", type=int, default=256, help="the model's input long side (default 256)")
     a = p.parse_args(argv)
     try:
+        if a.src is not None:
+            info = convert_student(a.src, a.out, golden=a.golden, name=a.name, version=a.version)
+            print(json.dumps(info, indent=1))
+            return 0
         info = convert(a.backbone, a.stages, a.out, golden=a.golden, pretrained=not a.random_init, seed=a.seed,
                        input_long_side=a.long_side)
-    except (ValueError, AssertionError) as e:
+    except (FileNotFoundError, ValueError, AssertionError) as e:
         p.error(str(e))
     print(json.dumps(info, indent=1))
     return 0

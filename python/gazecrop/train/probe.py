@@ -24,29 +24,97 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import distill
 from .teacher import CB_MAP_SIZE, Backbone, Finalizer, Readout, _upsample_log_density, preprocess
 
-__all__ = ["PretrainedStudent", "train", "load_probe", "main"]
+__all__ = ["MapMask", "PretrainedStudent", "train", "load_probe", "main"]
+
+
+class MapMask(nn.Module):
+    """0/1 pruning mask over the feature maps of one prunable layer, with the Fisher-pruning hook.
+
+    ``forward(y)``: float (N, C, h, w) -> ``y * mask`` (same shape); with :attr:`fisher_hook` set and ``y``
+    requiring gradients, the hook is called as ``hook(self, masked_y)`` (:class:`gazecrop.train.prune.
+    FisherAccumulator` registers a gradient hook there). Masking here is exactly removing the maps: the
+    masked activation feeds nothing else.
+    """
+
+    def __init__(self, name: str, channels: int) -> None:
+        super().__init__()
+        self.name = name
+        self.register_buffer("mask", torch.ones(channels))
+        self.fisher_hook = None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y * self.mask[None, :, None, None]
+        if self.fisher_hook is not None and y.requires_grad:
+            self.fisher_hook(self, y)
+        return y
+
+    def alive(self) -> int:
+        return int(self.mask.sum().item())
+
+    def keep(self) -> torch.Tensor:
+        """int64 indices of the maps still alive."""
+        return torch.nonzero(self.mask > 0.5)[:, 0]
+
+
+def _shrink_conv(conv: nn.Conv2d, out_idx: Optional[torch.Tensor] = None, in_idx: Optional[torch.Tensor] = None,
+                 depthwise: bool = False) -> None:
+    """Drop output maps (``out_idx`` kept) and/or input maps (``in_idx`` kept) of ``conv`` in place."""
+    with torch.no_grad():
+        w = conv.weight
+        if out_idx is not None:
+            w = w[out_idx]
+            if conv.bias is not None:
+                conv.bias = nn.Parameter(conv.bias[out_idx].clone())
+            conv.out_channels = len(out_idx)
+        if in_idx is not None and not depthwise:
+            w = w[:, in_idx]
+        if depthwise:
+            conv.in_channels = conv.groups = len(out_idx)
+        elif in_idx is not None:
+            conv.in_channels = len(in_idx)
+        conv.weight = nn.Parameter(w.clone())
+
+
+def _shrink_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> None:
+    with torch.no_grad():
+        bn.weight = nn.Parameter(bn.weight[idx].clone())
+        bn.bias = nn.Parameter(bn.bias[idx].clone())
+        bn.running_mean = bn.running_mean[idx].clone()
+        bn.running_var = bn.running_var[idx].clone()
+        bn.num_features = len(idx)
 
 
 class PretrainedStudent(nn.Module):
-    """EfficientNet-Lite backbone cut after its ``features``-th feature + DeepGaze II readout and finalizer.
+    """The gazecrop student: an ImageNet EfficientNet-Lite backbone (Tan and Le 2019) cut after a stage, with
+    the DeepGaze II readout and finalizer of the teacher members (Kümmerer et al. 2017: 1x1 convolutions with
+    softplus over several backbone depths, Gaussian blur, learned centre bias, log-softmax), distilled from
+    the teacher ensemble and Fisher-pruned (Theis et al. 2018, arXiv:1801.05787).
 
-    ``forward(x)``: float (N, 3, H, W) RGB 0..255, H and W multiples of 32 -> float (N, H/8, W/8) log-densities
-    (natural log, ``logsumexp`` 0 per map). :meth:`features` / :meth:`head` split it the way
+    ``forward(x)``: float (N, 3, H, W) RGB 0..255, H and W multiples of 32 -> float (N, H/8, W/8)
+    log-densities (natural log, ``logsumexp`` 0 per map). :meth:`features` / :meth:`head` split it the way
     :func:`gazecrop.train.distill.loss_on_batch` expects. The backbone's batch norm stays in eval mode (its
-    ImageNet statistics) while its weights train.
+    ImageNet statistics, folded into the convolutions at export) while its weights train.
+
+    Prunable feature maps (:meth:`prunable`, one :class:`MapMask` each): ``b<i>``, the expansion maps of
+    inverted-residual block ``i`` (the output of its depthwise convolution; each map is one channel of the
+    expand 1x1, the depthwise and the project 1x1 convolutions) and for block 0, which has no expansion, the
+    stem's maps; ``r0``/``r1``, the readout's hidden maps. Block outputs are not pruned: inside a stage they
+    are tied by the residual additions across all its blocks and the readout taps them.
 
     Args:
         backbone: ``"lite0"``, ``"lite1"`` or ``"lite2"``.
@@ -54,53 +122,184 @@ class PretrainedStudent(nn.Module):
             stages 3, 4 and 5: the backbone cut after stage 5).
         centre_bias_map: float (32, 32) log centre-bias map for the finalizer (or loaded from a member file).
         hidden: readout widths.
+        widths: alive maps per prunable layer (a compacted, pruned student; :meth:`compact`), default all.
     Raises:
-        ValueError: ``features`` out of range.
+        ValueError: ``features`` out of range, or ``widths`` naming an unknown layer or too many maps.
     """
 
     def __init__(self, backbone: str = "lite0", features: int = 3, centre_bias_map: Optional[np.ndarray] = None,
-                 hidden: Sequence[int] = (16, 16)) -> None:
+                 hidden: Sequence[int] = (16, 16), widths: Optional[Dict[str, int]] = None) -> None:
         super().__init__()
         bb = Backbone(backbone, 384)
-        if not 1 <= features <= len(bb.channels):
-            raise ValueError(f"features must be 1..{len(bb.channels)}, got {features}")
+        if not 1 <= features <= len(bb.channels) - 1:
+            raise ValueError(f"features must be 1..{len(bb.channels) - 1}, got {features}")
         for p in bb.parameters():
             p.requires_grad_(True)
         self.backbone = bb
         self.num_features = features
+        self.num_blocks = bb.taps[features - 1] + 1
         self.readout = Readout(bb.channels[:features], hidden)
         self.finalizer = Finalizer(centre_bias_map)
+        blocks = bb.net._blocks
+        self.masks = nn.ModuleDict()
+        for i in range(self.num_blocks):
+            self.masks[f"b{i}"] = MapMask(f"b{i}", blocks[i]._depthwise_conv.out_channels)
+        for j, h in enumerate(hidden):
+            self.masks[f"r{j}"] = MapMask(f"r{j}", h)
         self.cfg = {"backbone": backbone, "features": features, "hidden": list(hidden)}
+        if widths:
+            unknown = set(widths) - set(self.masks)
+            if unknown:
+                raise ValueError(f"widths name unknown layers {sorted(unknown)}")
+            for name, n in widths.items():
+                m = self.masks[name]
+                if not 1 <= int(n) <= len(m.mask):
+                    raise ValueError(f"widths[{name!r}] = {n}: must be 1..{len(m.mask)}")
+                m.mask[int(n):] = 0.0
+            self.compact()
+
+    # -------------------------------------------------------------------------------------------- forward
+    def _block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Inverted-residual block ``i`` (MBConv without squeeze-excitation, ReLU6) with its map mask."""
+        blk = self.backbone.net._blocks[i]
+        act = self.backbone.net._swish
+        h = x
+        if blk._block_args.expand_ratio != 1:
+            h = act(blk._bn0(blk._expand_conv(h)))
+        h = self.masks[f"b{i}"](act(blk._bn1(blk._depthwise_conv(h))))
+        h = blk._bn2(blk._project_conv(h))
+        a = blk._block_args
+        if blk.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
+            h = h + x
+        return h
 
     def features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(N, 3, H, W) 0..255 -> the first :attr:`num_features` backbone features (strides 8, 16, 16, 32...)."""
         net = self.backbone.net
         x = net._swish(net._bn0(net._conv_stem((x - 127.0) / 128.0)))
         out: List[torch.Tensor] = []
-        taps = self.backbone.taps
-        for i, block in enumerate(net._blocks):
-            x = block(x)
-            if i in taps:
+        for i in range(self.num_blocks):
+            x = self._block(i, x)
+            if i in self.backbone.taps:
                 out.append(x)
-                if len(out) == self.num_features:
-                    return out
-        out.append(net._swish(net._bn1(net._conv_head(x))))
         return out
 
     def head(self, feats: List[torch.Tensor]) -> torch.Tensor:
         """Readout, blur, centre bias and log-softmax on the stride-8 grid of ``feats[0]``: -> (N, h, w)."""
-        return self.finalizer(self.readout(feats, tuple(feats[0].shape[-2:])))
+        ro = self.readout
+        grid = tuple(feats[0].shape[-2:])
+        acc = None
+        for i, (f, conv) in enumerate(zip(feats, ro.first)):
+            m = getattr(ro, f"mean{i}").view(1, -1, 1, 1)
+            s = getattr(ro, f"std{i}").view(1, -1, 1, 1)
+            y = conv((f - m) / s)
+            if tuple(y.shape[-2:]) != grid:
+                y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
+            acc = y if acc is None else acc + y
+        convs = [m for m in ro.rest if isinstance(m, nn.Conv2d)]
+        y = acc
+        for j, conv in enumerate(convs):
+            y = conv(self.masks[f"r{j}"](F.softplus(y)))
+        return self.finalizer(y[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def gflops(self, height: int = 192, width: int = 256) -> float:
-        """FLOPs (2 x multiply-adds of every convolution, ``torch.utils.flop_counter``) per image, in GFLOP."""
-        from torch.utils.flop_counter import FlopCounterMode
+    # -------------------------------------------------------------------------------------------- pruning
+    def prunable(self) -> List[MapMask]:
+        """The prunable layers' masks, in execution order (:class:`gazecrop.train.prune.FisherAccumulator`)."""
+        return list(self.masks.values())
 
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            self(torch.zeros(1, 3, height, width))
-        return fc.get_total_flops() / 1e9
+    def convs(self) -> Dict[str, MapMask]:
+        """Masks by layer name (the interface :func:`gazecrop.train.prune.prune` uses)."""
+        return dict(self.masks.items())
+
+    def widths(self) -> Dict[str, int]:
+        """Alive maps per prunable layer."""
+        return {n: m.alive() for n, m in self.masks.items()}
+
+    def flops(self, height: int, width: int, alive: Optional[Dict[str, int]] = None) -> int:
+        """FLOPs (2 x multiply-accumulates) of every convolution (stem, expand 1x1, depthwise, project 1x1,
+        readout 1x1; TensorFlow "same" sizes, ``ceil(in / stride)``) for a (height, width) input, counting
+        only alive maps (``alive`` overrides the masks' counts per layer name). The blur (one map) and the
+        bilinear resizes are not convolutions of the network and are left out (under 0.1 MFLOP)."""
+        w_ = {**self.widths(), **(alive or {})}
+        net = self.backbone.net
+        h, w = math.ceil(height / 2), math.ceil(width / 2)  # the stem is 3x3 / 2
+        total = 3 * 9 * w_["b0"] * h * w
+        grids = []
+        for i in range(self.num_blocks):
+            blk = net._blocks[i]
+            a = blk._block_args
+            e = w_[f"b{i}"]
+            s = a.stride if isinstance(a.stride, int) else a.stride[0]
+            k = blk._depthwise_conv.kernel_size[0]
+            if a.expand_ratio != 1:
+                total += blk._expand_conv.in_channels * e * h * w
+            h, w = math.ceil(h / s), math.ceil(w / s)
+            total += e * k * k * h * w + e * blk._project_conv.out_channels * h * w
+            if i in self.backbone.taps:
+                grids.append((blk._project_conv.out_channels, h, w))
+        hidden = [w_[f"r{j}"] for j in range(len(self.cfg["hidden"]))] + [1]
+        total += sum(c * hidden[0] * gh * gw for c, gh, gw in grids[:self.num_features])
+        _, gh, gw = grids[0]
+        total += sum(a * b * gh * gw for a, b in zip(hidden[:-1], hidden[1:]))
+        return 2 * total
+
+    def flop_savings(self, height: int, width: int) -> Dict[str, int]:
+        """FLOPs saved by removing one more map of each prunable layer given the current masks (recomputed each
+        call, so costs follow as neighbours shrink); layers down to one map are left out."""
+        base = self.flops(height, width)
+        return {n: base - self.flops(height, width, {n: a - 1}) for n, a in self.widths().items() if a > 1}
+
+    def gflops(self, height: int = 192, width: int = 256) -> float:
+        """:meth:`flops` in GFLOP (default: a 4:3 photo at long side 256)."""
+        return self.flops(height, width) / 1e9
+
+    def compact(self) -> "PretrainedStudent":
+        """Drop the masked maps from the weights in place (the same function, fewer FLOPs in PyTorch too);
+        records the widths in :attr:`cfg`. Returns ``self``."""
+        net = self.backbone.net
+        for i in range(self.num_blocks):
+            m = self.masks[f"b{i}"]
+            keep = m.keep()
+            if len(keep) == len(m.mask):
+                continue
+            blk = net._blocks[i]
+            if blk._block_args.expand_ratio != 1:
+                _shrink_conv(blk._expand_conv, out_idx=keep)
+                _shrink_bn(blk._bn0, keep)
+            else:  # block 0: its depthwise maps are the stem's
+                _shrink_conv(net._conv_stem, out_idx=keep)
+                _shrink_bn(net._bn0, keep)
+            _shrink_conv(blk._depthwise_conv, out_idx=keep, depthwise=True)
+            _shrink_bn(blk._bn1, keep)
+            _shrink_conv(blk._project_conv, in_idx=keep)
+            m.mask = torch.ones(len(keep))
+        ro = self.readout
+        convs = [c for c in ro.rest if isinstance(c, nn.Conv2d)]
+        for j in range(len(self.cfg["hidden"])):
+            m = self.masks[f"r{j}"]
+            keep = m.keep()
+            if len(keep) == len(m.mask):
+                continue
+            for c in (ro.first if j == 0 else [convs[j - 1]]):
+                _shrink_conv(c, out_idx=keep)
+            _shrink_conv(convs[j], in_idx=keep)
+            m.mask = torch.ones(len(keep))
+        full = PretrainedStudent.full_widths(self)
+        self.cfg["widths"] = {n: a for n, a in self.widths().items() if a != full[n]}
+        return self
+
+    @staticmethod
+    def full_widths(model: "PretrainedStudent") -> Dict[str, int]:
+        """The unpruned widths of ``model``'s layers (from the backbone's block arguments)."""
+        out = {}
+        for i in range(model.num_blocks):
+            a = model.backbone.net._blocks[i]._block_args
+            out[f"b{i}"] = a.input_filters * a.expand_ratio
+        out.update({f"r{j}": h for j, h in enumerate(model.cfg["hidden"])})
+        return out
 
 
 def _from_member(path: Path) -> PretrainedStudent:
@@ -109,7 +308,7 @@ def _from_member(path: Path) -> PretrainedStudent:
     model = PretrainedStudent(spec["backbone"], int(spec.get("features", 6)),
                               np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32), spec["hidden"])
     missing, unexpected = model.load_state_dict(blob["head"], strict=False)
-    bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
+    bad = [k for k in missing if not k.startswith(("backbone.", "masks."))] + list(unexpected)
     if bad:
         raise ValueError(f"{path}: state mismatch {bad}")
     return model
@@ -125,14 +324,35 @@ def load_probe(path: Path) -> PretrainedStudent:
     blob = distill.load_checkpoint(path, ("cfg", "model"), "probe checkpoint")
     if not isinstance(blob["cfg"], dict) or "backbone" not in blob["cfg"]:
         raise ValueError(f"{path}: not a probe checkpoint (its 'cfg' names no backbone)")
+    return student_from_state(blob).eval()
+
+
+def student_from_state(blob: dict) -> PretrainedStudent:
+    """The :class:`PretrainedStudent` of a checkpoint dict ``{"cfg", "model"}`` (its widths from ``cfg``,
+    masks and weights from ``model``)."""
     c = blob["cfg"]
     model = PretrainedStudent(c["backbone"], c["features"], np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32),
-                              c["hidden"])
+                              c["hidden"], c.get("widths"))
     model.load_state_dict(blob["model"])
-    return model.eval()
+    return model
 
 
-def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
+def load_init(path: Path) -> PretrainedStudent:
+    """A student to start training from: a teacher member file of a frozen probe (``{"spec", "head"}``, the
+    backbone's ImageNet weights + the member's readout) or a student checkpoint (:func:`load_probe`; masked
+    maps of a pruning snapshot are dropped, :meth:`PretrainedStudent.compact`). In train mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: neither kind of file.
+    """
+    blob = distill.load_checkpoint(path, (), "student checkpoint or teacher member file")
+    if "spec" in blob and "head" in blob:
+        return _from_member(path).train()
+    return load_probe(path).compact().train()
+
+
+def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
           teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Fine-tune a frozen probe member end to end by distillation at long side 256 (resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
@@ -141,7 +361,7 @@ def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: 
     rng = distill.start_run(out, threads, seed, log)
     if rng is None:
         return final
-    model = _from_member(init_member)
+    model = load_init(init)
     train_items = distill.build_data("train", 256, log=log)
     val_items = distill.build_data("val", 256, log=log)
     targets = distill.teacher_targets(train_items, log=log)
@@ -161,7 +381,7 @@ def train(out: Path, init_member: Path, *, epochs: int = 8, batch: int = 8, lr: 
     else:
         ev = distill.evaluate_grid(model, val_items)
         log("start (frozen probe): " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
-    (out / "config.json").write_text(json.dumps(dict(init_member=str(init_member), epochs=epochs, batch=batch, lr=lr,
+    (out / "config.json").write_text(json.dumps(dict(init=str(init), epochs=epochs, batch=batch, lr=lr,
                                                      teacher_weight=teacher_weight, seed=seed, cfg=model.cfg,
                                                      gflops_192x256=model.gflops(), commit=distill.git_commit()),
                                                 indent=1))
@@ -205,7 +425,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="fine-tune a frozen probe member end to end (resumable)")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--init-member", type=Path, required=True, help="teacher member file of the frozen probe")
+    t.add_argument("--init", type=Path, required=True,
+                   help="teacher member file of the frozen probe, or a student checkpoint (e.g. a pruning snapshot)")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-4)
@@ -221,11 +442,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"--threads must be >= 1, got {a.threads}")
     log = lambda s: print(s, flush=True)  # noqa: E731
     try:  # a bad input file fails here, before any data is loaded
-        model = _from_member(a.init_member) if a.cmd == "train" else load_probe(a.src)
+        model = load_init(a.init) if a.cmd == "train" else load_probe(a.src)
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     if a.cmd == "train":
-        train(a.out, a.init_member, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
+        train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
               threads=a.threads, seed=a.seed, log=log)
         return 0
     from .. import datasets as gds

@@ -74,6 +74,20 @@ class FisherAccumulator:
             m.fisher_hook = None
 
 
+def load_prunable(state: dict):
+    """The student of a checkpoint dict ``{"cfg", "model"}``: the pretrained EfficientNet-Lite student
+    (:class:`gazecrop.train.probe.PretrainedStudent`, ``cfg`` names a backbone) or the from-scratch DenseNet
+    baseline (:class:`gazecrop.train.student.Student`). Both expose ``prunable()``, ``convs()``, ``flops()``
+    and ``flop_savings()``."""
+    if "backbone" in state["cfg"]:
+        from .probe import student_from_state
+
+        return student_from_state(state)
+    model = Student(state["cfg"])
+    model.load_state_dict(state["model"])
+    return model
+
+
 def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per_step: int = 4,
           beta: float = 1.0, lr: float = 3e-4, batch: int = 8, eval_every: int = 25, teacher_weight: float = 0.9,
           threads: int = 1, seed: int = 0, log=print) -> Path:
@@ -86,9 +100,8 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
         return out
     ck = out / "checkpoint.pt"
     state = torch.load(ck if ck.is_file() else src, weights_only=False)
-    model = Student(state["cfg"])
-    model.load_state_dict(state["model"])
-    side = int(model.cfg["input_long_side"])
+    model = load_prunable(state)
+    side = int(model.cfg.get("input_long_side", 256))
     train_items = build_data("train", side, log=log)
     val_items = build_data("val", side, log=log)
     targets = teacher_targets(train_items, log=log) if teacher_weight > 0 else None
