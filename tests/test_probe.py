@@ -227,3 +227,33 @@ def test_student_converts_to_the_core_format(member_file, tmp_path):
     with pytest.raises(FileNotFoundError):
         CB.convert_student(tmp_path / "none.pt", tmp_path / "x.gzw")
     assert not (tmp_path / "x.gzw").exists()
+
+
+def test_flipped_views_take_the_mirrored_teacher_density():
+    """distill.augment with flip_targets: a flipped view's target is the teacher's density of the mirrored
+    image (the teacher re-run), not the mirrored density; unflipped views keep the image's own."""
+    import random
+
+    D = pytest.importorskip("gazecrop.train.distill")
+    g = np.random.default_rng(0)
+
+    def logd():
+        p = g.random((8, 12)) + 0.1
+        return np.log(p / p.sum()).astype(np.float32)
+
+    it = dict(key="k", image=g.integers(0, 256, (64, 96, 3), dtype=np.uint8), fx=np.array([10.0], np.float32),
+              fy=np.array([20.0], np.float32))
+    own, mirrored = logd(), logd()
+    seen = set()
+    for seed in range(40):
+        draws = random.Random(seed)
+        flip, crop = draws.random() < 0.5, draws.random() < 0.5
+        if crop:
+            continue
+        _, cells, t_rerun, _ = D.augment(it, own, random.Random(seed), flip_targets={"k": mirrored})
+        _, _, t_warp, _ = D.augment(it, own, random.Random(seed))
+        np.testing.assert_allclose(t_rerun.numpy(), mirrored if flip else own, atol=1e-5)
+        np.testing.assert_allclose(t_warp.numpy(), own[:, ::-1] if flip else own, atol=1e-5)
+        assert int(cells[0]) == (20 // 8) * 12 + ((95 - 10) // 8 if flip else 10 // 8)
+        seen.add(flip)
+    assert seen == {True, False}

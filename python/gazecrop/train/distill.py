@@ -120,14 +120,18 @@ def _teacher_on_grid(ens, s: "gds.Sample", h: int, w: int, suffix: str = "", hid
     return (d / d.sum()).log().float().numpy(), (torch.cat(maps).half().numpy() if hidden else None)
 
 
-def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, log=print) -> Dict[str, np.ndarray]:
+def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, log=print,
+                    mirrored: bool = False) -> Dict[str, np.ndarray]:
     """The teacher ensemble's log-density for each item on the student grid (float32 (h/8, w/8)), from the
     teacher's cached backbone features; cached in ``$GAZECROP_CACHE/student/teacher_L<side>_<members>.pt``
-    (side: the items' input long side)."""
+    (side: the items' input long side). With ``mirrored``, the density of each image mirrored left-right,
+    computed from the mirrored image's backbone features (the teacher re-run on the flipped view; the
+    ``<backbone>_L<side>_flip`` caches), in the mirrored image's coordinates (cache suffix ``_flip``)."""
     from . import teacher as T
 
     names = list(members) if members else T.ensemble_members()
-    path = cache_dir() / "student" / f"teacher_L{_long_side(items)}_{'+'.join(names)}.pt"
+    suffix = "_flip" if mirrored else ""
+    path = cache_dir() / "student" / f"teacher_L{_long_side(items)}_{'+'.join(names)}{suffix}.pt"
     if path.is_file():
         return torch.load(path, weights_only=False)
     ens = [T.load_member(n) for n in names]
@@ -136,7 +140,7 @@ def teacher_targets(items: List[dict], members: Optional[Sequence[str]] = None, 
     t0 = time.time()
     for i, it in enumerate(items):
         h, w = it["image"].shape[0] // STRIDE, it["image"].shape[1] // STRIDE
-        out[it["key"]] = _teacher_on_grid(ens, by_key[it["key"]], h, w)[0]
+        out[it["key"]] = _teacher_on_grid(ens, by_key[it["key"]], h, w, suffix)[0]
         if (i + 1) % 500 == 0:
             log(f"[teacher] {i + 1}/{len(items)} {time.time() - t0:.0f}s")
     save_atomic(out, path)
@@ -274,26 +278,31 @@ def _crop_grid(t: torch.Tensor, y0: int, x0: int, ch: int, cw: int, h: int, w: i
     return F.interpolate(g, size=(h // STRIDE, w // STRIDE), mode="bilinear", align_corners=False)
 
 
-def augment(it: dict, target: Optional[np.ndarray], rng: random.Random, hints: Optional[TeacherHints] = None):
+def augment(it: dict, target: Optional[np.ndarray], rng: random.Random, hints: Optional[TeacherHints] = None,
+            flip_targets: Optional[Dict[str, np.ndarray]] = None):
     """Random flip, crop-and-rescale (80-100 % of each side) and colour jitter, applied to the image,
     fixations and teacher log-density alike.
 
     With ``hints``, a flipped image takes the teacher's density and hints computed on the mirrored image
-    (:class:`TeacherHints`) instead of mirrored ones. Returns (image float32 (3, h, w), cells int64 (n,),
-    target float32 (h/8, w/8) or None, hint float32 (C, h/8, w/8) or None).
+    (:class:`TeacherHints`) instead of mirrored ones; with ``flip_targets`` (:func:`teacher_targets` with
+    ``mirrored``) it takes that density. Returns (image float32 (3, h, w), cells int64 (n,), target float32
+    (h/8, w/8) or None, hint float32 (C, h/8, w/8) or None).
     """
     img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
     h, w = img.shape[1:]
     fx, fy = it["fx"].copy(), it["fy"].copy()
     flip = rng.random() < 0.5
-    if flip and hints is not None and target is not None:
-        target = hints.logd_flip[it["key"]]
+    if hints is not None:
+        flip_targets = hints.logd_flip
+    rerun = flip and flip_targets is not None and target is not None
+    if rerun:
+        target = flip_targets[it["key"]]
     tgt = None if target is None else torch.from_numpy(target).exp()[None, None].double()
     hint = None if hints is None else hints.standardised(it["key"], flip)[None]
     if flip:
         img = img.flip(2)
         fx = w - 1 - fx
-        if tgt is not None and hints is None:
+        if tgt is not None and not rerun:
             tgt = tgt.flip(3)
     if rng.random() < 0.5:
         ch, cw = int(h * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE, int(w * rng.uniform(0.8, 1.0)) // STRIDE * STRIDE
@@ -335,13 +344,15 @@ def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]
 def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rng: Optional[random.Random],
                   teacher_weight: float, hints: Optional[TeacherHints] = None, hint_weight: float = 0.0,
                   adapter: Optional[torch.nn.Module] = None, probe: Optional[ProbeHints] = None,
-                  probe_weight: float = 0.0, probe_adapters: Optional[torch.nn.ModuleList] = None):
+                  probe_weight: float = 0.0, probe_adapters: Optional[torch.nn.ModuleList] = None,
+                  flip_targets: Optional[Dict[str, np.ndarray]] = None):
     """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented.
 
     Per image: ``teacher_weight * CE(teacher density, student) + (1 - teacher_weight) * fixation NLL`` plus,
     with ``hints`` and ``adapter`` (a 1x1 conv from :meth:`Student.features` to the hint channels),
     ``hint_weight * MSE(adapter(features), standardised teacher hints)`` (FitNets-style feature hints), and
-    with ``probe`` and ``probe_adapters`` ``probe_weight * ProbeHints.loss`` (intermediate hints).
+    with ``probe`` and ``probe_adapters`` ``probe_weight * ProbeHints.loss`` (intermediate hints). With
+    ``flip_targets`` flipped views take the teacher's density of the mirrored image (:func:`augment`).
     Returns (loss (N,), log-densities (N, h/8 * w/8)).
     """
     use_hints = hints is not None and adapter is not None and hint_weight > 0
@@ -350,7 +361,7 @@ def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rn
         it = items[i]
         t = None if targets is None else targets[it["key"]]
         if rng is not None:
-            img, c, tg, ht = augment(it, t, rng, hints if use_hints else None)
+            img, c, tg, ht = augment(it, t, rng, hints if use_hints else None, flip_targets)
         else:
             img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
             h, w = img.shape[1:]

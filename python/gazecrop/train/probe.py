@@ -353,10 +353,13 @@ def load_init(path: Path) -> PretrainedStudent:
 
 
 def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
-          teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, log=print) -> Path:
+          teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
+          log=print) -> Path:
     """Fine-tune a frozen probe member end to end by distillation at long side 256 (resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
-    grid information gain, :func:`gazecrop.train.distill.evaluate_grid`). Returns its path."""
+    grid information gain, :func:`gazecrop.train.distill.evaluate_grid`). With ``mirrored_teacher``, flipped
+    training views take the teacher's density of the mirrored image instead of the mirrored density
+    (:func:`gazecrop.train.distill.teacher_targets`). Returns its path."""
     final = out / "final.pt"
     rng = distill.start_run(out, threads, seed, log)
     if rng is None:
@@ -365,6 +368,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     train_items = distill.build_data("train", 256, log=log)
     val_items = distill.build_data("val", 256, log=log)
     targets = distill.teacher_targets(train_items, log=log)
+    flip_targets = distill.teacher_targets(train_items, log=log, mirrored=True) if mirrored_teacher else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(distill.batches(train_items, batch, random.Random(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -383,13 +387,14 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         log("start (frozen probe): " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
     (out / "config.json").write_text(json.dumps(dict(init=str(init), epochs=epochs, batch=batch, lr=lr,
                                                      teacher_weight=teacher_weight, seed=seed, cfg=model.cfg,
+                                                     mirrored_teacher=mirrored_teacher,
                                                      gflops_192x256=model.gflops(), commit=distill.git_commit()),
                                                 indent=1))
     for epoch in range(epoch0, epochs):
         model.train()
         t0 = time.time()
         train_loss = distill.run_epoch(train_items, batch, rng, opt, sched, lambda idx: distill.loss_on_batch(
-            model, train_items, idx, targets, rng, teacher_weight)[0])
+            model, train_items, idx, targets, rng, teacher_weight, flip_targets=flip_targets)[0])
         ev = distill.evaluate_grid(model, val_items)
         row = dict(epoch=epoch + 1, train_loss=train_loss, seconds=time.time() - t0, **ev)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -433,6 +438,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--teacher-weight", type=float, default=0.9)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--mirrored-teacher", action="store_true",
+                   help="flipped views take the teacher's density of the mirrored image (needs the _flip caches)")
     e = sub.add_parser("evaluate", help="val metrics at full resolution (gazecrop.evaluate's table)")
     e.add_argument("--from", dest="src", type=Path, required=True)
     e.add_argument("--json", type=Path, default=None)
@@ -447,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(str(e))
     if a.cmd == "train":
         train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
-              threads=a.threads, seed=a.seed, log=log)
+              threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, log=log)
         return 0
     from .. import datasets as gds
     from .. import evaluate as ev
