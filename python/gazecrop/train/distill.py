@@ -208,63 +208,6 @@ def teacher_hints(items: List[dict], members: Optional[Sequence[str]] = None, lo
     return TeacherHints(hint, logd_flip, names)
 
 
-class ProbeHints:
-    """Intermediate feature hints (FitNets, Romero et al. 2015) from a pretrained-backbone probe
-    (:mod:`gazecrop.train.probe`, an ImageNet EfficientNet-Lite cut after stage 5 and fine-tuned by
-    distillation): the probe runs on every augmented training batch (no gradients) and the student's dense
-    blocks learn, through 1x1 conv adapters trained alongside and not exported, the probe's standardised
-    backbone features at the same stride.
-
-    Args:
-        path: a ``train.probe`` checkpoint.
-        pairs: (student dense block index, probe feature index) pairs; default block 1 (stride 8) -> stage 3
-            (stride 8, 40 maps) and block 2 (stride 16) -> stage 5 (stride 16, 112 maps).
-    Raises:
-        ValueError: not a probe checkpoint, or a pair past the probe's features.
-    """
-
-    def __init__(self, path: Path, pairs: Sequence[Tuple[int, int]] = ((1, 0), (2, 2))):
-        from .probe import load_probe
-
-        self.path = str(path)
-        self.probe = load_probe(Path(path))
-        for p in self.probe.parameters():
-            p.requires_grad_(False)
-        self.pairs = [tuple(int(v) for v in pr) for pr in pairs]
-        ro = self.probe.readout
-        if any(j >= len(ro.channels) for _, j in self.pairs):
-            raise ValueError(f"{path}: the probe has {len(ro.channels)} features, pairs ask for {self.pairs}")
-        self.channels = [ro.channels[j] for _, j in self.pairs]
-        self.mean = [getattr(ro, f"mean{j}").view(1, -1, 1, 1).clone() for _, j in self.pairs]
-        self.std = [getattr(ro, f"std{j}").view(1, -1, 1, 1).clone() for _, j in self.pairs]
-
-    def adapters(self, model: Student) -> torch.nn.ModuleList:
-        """One 1x1 conv per pair: the student block's output channels -> the probe feature's channels."""
-        return torch.nn.ModuleList(torch.nn.Conv2d(model.blocks[bi].cout, c, 1)
-                                   for (bi, _), c in zip(self.pairs, self.channels))
-
-    def targets(self, images: torch.Tensor) -> List[torch.Tensor]:
-        """float (N, 3, H, W) 0..255 -> per pair the probe's standardised feature, float (N, C_j, H/s, W/s)."""
-        with torch.no_grad():
-            f = self.probe.features(images)
-        return [(f[j].float() - m) / s for (_, j), m, s in zip(self.pairs, self.mean, self.std)]
-
-    def loss(self, outs: List[torch.Tensor], adapters: torch.nn.ModuleList, images: torch.Tensor) -> torch.Tensor:
-        """Mean over pairs of the per-image mean squared error: float (N,), in units of the standardised
-        features (not nats).
-
-        Raises:
-            ValueError: a student block and its probe feature are not on the same grid.
-        """
-        tot = 0
-        for ((bi, _), ad, t) in zip(self.pairs, adapters, self.targets(images)):
-            y = ad(outs[bi])
-            if y.shape[-2:] != t.shape[-2:]:
-                raise ValueError(f"student block {bi} grid {tuple(y.shape[-2:])} != probe grid {tuple(t.shape[-2:])}")
-            tot = tot + (y - t).pow(2).mean((1, 2, 3))
-        return tot / len(self.pairs)
-
-
 def _cells(fx: np.ndarray, fy: np.ndarray, h: int, w: int) -> torch.Tensor:
     ix = np.clip(np.floor((fx + 0.5) / STRIDE), 0, w - 1).astype(np.int64)
     iy = np.clip(np.floor((fy + 0.5) / STRIDE), 0, h - 1).astype(np.int64)
@@ -343,15 +286,12 @@ def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]
 
 def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rng: Optional[random.Random],
                   teacher_weight: float, hints: Optional[TeacherHints] = None, hint_weight: float = 0.0,
-                  adapter: Optional[torch.nn.Module] = None, probe: Optional[ProbeHints] = None,
-                  probe_weight: float = 0.0, probe_adapters: Optional[torch.nn.ModuleList] = None,
-                  flip_targets: Optional[Dict[str, np.ndarray]] = None):
+                  adapter: Optional[torch.nn.Module] = None, flip_targets: Optional[Dict[str, np.ndarray]] = None):
     """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented.
 
     Per image: ``teacher_weight * CE(teacher density, student) + (1 - teacher_weight) * fixation NLL`` plus,
     with ``hints`` and ``adapter`` (a 1x1 conv from :meth:`Student.features` to the hint channels),
-    ``hint_weight * MSE(adapter(features), standardised teacher hints)`` (FitNets-style feature hints), and
-    with ``probe`` and ``probe_adapters`` ``probe_weight * ProbeHints.loss`` (intermediate hints). With
+    ``hint_weight * MSE(adapter(features), standardised teacher hints)`` (FitNets-style feature hints). With
     ``flip_targets`` flipped views take the teacher's density of the mirrored image (:func:`augment`).
     Returns (loss (N,), log-densities (N, h/8 * w/8)).
     """
@@ -373,9 +313,7 @@ def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rn
         tgts.append(tg)
         hts.append(ht)
     x = torch.stack(imgs)
-    use_probe = probe is not None and probe_adapters is not None and probe_weight > 0
-    outs = model.block_outputs(x) if use_probe else None
-    feats = model.features(x, outs) if use_probe else model.features(x)
+    feats = model.features(x)
     logd = model.head(feats).flatten(1)
     nll = torch.stack([-logd[j, c].mean() if len(c) else logd.new_zeros(()) for j, c in enumerate(cells)])
     loss = (1 - teacher_weight) * nll if teacher_weight < 1 else 0 * nll
@@ -385,8 +323,6 @@ def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rn
         loss = loss + teacher_weight * ce
     if use_hints:
         loss = loss + hint_weight * (adapter(feats) - torch.stack(hts)).pow(2).mean((1, 2, 3))
-    if use_probe:
-        loss = loss + probe_weight * probe.loss(outs, probe_adapters, x)
     return loss, logd
 
 
@@ -483,15 +419,13 @@ def save_atomic(obj, path: Path) -> None:
 
 def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_weight: float = 0.9,
           init: Optional[Path] = None, cfg: Optional[dict] = None, threads: int = 1, seed: int = 0,
-          hint_weight: float = 0.0, snapshots: bool = False, probe_hints: Optional[Path] = None,
-          probe_weight: float = 1.0, log=print) -> Path:
+          hint_weight: float = 0.0, snapshots: bool = False, log=print) -> Path:
     """Train (or resume) a student in ``out``; keeps the checkpoint with the best pooled val information
     gain as ``best.pt`` and writes ``final.pt`` (= best) when done. Returns the path of ``final.pt``.
 
     ``hint_weight`` > 0 adds the teacher's feature hints (:class:`TeacherHints`, through a 1x1 conv adapter
     that is trained alongside and not exported) and the teacher's densities of mirrored images. With
-    ``probe_hints`` (a ``train.probe`` checkpoint) the dense blocks also learn that pretrained network's
-    intermediate features (:class:`ProbeHints`, weight ``probe_weight``). With ``snapshots`` every epoch's
+    ``snapshots`` every epoch's
     model is also kept as ``<out>/epochs/epochNN.pt``."""
     final = out / "final.pt"
     rng = start_run(out, threads, seed, log)
@@ -520,12 +454,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     adapter = torch.nn.Conv2d(model.feature_channels, hints.channels, 1) if hints is not None else None
     if adapter is not None and state is not None and state.get("adapter") is not None:
         adapter.load_state_dict(state["adapter"])
-    probe = ProbeHints(probe_hints) if probe_hints is not None and probe_weight > 0 else None
-    probe_adapters = probe.adapters(model) if probe is not None else None
-    if probe_adapters is not None and state is not None and state.get("probe_adapters") is not None:
-        probe_adapters.load_state_dict(state["probe_adapters"])
     params = list(model.parameters()) + (list(adapter.parameters()) if adapter is not None else [])
-    params += list(probe_adapters.parameters()) if probe_adapters is not None else []
     opt = torch.optim.Adam(params, lr=lr)
     steps_per_epoch = len(batches(train_items, batch, random.Random(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
@@ -538,15 +467,13 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
         log(f"resumed at epoch {epoch0}")
     config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, hint_weight=hint_weight,
                   hint_members=hints.members if hints is not None else None, seed=seed,
-                  probe_hints=str(probe_hints) if probe is not None else None, probe_weight=probe_weight,
                   init=str(init) if init else None, cfg=dict(model.cfg), commit=git_commit())
     (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
     for epoch in range(epoch0, epochs):
         model.train()
         t0 = time.time()
         train_loss = run_epoch(train_items, batch, rng, opt, sched, lambda idx: loss_on_batch(
-            model, train_items, idx, targets, rng, teacher_weight, hints, hint_weight, adapter, probe, probe_weight,
-            probe_adapters)[0])
+            model, train_items, idx, targets, rng, teacher_weight, hints, hint_weight, adapter)[0])
         ev = evaluate_grid(model, val_items)
         row = dict(epoch=epoch + 1, train_loss=train_loss, seconds=time.time() - t0, sigma=model.blur.sigma, **ev)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -560,8 +487,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
             save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), metrics=ev, epoch=epoch + 1), out / "best.pt")
         save_atomic(dict(cfg=dict(model.cfg), model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                          epoch=epoch + 1, best=best, rng=rng.getstate(),
-                         adapter=adapter.state_dict() if adapter is not None else None,
-                         probe_adapters=probe_adapters.state_dict() if probe_adapters is not None else None), ck)
+                         adapter=adapter.state_dict() if adapter is not None else None), ck)
     os.replace(out / "best.pt", final)
     return final
 
@@ -587,9 +513,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="weight of the teacher feature-hint MSE (0: off); also uses the teacher's densities of "
                         "mirrored images")
     p.add_argument("--snapshots", action="store_true", help="keep every epoch's model in <out>/epochs/")
-    p.add_argument("--probe-hints", type=Path, default=None,
-                   help="a train.probe checkpoint: its intermediate features become hints for the dense blocks")
-    p.add_argument("--probe-weight", type=float, default=1.0, help="weight of the probe hint MSE")
     p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. a fixation-only pre-training)")
     p.add_argument("--config", type=str, default="{}",
                    help="JSON overrides of StudentConfig (with --init: of its config, e.g. input_long_side, or "
@@ -599,7 +522,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     train(a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight, init=a.init,
           cfg=json.loads(a.config), threads=a.threads, seed=a.seed, hint_weight=a.hint_weight,
-          snapshots=a.snapshots, probe_hints=a.probe_hints, probe_weight=a.probe_weight,
+          snapshots=a.snapshots,
           log=lambda s: print(s, flush=True))
     return 0
 
