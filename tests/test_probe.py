@@ -223,3 +223,18 @@ def test_flipped_views_take_the_mirrored_teacher_density():
         assert int(cells[0]) == (20 // 8) * 12 + ((95 - 10) // 8 if flip else 10 // 8)
         seen.add(flip)
     assert seen == {True, False}
+
+
+def test_batch_norm_recalibration_reaches_the_backbone(member_file):
+    """average.recalibrate_batch_norm recomputes the backbone's batch-norm statistics too (the student keeps
+    them in eval mode while it trains): the running mean becomes the mean of the stem's outputs."""
+    A = pytest.importorskip("gazecrop.train.average")
+    model = PR._from_member(member_file[0]).eval()
+    g = np.random.default_rng(0)
+    items = [dict(image=g.integers(0, 256, (64, 96, 3), dtype=np.uint8)) for _ in range(3)]
+    A.recalibrate_batch_norm(model, items, batch=8)
+    assert not model.backbone.training and not model.backbone.net._bn0.training
+    x = torch.stack([torch.from_numpy(it["image"]).permute(2, 0, 1).float() for it in items])
+    with torch.no_grad():
+        stem = model.backbone.net._conv_stem((x - 127.0) / 128.0)
+    torch.testing.assert_close(model.backbone.net._bn0.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
