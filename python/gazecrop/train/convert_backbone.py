@@ -337,6 +337,17 @@ def convert(backbone: str, stages: int, out: Path, *, golden: Optional[Path] = N
     base = golden_images(seed)[0]  # 192 x 256, cropped to each size
     images = [np.ascontiguousarray(base[(o := int(rng.integers(0, base.shape[0] - h + 1))):o + h, :w])
               for h, w in GOLDEN_SIZES]
+    info = _checked_write(model, net, images, out, golden, tol)
+    return dict(info, backbone=backbone, stages=stages, pretrained=pretrained)
+
+
+def _checked_write(model: nn.Module, net: Network, images: Sequence[np.ndarray], out: Path,
+                   golden: Optional[Path], tol: float) -> dict:
+    """Check ``net`` against ``model`` on ``images`` (:func:`check_against_torch`), then write it to ``out``
+    and, with ``golden``, the images and PyTorch log-densities (atomically); returns the file's facts.
+
+    Raises:
+        AssertionError: a runner differs from PyTorch by more than ``tol`` (nothing written)."""
     res = check_against_torch(model, net, images)
     if max(res["max_abs_error"].values()) > tol:
         raise AssertionError(f"converted network differs from PyTorch: {res['max_abs_error']}")
@@ -349,9 +360,8 @@ def convert(backbone: str, stages: int, out: Path, *, golden: Optional[Path] = N
         with atomic_open(golden) as f:
             np.savez_compressed(f, **arrays)
     h, w = net.input_size(768, 1024)
-    return dict(file=str(out), bytes=out.stat().st_size, backbone=backbone, stages=stages, pretrained=pretrained,
-                input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9, ops=len(net.ops),
-                parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)),
+    return dict(file=str(out), bytes=out.stat().st_size, input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9,
+                ops=len(net.ops), parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)),
                 max_abs_error_vs_torch=res["max_abs_error"])
 
 
@@ -385,22 +395,9 @@ def convert_student(src: Path, out: Path, *, golden: Optional[Path] = None, name
         big = np.array(Image.fromarray(base).resize((256, 256), Image.BILINEAR))
         y0, x0 = int(rng.integers(0, big.shape[0] - h + 1)), int(rng.integers(0, big.shape[1] - w + 1))
         images.append(np.ascontiguousarray(big[y0:y0 + h, x0:x0 + w]))
-    res = check_against_torch(model, net, images)
-    if max(res["max_abs_error"].values()) > tol:
-        raise AssertionError(f"exported student differs from PyTorch: {res['max_abs_error']}")
-    write_weights(out, net)
-    if golden is not None:
-        arrays = {}
-        for i, (img, ld) in enumerate(zip(images, res["torch"])):
-            arrays[f"image{i}"] = img
-            arrays[f"log_density{i}"] = ld
-        with atomic_open(golden) as f:
-            np.savez_compressed(f, **arrays)
-    h, w = net.input_size(768, 1024)
-    return dict(file=str(out), bytes=out.stat().st_size, input_hw=[h, w], gflops=2 * net.num_macs(h, w) / 1e9,
-                gflops_torch=model.gflops(h, w), ops=len(net.ops),
-                parameters=int(sum(t.size for op in net.ops for _, t in op.tensors)), widths=model.widths(),
-                max_abs_error_vs_torch=res["max_abs_error"])
+    info = _checked_write(model, net, images, out, golden, tol)
+    h, w = info["input_hw"]
+    return dict(info, gflops_torch=model.gflops(h, w), widths=model.widths())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
