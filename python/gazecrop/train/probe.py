@@ -387,7 +387,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         log(f"resumed at epoch {epoch0}")
     else:
         ev = distill.evaluate_grid(model, val_items)
-        log("start (frozen probe): " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
+        log("start: " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
     (out / "config.json").write_text(json.dumps(dict(init=str(init), epochs=epochs, batch=batch, lr=lr,
                                                      teacher_weight=teacher_weight, seed=seed, cfg=model.cfg,
                                                      mirrored_teacher=mirrored_teacher,
