@@ -1,6 +1,7 @@
 """Golden check of the shipped model: the NumPy reference and the native core, running
 ``weights/gazecrop-fast.gzw``, reproduce the PyTorch student's log-density (stored by
-``python -m gazecrop.train.export --golden``) on synthetic images, max abs error 1e-3."""
+``python -m gazecrop.train.convert_backbone --from <checkpoint> --golden``) on synthetic images at the runner's
+input sizes, max abs error 1e-3."""
 
 from pathlib import Path
 
