@@ -1,7 +1,6 @@
 """Golden check of the shipped model: the NumPy reference and the native core, running
 ``weights/gazecrop-fast.gzw``, reproduce the PyTorch student's log-density (stored by
-``python -m gazecrop.train.convert_backbone --from <checkpoint> --golden``) on synthetic images at the runner's
-input sizes, max abs error 1e-3."""
+``python -m gazecrop.train.export --golden``) on synthetic images, max abs error 1e-3."""
 
 from pathlib import Path
 
@@ -53,3 +52,30 @@ def test_default_model_is_the_shipped_file(cases):
     model = gazecrop.load_model()
     image, expect = cases[0]
     np.testing.assert_allclose(model.run(image), expect, atol=TOL)
+
+
+CANDIDATE = ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"
+CANDIDATE_GOLDEN = ROOT / "tests" / "data" / "golden_candidate_lite0.npz"
+
+
+def test_candidate_lite0_matches_pytorch():
+    """The EfficientNet-Lite0 candidate (weights/candidate-lite0, issue 13; depthwise convolutions, "same"
+    padding, ReLU6, residual adds): the reference and every kernel set of the core reproduce the PyTorch
+    student's log-density (``python -m gazecrop.train.convert_backbone --from <checkpoint> --golden``)."""
+    core = pytest.importorskip("gazecrop._core")
+    net = read_weights(CANDIDATE)
+    model = gazecrop.load_model(CANDIDATE)
+    before = core.kernel_set()
+    with np.load(CANDIDATE_GOLDEN) as z:
+        n = len([k for k in z.files if k.startswith("image")])
+        cases = [(z[f"image{i}"], z[f"log_density{i}"]) for i in range(n)]
+    assert len(cases) == 4
+    try:
+        for ks in core.supported_kernel_sets():
+            core.set_kernel_set(ks)
+            for image, expect in cases:
+                assert np.abs(model.run(image) - expect).max() < TOL, ks
+    finally:
+        core.set_kernel_set(before)
+    for image, expect in cases:
+        assert np.abs(reference.run(net, image) - expect).max() < TOL

@@ -1,8 +1,8 @@
 """gazecrop: predict where people look in a photo (a saliency map learned from eye-tracking data) and crop
 it to any aspect ratio around what they would look at.
 
-The native core (``gazecrop._core``) runs a distilled, Fisher-pruned student (ImageNet EfficientNet-Lite0 cut
-after stage 5 + DeepGaze II readout) from a flat weights file (``.gzw``, see ``docs/weights-format.md``).
+The native core (``gazecrop._core``) runs a distilled, Fisher-pruned DenseNet-style network from a flat
+weights file (``.gzw``, see ``docs/weights-format.md``).
 """
 
 from ._image import EncodedImage, ImageError, ImageTooLargeError

@@ -1,7 +1,8 @@
 """Knowledge distillation of the teacher ensemble into a student (Hinton et al. 2015, as used for saliency by
 Theis et al. 2018, arXiv:1801.05787): the data, teacher targets, augmentation, loss and val metrics that the
-shipped student (:mod:`gazecrop.train.probe`) and the from-scratch DenseNet baseline (:mod:`gazecrop.train.
-student`, trained by this module's own :func:`train` / ``python -m gazecrop.train.distill``) share.
+from-scratch DenseNet student (:mod:`gazecrop.train.student`, the shipped default, trained by this module's own
+:func:`train` / ``python -m gazecrop.train.distill``) and the EfficientNet-Lite0 student
+(:mod:`gazecrop.train.probe`) share.
 
 Loss per image: ``0.9 * CE(teacher density, student) + 0.1 * NLL(fixations)``, both in nats (the
 cross-entropy over grid cells, the negative log-likelihood averaged over the image's fixations). With no

@@ -1,9 +1,8 @@
-"""Export the from-scratch DenseNet baseline student (:mod:`gazecrop.train.student`) to the flat weights file,
-with golden arrays for the tests. (The shipped EfficientNet-Lite0 student exports through
-``python -m gazecrop.train.convert_backbone --from``.)
+"""Export the DenseNet student (:mod:`gazecrop.train.student`) to the flat weights file, with golden arrays for
+the tests (the EfficientNet-Lite0 student exports through ``python -m gazecrop.train.convert_backbone --from``).
 
-``python -m gazecrop.train.export --from SNAPSHOT.pt --out baseline.gzw --golden baseline_golden.npz`` folds
-batch norm, drops pruned feature maps (:func:`export_student`), writes
+``python -m gazecrop.train.export --from SNAPSHOT.pt --out weights/gazecrop-fast.gzw --golden
+tests/data/golden_fast.npz`` folds batch norm, drops pruned feature maps (:func:`export_student`), writes
 the ``.gzw`` atomically, runs the NumPy reference on it and checks it reproduces the PyTorch student's
 log-density on a few synthetic test images (max abs error 1e-3), and stores those images and the PyTorch
 outputs so the tests can check the file and the native core without PyTorch.

@@ -1,6 +1,7 @@
-"""The shipped student: an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the DeepGaze II readout
-and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned and run by the
-native core (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual
+"""The EfficientNet-Lite0 student (issue 13): an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the
+DeepGaze II readout and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned and
+run by the native core (the candidate in ``weights/candidate-lite0``, not yet the default: its
+``MODEL_CARD.md``) (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual
 additions are core ops).
 
 :class:`PretrainedStudent` is the model (its prunable feature maps behind :class:`MapMask` entries, analytic
@@ -103,7 +104,7 @@ def _shrink_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> None:
 
 
 class PretrainedStudent(nn.Module):
-    """The gazecrop student: an ImageNet EfficientNet-Lite backbone (Tan and Le 2019) cut after a stage, with
+    """The EfficientNet-Lite0 student: an ImageNet EfficientNet-Lite backbone (Tan and Le 2019) cut after a stage, with
     the DeepGaze II readout and finalizer of the teacher members (Kümmerer et al. 2017: 1x1 convolutions with
     softplus over several backbone depths, Gaussian blur, learned centre bias, log-softmax), distilled from
     the teacher ensemble and Fisher-pruned (Theis et al. 2018, arXiv:1801.05787).

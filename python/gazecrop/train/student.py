@@ -1,8 +1,6 @@
-"""The comparison baseline: the from-scratch DenseNet-style student (the shipped model until 2026-12-01, learned
-from the 2,000 training images alone), its Fisher-pruning bookkeeping and its export to ``.gzw``. The shipped
-student is now :class:`gazecrop.train.probe.PretrainedStudent` (ImageNet EfficientNet-Lite0 features); this
-module stays so that the baseline's numbers in ``weights/MODEL_CARD.md`` can be reproduced and so that the
-core's ``dense_block`` op keeps a trained network to be tested on.
+"""The from-scratch DenseNet-style student (the shipped default, ``weights/gazecrop-fast.gzw``, learned from the
+2,000 training images alone), its Fisher-pruning bookkeeping and its export to ``.gzw``; the comparison
+baseline of the EfficientNet-Lite0 student (:class:`gazecrop.train.probe.PretrainedStudent`).
 
 Every module maps to one op of the native core (``docs/weights-format.md``):
 
