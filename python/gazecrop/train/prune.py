@@ -28,7 +28,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from .distill import (_append_csv, batches, build_data, evaluate_grid, git_commit, loss_on_batch,
+from .distill import (_append_csv, batches, build_data, evaluate_grid, git_commit, load_checkpoint, loss_on_batch,
                       save_atomic, teacher_targets)
 from .student import ConvBN, Student
 
@@ -99,7 +99,7 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
         log(f"{out}/done exists; skipping")
         return out
     ck = out / "checkpoint.pt"
-    state = torch.load(ck if ck.is_file() else src, weights_only=False)
+    state = load_checkpoint(ck if ck.is_file() else src, ("cfg", "model"), "student checkpoint")
     model = load_prunable(state)
     side = int(model.cfg.get("input_long_side", 256))
     train_items = build_data("train", side, log=log)
@@ -235,6 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if a.src is None or a.target_gflops is None:
         p.error("--from and --target-gflops are required to prune")
+    try:  # a bad input file fails here, before any data is loaded
+        load_prunable(load_checkpoint(a.src, ("cfg", "model"), "student checkpoint"))
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     prune(a.src, a.out, target_flops=a.target_gflops * 1e9, steps=a.steps, maps_per_step=a.maps_per_step,
           beta=a.beta, lr=a.lr, batch=a.batch, eval_every=a.eval_every, teacher_weight=a.teacher_weight,
           threads=a.threads, seed=a.seed, log=lambda s: print(s, flush=True))
