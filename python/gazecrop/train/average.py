@@ -56,7 +56,7 @@ def average_students(paths: Sequence[Path]) -> Student:
     return ref.eval()
 
 
-def recalibrate_batch_norm(model: torch.nn.Module, items: List[dict], batch: int = 16) -> Student:
+def recalibrate_batch_norm(model: torch.nn.Module, items: List[dict], batch: int = 16) -> torch.nn.Module:
     """Recompute every batch norm's running mean and variance from one pass over ``items`` (the cached training
     images of :func:`gazecrop.train.distill.build_data`, dicts with a uint8 (H, W, 3) ``"image"``; not
     augmented), no gradients: the equal-weight average of the per-batch statistics (PyTorch's cumulative

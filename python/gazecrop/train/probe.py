@@ -359,7 +359,8 @@ def load_init(path: Path) -> PretrainedStudent:
 def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
           teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
           log=print) -> Path:
-    """Fine-tune a frozen probe member end to end by distillation at long side 256 (resumes from
+    """Train the student end to end by distillation at long side 256, starting from ``init`` (a frozen-probe
+    member file or a student checkpoint such as a pruning snapshot, :func:`load_init`; resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
     grid information gain, :func:`gazecrop.train.distill.evaluate_grid`). With ``mirrored_teacher``, flipped
     training views take the teacher's density of the mirrored image instead of the mirrored density
