@@ -237,13 +237,12 @@ def main(argv=None) -> int:
         print(format_result(r), flush=True)
         failed |= r["gate"].get("passed") is False
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+        H.write_json(a.json, results)
     if a.update:
         old = json.loads(Path(a.update).read_text())
         now = {r["suite"] for r in results["gates"]}
         old["gates"] = [r for r in old["gates"] if r["suite"] not in now] + results["gates"]
-        Path(a.update).write_text(json.dumps(old, indent=1, default=str) + "\n")
+        H.write_json(a.update, old)
     print("speed gates: " + ("FAILED" if failed else "passed (skipped ones say why above)"), flush=True)
     return 1 if failed else 0
 

@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VIPS
 import datetime as _dt  # noqa: E402
 import glob  # noqa: E402
 import importlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -38,7 +37,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Dict, List, Optional, Sequence, Tuple  # noqa: E402
@@ -449,6 +447,16 @@ def git_commit() -> str:
         return (out + ("+dirty" if dirty else "")) if out else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def write_json(path: "str | os.PathLike[str]", obj) -> None:
+    """Write ``obj`` as indented JSON (non-JSON values as ``str``) to ``path`` atomically
+    (:func:`gazecrop._atomic.atomic_open`), creating its folder: what every suite's ``--json`` writes."""
+    from gazecrop._atomic import atomic_open
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write((json.dumps(obj, indent=1, default=str) + "\n").encode())
 
 
 def machine() -> dict:

@@ -20,7 +20,6 @@ Times only, checks nothing. ``benchmarks/report.py --kernel-sets PATH`` writes t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -207,8 +206,7 @@ def main(argv=None) -> int:
     for k, v in res["skipped"].items():
         print(f"SKIPPED {k}: {v}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
+        H.write_json(a.json, res)
     return 0
 
 

@@ -148,8 +148,7 @@ def main(argv=None) -> int:
         if "skipped" in out["saliency"]:
             print(f"\nsaliency metrics skipped: {out['saliency']['skipped']}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+        H.write_json(a.json, out)
     return 0
 
 

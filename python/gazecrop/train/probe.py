@@ -291,18 +291,17 @@ class PretrainedStudent(nn.Module):
                 _shrink_conv(c, out_idx=keep)
             _shrink_conv(convs[j], in_idx=keep)
             m.mask = torch.ones(len(keep))
-        full = PretrainedStudent.full_widths(self)
+        full = self.full_widths()
         self.cfg["widths"] = {n: a for n, a in self.widths().items() if a != full[n]}
         return self
 
-    @staticmethod
-    def full_widths(model: "PretrainedStudent") -> Dict[str, int]:
-        """The unpruned widths of ``model``'s layers (from the backbone's block arguments)."""
+    def full_widths(self) -> Dict[str, int]:
+        """The unpruned widths of the prunable layers (from the backbone's block arguments)."""
         out = {}
-        for i in range(model.num_blocks):
-            a = model.backbone.net._blocks[i]._block_args
+        for i in range(self.num_blocks):
+            a = self.backbone.net._blocks[i]._block_args
             out[f"b{i}"] = a.input_filters * a.expand_ratio
-        out.update({f"r{j}": h for j, h in enumerate(model.cfg["hidden"])})
+        out.update({f"r{j}": h for j, h in enumerate(self.cfg["hidden"])})
         return out
 
 
