@@ -1,8 +1,16 @@
 """The public Python API: saliency maps and crops of photos.
 
-Every call goes through one :func:`gazecrop._image._prepare` (path, PIL image or uint8 array -> displayed RGB
-pixels and size) and one model run (``model.log_density``); the crop rules are the pure functions of
-:mod:`gazecrop.crop`. All coordinates are pixels of the image as displayed (EXIF orientation applied).
+Every call goes through one :func:`gazecrop._image._prepare` (path, encoded bytes or binary file object, PIL
+image or uint8 array -> displayed RGB pixels and size) and one model run (``model.log_density``); the crop
+rules are the pure functions of :mod:`gazecrop.crop`. All coordinates are pixels of the image as displayed
+(EXIF orientation applied).
+
+``image`` is a path (str / os.PathLike); the encoded file in memory, as ``bytes``, ``bytearray``,
+``memoryview``, a binary file object (``open(path, "rb")``, an upload; read once, from its current position) or
+a :class:`gazecrop.EncodedImage` (bytes with a name for messages); a ``PIL.Image.Image``; or a uint8
+(H, W, 3) RGB array. ``max_pixels`` (every call) is the largest image file accepted, in pixels (default
+Pillow's ``Image.MAX_IMAGE_PIXELS``, about 89.5 million); a larger one raises
+:class:`gazecrop.ImageTooLargeError` (a possible decompression bomb) before any pixel is decoded.
 
 ``model`` is a :class:`gazecrop.Model` (or any object with ``log_density(rgb uint8 (H, W, 3)) -> (h, w)`` and
 ``input_size(H, W) -> (h, w)``), a path to a ``.gzw`` file, or None for the bundled default model (loaded
@@ -19,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Protocol, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ._image import ImageInput, _prepare, open_image
+from ._image import ImageInput, _prepare, encoded_input, open_image, pillow_limit
 from .crop import (DEFAULT_STRATEGY, AspectLike, CropBox, CropResult, Strategy, ZoomLike, aspect_list,
                    check_options, choose_crops, resample_log_density)
 from .model import load_model
@@ -109,25 +117,30 @@ def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) ->
     return (np.logaddexp(a, b[:, ::-1]) - np.float32(np.log(2.0))).astype(np.float32)
 
 
-def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = False) -> Prediction:
+def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = False,
+            max_pixels: Optional[int] = None) -> Prediction:
     """Run the saliency model once on an image (twice with ``symmetric``).
 
     Args:
-        image: a path (str / os.PathLike), a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
+        image: a path (str / os.PathLike), encoded bytes (``bytes``, ``bytearray``, ``memoryview``, a binary
+            file object, a :class:`gazecrop.EncodedImage`), a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB
+            array.
         model: a Model, a ``.gzw`` path, or None for the bundled default model.
         symmetric: flip-averaged inference: also run the model on the left-right mirror image and average
             the densities (:func:`mirror_average`), so that a mirrored photo gets exactly the mirrored map
             and crop boxes; twice the model's cost. Off by default (``benchmarks/crop_quality.md``).
+        max_pixels: the largest image file accepted, in pixels (None: Pillow's ``Image.MAX_IMAGE_PIXELS``).
     Returns:
         :class:`Prediction` (grid log-density + displayed size).
     Raises:
         FileNotFoundError: no such image (or no bundled model). ImageError / ImageTooLargeError: the image
-        cannot be used. TypeError / ValueError: bad argument types or array shapes.
+        cannot be used (ImageTooLargeError: over ``max_pixels``). TypeError / ValueError: bad argument types
+        or array shapes.
     """
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     m = _model(model)
-    prep = _prepare(image, input_size=m.input_size)
+    prep = _prepare(image, input_size=m.input_size, max_pixels=max_pixels)
     grid = np.asarray(m.log_density(prep.rgb), dtype=np.float32)
     if grid.ndim != 2:
         raise ValueError(f"model returned a {grid.shape} array, expected a (h, w) log-density grid")
@@ -136,28 +149,29 @@ def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = Fal
     return Prediction(log_density=grid, size=prep.size)
 
 
-def saliency_map(image: ImageInput, *, model: ModelLike = None) -> np.ndarray:
+def saliency_map(image: ImageInput, *, model: ModelLike = None, max_pixels: Optional[int] = None) -> np.ndarray:
     """Where people are predicted to look: a log-density over the displayed image's pixels.
 
     Args:
-        image: a path (str / os.PathLike), a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
+        image: as :func:`predict` (a path, encoded bytes or a file object, a PIL image, an array).
         model: a Model, a ``.gzw`` path, or None for the bundled default model.
+        max_pixels: as :func:`predict`.
     Returns:
         float32 (H, W) natural-log density, ``logsumexp == 0``; H, W are the image as displayed (EXIF
         orientation applied). ``np.exp(map)`` is the probability of each pixel being fixated.
     Raises:
         As :func:`predict`.
     """
-    return predict(image, model=model).saliency_map()
+    return predict(image, model=model, max_pixels=max_pixels).saliency_map()
 
 
 def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike = None,
           strategy: Strategy = DEFAULT_STRATEGY, candidates: int = 1, zoom: ZoomLike = None,
-          symmetric: bool = False) -> List[CropResult]:
+          symmetric: bool = False, max_pixels: Optional[int] = None) -> List[CropResult]:
     """Crops for several aspect ratios from one model run.
 
     Args:
-        image: a path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
+        image: as :func:`predict` (a path, encoded bytes or a file object, a PIL image, an array).
         aspects: aspect ratios (width / height), numbers or strings such as ``"16:9"``.
         model: a Model, a ``.gzw`` path, or None for the bundled default model.
         strategy: ``"mass"`` (most saliency mass inside the box without cutting through the most salient
@@ -170,6 +184,7 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike 
             of the largest box's side that still keeps ``mass`` of the saliency mass
             (:class:`gazecrop.crop.Zoom`).
         symmetric: flip-averaged inference (:func:`predict`).
+        max_pixels: the largest image file accepted, in pixels (:func:`predict`).
     Returns:
         One :class:`~gazecrop.crop.CropResult` per aspect, in order: ``box`` (pixels of the displayed image),
         ``salient_point`` ``(x, y)``, ``score`` (share of saliency mass inside), ``peaks``, ``keep_whole``
@@ -182,12 +197,13 @@ def crops(image: ImageInput, aspects: Iterable[AspectLike], *, model: ModelLike 
     """
     aspects = aspect_list(aspects)  # fail before the model run
     opts = check_options(strategy=strategy, candidates=candidates, zoom=zoom)
-    return predict(image, model=model, symmetric=symmetric).crops(
+    return predict(image, model=model, symmetric=symmetric, max_pixels=max_pixels).crops(
         aspects, strategy=opts["strategy"], candidates=opts["candidates"], zoom=opts["zoom"])
 
 
 def crop_box(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
-             strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False) -> CropBox:
+             strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False,
+             max_pixels: Optional[int] = None) -> CropBox:
     """The crop box for one aspect ratio: ``CropBox(left, top, width, height)``, ints, pixels of the displayed
     image; the largest box of ``aspect`` (width / height, e.g. ``16 / 9`` or ``"16:9"``) that fits (a
     tighter one with ``zoom``).
@@ -195,11 +211,13 @@ def crop_box(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
     Raises:
         As :func:`crops`.
     """
-    return crops(image, [aspect], model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)[0].box
+    return crops(image, [aspect], model=model, strategy=strategy, zoom=zoom, symmetric=symmetric,
+                 max_pixels=max_pixels)[0].box
 
 
 def crop(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
-         strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False) -> Image.Image:
+         strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False,
+         max_pixels: Optional[int] = None) -> Image.Image:
     """The cropped image: the displayed image (EXIF orientation applied, original mode, first frame) cut to
     :func:`crop_box`.
 
@@ -208,9 +226,11 @@ def crop(image: ImageInput, aspect: AspectLike, *, model: ModelLike = None,
     Raises:
         As :func:`crops`.
     """
-    box = crop_box(image, aspect, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)
-    full = open_image(image)
-    return full.crop(box.to_pil())
+    image = encoded_input(image)  # a file object is read once, for the box and the pixels
+    box = crop_box(image, aspect, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric,
+                   max_pixels=max_pixels)
+    with pillow_limit(max_pixels):
+        return open_image(image, max_pixels=max_pixels).crop(box.to_pil())
 
 
 def thumbnail_size(size: Tuple[int, int]) -> Tuple[int, int]:
@@ -234,16 +254,16 @@ def thumbnail_size(size: Tuple[int, int]) -> Tuple[int, int]:
 
 def thumbnail(image: ImageInput, size: Tuple[int, int], *, model: ModelLike = None,
               strategy: Strategy = DEFAULT_STRATEGY, zoom: ZoomLike = None, symmetric: bool = False,
-              upscale: bool = True, resample: int = Image.LANCZOS) -> Image.Image:
+              upscale: bool = True, resample: int = Image.LANCZOS, max_pixels: Optional[int] = None) -> Image.Image:
     """A thumbnail of exactly ``size``: the image cropped to the aspect ``w / h`` (:func:`crop_box`), then
     resized to ``w x h`` (what libvips ``thumbnail --smartcrop attention``, sharp ``position: attention``
     and thumbor ``/WxH/smart/`` give).
 
     Args:
-        image: a path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array.
+        image: as :func:`predict` (a path, encoded bytes or a file object, a PIL image, an array).
         size: ``(width, height)`` in pixels, each 1..65500. Extreme sizes work: the box is at least one
             pixel on each side (``CropResult.clamped``) and is then resized.
-        model, strategy, zoom, symmetric: as :func:`crops`.
+        model, strategy, zoom, symmetric, max_pixels: as :func:`crops`.
         upscale: allow enlarging when the box is smaller than ``size`` (default). With False the crop is
             only ever reduced: a box smaller than ``size`` is returned at its own size (keeping the aspect of
             the box), so the result can then be smaller than ``size``.
@@ -256,9 +276,12 @@ def thumbnail(image: ImageInput, size: Tuple[int, int], *, model: ModelLike = No
         As :func:`crops`; TypeError / ValueError for a bad ``size``.
     """
     w, h = thumbnail_size(size)
-    box = crop_box(image, w / h, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric)
-    full = open_image(image)
-    return resize_crop(full, box, (w, h), upscale=upscale, resample=resample)
+    image = encoded_input(image)  # a file object is read once, for the box and the pixels
+    box = crop_box(image, w / h, model=model, strategy=strategy, zoom=zoom, symmetric=symmetric,
+                   max_pixels=max_pixels)
+    with pillow_limit(max_pixels):
+        full = open_image(image, max_pixels=max_pixels)
+        return resize_crop(full, box, (w, h), upscale=upscale, resample=resample)
 
 
 def resize_crop(full: Image.Image, box: CropBox, size: Tuple[int, int], *, upscale: bool = True,

@@ -22,18 +22,25 @@ A job (:func:`run_job`) writes into ``OUT``:
   ``b/x.jpg`` never collide. Relative paths are taken from the folder given, or from the deepest folder common
   to a manifest's entries (``--root`` fixes it).
 - ``job.json``: the job's key, options and model.
+- while the job runs, ``.gazecrop-batch.lock`` (one job at a time per ``OUT``) and
+  ``.gazecrop-batch.progress/`` (the records of each image finished in a chunk whose table file is not
+  written yet); both are removed when the job completes.
 
 Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
-written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
-schema version, gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name
-template, format, quality and whether crops are written; not the engine) and whose crops all exist; a new model
-or option re-does everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
-uninterrupted run, and first removes the temporary files the killed run left
-(:func:`gazecrop._atomic.clean_stale`). One job at a time per ``OUT`` (the lock file
-``.gazecrop-batch.lock`` refuses a second). Signals, odd file names and write failures follow the ``gazecrop``
-CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status 130 / 143 / 129 after removing this process's writes in
-progress; a file name that is not UTF-8 is kept on disk and shown with ``\\xNN`` escapes in the table; a crop
-that cannot be written fails its input; a table file that cannot be written stops the job (status 1).
+written after its crops, and each finished image's records are kept in ``.gazecrop-batch.progress/`` until
+its chunk's table file holds them, so an interruption loses at most the images in flight, whatever the chunk
+size. A job run again skips the chunks whose table file exists with the same job key (the schema version,
+gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name template, format,
+quality, pixel limit when one is given and whether crops are written; not the engine) and whose crops all
+exist, and the images of the other chunks already finished; a new model or option re-does everything. A
+killed job (SIGKILL included) run again finishes the rest with results identical to an uninterrupted run, and
+first removes the temporary files the killed run left (:func:`gazecrop._atomic.clean_stale`). A second job on
+the same ``OUT`` while one runs is refused (an exclusive ``flock`` on the lock file, which the job removes,
+still holding it, when it ends; a job that locked a file just removed takes a new one). Signals, odd file
+names and write failures follow the ``gazecrop`` CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status
+130 / 143 / 129 after removing this process's writes in progress; a file name that is not UTF-8 is kept on
+disk and shown with ``\\xNN`` escapes in the table; a crop that cannot be written fails its input; a table
+file that cannot be written stops the job (status 1).
 
 Writing Parquet needs ``pyarrow`` (``pip install "gazecrop[batch]"``; the ``ray`` and ``dask`` extras include
 it); :func:`crop_records` and :class:`Cropper` do not.
@@ -105,6 +112,9 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 ENGINES = ("local", "ray", "dask")
 DEFAULT_CHUNK = 256
+LOCK_NAME = ".gazecrop-batch.lock"
+PROGRESS_DIR = ".gazecrop-batch.progress"
+"""In ``OUT``: the job's lock file, and the folder of finished images whose chunk is not written yet."""
 
 Input = Union[str, "os.PathLike[str]", EncodedImage]
 
@@ -131,13 +141,15 @@ class BatchOptions:
         name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{size}``, ``{ext}`` (as ``gazecrop
             --name``: ``{aspect}`` and ``{size}`` are both ``16x9`` for an aspect, ``320x180`` for a size).
         write_crops: write the cropped images (else records only).
-        format: ``"jpeg"``, ``"png"`` or ``"webp"`` for every crop, or None: the extension in ``name``, else
-            each input's own format (as ``gazecrop --format``; :mod:`gazecrop._output`).
+        format: ``"jpeg"``, ``"png"``, ``"webp"`` or ``"avif"`` (where Pillow can write it) for every crop, or
+            None: the extension in ``name``, else each input's own format (as ``gazecrop --format``;
+            :mod:`gazecrop._output`).
         quality: 1..100 for lossy crops, or None (a JPEG input's own tables, else 90).
         model: a ``.gzw`` file, or None for the bundled model.
+        max_pixels: the largest image accepted, in pixels (None: Pillow's limit; :func:`gazecrop.predict`).
     Raises:
-        ValueError / TypeError: a bad aspect, size, strategy or template; two outputs with the same name tag
-        (``16:9`` and ``16/9``, or ``--size 16x9`` and ``--aspect 16:9``).
+        ValueError / TypeError: a bad aspect, size, strategy, template, format or pixel limit; two outputs with
+        the same name tag (``16:9`` and ``16/9``, or ``--size 16x9`` and ``--aspect 16:9``).
     """
 
     aspects: Optional[Tuple[str, ...]] = None
@@ -149,9 +161,11 @@ class BatchOptions:
     format: Optional[str] = None
     quality: Optional[int] = None
     model: Optional[str] = None
+    max_pixels: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from ._output import FORMATS
+        from ._image import _check_limit
+        from ._output import check_format
         from .cli import check_name, plan_outputs
 
         for f, what in (("aspects", "aspect ratios, e.g. ('16:9',)"), ("sizes", "sizes, e.g. ('320x180',)")):
@@ -172,8 +186,8 @@ class BatchOptions:
         object.__setattr__(self, "_outputs", tuple(outputs))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
-        if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; expected one of {sorted(FORMATS)}")
+        check_format(self.format)
+        object.__setattr__(self, "max_pixels", _check_limit(self.max_pixels))
         if self.quality is not None and (isinstance(self.quality, bool) or not 1 <= int(self.quality) <= 100):
             raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
         check_name(self.name, tags, self.pil_format, sizes=True)
@@ -232,6 +246,8 @@ def job_key(options: BatchOptions) -> str:
     name, version = model_info(options.model)
     d = options.to_dict()
     d.pop("model")
+    if d["max_pixels"] is None:  # keys of jobs made before the option existed stay valid
+        d.pop("max_pixels")
     blob = json.dumps({"schema": SCHEMA_VERSION, "gazecrop": __version__, "model": [name, version], **d},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -276,7 +292,7 @@ class Cropper:
             _check_input(source)  # the operating system's reason: missing, a folder, a FIFO, no permission
         opts = self.options
         info = source_info(image) if opts.write_crops else None
-        pred, full = predict_input(image, self.model, info)
+        pred, full = predict_input(image, self.model, info, max_pixels=opts.max_pixels)
         results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy)
         outputs: List[str] = []
         if info is not None:
@@ -325,11 +341,14 @@ class Cropper:
             raise ValueError(f"{len(relnames)} relative names for {len(inputs)} inputs")
         from .cli import _Failure
 
+        from ._image import pillow_limit
+
         out: List[dict] = []
         for image, rel in zip(inputs, relnames):
             source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
             try:
-                out += self._one(image, rel)
+                with pillow_limit(self.options.max_pixels):
+                    out += self._one(image, rel)
             except Exception as e:  # one bad input never stops the others
                 msg = str(e) or type(e).__name__
                 if not isinstance(e, (OSError, ValueError, _Failure)):
@@ -607,20 +626,96 @@ def _executor(engine: str) -> Executor:
 
 @contextlib.contextmanager
 def _job_lock(out: str) -> Iterator[None]:
-    """One job at a time per output folder (a file system without locks: no check)."""
+    """One job at a time per output folder: an exclusive ``flock`` on ``OUT/.gazecrop-batch.lock``, which is
+    removed (while still locked) when the job ends, so a finished job leaves no lock file. A job that locks a
+    file another job has just removed (it opened the name before the removal) sees that the name no longer
+    leads to its file and starts again with a new one, so two jobs never both hold the lock. A file system
+    without locks: no check.
+
+    Raises:
+        RuntimeError: another job holds the lock.
+    """
     import errno
     import fcntl
 
-    fd = os.open(os.path.join(out, ".gazecrop-batch.lock"), os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    path = os.path.join(out, LOCK_NAME)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
                 raise RuntimeError(f"another gazecrop-batch job is writing to {out}") from None
+            locked = False  # no locks here (ENOLCK): run unchecked, as before
+        try:
+            st, now = os.fstat(fd), os.stat(path)
+            current = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+        except FileNotFoundError:
+            current = False
+        if current or not locked:
+            break
+        os.close(fd)  # the job that held this file removed it: lock the file now at that name
+    try:
         yield
     finally:
+        if locked:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # still holding the lock: a job waiting on this file will retry
         os.close(fd)
+
+
+def _progress_file(folder: str, key: str, source: str, relname: str) -> str:
+    h = hashlib.sha256("\0".join((key, source, relname)).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(folder, h[:40] + ".json")
+
+
+def _keep_finished(folder: str, key: str, source: str, relname: str, records: List[dict]) -> None:
+    """Keep one finished image's records until its chunk's table file is written (atomically)."""
+    os.makedirs(folder, exist_ok=True)
+    _write_named(_progress_file(folder, key, source, relname), json.dumps(
+        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "records": records}).encode())
+
+
+def _finished(folder: str, key: str, source: str, relname: str, out: str) -> Optional[List[dict]]:
+    """The records an interrupted run of this job kept for an image, when they are there and its crops exist,
+    else None."""
+    try:
+        with open(_progress_file(folder, key, source, relname), "rb") as f:
+            d = json.loads(f.read())
+        if d["job_key"] != key or d["source"] != _printable(source) or d["relname"] != _printable(relname):
+            return None
+        records = [{c: r[c] for c in COLUMN_NAMES} for r in d["records"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not records or any(r["crop_path"] is not None and not os.path.isfile(os.path.join(out, r["crop_path"]))
+                          for r in records):
+        return None
+    return records
+
+
+def _forget(folder: str, key: str, part: "_Part") -> None:
+    """Remove the kept records of a chunk whose table file is written."""
+    for s, r in zip(part.sources, part.relnames):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_progress_file(folder, key, s, r))
+
+
+def _clear_progress(folder: str) -> None:
+    """Remove the folder of kept records (the job is complete, or recomputes everything)."""
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, f))
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _complete(part: "_Part", n_aspects: int) -> bool:
+    """Every input of the chunk has all its records (or its failure record)."""
+    return len(part.records) == len(part.sources) and all(
+        len(v) == n_aspects or v[0]["error"] is not None for v in part.records.values())
 
 
 def _clean_stale(folder: str) -> None:
@@ -643,7 +738,8 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
         jobs: local: threads; ray / dask without ``address``: workers of the local cluster started
             (default: the CPU count); with ``address``: Ray actors / ignored for Dask (all workers).
         address: Ray (``ray://host:10001``, ``auto``) or Dask (``tcp://host:8786``) cluster to use.
-        chunk_size: inputs per table file (the unit of resumption).
+        chunk_size: inputs per table file (a resumed job skips finished chunks by their table file, and the
+            finished images of the other chunks by the records kept for them).
         overwrite: recompute everything, ignoring finished table files.
         root: folder or URI prefix crop names are relative to (default: see :func:`plan_names`).
         progress: ``progress(done, total, failed)`` after each input of this run.
@@ -667,9 +763,13 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
     umask()
     key = job_key(options)
     summary = JobSummary(inputs=len(sources), table=table_dir)
+    progress_dir = os.path.join(out, PROGRESS_DIR)
     with _job_lock(out):
         _clean_stale(table_dir)
         _clean_stale(crops_dir)
+        _clean_stale(progress_dir)
+        if overwrite:
+            _clear_progress(progress_dir)
         name, version = model_info(options.model)
         _write_named(os.path.join(out, "job.json"), json.dumps(
             {"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__, "model_name": name,
@@ -689,12 +789,20 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
             else:
                 summary.skipped += len(p.sources)
                 summary.failed += done
-        owner: Dict[str, _Part] = {}
-        for p in todo:
-            for s in p.sources:
-                owner[_printable(s)] = p
-        tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames)]
         n_aspects = len(options.outputs)  # records per input
+        owner: Dict[str, Tuple[_Part, str, str]] = {}
+        for p in todo:
+            for s, rel in zip(p.sources, p.relnames):
+                owner[_printable(s)] = (p, s, rel)
+                kept = _finished(progress_dir, key, s, rel, out)  # finished before an interruption
+                if kept is not None:
+                    p.records[_printable(s)] = kept
+                    summary.skipped += 1
+            if _complete(p, n_aspects):
+                summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key, n_aspects)
+                _forget(progress_dir, key, p)
+                p.records.clear()
+        tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames) if _printable(s) not in p.records]
         total, done_n, failed_n = len(tasks), 0, 0
         first = True
         if tasks:
@@ -702,7 +810,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                 if first:
                     summary.startup_s, first = time.perf_counter() - t0, False
                 for r in records:
-                    p = owner[r["source"]]
+                    p, source, relname = owner[r["source"]]
                     got = p.records.setdefault(r["source"], [])
                     got.append(r)
                     if r["error"] is not None or len(got) == n_aspects:
@@ -712,14 +820,17 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                         failed_n += r["error"] is not None
                         if progress is not None:
                             progress(done_n, total, failed_n)
-                        if len(p.records) == len(p.sources) and all(
-                                len(v) == n_aspects or v[0]["error"] is not None for v in p.records.values()):
+                        if _complete(p, n_aspects):
                             summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key,
                                                           n_aspects)
+                            _forget(progress_dir, key, p)
                             p.records.clear()
+                        else:  # kept until its chunk is written: an interruption loses only images in flight
+                            _keep_finished(progress_dir, key, source, relname, got)
             if done_n != total:
                 raise RuntimeError(f"the engine returned records for {done_n} of {total} inputs")
         summary.processed = done_n
+        _clear_progress(progress_dir)
     order = {_printable(s): i for i, s in enumerate(sources)}
     summary.failed.sort(key=lambda f: order.get(f[0], 0))
     summary.seconds = time.perf_counter() - t0
@@ -755,13 +866,13 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from ._output import FORMATS
-    from .cli import DEFAULT_NAME, _quality_arg, add_size_arguments
+    from .cli import _quality_arg, add_input_arguments, add_size_arguments
 
     p = argparse.ArgumentParser(
         prog="gazecrop-batch",
         description="Crops for many stored images, on this machine, Ray or Dask: a Parquet table of one record "
                     "per image and aspect (box, salient point, score, advice, error) and the cropped images. "
-                    "Run it again to finish an interrupted job; finished work is skipped.")
+                    "Run it again to finish an interrupted job: finished images are kept and skipped.")
     p.add_argument("inputs", nargs="+", metavar="MANIFEST_OR_FOLDER",
                    help="folders (image files in them and their sub-folders), manifest files (one path or URI "
                         "per line), image files or URIs")
@@ -778,25 +889,25 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    "(tcp://host:8786); default: start a local one with --jobs workers")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="threads (local) or local-cluster workers (ray, dask); default: the CPU count")
-    p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
+    p.add_argument("--name", default=BatchOptions.name, metavar="TEMPLATE",
                    help="crop file name: {stem}, {aspect}, {size}, {ext}, as in gazecrop (320x180 for --size "
-                        "320x180); default %(default)s")
+                        "320x180), in crops/ under the input's relative folder; default %(default)s")
     p.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="format of the crops (default: the extension written in --name, else each input's "
-                        "real format); the file extension always matches")
+                        "real format); the file extension always matches; avif where Pillow can write it")
     p.add_argument("--quality", type=_quality_arg, default=None, metavar="Q",
-                   help="quality 1..100 of JPEG / WebP crops (default: a JPEG input's own tables, else 90)")
+                   help="quality 1..100 of JPEG / WebP / AVIF crops (default: a JPEG input's own tables, else 90)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
     p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
     p.add_argument("--no-crops", action="store_true", help="write the table only")
     p.add_argument("--overwrite", action="store_true", help="recompute everything, even finished table files")
-    p.add_argument("--no-recursive", dest="recursive", action="store_false",
-                   help="take only the image files directly in folder inputs")
+    add_input_arguments(p)
     p.add_argument("--root", metavar="DIR", help="folder (or URI prefix) crop names are relative to "
                    "(default: the folder given, or the folder common to a manifest's entries)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, metavar="N",
-                   help="inputs per table file, the unit a resumed job skips (default %(default)s)")
+                   help="inputs per Parquet table file (default %(default)s); a resumed job skips finished table "
+                        "files and, whatever the chunk size, the images of unfinished ones already done")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="show a progress bar on stderr (default: only when stderr is a terminal)")
@@ -812,7 +923,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.options = BatchOptions(aspects=args.aspect, sizes=tuple(args.size or ()), upscale=not args.no_upscale,
                                     strategy=args.strategy, name=args.name,
                                     write_crops=not args.no_crops, format=args.format, quality=args.quality,
-                                    model=args.model)
+                                    model=args.model, max_pixels=args.max_pixels)
     except (ValueError, TypeError) as e:
         p.error(str(e))
     return args

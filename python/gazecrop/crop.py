@@ -202,9 +202,11 @@ class CropResult:
         score: share of the saliency mass inside the box, in [0, 1].
         peaks: distinct salient points, strongest first, after non-maximum suppression (``peaks[0]`` is the
             salient point).
-        keep_whole: True when cropping is not worth it: the aspect is within :data:`ASPECT_TOLERANCE` of the
-            image's, or the box already keeps at least :data:`MASS_ADVICE` of the mass.
-        advice: why ``keep_whole`` is True (None when False).
+        keep_whole: True when the crop is optional (the whole image would do as well; nothing is lost by
+            cropping either): the aspect is within :data:`ASPECT_TOLERANCE` of the image's, or the box keeps at
+            least :data:`MASS_ADVICE` of the mass.
+        advice: why ``keep_whole`` is True, for people ("keeps 99.2% of what people look at"; None when
+            False); the CLI prints it after "crop optional:".
         strategy: the strategy that placed the box.
         close: True when the best distinct box (module docstring: IoU below :data:`DISTINCT_IOU`, less
             than :data:`CLOSE_SHARED` of its mass shared) keeps at least :data:`CLOSE_RATIO` of this box's
@@ -946,9 +948,9 @@ def _result(dens: _Density, aspect: AspectLike, strategy: str, peaks: Tuple[Peak
     score = cands[0].score
     advice = None
     if abs(math.log(a / (W / H))) <= math.log1p(ASPECT_TOLERANCE):
-        advice = f"aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's {W / H:.3g}"
+        advice = f"the aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's own ({W / H:.3g})"
     elif score >= MASS_ADVICE:
-        advice = f"the box already keeps {score:.1%} of the saliency mass"
+        advice = f"keeps {score:.1%} of what people look at"
     return CropResult(aspect=a, box=box, salient_point=dens.point(), score=score, peaks=peaks,
                       keep_whole=advice is not None, advice=advice, strategy=strategy, close=close,
                       candidates=tuple(cands), clamped=clamped, cut=_cut(dens, box),
