@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -219,6 +220,13 @@ def _check_pixels(size: Tuple[int, int], limit: Optional[int], what: str) -> Non
                                  f"(possible decompression bomb); {_RAISE_HINT.format(n=n)}")
 
 
+def _pillow_pixels(e: Exception) -> str:
+    """The pixel count in Pillow's ``DecompressionBombError`` message ("Image size (N pixels) exceeds..."),
+    or "N"."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    return m.group(1) if m else "N"
+
+
 def _open_path(path: "str | os.PathLike[str] | EncodedImage", limit: Optional[int]) -> Image.Image:
     """Open (header only) and size-check an image file, or the bytes of an :class:`EncodedImage`; only regular
     files are read (:func:`gazecrop._files.open_regular`). The caller closes it (``close()`` or ``with``)."""
@@ -233,7 +241,7 @@ def _open_path(path: "str | os.PathLike[str] | EncodedImage", limit: Optional[in
         im._exclusive_fp = True  # as if Pillow had opened the path: it closes the file after load()/close()
     except Image.DecompressionBombError as e:
         f.close()
-        raise ImageTooLargeError(f"{name}: {e}; {_RAISE_HINT.format(n='N')}") from e
+        raise ImageTooLargeError(f"{name}: {e}; {_RAISE_HINT.format(n=_pillow_pixels(e))}") from e
     except Image.UnidentifiedImageError as e:
         f.close()
         raise ImageError(f"{name}: not a readable image file (unknown or unsupported format)") from e
@@ -255,7 +263,7 @@ def _load(im: Image.Image, what: str) -> None:
     try:
         im.load()
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{what}: {e}; {_RAISE_HINT.format(n='N')}") from e
+        raise ImageTooLargeError(f"{what}: {e}; {_RAISE_HINT.format(n=_pillow_pixels(e))}") from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         raise ImageError(f"{what}: cannot decode image (unreadable or truncated file): {e}") from e
 

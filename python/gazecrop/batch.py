@@ -818,8 +818,6 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                             raise RuntimeError(f"inconsistent records for {r['source']}")
                         done_n += 1
                         failed_n += r["error"] is not None
-                        if progress is not None:
-                            progress(done_n, total, failed_n)
                         if _complete(p, n_aspects):
                             summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key,
                                                           n_aspects)
@@ -827,6 +825,8 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                             p.records.clear()
                         else:  # kept until its chunk is written: an interruption loses only images in flight
                             _keep_finished(progress_dir, key, source, relname, got)
+                        if progress is not None:  # reported once kept
+                            progress(done_n, total, failed_n)
             if done_n != total:
                 raise RuntimeError(f"the engine returned records for {done_n} of {total} inputs")
         summary.processed = done_n

@@ -148,8 +148,8 @@ def plan_outputs(aspects: Optional[Sequence[str]], sizes: Optional[Sequence[str]
         outputs.append(_Output(str(text), size[0] / size[1], f"{size[0]}x{size[1]}", size))
     return outputs
 
-HEATMAP_NAME = "{stem}_heatmap{ext}"
-"""Heatmap file name in ``--out`` (JPEG unless ``--format`` says otherwise)."""
+HEATMAP_NAME = "{dir}/{stem}_heatmap{ext}"
+"""Heatmap file name in ``--out``, in the input's sub-folder (JPEG unless ``--format`` says otherwise)."""
 
 HEATMAP_FORMAT, HEATMAP_QUALITY, HEATMAP_SIDE = "JPEG", 85, 1024
 """Heatmap defaults: JPEG at quality 85, at most 1024 pixels on the long side (``--heatmap-size``).

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import datasets as gds
-from .._atomic import atomic_open
+from .._atomic import atomic_open, write_text
 from ..centre_bias import default_centre_bias
 from ..weights import Network
 from .student import Student, StudentConfig
@@ -471,7 +472,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, hint_weight=hint_weight,
                   hint_members=hints.members if hints is not None else None, seed=seed,
                   init=str(init) if init else None, cfg=dict(model.cfg), commit=git_commit())
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
+    write_text(out / "config.json", json.dumps(config, indent=1, default=list))
     for epoch in range(epoch0, epochs):
         model.train()
         t0 = time.time()
@@ -496,12 +497,15 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Add ``row`` to the CSV log at ``path`` (header first for a new file); the file is rewritten atomically
+    (:func:`gazecrop._atomic.write_text`), so a crash leaves the previous log, never half a line."""
     new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(row))
+    if new:
+        w.writeheader()
+    w.writerow(row)
+    write_text(path, ("" if new else path.read_bytes().decode()) + buf.getvalue())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
