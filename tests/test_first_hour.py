@@ -251,6 +251,8 @@ def test_dash_reads_the_image_from_standard_input(tmp_path):
     assert r.stdout.decode().startswith("-\t16:9\t")
     r = _cli(["-", "-a", "1:1"], input=b"not an image")
     assert r.returncode == 1 and b"-: not a readable image file" in r.stderr and b"Traceback" not in r.stderr
+    r = _cli(["-", "-a", "1:1"], input=b"")
+    assert r.returncode == 2 and b"-: standard input is empty" in r.stderr
     r = _cli(["-", "-", "-a", "1:1"], input=data)
     assert r.returncode == 2
 

@@ -994,7 +994,10 @@ def _read_stdin(found: List[Found]) -> Tuple[List[Found], Optional[EncodedImage]
         reason = f"{STDIN}: standard input is a terminal; pipe an image into it (gazecrop - < photo.jpg)"
     else:
         try:
-            return found, EncodedImage(stream.read(), STDIN)
+            data = stream.read()
+            if data:
+                return found, EncodedImage(data, STDIN)
+            reason = f"{STDIN}: standard input is empty"
         except OSError as e:
             reason = f"{STDIN}: cannot read standard input: {_os_reason(e)}"
     return [Found(f.path, reason) if f.path == STDIN else f for f in found], None
