@@ -234,6 +234,11 @@ def test_animated_inputs_are_flagged_once(fixed, tmp_path, capsys):
     assert cap.err.count("warning") == 2 and cap.err.count(f"{gif}: 3 frames") == 1
     assert "only the first frame" in cap.err
     assert gazecrop._image.frame_count(_read(gif)) == 3
+    mpo = tmp_path / "m.mpo"  # a JPEG with a second image (a phone camera's preview) is a still photo
+    frames[0].save(mpo, "MPO", save_all=True, append_images=frames[1:2])
+    with Image.open(mpo) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    assert gazecrop._image.frame_count(str(mpo)) == 1
 
 
 # ------------------------------------------------------------------------ 11. standard input

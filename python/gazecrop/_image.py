@@ -323,19 +323,21 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
 
 def frame_count(image: ImageInput) -> int:
     """How many frames (animation frames, pages) an image file holds; 1 for a still image, an array or a
-    PIL image without frames. Reads the header (and, for GIF, the frame headers), decodes no pixels.
+    PIL image without frames, and for an MPO (a JPEG whose extra images, such as the large preview many
+    phone cameras add, are not frames of the photo). Reads the header (and, for GIF, the frame headers),
+    decodes no pixels.
 
     Raises:
         As :func:`open_image` (with the default pixel limit lifted: only the count is read).
     """
     image = encoded_input(image)
     if isinstance(image, Image.Image):
-        return int(getattr(image, "n_frames", 1) or 1)
+        return 1 if image.format == "MPO" else int(getattr(image, "n_frames", 1) or 1)
     if not isinstance(image, _FILE_LIKE):
         return 1
     im = _open_path(image, None)
     try:
-        return int(getattr(im, "n_frames", 1) or 1)
+        return 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1) or 1)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         raise ImageError(f"{_describe(image)}: cannot read the frames: {e}") from e
     finally:

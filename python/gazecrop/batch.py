@@ -675,7 +675,8 @@ def _keep_finished(folder: str, key: str, source: str, relname: str, records: Li
     """Keep one finished image's records until its chunk's table file is written (atomically)."""
     os.makedirs(folder, exist_ok=True)
     _write_named(_progress_file(folder, key, source, relname), json.dumps(
-        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "records": records}).encode())
+        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "records": records},
+        default=lambda v: v.item()).encode())  # numpy scalars from an engine's batches as Python numbers
 
 
 def _finished(folder: str, key: str, source: str, relname: str, out: str) -> Optional[List[dict]]:
