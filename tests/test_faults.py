@@ -523,7 +523,7 @@ def test_patterns_and_folders_that_give_nothing_are_reported(fixed, tmp_path, ca
     assert f"{tmp_path / 'empty'}: no image files in folder\n" in err  # its sub-folder read too (the default)
     assert "2 of 3 input(s) failed" in err
     main([str(tmp_path / "empty"), "--no-recursive"])
-    assert "no image files in folder (its sub-folders are read without --no-recursive)" in capsys.readouterr().err
+    assert "no image files in folder (it has sub-folders: drop --no-recursive to read them)" in capsys.readouterr().err
     found = expand_inputs([str(tmp_path / "*.gif"), good], recursive=False)
     assert [f.error is None for f in found] == [False, True]
 

@@ -479,7 +479,7 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = True, stdin: bool 
                 add(f, sub)  # a dangling link, a loop or a FIFO too: processing reports the system's reason
         out.extend(errors)
         if len(out) == n and not errors:
-            hint = " (its sub-folders are read without --no-recursive)" if subfolders else ""
+            hint = " (it has sub-folders: drop --no-recursive to read them)" if subfolders else ""
             out.append(Found(item, f"{item}: no image files in folder{hint}"))
 
     for item in inputs:
