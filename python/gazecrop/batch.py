@@ -707,7 +707,7 @@ def _clear_progress(folder: str) -> None:
     """Remove the folder of kept records (the job is complete, or recomputes everything)."""
     if os.path.isdir(folder):
         for f in os.listdir(folder):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # (nothing else is ever written there)
                 os.unlink(os.path.join(folder, f))
         with contextlib.suppress(OSError):
             os.rmdir(folder)
