@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -61,20 +60,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from gazecrop.portraits import (ETHNICITY, GENDER, GROUP_CODES, HALVES, MIN_GROUP, compose,  # noqa: F401
+                                 load_groups, split_halves)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_FACES = ROOT / ".." / "shared" / "data" / "faces" / "congress"
 RESULTS_JSON = HERE / "results" / "fairness.json"
-
-MIN_GROUP = 10
-"""Groups with fewer portraits are left out (five per half at least)."""
-
-ETHNICITY = {"white-american": "white", "african-american": "Black", "hispanic-american": "Hispanic",
-             "asian-american": "Asian", "native-american": "Native American",
-             "multi-racial-american": "multiracial", "pacific-islander": "Pacific Islander",
-             "middle-eastern-american": "Middle Eastern"}
-GENDER = {"female": "F", "male": "M"}
-GROUP_CODES = {"white": "W", "Black": "B", "Hispanic": "H", "Asian": "A"}
 
 MAIN = (("WF", "WM"), ("BF", "BM"), ("WF", "BF"), ("WM", "BM"), ("WF", "BM"), ("WM", "BF"))
 """The six comparisons of white / Black x female / male (first group first: delta > 0 favours it)."""
@@ -82,9 +74,6 @@ EXTRA = (("WF", "HF"), ("WM", "HM"), ("HF", "HM"), ("WF", "AF"))
 """More comparisons where the data allows (groups of at least :data:`MIN_GROUP`)."""
 POOLED = {"race (white vs Black, same gender)": (("WF", "BF"), ("WM", "BM")),
           "gender (female vs male, same race)": (("WF", "WM"), ("BF", "BM"))}
-
-HALVES = ("tune", "holdout")
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -112,38 +101,6 @@ def comparison_name(a: str, b: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ portraits
-
-def load_groups(faces: Path) -> Dict[str, List[str]]:
-    """Group code -> sorted file names, from ``faces/labels.csv`` (files present under ``faces/photos``).
-
-    Raises:
-        FileNotFoundError: no labels.csv. ValueError: a label row lacks a known gender or ethnicity column.
-    """
-    labels = Path(faces) / "labels.csv"
-    with open(labels, newline="") as f:
-        rows = list(csv.DictReader(f))
-    groups: Dict[str, List[str]] = {}
-    for r in rows:
-        if not {"file", "gender", "ethnicity"} <= set(r):
-            raise ValueError(f"{labels}: expected columns file,gender,ethnicity, got {sorted(r)}")
-        eth = ETHNICITY.get(r["ethnicity"])
-        if eth not in GROUP_CODES or r["gender"] not in GENDER:
-            continue
-        if (Path(faces) / "photos" / r["file"]).is_file():
-            groups.setdefault(GROUP_CODES[eth] + GENDER[r["gender"]], []).append(r["file"])
-    return {g: sorted(v) for g, v in sorted(groups.items()) if len(v) >= MIN_GROUP}
-
-
-def split_halves(groups: Mapping[str, Sequence[str]]) -> Dict[str, Dict[str, List[str]]]:
-    """``{"tune": {group: files}, "holdout": {...}}``: within each group, files ordered by the SHA-256 of
-    their name, dealt alternately (tune gets the extra one of an odd group)."""
-    out: Dict[str, Dict[str, List[str]]] = {h: {} for h in HALVES}
-    for g, files in groups.items():
-        order = sorted(files, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-        for i, h in enumerate(HALVES):
-            out[h][g] = sorted(order[i::2])
-    return out
-
 
 def comparisons(groups: Mapping[str, Sequence[str]]) -> List[Tuple[str, str]]:
     """The comparisons of :data:`MAIN` and :data:`EXTRA` whose two groups are present.
@@ -178,16 +135,6 @@ def draw_pairs(n: int, n_a: int, n_b: int, rng: np.random.Generator) -> Draws:
     if n < 1 or n_a < 1 or n_b < 1:
         raise ValueError(f"need n, n_a, n_b >= 1, got {n}, {n_a}, {n_b}")
     return Draws(rng.integers(n_a, size=n), rng.integers(n_b, size=n), rng.random(n) < 0.5)
-
-
-def compose(first: np.ndarray, second: np.ndarray, axis: int) -> np.ndarray:
-    """uint8 (H, 2W, 3) side by side (``axis=1``) or (2H, W, 3) stacked (``axis=0``), no gap.
-
-    Raises:
-        ValueError: the two tiles differ in shape (resize them first: both must be the same size)."""
-    if first.shape != second.shape:
-        raise ValueError(f"tiles must have the same shape, got {first.shape} and {second.shape}")
-    return np.concatenate([first, second], axis=axis)
 
 
 def kept_first(box: Sequence[int], tile: Tuple[int, int], axis: int) -> float:

@@ -340,6 +340,95 @@ def student_from_state(blob: dict) -> PretrainedStudent:
     return model
 
 
+def student_from_gzw(path: Path, backbone: str = "lite0", features: int = 3) -> PretrainedStudent:
+    """The :class:`PretrainedStudent` whose export (:func:`gazecrop.train.convert_backbone.convert_student`) is the
+    ``.gzw`` file ``path``: the inverse of the export, exact up to float32 rounding. Batch norm was folded into
+    the convolutions, so each batch norm becomes the identity (mean 0, variance 1 - eps, scale 1) with the
+    folded bias; the readout's standardisation (folded into its first convolutions) becomes mean 0, std 1, and
+    the first convolutions' folded biases are summed into the first one (a constant survives the bilinear
+    resize unchanged). Widths (pruned maps) come from the file's tensor shapes. In train mode.
+
+    This is how a shipped student whose training checkpoint was not kept becomes a starting point for
+    fine-tuning (``python -m gazecrop.train.probe import --from F.gzw --out ckpt.pt``).
+
+    Raises:
+        FileNotFoundError: no such file. gazecrop.weights.WeightsFormatError: not a valid ``.gzw`` file.
+        ValueError: a valid file that is not a student export of this backbone (names, shapes or op kinds
+            differ from what :func:`gazecrop.train.convert_backbone.to_network` writes).
+    """
+    from ..weights import read_weights
+
+    net = read_weights(path)
+    tensors = {n: t for op in net.ops for n, t in op.tensors}
+    fp = {op.kind: op.fparams for op in net.ops if op.kind in ("gaussian_blur", "centre_bias")}
+    probe = PretrainedStudent(backbone, features, np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32))
+    widths = {}
+    for i in range(probe.num_blocks):
+        key = f"b{i}.dw.weight"
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor {key!r}: not a {backbone} student export")
+        widths[f"b{i}"] = int(tensors[key].shape[0])
+    for j in range(len(probe.cfg["hidden"])):
+        key = "readout.first0.weight" if j == 0 else f"readout.hidden{j - 1}.weight"
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor {key!r}: not a student export")
+        widths[f"r{j}"] = int(tensors[key].shape[0])
+    if set(fp) != {"gaussian_blur", "centre_bias"}:
+        raise ValueError(f"{path}: no blur / centre-bias op: not a student export")
+    full = probe.full_widths()
+    try:
+        model = PretrainedStudent(backbone, features, tensors["centre_bias.log_map"],
+                                  probe.cfg["hidden"], {n: w for n, w in widths.items() if w != full[n]})
+    except KeyError as e:
+        raise ValueError(f"{path}: no tensor {e}: not a student export") from None
+
+    def put(param: torch.Tensor, value: np.ndarray, what: str) -> None:
+        if tuple(param.shape) != tuple(value.shape):
+            raise ValueError(f"{path}: {what} has shape {tuple(value.shape)}, the student {tuple(param.shape)}")
+        param.copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+
+    def conv_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], name: str) -> None:
+        try:
+            w, b = tensors[name + ".weight"], tensors[name + ".bias"]
+        except KeyError as e:
+            raise ValueError(f"{path}: no tensor {e}: not a student export") from None
+        put(conv.weight, w, name + ".weight")
+        if bn is None:
+            put(conv.bias, b, name + ".bias")
+            return
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.weight.fill_(1.0)
+        put(bn.bias, b, name + ".bias")
+
+    bbn = model.backbone.net
+    ro, fin = model.readout, model.finalizer
+    with torch.no_grad():
+        conv_bn(bbn._conv_stem, bbn._bn0, "stem")
+        for i in range(model.num_blocks):
+            blk = bbn._blocks[i]
+            if blk._block_args.expand_ratio != 1:
+                conv_bn(blk._expand_conv, blk._bn0, f"b{i}.expand")
+            conv_bn(blk._depthwise_conv, blk._bn1, f"b{i}.dw")
+            conv_bn(blk._project_conv, blk._bn2, f"b{i}.project")
+        bias = np.zeros(widths["r0"], np.float64)
+        for j, conv in enumerate(ro.first):
+            put(conv.weight, tensors[f"readout.first{j}.weight"], f"readout.first{j}.weight")
+            bias += tensors[f"readout.first{j}.bias"].astype(np.float64)
+            getattr(ro, f"mean{j}").zero_()
+            getattr(ro, f"std{j}").fill_(1.0)
+        put(ro.first[0].bias, bias.astype(np.float32), "readout.first biases")
+        convs = [c for c in ro.rest if isinstance(c, nn.Conv2d)]
+        for j, conv in enumerate(convs):
+            conv_bn(conv, None, f"readout.hidden{j}" if j < len(convs) - 1 else "readout.out")
+        sigma = float(fp["gaussian_blur"][0])
+        if not sigma > 0:
+            raise ValueError(f"{path}: blur sigma {sigma} is not positive")
+        fin.log_sigma.fill_(math.log(sigma / (net.input_long_side // 8)))
+        fin.cb_weight.fill_(float(fp["centre_bias"][0]))
+    return model.train()
+
+
 def load_init(path: Path) -> PretrainedStudent:
     """A student to start training from: a teacher member file of a frozen probe (``{"spec", "head"}``, the
     backbone's ImageNet weights + the member's readout) or a student checkpoint (:func:`load_probe`; masked
