@@ -159,3 +159,17 @@ def test_bad_fit_or_background_is_rejected(kw, exc):
         gazecrop.thumbnail(photo(50, 50), (10, 10), model=model, **kw)
     assert model.calls == 0
     assert api.check_background("#ff0000") == (255, 0, 0)
+
+
+def test_the_readmes_examples_on_the_sample_photo():
+    import os
+
+    photo_path = os.path.join(os.path.dirname(__file__), "..", "examples", "photo.jpg")
+    head = (150, 15, 150, 170)  # hair to chin
+    plain = gazecrop.crop_box(photo_path, "16:9")
+    kept = gazecrop.crop_box(photo_path, "16:9", keep=[head])
+    assert kept.top <= 15 and kept.bottom >= 185 and kept != plain
+    shuttle = (355, 0, 110, 280)
+    assert gazecrop.crop_box(photo_path, "9:16").right < 465
+    assert gazecrop.crop_box(photo_path, "9:16", boost=[(shuttle, 1.0)]).right >= 465
+    assert gazecrop.crop_box(photo_path, "9:16", focal=(410, 150)) == (224, 0, 288, 512)
