@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gazecrop.crop import (FOCAL_SIGMA, CropBox, box_mass, check_regions, choose_crop, choose_crops,
-                           focal_log_density, largest_box_size, resample_log_density)
+from gazecrop.crop import (FOCAL_SIGMA, HEAD_YIELD, CropBox, box_mass, check_regions, choose_crop, choose_crops,
+                           focal_log_density, head_box, largest_box_size, resample_log_density)
 
 from test_placement import GRIDS, blobs, mirror
 
@@ -202,3 +202,53 @@ def test_a_grid_is_needed_without_focal():
     with pytest.raises(ValueError, match="unless focal"):
         choose_crop(None, (10, 10), 1.0)
     assert box_mass(focal_log_density((10, 10), (5, 5)), (10, 10), CropBox(0, 0, 10, 10)) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------- heads (face boxes)
+
+def cuts(box, head):
+    l, t, w, h = head
+    overlap = box.left < l + w and box.right > l and box.top < t + h and box.bottom > t
+    return overlap and not holds(box, head)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(**GRIDS, data=st.data())
+def test_no_edge_through_a_head_when_it_costs_under_two_percent(gh, gw, W, H, aspect, seed, scale, data):
+    grid = np.random.default_rng(seed).standard_normal((gh, gw)) * scale
+    bw, bh = largest_box_size((W, H), aspect)
+    head = region_in(data, W, H, bw, bh)
+    plain = choose_crop(grid, (W, H), aspect)
+    r = choose_crop(grid, (W, H), aspect, heads=[head])
+    if r.box != plain.box:
+        assert not cuts(r.box, head) and r.score >= HEAD_YIELD * plain.score - 1e-12
+    elif cuts(plain.box, head):  # the rule yielded: every box sparing the head keeps less than 98 %
+        spare = [CropBox(l, t, bw, bh) for t in range(H - bh + 1) for l in range(W - bw + 1)
+                 if not cuts(CropBox(l, t, bw, bh), head)]
+        assert all(box_mass(grid, (W, H), b) < HEAD_YIELD * plain.score + 2e-6 for b in spare)
+    m = choose_crop(grid[:, ::-1], (W, H), aspect, heads=[mirror_region(head, W)])
+    if not np.array_equal(grid, grid[:, ::-1]) and m.box != mirror(r.box, W):
+        assert m.box == r.box and abs(m.score - r.score) <= 2e-6  # a tie between a box and its mirror image
+    elif not np.array_equal(grid, grid[:, ::-1]):
+        assert m.score == r.score
+
+
+def test_a_figure_cropped_wide_keeps_its_whole_head():
+    size = (800, 800)
+    face = (350, 150, 100, 110)  # the face; the hair above it is not salient, the torso below is
+    g = blobs(size, 48, [(400, 200, 40, 1.0), (400, 440, 100, 0.15)])
+    plain = choose_crop(g, size, "16:9")
+    head = head_box(face, size)
+    assert head == (350, 95, 100, 176) and cuts(plain.box, head)  # the mass box takes the forehead off
+    r = choose_crop(g, size, "16:9", heads=[head])
+    assert holds(r.box, head) and r.score >= HEAD_YIELD * plain.score
+    for z in ((0.5, 0.5), (0.8, 0.8), (0.8, 0.95)):  # zoom too: the head spared, or the box without heads
+        zr = choose_crop(g, size, "16:9", heads=[head], zoom=z)
+        assert not cuts(zr.box, head) or zr == choose_crop(g, size, "16:9", zoom=z)
+    far = choose_crop(g, size, "16:9", heads=[(350, 500, 100, 150)])  # sparing it would cost too much
+    assert cuts(plain.box, (350, 500, 100, 150)) and far.box == plain.box
+    both = choose_crop(g, size, "16:9", heads=[(350, 500, 100, 150), head])  # the one it can spare
+    assert both.box == r.box
+    with pytest.raises(ValueError, match="head box"):
+        choose_crop(g, size, "16:9", heads=[(700, 0, 200, 20)])
+    assert choose_crop(g, size, "16:9", heads=[head], zoom=(0.8, 0.95)).box == (0, 95, 800, 450)

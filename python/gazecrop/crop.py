@@ -87,7 +87,7 @@ __all__ = [
     "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "DISTINCT_SHIFT", "Candidate", "Zoom", "ZOOM_DEFAULT",
     "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
-    "FOCAL_GRID",
+    "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -143,6 +143,12 @@ MAX_POSITIONS = 1 << 12
 """Above this many positions (a box smaller than the image on both axes, i.e. ``zoom``) the search runs on
 a coarse mirror-symmetric grid of positions, then on every position within one coarse step of its best."""
 
+
+HEAD_YIELD = 0.98
+"""The head rule (``heads``): heads are spared when that keeps at least this share of the best box's mass."""
+
+HEAD_UP, HEAD_DOWN = 0.5, 0.1
+"""A head (:func:`head_box`) is the face box grown up by half its height (hair) and down by a tenth (chin)."""
 
 FOCAL_SIGMA = 0.02
 """``focal``: the narrow map's standard deviation as a share of the image's long side (the box of the
@@ -731,7 +737,8 @@ class _Search:
     """One box size: the placement rule of ``"mass"`` over a set of positions (module docstring)."""
 
     def __init__(self, dens: _Density, bw: int, bh: int, tops: np.ndarray, lefts: np.ndarray,
-                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = ()) -> None:
+                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+                 heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> None:
         self.dens, self.bw, self.bh = dens, bw, bh
         W, H = dens.W, dens.H
         self.tops, self.lefts = tops, lefts
@@ -758,6 +765,9 @@ class _Search:
                 m_in, m_all = float(J[whole].max()), float(J[allowed].max())
                 if m_all <= (1.0 + object_yield) * m_in:  # (1 + inf) * m_in = inf: never yields
                     chosen = whole
+        if heads:  # no edge through a head (:func:`_head_safe`)
+            safe = _head_safe(heads, J, chosen, T, L, bh, bw)
+            chosen, allowed = chosen & safe, allowed & safe
         self.J, self.allowed = J, allowed
         fx, fy = dens.focus()
         cxb, cyb = L + bw / 2, T + bh / 2  # box centres (edge coordinates; halves are exact)
@@ -832,30 +842,76 @@ class _Search:
 
 
 def _mass_search(dens: _Density, bw: int, bh: int, margin: Optional[float],
-                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = ()
-                 ) -> Tuple[_Search, CropBox, float]:
+                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+                 heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> Tuple[_Search, CropBox, float]:
     """The search (for candidates) and the chosen box with its score (the search's own mirror-averaged
     share, so that mirrored maps give the same bits)."""
     W, H = dens.W, dens.H
     if margin is not None:  # the salient-point anchor (the rule before the object rule)
         px, py = dens.point()
         tops, lefts = _starts(py, bh, H, margin), _starts(px, bw, W, margin)
-        s = _Search(dens, bw, bh, tops, lefts, object_yield, keep)
+        s = _Search(dens, bw, bh, tops, lefts, object_yield, keep, heads)
         return s, s.box(s.best), float(s.J[s.best])
     nt, nl = H - bh + 1, W - bw + 1
     if nt == 1 or nl == 1 or nt * nl <= MAX_POSITIONS:  # the largest box: a 1-D search, always exact
-        s = _Search(dens, bw, bh, np.arange(nt), np.arange(nl), object_yield, keep)
+        s = _Search(dens, bw, bh, np.arange(nt), np.arange(nl), object_yield, keep, heads)
         return s, s.box(s.best), float(s.J[s.best])
     # a box smaller than the image on both axes (zoom) with many positions: a mirror-symmetric coarse grid,
     # then every position within one coarse step of its best box
     per = max(2, int(math.sqrt(MAX_POSITIONS * nt / nl)))
     coarse = _Search(dens, bw, bh, _sym_starts(nt - 1, per), _sym_starts(nl - 1, max(2, MAX_POSITIONS // per)),
-                     object_yield, keep)
+                     object_yield, keep, heads)
     b = coarse.box(coarse.best)
     st = max(int(np.diff(coarse.tops).max(initial=1)), int(np.diff(coarse.lefts).max(initial=1)))
     fine = _Search(dens, bw, bh, np.arange(max(0, b.top - st), min(nt - 1, b.top + st) + 1),
-                   np.arange(max(0, b.left - st), min(nl - 1, b.left + st) + 1), object_yield, keep)
+                   np.arange(max(0, b.left - st), min(nl - 1, b.left + st) + 1), object_yield, keep, heads)
     return coarse, fine.box(fine.best), float(fine.J[fine.best])
+
+
+def _head_safe(heads: Sequence[Tuple[int, int, int, int]], J: np.ndarray, chosen: np.ndarray, T: np.ndarray,
+               L: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """The head rule: positions (bool, ``J``'s shape) whose edges pass through no head ``(left, top, right,
+    bottom)`` that a box of this size can hold, when the best of them in ``chosen`` keeps at least
+    :data:`HEAD_YIELD` of the best box's mass in ``chosen``. Heads that no such box spares are dropped, the
+    smallest first (heads of equal area together, so mirror images decide alike); all True when none stays."""
+    best = float(J[chosen].max())
+
+    def ok(mask: np.ndarray) -> bool:
+        m = chosen & mask
+        return bool(m.any()) and float(J[m].max()) >= HEAD_YIELD * best
+
+    spared = []
+    for hl, ht, hr, hb in heads:
+        if hr - hl > bw or hb - ht > bh:
+            continue  # no box of this size holds it
+        overlap = (L < hr) & (L + bw > hl) & (T < hb) & (T + bh > ht)
+        whole = (L <= hl) & (L + bw >= hr) & (T <= ht) & (T + bh >= hb)
+        safe = ~overlap | whole
+        if ok(safe):
+            spared.append(((hr - hl) * (hb - ht), safe))
+    for area in sorted({a for a, _ in spared}):  # drop the smallest heads until the rest can all be spared
+        safe = np.ones(J.shape, bool)
+        for a, m in spared:
+            if a >= area:
+                safe &= m
+        if ok(safe):
+            return safe
+    return np.ones(J.shape, bool)
+
+
+def head_box(face: Sequence[int], size: Sequence[int]) -> CropBox:
+    """The head around a face box ``(left, top, width, height)``: grown up by :data:`HEAD_UP` of its height
+    (hair) and down by :data:`HEAD_DOWN` (chin), clamped into the ``(W, H)`` image.
+
+    Raises:
+        TypeError / ValueError: as :func:`check_regions` for a bad box or size.
+    """
+    W, H = _check_size(size)
+    f = _int_box(face, "face box")
+    top = max(0, f.top - int(round(HEAD_UP * f.height)))
+    bottom = min(H, f.bottom + int(round(HEAD_DOWN * f.height)))
+    left, right = min(f.left, W - 1), min(W, f.right)
+    return CropBox(left, min(top, H - 1), max(1, right - left), max(1, bottom - min(top, H - 1)))
 
 
 def _keep_rects(keep: Sequence[CropBox]) -> Tuple[Tuple[int, int, int, int], ...]:
@@ -940,8 +996,8 @@ def _scaled(bw0: int, bh0: int, a: float, k: int) -> Tuple[int, int]:
 
 
 def _zoom_size(dens: _Density, a: float, bw0: int, bh0: int, zoom: Zoom, margin: Optional[float],
-               object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = ()
-               ) -> Tuple[int, int]:
+               object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+               heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> Tuple[int, int]:
     """The smallest box of aspect ``a``, long side down to ``zoom.min_scale`` of the largest box's, whose
     placed box keeps at least ``zoom.mass`` of the saliency mass (and can hold the keep regions); the
     largest box when even it keeps less.
@@ -973,7 +1029,7 @@ def _zoom_size(dens: _Density, a: float, bw0: int, bh0: int, zoom: Zoom, margin:
     k = hi
     while k < k0:
         bw, bh = _scaled(bw0, bh0, a, k)
-        if _mass_search(dens, bw, bh, margin, object_yield, keep)[2] >= zoom.mass:
+        if _mass_search(dens, bw, bh, margin, object_yield, keep, heads)[2] >= zoom.mass:
             return bw, bh
         k = min(k0, max(k + 1, math.ceil(k * 1.02)))
     return bw0, bh0
@@ -1021,12 +1077,12 @@ def _cut(dens: _Density, b: CropBox) -> float:
 def _result(dens: _Density, aspect: AspectLike, peaks: Tuple[Peak, ...], opts: dict) -> CropResult:
     a = parse_aspect(aspect)
     strategy, margin, object_yield, zoom = opts["strategy"], opts["margin"], opts["object_yield"], opts["zoom"]
-    keep = opts["keep_rects"]
+    keep, heads = opts["keep_rects"], opts["heads"]
     W, H = dens.W, dens.H
     bw0, bh0, clamped = _box_size(W, H, a)
     bw, bh = bw0, bh0
     if strategy == "mass" and zoom is not None:
-        bw, bh = _zoom_size(dens, a, bw0, bh0, zoom, margin, object_yield, keep)
+        bw, bh = _zoom_size(dens, a, bw0, bh0, zoom, margin, object_yield, keep, heads)
     close = False
     if strategy == "centre":
         box = CropBox((W - bw) // 2, (H - bh) // 2, bw, bh)
@@ -1034,7 +1090,7 @@ def _result(dens: _Density, aspect: AspectLike, peaks: Tuple[Peak, ...], opts: d
         px, py = dens.point()
         box = CropBox(int(_starts(px, bw, W, 0.5)[0]), int(_starts(py, bh, H, 0.5)[0]), bw, bh)
     else:
-        search, box, best = _mass_search(dens, bw, bh, margin, object_yield, keep)
+        search, box, best = _mass_search(dens, bw, bh, margin, object_yield, keep, heads)
         cands = search.candidates(box, best, max(2, opts["candidates"]))
         close = len(cands) > 1 and cands[1].score >= CLOSE_RATIO * cands[0].score
         cands = cands[:opts["candidates"]]
@@ -1209,7 +1265,8 @@ def choose_crops(log_density: Optional[np.ndarray], size: Sequence[int], aspects
                  object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
                  zoom: "ZoomLike" = None, keep: Optional[Iterable[Sequence[int]]] = None,
                  boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
-                 focal: Optional[Tuple[float, float]] = None) -> List[CropResult]:
+                 focal: Optional[Tuple[float, float]] = None,
+                 heads: Optional[Iterable[Sequence[int]]] = None) -> List[CropResult]:
     """:func:`choose_crop` for several aspect ratios sharing one density (one summed-area table).
 
     Raises:
@@ -1235,6 +1292,10 @@ def choose_crops(log_density: Optional[np.ndarray], size: Sequence[int], aspects
     else:
         peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
     opts["keep_rects"] = _keep_rects(opts["keep"])
+    hs = () if heads is None else tuple(_int_box(h, "head box") for h in _box_list(heads, "heads"))
+    for h in hs:
+        _check_inside(h, W, H, "head box")
+    opts["heads"] = tuple((h.left, h.top, h.right, h.bottom) for h in hs)
     return [_result(dens, a, peaks, opts) for a in aspects]
 
 
@@ -1243,7 +1304,8 @@ def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: 
                 object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
                 zoom: "ZoomLike" = None, keep: Optional[Iterable[Sequence[int]]] = None,
                 boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
-                focal: Optional[Tuple[float, float]] = None) -> CropResult:
+                focal: Optional[Tuple[float, float]] = None,
+                heads: Optional[Iterable[Sequence[int]]] = None) -> CropResult:
     """The largest box of ``aspect`` that fits a ``(W, H)`` image (or a tighter one with ``zoom``), placed
     by ``strategy``.
 
@@ -1281,6 +1343,11 @@ def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: 
             one (:func:`focal_log_density`), so the box is centred on the point as far as the image allows,
             ``salient_point`` is the point and ``score`` stays defined (the share of the narrow map); no
             mass advice (``keep_whole`` only for a near aspect). ``keep`` and ``boost`` apply on top.
+        heads: ``"mass"`` only, an input for the model's face map (not a user option of the public API):
+            head boxes ``(left, top, width, height)`` (:func:`head_box` of each face). No box edge passes
+            through a head that a box of this size can hold, when the best such box keeps at least
+            :data:`HEAD_YIELD` of the mass of the box chosen without the heads (after ``keep`` and the
+            object rule); heads that cannot be spared so are dropped, the smallest first.
     Returns:
         :class:`CropResult` (box, salient point, score, peaks, whole-image advice, close flag, candidates,
         clamped flag, cut-through measure, share of the keep regions kept, pad advice).
@@ -1291,4 +1358,4 @@ def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: 
     """
     return choose_crops(log_density, size, [aspect], strategy=strategy, margin=margin,
                         object_yield=object_yield, candidates=candidates, zoom=zoom, keep=keep, boost=boost,
-                        focal=focal)[0]
+                        focal=focal, heads=heads)[0]
