@@ -5,32 +5,21 @@ import csv
 import json
 import os
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import gazecrop
-import gazecrop.api as api
 from gazecrop import batch
 from gazecrop.batch import BatchOptions, crop_records, read_csv_manifest
 from gazecrop.cli import main, parse_regions
 
 from _batch_helpers import read_table
-from _crop_helpers import FixedModel, peak_grid
+from test_cli import _photo as cli_photo
+from test_cli import fixed  # noqa: F401  (the fixture: a fixed peak instead of the bundled model)
 
 
-@pytest.fixture
-def fixed(monkeypatch):
-    """Every run uses a fixed peak (right half, upper third) instead of the bundled model."""
-    m = FixedModel(peak_grid(6, 8, 1, 6))
-    monkeypatch.setattr(api, "_model", lambda model: m)
-    return m
-
-
-def _photo(path, size=(320, 160), seed=0, **kw):
-    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(a).save(path, **kw)
-    return str(path)
+def _photo(path, size=(320, 160), seed=0):
+    return cli_photo(path, size, seed)
 
 
 def _json(capsys):
