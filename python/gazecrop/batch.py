@@ -25,9 +25,10 @@ A job (:func:`run_job`) writes into ``OUT``:
 
 Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
 written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
-schema version, gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name
-template, format, quality and whether crops are written; not the engine) and whose crops all exist; a new model
-or option re-does everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
+schema version, gazecrop version, model file hash, aspects, thumbnail sizes, upscaling and fit, strategy, name
+template, format, quality and whether crops are written; not the engine), the same inputs with the same regions
+(a CSV manifest's per-image ``keep`` / ``boost`` / ``focal``: :func:`read_csv_manifest`) and whose crops all
+exist; a new model or option re-does everything, a changed region its chunk. A killed job (SIGKILL included) run again finishes the rest with results identical to an
 uninterrupted run, and first removes the temporary files the killed run left
 (:func:`gazecrop._atomic.clean_stale`). One job at a time per ``OUT`` (the lock file
 ``.gazecrop-batch.lock`` refuses a second). Signals, odd file names and write failures follow the ``gazecrop``
