@@ -64,6 +64,8 @@ def test_bad_regions_fail_before_the_model_runs():
         gazecrop.crops(photo(50, 50), ["1:1"], model=model, keep=(1, 2, 3, 4))
     with pytest.raises(ValueError, match="> 0"):
         gazecrop.thumbnail(photo(50, 50), (10, 10), model=model, boost=[((0, 0, 5, 5), -1)])
+    with pytest.raises(TypeError, match="for one box"):
+        gazecrop.thumbnail(photo(50, 50), (10, 10), model=model, keep=(1, 2, 3, 4), fit="pad")
     assert model.calls == 0
     with pytest.raises(ValueError, match="not inside the 50x50 image"):
         gazecrop.crop_box(photo(50, 50), 1.0, model=model, keep=[(40, 40, 20, 5)])

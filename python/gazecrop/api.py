@@ -309,6 +309,7 @@ def thumbnail(image: ImageInput, size: Tuple[int, int], *, model: ModelLike = No
     w, h = thumbnail_size(size)
     fit = check_fit(fit)
     bg = check_background(background)
+    check_options(strategy=strategy, zoom=zoom, keep=keep, boost=boost, focal=focal)  # checked whatever the fit
     box = None
     if fit != "pad":
         r = crops(image, [w / h], model=model, strategy=strategy, zoom=zoom, symmetric=symmetric, keep=keep,
