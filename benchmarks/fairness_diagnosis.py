@@ -5,8 +5,8 @@ Rows of the audit table (same draws for every row, so rows differ only by the ch
 
 - ``as is``: the portraits (512 px tiles), the model named by ``--model`` (default: the bundled one);
 - ``greyscale``: luminance only (is it colour?);
-- ``face only``: everything outside the head box (the Haar face box grown by half its height upward, a little
-  down and to the sides, :func:`gazecrop.train.faces.head_box`) painted mid-grey (is it the face itself?);
+- ``face only``: everything outside the head box (the Haar face box grown by half its height upward and a little
+  down, :func:`gazecrop.crop.head_box`) painted mid-grey (is it the face itself?);
 - ``face masked``: the face box painted mid-grey, hair, clothing and background kept (is it what is around it?);
 - ``tiles 128 px``: the portraits at 128 px (is it the image size?);
 - ``teacher (...)``: with ``--teacher vanilla|ensemble``, the teacher run in PyTorch on the same draws (is the gap

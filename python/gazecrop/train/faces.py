@@ -3,8 +3,8 @@ files ship inside the ``opencv-contrib-python-headless`` wheel): a training and 
 used at run time by the product (``pip install ".[train]"`` or ``".[bench]"``).
 
 Used by the fairness diagnosis (``benchmarks/fairness_diagnosis.py``: where the saliency maps peak on faces,
-the audit with everything but the face masked) and meant for the composition work (a head is a face box grown
-upward by half its height for the hair and a little downward for the chin, :func:`head_box`).
+the audit with everything but the face masked) and meant for the composition work (the head around a face is
+:func:`gazecrop.crop.head_box`, the placement's own rule, re-exported here).
 
 Boxes are ``(left, top, width, height)`` ints in pixels of the image given (x right, y down).
 """
@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import List, Optional, Tuple
 
 import numpy as np
+
+from ..crop import head_box
 
 __all__ = ["Box", "detect_faces", "detect_eyes", "head_box", "FaceParts", "face_parts"]
 
@@ -74,16 +76,6 @@ def detect_eyes(rgb: np.ndarray, face: Box) -> List[Box]:
     boxes = sorted(((int(x) + l, int(y) + t, int(bw), int(bh)) for x, y, bw, bh in (found if len(found) else [])),
                    key=lambda b: -b[2] * b[3])[:2]
     return sorted(boxes)
-
-
-def head_box(face: Box, size: Tuple[int, int], up: float = 0.5, down: float = 0.15, sides: float = 0.1) -> Box:
-    """The head around a face box: grown upward by ``up`` x its height (hair), downward by ``down`` (chin) and
-    by ``sides`` x its width on each side, clipped to the image ``size = (W, H)``."""
-    l, t, w, h = face
-    W, H = size
-    x0, y0 = max(0, int(round(l - sides * w))), max(0, int(round(t - up * h)))
-    x1, y1 = min(W, int(round(l + w + sides * w))), min(H, int(round(t + h + down * h)))
-    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
 class FaceParts(tuple):
