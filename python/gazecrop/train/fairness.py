@@ -134,7 +134,7 @@ def tile_log_scores(logd: torch.Tensor, axis: int, peak_temperature: float = 4.0
 class ParityTerm:
     """The demographic-parity loss on composite pairs (module docstring), with its running means.
 
-    ``loss(model, rng)`` draws one composite per comparison (layout alternating between side by side and
+    ``loss(model, rng)`` draws ``per_comparison`` composites per comparison (layout alternating between side by side and
     stacked, tile side 96 / 128 / 160 px at random), runs ``model`` (float (N, 3, H, W) 0..255 -> (N, h, w)
     log-densities) and returns a scalar tensor whose gradient is that of
     ``sum over comparisons of (running mean of d_mass)^2 + (running mean of d_peak)^2``, d in nats, the
@@ -142,9 +142,13 @@ class ParityTerm:
     (mass, peak)). ``decay``: weight of the past in the running mean (0 = this step's pairs only).
     """
 
-    def __init__(self, pairs: PortraitPairs, decay: float = 0.9, sides: Sequence[int] = (96, 128, 160)) -> None:
+    def __init__(self, pairs: PortraitPairs, decay: float = 0.9, sides: Sequence[int] = (96, 128, 160),
+                 per_comparison: int = 1) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if per_comparison < 1:
+            raise ValueError(f"per_comparison must be >= 1, got {per_comparison}")
+        self.per_comparison = per_comparison
         self.pairs = pairs
         self.decay = decay
         self.sides = tuple(sides)
@@ -155,7 +159,7 @@ class ParityTerm:
         axis = 1 if self.step % 2 == 0 else 0
         self.step += 1
         side = rng.choice(self.sides)
-        x, a_first, comp = self.pairs.draw(rng, axis, side)
+        x, a_first, comp = self.pairs.draw(rng, axis, side, self.per_comparison)
         mass, peak = tile_log_scores(model(x), axis)
         sign = a_first.float() * 2 - 1  # first-minus-second -> A-minus-B
         total = x.new_zeros(())

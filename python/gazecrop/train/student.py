@@ -462,7 +462,8 @@ def load_init(path: Path) -> PretrainedStudent:
 def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
           teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
           members: Optional[Sequence[str]] = None, self_targets: bool = False, colour_robust: float = 0.0,
-          parity_weight: float = 0.0, faces: Optional[Path] = None, log=print) -> Path:
+          parity_weight: float = 0.0, faces: Optional[Path] = None, parity_pairs: int = 1,
+          parity_decay: float = 0.9, log=print) -> Path:
     """Train the student end to end by distillation at long side 256, starting from ``init`` (a frozen-probe
     member file or a student checkpoint such as a pruning snapshot, :func:`load_init`; resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
@@ -476,7 +477,8 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     Fairness (:mod:`gazecrop.train.fairness`): ``colour_robust`` is the probability of a greyscale / hue-rotated /
     (de)saturated view of a training photo (the target stays the original's density); ``parity_weight`` > 0 adds
     that multiple of the demographic-parity term on composite pairs of the **tune half** of the portraits in
-    ``faces`` (:class:`gazecrop.train.fairness.ParityTerm`) to every step's loss. Returns its path."""
+    ``faces`` (:class:`gazecrop.train.fairness.ParityTerm`: ``parity_pairs`` composites per comparison and step,
+    running means with weight ``parity_decay`` on the past) to every step's loss. Returns its path."""
     final = out / "final.pt"
     rng = distill.start_run(out, threads, seed, log)
     if rng is None:
@@ -493,7 +495,8 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     if parity_weight > 0:
         from .fairness import DEFAULT_FACES, ParityTerm, PortraitPairs
 
-        parity = ParityTerm(PortraitPairs(faces or DEFAULT_FACES, "tune"))
+        parity = ParityTerm(PortraitPairs(faces or DEFAULT_FACES, "tune"), decay=parity_decay,
+                            per_comparison=parity_pairs)
         log(f"parity term on {len(parity.pairs.comparisons)} comparisons of the tune half, weight {parity_weight}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(distill.batches(train_items, batch, random.Random(0)))
@@ -520,6 +523,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
                                                      mirrored_teacher=mirrored_teacher, members=members,
                                                      self_targets=self_targets, colour_robust=colour_robust,
                                                      parity_weight=parity_weight, faces=str(faces) if faces else None,
+                                                     parity_pairs=parity_pairs, parity_decay=parity_decay,
                                                      gflops_192x256=model.gflops(), commit=distill.git_commit()),
                                                 indent=1))
     for epoch in range(epoch0, epochs):
@@ -630,6 +634,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="probability of a greyscale / hue-rotated / (de)saturated view (target: the original's)")
     t.add_argument("--parity-weight", type=float, default=0.0,
                    help="weight of the demographic-parity term on tune-half portrait pairs (0: off)")
+    t.add_argument("--parity-pairs", type=int, default=1, help="composites per comparison and step (default 1)")
+    t.add_argument("--parity-decay", type=float, default=0.9,
+                   help="weight of the past in the parity term's running means (default 0.9)")
     t.add_argument("--faces", type=Path, default=None, help="labelled portraits (default ../shared/data/faces/congress)")
     im = sub.add_parser("import", help="rebuild a student checkpoint from its exported .gzw (train's --init)")
     im.add_argument("--from", dest="src", type=Path, required=True)
@@ -651,6 +658,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"--colour-robust must be a probability in [0, 1], got {a.colour_robust}")
     if a.cmd == "train" and a.parity_weight < 0:
         p.error(f"--parity-weight must be >= 0, got {a.parity_weight}")
+    if a.cmd == "train" and (a.parity_pairs < 1 or not 0.0 <= a.parity_decay < 1.0):
+        p.error(f"--parity-pairs must be >= 1 and --parity-decay in [0, 1), got {a.parity_pairs}, {a.parity_decay}")
     try:  # a bad input file fails here, before any data is loaded
         if a.cmd == "import":
             model = student_from_gzw(a.src)
@@ -667,7 +676,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
               threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, members=members,
               self_targets=a.self_targets, colour_robust=a.colour_robust, parity_weight=a.parity_weight,
-              faces=a.faces, log=log)
+              faces=a.faces, parity_pairs=a.parity_pairs, parity_decay=a.parity_decay, log=log)
         return 0
     torch.set_num_threads(a.threads)
     if a.cmd == "recalibrate":
