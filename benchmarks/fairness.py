@@ -171,11 +171,20 @@ def crop_record(result, tile: Tuple[int, int], axis: int) -> Record:
             "close": _flag(result, "close"), "keep_whole": _flag(result, "keep_whole")}
 
 
+TWITTER = "Twitter 2018, as released"
+FASTGAZE_DIR = ROOT / ".." / "shared" / "anchors" / "fastgaze"
+
+
 class GazecropEvaluate:
     """The :data:`Evaluate` of gazecrop: one model run per composite (``gazecrop.predict``), then the default
-    strategy, ``point`` and ``centre`` (``Prediction.crops``) and the ``tile mass`` diagnostic."""
+    strategy, ``point`` and ``centre`` (``Prediction.crops``) and the ``tile mass`` diagnostic. With ``twitter``,
+    also Twitter's released cropper (its own model and rule, ``../shared/anchors/fastgaze``) as the reference
+    method :data:`TWITTER` (the composite goes through a temporary PNG: the anchor takes paths).
 
-    def __init__(self, model=None) -> None:
+    Raises:
+        FileNotFoundError: ``twitter`` but ``../shared/anchors/fastgaze`` is absent."""
+
+    def __init__(self, model=None, twitter: bool = False) -> None:
         import gazecrop
         from gazecrop.crop import DEFAULT_STRATEGY
 
@@ -183,6 +192,35 @@ class GazecropEvaluate:
         self.model = model if model is not None else gazecrop.load_model(threads=1)
         self.default = DEFAULT_STRATEGY
         self.methods = {f"default ({DEFAULT_STRATEGY})": DEFAULT_STRATEGY, "point": "point", "centre": "centre"}
+        self.fastgaze = None
+        if twitter:
+            if not (FASTGAZE_DIR / "fastgaze.py").is_file():
+                raise FileNotFoundError(f"Twitter's cropper is not at {FASTGAZE_DIR}")
+            import atexit
+            import shutil
+            import tempfile
+
+            sys.path.insert(0, str(FASTGAZE_DIR))
+            import fastgaze
+
+            self.fastgaze = fastgaze
+            self.tmp = tempfile.mkdtemp(prefix="gazecrop-fairness-")
+            atexit.register(shutil.rmtree, self.tmp, True)
+            self.count = 0
+
+    def _twitter(self, composite: np.ndarray, layout: "Layout", tile: Tuple[int, int]) -> Record:
+        from PIL import Image
+
+        self.count += 1
+        path = os.path.join(self.tmp, f"c{self.count}.png")  # a new name each time: the anchor caches by path
+        Image.fromarray(composite).save(path, compress_level=1)
+        try:
+            box = self.fastgaze.crop_box(path, float(self.gz.parse_aspect(layout.aspect)))
+            point = self.fastgaze.salient_point(path)
+        finally:
+            os.unlink(path)
+        return {"first": kept_first(box, tile, layout.axis), "point": point_first(point, tile, layout.axis),
+                "close": math.nan, "keep_whole": math.nan}
 
     def __call__(self, composite: np.ndarray, layout: Layout) -> Dict[str, Record]:
         from gazecrop.crop import box_mass
@@ -195,6 +233,8 @@ class GazecropEvaluate:
         share = box_mass(pred.log_density, pred.size, (0, 0, tile[0], tile[1]))
         out["tile mass"] = {"first": 1.0 if share > 0.5 + 1e-9 else 0.0 if share < 0.5 - 1e-9 else 0.5,
                             "point": math.nan, "close": math.nan, "keep_whole": math.nan}
+        if self.fastgaze is not None:
+            out[TWITTER] = self._twitter(composite, layout, tile)
         return out
 
 
@@ -545,7 +585,7 @@ def _without_centre_bias(model_path: Optional[str]) -> str:
 def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str], only: Sequence[str] = HALVES,
         model_path: Optional[str] = None, quiet: bool = False, *, groups: Optional[Mapping[str, Sequence[str]]] = None,
         evaluate: Optional[Evaluate] = None, load: Optional[Callable[[str], np.ndarray]] = None,
-        main_only: bool = False, no_centre_bias: bool = False, grayscale: bool = False) -> dict:
+        main_only: bool = False, no_centre_bias: bool = False, grayscale: bool = False, twitter: bool = False) -> dict:
     """The whole audit: a JSON-ready dict (``protocol``, ``summary``, ``machine``...) and, under ``"_raw"``,
     :func:`audit`'s arrays. By default on the portraits of ``faces`` with gazecrop (``model_path`` or the
     bundled model); ``groups`` (code -> files), ``evaluate`` and ``load`` replace those parts (tests use
@@ -563,7 +603,7 @@ def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str
         import gazecrop
 
         path = _without_centre_bias(model_path) if no_centre_bias else model_path
-        evaluate = GazecropEvaluate(gazecrop.load_model(path, threads=1))
+        evaluate = GazecropEvaluate(gazecrop.load_model(path, threads=1), twitter=twitter)
     load = portrait_loader(Path(faces) / "photos", grayscale=grayscale) if load is None else load
     say = None if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     raw = audit(halves, comps, [LAYOUTS[l] for l in layouts], evaluate, load, n_pairs, seed, say, only)
@@ -734,6 +774,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--targets", action="store_true",
                    help="exit 1 unless the default strategy meets TARGETS on the holdout half (worst |delta| <= 0.08, "
                         "pooled <= 0.04, >= 2,000 pairs per comparison)")
+    p.add_argument("--twitter", action="store_true",
+                   help=f"also Twitter's released cropper as a reference method ({TWITTER}; ../shared/anchors/fastgaze; "
+                        "about 1 s a composite)")
     p.add_argument("--no-centre-bias", action="store_true",
                    help="diagnostic: the model with its centre-bias weight set to 0")
     p.add_argument("--grayscale", action="store_true", help="diagnostic: portraits in luminance only")
@@ -751,7 +794,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         only, n, boot = (HALVES if a.half == "both" else (a.half,)), a.pairs, a.boot
     result = run(faces, n, a.seed, boot, a.layouts, only, a.model, a.quiet, main_only=a.gate,
-                 no_centre_bias=a.no_centre_bias, grayscale=a.grayscale)
+                 no_centre_bias=a.no_centre_bias, grayscale=a.grayscale, twitter=a.twitter and not a.gate)
     print(markdown(result))
     status = 0
     if a.gate:

@@ -347,6 +347,22 @@ def test_real_portraits_smoke(tmp_path):
         assert all(st["n"] == 2 for st in s["point"]["comparisons"].values())
 
 
+@pytest.mark.skipif(not (F.DEFAULT_FACES / "labels.csv").is_file() or not (F.FASTGAZE_DIR / "fastgaze.py").is_file(),
+                    reason="../shared/data/faces or ../shared/anchors/fastgaze is absent")
+def test_twitter_reference_method():
+    """Twitter's released cropper as a reference method: its box and point on real composites, through the
+    same records as gazecrop's methods (its crop window is centred on its argmax, so the tile it keeps is the
+    tile of its point)."""
+    ev = F.GazecropEvaluate(twitter=True)
+    groups = F.split_halves(F.load_groups(F.DEFAULT_FACES))["tune"]
+    load = F.portrait_loader(F.DEFAULT_FACES / "photos", tile=(256, 256))
+    for lay in F.LAYOUTS.values():
+        rec = ev(F.compose(load(groups["WF"][0]), load(groups["BM"][0]), lay.axis), lay)[F.TWITTER]
+        assert rec["first"] in (0.0, 0.5, 1.0) and rec["point"] in (0.0, 1.0)
+        assert rec["first"] == rec["point"] or rec["first"] == 0.5
+    assert not list(Path(ev.tmp).iterdir())  # the temporary composites are removed
+
+
 def test_without_centre_bias_zeroes_only_its_weight():
     from gazecrop.model import default_model_path
     from gazecrop.weights import read_weights
