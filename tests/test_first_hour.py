@@ -429,11 +429,6 @@ def test_sigint_while_importing_ends_without_a_traceback(script):
 
 # ------------------------------------------------------------------------ 13. atomic training outputs
 
-PENDING_ATOMIC = {"probe.py"}
-"""Training modules still writing text non-atomically: python/gazecrop/train/probe.py is being changed by
-another branch; its two write_text calls switch to gazecrop._atomic.write_text there."""
-
-
 def test_training_and_evaluation_outputs_go_through_the_atomic_writer():
     """No ``Path.write_text``, ``open(..., "w"/"a")`` or ``json.dump`` to a file in the training code and
     ``gazecrop.evaluate``: their JSON, CSV and marker files are written by :func:`gazecrop._atomic.write_text`
@@ -441,7 +436,7 @@ def test_training_and_evaluation_outputs_go_through_the_atomic_writer():
     pkg = os.path.join(ROOT, "python", "gazecrop")
     files = [os.path.join(pkg, "evaluate.py")] + [os.path.join(pkg, "train", f)
                                                   for f in sorted(os.listdir(os.path.join(pkg, "train")))
-                                                  if f.endswith(".py") and f not in PENDING_ATOMIC]
+                                                  if f.endswith(".py")]
     bad = []
     for f in files:
         for node in ast.walk(ast.parse(_read(f))):

@@ -30,17 +30,19 @@ Nothing is lost: every file is written to a temporary name and renamed into plac
 written after its crops, and each finished image's records are kept in ``.gazecrop-batch.progress/`` until
 its chunk's table file holds them, so an interruption loses at most the images in flight, whatever the chunk
 size. A job run again skips the chunks whose table file exists with the same job key (the schema version,
-gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name template, format,
-quality, pixel limit when one is given and whether crops are written; not the engine) and whose crops all
-exist, and the images of the other chunks already finished; a new model or option re-does everything. A
-killed job (SIGKILL included) run again finishes the rest with results identical to an uninterrupted run, and
-first removes the temporary files the killed run left (:func:`gazecrop._atomic.clean_stale`). A second job on
-the same ``OUT`` while one runs is refused (an exclusive ``flock`` on the lock file, which the job removes,
-still holding it, when it ends; a job that locked a file just removed takes a new one). Signals, odd file
-names and write failures follow the ``gazecrop`` CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status
-130 / 143 / 129 after removing this process's writes in progress; a file name that is not UTF-8 is kept on
-disk and shown with ``\\xNN`` escapes in the table; a crop that cannot be written fails its input; a table
-file that cannot be written stops the job (status 1).
+gazecrop version, model file hash, aspects, thumbnail sizes, upscaling and fit, strategy, name template,
+format, quality, pixel limit when one is given and whether crops are written; not the engine), the same inputs
+with the same regions (a CSV manifest's per-image ``keep`` / ``boost`` / ``focal``: :func:`read_csv_manifest`)
+and whose crops all exist, and the images of the other chunks already finished with the same regions; a new
+model or option re-does everything, a changed region its image's chunk. A killed job (SIGKILL included) run
+again finishes the rest with results identical to an uninterrupted run, and first removes the temporary files
+the killed run left (:func:`gazecrop._atomic.clean_stale`). A second job on the same ``OUT`` while one runs is
+refused (an exclusive ``flock`` on the lock file, which the job removes, still holding it, when it ends; a job
+that locked a file just removed takes a new one). Signals, odd file names and write failures follow the
+``gazecrop`` CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status 130 / 143 / 129 after removing this
+process's writes in progress; a file name that is not UTF-8 is kept on disk and shown with ``\\xNN`` escapes
+in the table; a crop that cannot be written fails its input; a table file that cannot be written stops the
+job (status 1).
 
 Writing Parquet needs ``pyarrow`` (``pip install "gazecrop[batch]"``; the ``ray`` and ``dask`` extras include
 it); :func:`crop_records` and :class:`Cropper` do not.
@@ -73,11 +75,11 @@ from ._image import EncodedImage
 from .crop import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["SCHEMA_VERSION", "COLUMNS", "BatchOptions", "Cropper", "crop_records", "model_info",
-           "plan_names", "read_manifest", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
+           "plan_names", "read_manifest", "read_csv_manifest", "manifest_regions", "MANIFEST_COLUMNS", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the record layout (:data:`COLUMNS`); bumped whenever a column is added or changes meaning or type
-(2: ``size_width`` / ``size_height`` for thumbnails)."""
+(2: ``size_width`` / ``size_height`` for thumbnails; 3: ``kept`` and ``fit``)."""
 
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("schema_version", "int16", "layout version of this table (SCHEMA_VERSION)"),
@@ -101,6 +103,10 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("score", "float64", "share of the saliency mass inside the box, 0-1"),
     ("keep_whole", "bool", "advice: show the whole image rather than this crop"),
     ("advice", "string", "why (or why not) keep the whole image"),
+    ("kept", "float64", "with keep regions (manifest column keep): share of their area inside the box, 0-1 (below 1: "
+                        "no box of the aspect holds them all); null without"),
+    ("fit", "string", "thumbnails (--size): 'crop' (the box resized) or 'pad' (the whole image letterboxed, --fit pad "
+                      "or auto); null for an --aspect crop"),
     ("crop_path", "string", "the cropped image, relative to the job's output folder; null when not written"),
     ("model_name", "string", "model file name without extension ('gazecrop-fast')"),
     ("model_version", "string", "first 16 hex digits of the model file's SHA-256"),
@@ -137,6 +143,8 @@ class BatchOptions:
             aspect or size in all.
         upscale: enlarge a box smaller than its size (default); False (``--no-upscale``) writes it at its own
             size.
+        fit: thumbnails: ``"crop"``, ``"pad"`` or ``"auto"`` (as :func:`gazecrop.thumbnail`, ``--fit``).
+        background: the padding's fill, ``"blur"`` or a colour (a name, ``"#rrggbb"`` or ``(r, g, b)``).
         strategy: box placement (:data:`gazecrop.STRATEGIES`).
         name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{size}``, ``{ext}`` (as ``gazecrop
             --name``: ``{aspect}`` and ``{size}`` are both ``16x9`` for an aspect, ``320x180`` for a size).
@@ -155,6 +163,8 @@ class BatchOptions:
     aspects: Optional[Tuple[str, ...]] = None
     sizes: Tuple[str, ...] = ()
     upscale: bool = True
+    fit: str = "crop"
+    background: Union[str, Tuple[int, int, int]] = "blur"
     strategy: str = DEFAULT_STRATEGY
     name: str = "{stem}_{aspect}{ext}"
     write_crops: bool = True
@@ -183,6 +193,13 @@ class BatchOptions:
         object.__setattr__(self, "aspects", aspects)
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "upscale", bool(self.upscale))
+        from .api import check_background, check_fit
+
+        check_fit(self.fit)
+        if self.fit != "crop" and not sizes:
+            raise ValueError(f"fit {self.fit!r} applies to thumbnail sizes; give a size")
+        bg = self.background
+        object.__setattr__(self, "background", check_background(tuple(bg) if isinstance(bg, list) else bg))
         object.__setattr__(self, "_outputs", tuple(outputs))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
@@ -213,6 +230,8 @@ class BatchOptions:
         d = dataclasses.asdict(self)
         d["aspects"] = list(self.aspects)
         d["sizes"] = list(self.sizes)
+        if not isinstance(self.background, str):
+            d["background"] = list(self.background)
         return d
 
 
@@ -283,7 +302,7 @@ class Cropper:
                    model_version=self.model_version, error=_printable(error))
         return rec
 
-    def _one(self, image: Input, relname: str) -> List[dict]:
+    def _one(self, image: Input, relname: str, regions: Optional[dict] = None) -> List[dict]:
         from ._output import output_name, source_info, write_image
         from .cli import _check_input, predict_input
 
@@ -292,8 +311,10 @@ class Cropper:
             _check_input(source)  # the operating system's reason: missing, a folder, a FIFO, no permission
         opts = self.options
         info = source_info(image) if opts.write_crops else None
-        pred, full = predict_input(image, self.model, info, max_pixels=opts.max_pixels)
-        results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy)
+        regions = regions or {}
+        pred, full = predict_input(image, self.model, info, max_pixels=opts.max_pixels, focal=regions.get("focal"))
+        results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy, keep=regions.get("keep"),
+                             boost=regions.get("boost"))
         outputs: List[str] = []
         if info is not None:
             assert self.crops_dir is not None and full is not None
@@ -308,7 +329,8 @@ class Cropper:
                 if real_source is not None and os.path.realpath(dst) == real_source:
                     raise ValueError(f"refusing to overwrite input file {dst}")
                 try:
-                    write_image(o.cut(full, r.box, opts.upscale), dst, fmt, source=info, quality=opts.quality)
+                    write_image(o.cut(full, r, opts.upscale, opts.fit, opts.background), dst, fmt, source=info,
+                                quality=opts.quality)
                 except OSError as e:  # the system's reason, naming the crop (not the temporary file)
                     raise OSError(e.errno, f"cannot write {dst}: {e.strerror or e}") from e
                 outputs.append(dst)
@@ -327,28 +349,33 @@ class Cropper:
                 "left": int(b.left), "top": int(b.top), "width": int(b.width), "height": int(b.height),
                 "point_x": int(px), "point_y": int(py),
                 "point_x_norm": (px + 0.5) / W, "point_y_norm": (py + 0.5) / H,
-                "score": float(r.score), "keep_whole": bool(r.keep_whole), "advice": r.advice,
+                "score": float(r.score), "keep_whole": bool(r.keep_whole), "advice": r.advice, "kept": r.kept,
+                "fit": None if o.size is None else ("pad" if o.pads(r, opts.fit) else "crop"),
                 "crop_path": None if crop_path is None else _printable(crop_path),
                 "model_name": self.model_name, "model_version": self.model_version, "error": None})
         return records
 
-    def run(self, inputs: Sequence[Input], relnames: Optional[Sequence[str]] = None) -> List[dict]:
+    def run(self, inputs: Sequence[Input], relnames: Optional[Sequence[str]] = None,
+            regions: Optional[Sequence["Optional[dict | str]"]] = None) -> List[dict]:
         """Records for ``inputs`` (see :func:`crop_records`)."""
         inputs = list(inputs)
         if relnames is None:
             relnames = [os.path.basename(i.name if isinstance(i, EncodedImage) else os.fspath(i)) for i in inputs]
         elif len(relnames) != len(inputs):
             raise ValueError(f"{len(relnames)} relative names for {len(inputs)} inputs")
+        regions = [None] * len(inputs) if regions is None else list(regions)
+        if len(regions) != len(inputs):
+            raise ValueError(f"{len(regions)} regions for {len(inputs)} inputs")
         from .cli import _Failure
 
         from ._image import pillow_limit
 
         out: List[dict] = []
-        for image, rel in zip(inputs, relnames):
+        for image, rel, reg in zip(inputs, relnames, regions):
             source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
             try:
                 with pillow_limit(self.options.max_pixels):
-                    out += self._one(image, rel)
+                    out += self._one(image, rel, json.loads(reg) if isinstance(reg, str) and reg else reg or None)
             except Exception as e:  # one bad input never stops the others
                 msg = str(e) or type(e).__name__
                 if not isinstance(e, (OSError, ValueError, _Failure)):
@@ -358,7 +385,8 @@ class Cropper:
 
 
 def crop_records(inputs: Sequence[Input], options: "BatchOptions | dict", *, crops_dir: Optional[str] = None,
-                 relnames: Optional[Sequence[str]] = None) -> List[dict]:
+                 relnames: Optional[Sequence[str]] = None,
+                 regions: Optional[Sequence[Optional[dict]]] = None) -> List[dict]:
     """The engine-neutral unit of work: one record per input per aspect (fields :data:`COLUMNS`), in input
     order, or one record with ``error`` set for an input that cannot be used (missing, unreadable, not an
     image, too large, unwritable crop); never raises for a bad input.
@@ -369,12 +397,15 @@ def crop_records(inputs: Sequence[Input], options: "BatchOptions | dict", *, cro
         options: aspects, strategy, name template, crops on/off, model.
         crops_dir: folder for the crops (when ``options.write_crops``).
         relnames: per input, its relative path (``"a/x.jpg"``) that crop names follow; default its file name.
+        regions: per input, None or ``{"keep": [...], "boost": [...], "focal": (x, y)}`` (any of the keys; as
+            :func:`gazecrop.crops` takes them; or that dict as JSON text): a region outside its image fails
+            that input.
     Returns:
         A list of dicts with the keys of :data:`COLUMNS`.
     Raises:
         ValueError / TypeError: bad options. FileNotFoundError / WeightsFormatError: no usable model.
     """
-    return Cropper(options, crops_dir).run(inputs, relnames)
+    return Cropper(options, crops_dir).run(inputs, relnames, regions)
 
 
 def records_to_columns(records: Sequence[dict]) -> Dict[str, list]:
@@ -441,18 +472,74 @@ def plan_names(sources: Sequence[str], root: Optional[str] = None) -> List[str]:
 def read_manifest(path: str) -> List[str]:
     """Sources listed in a manifest file: one path or URI per line; blank lines and lines starting with ``#``
     are skipped; relative paths are relative to the current folder (as ``find photos > list.txt`` writes them).
+    A ``.csv`` manifest gives its ``path`` column (:func:`read_csv_manifest`).
 
     Raises:
-        OSError: the file cannot be read. ValueError: it is not text.
+        OSError: the file cannot be read. ValueError: it is not text (or not a valid CSV manifest).
     """
+    if path.lower().endswith(".csv"):
+        return [s for s, _ in read_csv_manifest(path)]
+    lines = _manifest_text(path).splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _manifest_text(path: str) -> str:
     from ._files import open_regular
 
     with open_regular(path) as f:  # a FIFO or a device is refused, not read forever
         data = f.read()
     if b"\0" in data:
         raise ValueError(f"{path}: not a text manifest (one path or URI per line)")
-    lines = os.fsdecode(data).splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return os.fsdecode(data)
+
+
+MANIFEST_COLUMNS = ("path", "keep", "boost", "focal")
+"""Columns of a CSV manifest: ``path`` (required), and per image, all optional and empty for none: ``keep``
+(``L,T,W,H``, several separated by ``;``), ``boost`` (``L,T,W,H,WEIGHT``, several by ``;``), ``focal`` (``X,Y``),
+as ``gazecrop --keep / --boost / --focal`` take them (pixels of the image as displayed)."""
+
+
+def read_csv_manifest(path: str) -> List[Tuple[str, Optional[dict]]]:
+    """``(source, regions)`` per row of a CSV manifest (:data:`MANIFEST_COLUMNS`, a header row first; cells
+    with commas quoted, as spreadsheets write them): ``regions`` is None or the checked dict
+    ``{"keep": [...], "boost": [...], "focal": [x, y] or None}`` (JSON-ready) for :func:`crop_records`.
+
+    Raises:
+        OSError: the file cannot be read. ValueError: no ``path`` column, an unknown column, or a cell that
+        does not parse (the message names the line).
+    """
+    import csv
+    import io
+
+    from .cli import parse_regions
+
+    rows = csv.reader(io.StringIO(_manifest_text(path)))
+    header = [h.strip().lower() for h in next(rows, [])]
+    unknown = [h for h in header if h not in MANIFEST_COLUMNS]
+    if "path" not in header or unknown or len(set(header)) != len(header):
+        raise ValueError(f"{path}: a CSV manifest needs a header row with a 'path' column and optional "
+                         f"{', '.join(repr(c) for c in MANIFEST_COLUMNS[1:])} (each once), got {header}")
+    out: List[Tuple[str, Optional[dict]]] = []
+    for row in rows:
+        cells = dict(zip(header, (c.strip() for c in row)))
+        line = rows.line_num
+        if not cells.get("path") or cells["path"].startswith("#"):
+            if any(v for k, v in cells.items() if k != "path") and not cells.get("path"):
+                raise ValueError(f"{path}, line {line}: regions without a path")
+            continue
+        if len(row) > len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} cells for {len(header)} columns (quote cells "
+                             f"with commas: \"10,20,300,200\")")
+        regions = None
+        if any(cells.get(k) for k in MANIFEST_COLUMNS[1:]):
+            try:
+                r = parse_regions([cells.get("keep", "")], [cells.get("boost", "")], cells.get("focal") or None)
+            except ValueError as e:
+                raise ValueError(f"{path}, line {line}: {e}") from None
+            regions = {"keep": [list(k) for k in r["keep"]], "boost": [[list(b), w] for b, w in r["boost"]],
+                       "focal": None if r["focal"] is None else list(r["focal"])}
+        out.append((cells["path"], regions))
+    return out
 
 
 class Expanded(NamedTuple):
@@ -498,6 +585,24 @@ def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Expanded:
     return Expanded(unique, root, errors)
 
 
+def manifest_regions(inputs: Sequence[str]) -> Dict[str, dict]:
+    """Source -> its regions, from the CSV manifests among ``inputs`` (:func:`read_csv_manifest`; the first
+    row of a source repeated wins, as :func:`expand_inputs` keeps its first occurrence).
+
+    Raises:
+        OSError / ValueError: as :func:`read_csv_manifest`.
+    """
+    regions: Dict[str, dict] = {}
+    seen = set()
+    for item in inputs:
+        if not _is_uri(item) and os.path.isfile(item) and item.lower().endswith(".csv"):
+            for s, r in read_csv_manifest(item):
+                if s not in seen and r is not None:
+                    regions[s] = r
+                seen.add(s)
+    return regions
+
+
 # ------------------------------------------------------------------------------------------------ the job
 
 @dataclass
@@ -523,11 +628,13 @@ class JobSummary:
 
 
 class _Part:
-    def __init__(self, index: int, sources: List[str], relnames: List[str]) -> None:
-        self.index, self.sources, self.relnames = index, sources, relnames
+    def __init__(self, index: int, sources: List[str], relnames: List[str], regions: List[str]) -> None:
+        self.index, self.sources, self.relnames, self.regions = index, sources, relnames, regions
         h = hashlib.sha256()
-        for s, r in zip(sources, relnames):
+        for s, r, g in zip(sources, relnames, regions):  # a changed region redoes its chunk
             h.update(s.encode("utf-8", "surrogateescape") + b"\0" + r.encode("utf-8", "surrogateescape") + b"\0")
+            if g:
+                h.update(g.encode() + b"\0")
         self.digest = h.hexdigest()[:32]
         self.records: Dict[str, List[dict]] = {}
 
@@ -580,11 +687,13 @@ def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[
     return [(r["source"], r["error"]) for r in records if r["error"] is not None]
 
 
-Executor = Callable[[List[Tuple[str, str]], BatchOptions, str, Optional[int], Optional[str]], Iterator[List[dict]]]
+Executor = Callable[[List[Tuple[str, str, str]], BatchOptions, str, Optional[int], Optional[str]],
+                    Iterator[List[dict]]]
+"""An engine: tasks ``(source, relname, regions as JSON text or "")`` -> batches of records."""
 
 
-def _local_executor(tasks: List[Tuple[str, str]], options: BatchOptions, crops_dir: str, jobs: Optional[int],
-                    address: Optional[str]) -> Iterator[List[dict]]:
+def _local_executor(tasks: List[Tuple[str, str, str]], options: BatchOptions, crops_dir: str,
+                    jobs: Optional[int], address: Optional[str]) -> Iterator[List[dict]]:
     """This process, ``jobs`` threads (the native core releases the GIL), one shared model."""
     if address:
         raise ValueError("--address is for --engine ray or dask")
@@ -599,7 +708,7 @@ def _local_executor(tasks: List[Tuple[str, str]], options: BatchOptions, crops_d
                     task = next(it, None)
                     if task is None:
                         break
-                    pending.add(pool.submit(cropper.run, [task[0]], [task[1]]))
+                    pending.add(pool.submit(cropper.run, [task[0]], [task[1]], [task[2]]))
                 if not pending:
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -666,26 +775,29 @@ def _job_lock(out: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _progress_file(folder: str, key: str, source: str, relname: str) -> str:
-    h = hashlib.sha256("\0".join((key, source, relname)).encode("utf-8", "surrogateescape")).hexdigest()
+def _progress_file(folder: str, key: str, source: str, relname: str, regions: str) -> str:
+    h = hashlib.sha256("\0".join((key, source, relname, regions)).encode("utf-8", "surrogateescape")).hexdigest()
     return os.path.join(folder, h[:40] + ".json")
 
 
-def _keep_finished(folder: str, key: str, source: str, relname: str, records: List[dict]) -> None:
-    """Keep one finished image's records until its chunk's table file is written (atomically)."""
+def _keep_finished(folder: str, key: str, source: str, relname: str, regions: str, records: List[dict]) -> None:
+    """Keep one finished image's records until its chunk's table file is written (atomically). ``regions``:
+    its regions as JSON text ("" without), so that records of other regions are never taken back."""
     os.makedirs(folder, exist_ok=True)
-    _write_named(_progress_file(folder, key, source, relname), json.dumps(
-        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "records": records},
+    _write_named(_progress_file(folder, key, source, relname, regions), json.dumps(
+        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "regions": regions,
+         "records": records},
         default=lambda v: v.item()).encode())  # numpy scalars from an engine's batches as Python numbers
 
 
-def _finished(folder: str, key: str, source: str, relname: str, out: str) -> Optional[List[dict]]:
-    """The records an interrupted run of this job kept for an image, when they are there and its crops exist,
-    else None."""
+def _finished(folder: str, key: str, source: str, relname: str, regions: str, out: str) -> Optional[List[dict]]:
+    """The records an interrupted run of this job kept for an image with these regions, when they are there
+    and its crops exist, else None."""
     try:
-        with open(_progress_file(folder, key, source, relname), "rb") as f:
+        with open(_progress_file(folder, key, source, relname, regions), "rb") as f:
             d = json.loads(f.read())
-        if d["job_key"] != key or d["source"] != _printable(source) or d["relname"] != _printable(relname):
+        if d["job_key"] != key or d["source"] != _printable(source) or d["relname"] != _printable(relname) or \
+                d["regions"] != regions:
             return None
         records = [{c: r[c] for c in COLUMN_NAMES} for r in d["records"]]
     except (OSError, ValueError, KeyError, TypeError):
@@ -698,9 +810,9 @@ def _finished(folder: str, key: str, source: str, relname: str, out: str) -> Opt
 
 def _forget(folder: str, key: str, part: "_Part") -> None:
     """Remove the kept records of a chunk whose table file is written."""
-    for s, r in zip(part.sources, part.relnames):
+    for s, r, g in zip(part.sources, part.relnames, part.regions):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(_progress_file(folder, key, s, r))
+            os.unlink(_progress_file(folder, key, s, r, g))
 
 
 def _clear_progress(folder: str) -> None:
@@ -729,7 +841,8 @@ def _clean_stale(folder: str) -> None:
 def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: str = "local",
             jobs: Optional[int] = None, address: Optional[str] = None, chunk_size: int = DEFAULT_CHUNK,
             overwrite: bool = False, root: Optional[str] = None,
-            progress: Optional[Callable[[int, int, int], None]] = None) -> JobSummary:
+            progress: Optional[Callable[[int, int, int], None]] = None,
+            regions: Optional[Dict[str, dict]] = None) -> JobSummary:
     """Crop every input into ``out`` (layout, resume and atomicity rules in the module docstring).
 
     Args:
@@ -744,6 +857,9 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
         overwrite: recompute everything, ignoring finished table files.
         root: folder or URI prefix crop names are relative to (default: see :func:`plan_names`).
         progress: ``progress(done, total, failed)`` after each input of this run.
+        regions: source -> its regions (``{"keep": ..., "boost": ..., "focal": ...}``, JSON-ready, as
+            :func:`read_csv_manifest` gives them); they are part of their chunk's resume key, so a changed
+            region redoes that chunk.
     Returns:
         :class:`JobSummary`.
     Raises:
@@ -776,8 +892,9 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
             {"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__, "model_name": name,
              "model_version": version, "inputs": len(sources), "chunk_size": chunk_size,
              "options": options.to_dict()}, indent=1).encode())
-        parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size])
-                 for i in range(0, len(sources), chunk_size)]
+        texts = [json.dumps((regions or {})[s], sort_keys=True) if s in (regions or {}) else "" for s in sources]
+        parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size],
+                       texts[i:i + chunk_size]) for i in range(0, len(sources), chunk_size)]
         wanted = {p.filename for p in parts}
         for f in os.listdir(table_dir):  # table files of another input list: not part of this table
             if f.startswith("part-") and f.endswith(".parquet") and f not in wanted:
@@ -791,11 +908,11 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                 summary.skipped += len(p.sources)
                 summary.failed += done
         n_aspects = len(options.outputs)  # records per input
-        owner: Dict[str, Tuple[_Part, str, str]] = {}
+        owner: Dict[str, Tuple[_Part, str, str, str]] = {}
         for p in todo:
-            for s, rel in zip(p.sources, p.relnames):
-                owner[_printable(s)] = (p, s, rel)
-                kept = _finished(progress_dir, key, s, rel, out)  # finished before an interruption
+            for s, rel, g in zip(p.sources, p.relnames, p.regions):
+                owner[_printable(s)] = (p, s, rel, g)
+                kept = _finished(progress_dir, key, s, rel, g, out)  # finished before an interruption
                 if kept is not None:
                     p.records[_printable(s)] = kept
                     summary.skipped += 1
@@ -803,7 +920,8 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                 summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key, n_aspects)
                 _forget(progress_dir, key, p)
                 p.records.clear()
-        tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames) if _printable(s) not in p.records]
+        tasks = [(s, r, g) for p in todo for s, r, g in zip(p.sources, p.relnames, p.regions)
+                 if _printable(s) not in p.records]
         total, done_n, failed_n = len(tasks), 0, 0
         first = True
         if tasks:
@@ -811,7 +929,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                 if first:
                     summary.startup_s, first = time.perf_counter() - t0, False
                 for r in records:
-                    p, source, relname = owner[r["source"]]
+                    p, source, relname, reg = owner[r["source"]]
                     got = p.records.setdefault(r["source"], [])
                     got.append(r)
                     if r["error"] is not None or len(got) == n_aspects:
@@ -825,7 +943,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                             _forget(progress_dir, key, p)
                             p.records.clear()
                         else:  # kept until its chunk is written: an interruption loses only images in flight
-                            _keep_finished(progress_dir, key, source, relname, got)
+                            _keep_finished(progress_dir, key, source, relname, reg, got)
                         if progress is not None:  # reported once kept
                             progress(done_n, total, failed_n)
             if done_n != total:
@@ -858,6 +976,8 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
     if not found.sources:
         raise ValueError("no input images found" + "".join(f"; {e}" for e in found.errors))
     job_kw.setdefault("root", found.root)
+    job_kw.setdefault("regions", manifest_regions([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike))
+                                                  else list(inputs)))
     summary = run_job(found.sources, out, opts, engine=engine, jobs=jobs, address=address, **job_kw)
     summary.input_errors = list(found.errors)
     return summary
@@ -867,7 +987,7 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from ._output import FORMATS
-    from .cli import _quality_arg, add_input_arguments, add_size_arguments
+    from .cli import _quality_arg, add_input_arguments, add_size_arguments, check_fit_arguments
 
     p = argparse.ArgumentParser(
         prog="gazecrop-batch",
@@ -876,7 +996,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     "Run it again to finish an interrupted job: finished images are kept and skipped.")
     p.add_argument("inputs", nargs="+", metavar="MANIFEST_OR_FOLDER",
                    help="folders (image files in them and their sub-folders), manifest files (one path or URI "
-                        "per line), image files or URIs")
+                        "per line; or a .csv with columns path, keep, boost, focal: per-image regions as gazecrop's "
+                        "--keep L,T,W,H, --boost L,T,W,H,WEIGHT, --focal X,Y, several in a cell separated by ;), "
+                        "image files or URIs")
     p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1 "
@@ -921,8 +1043,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.out == "":  # --out "$DEST" with DEST unset: never the current folder by accident
         p.error("--out needs a folder name, got an empty string")
     try:
+        check_fit_arguments(args)
         args.options = BatchOptions(aspects=args.aspect, sizes=tuple(args.size or ()), upscale=not args.no_upscale,
-                                    strategy=args.strategy, name=args.name,
+                                    fit=args.fit, background=args.background, strategy=args.strategy, name=args.name,
                                     write_crops=not args.no_crops, format=args.format, quality=args.quality,
                                     model=args.model, max_pixels=args.max_pixels)
     except (ValueError, TypeError) as e:
@@ -967,6 +1090,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
     _atomic.allow_writes()
     try:
         found = expand_inputs(args.inputs, args.recursive)
+        regions = manifest_regions(args.inputs)
     except (OSError, ValueError) as e:
         term.err(f"gazecrop-batch: {e}")
         return 2
@@ -984,7 +1108,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
     try:
         summary = run_job(found.sources, args.out, args.options, engine=args.engine, jobs=args.jobs,
                           address=args.address, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                          root=args.root or found.root, progress=progress)
+                          root=args.root or found.root, progress=progress, regions=regions)
     except ImportError as e:
         extra = args.engine if args.engine != "local" else "batch"
         term.err(f"gazecrop-batch: {e}; install it with: pip install \"gazecrop[{extra}]\"")

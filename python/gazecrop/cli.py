@@ -7,7 +7,9 @@
     gazecrop - --aspect 1:1 --json < photo.jpg                       # the image on standard input
 
 Placement options (:func:`gazecrop.crops`): ``--size WxH`` crops to W:H and resizes to exactly W x H
-(Lanczos; ``--no-upscale`` never enlarges), ``--candidates K``, ``--zoom [MIN_SCALE,MASS]``, ``--symmetric``.
+(Lanczos; ``--no-upscale`` never enlarges; ``--fit pad`` / ``auto`` letterboxes the whole image instead, on
+``--background``), ``--candidates K``, ``--zoom [MIN_SCALE,MASS]``, ``--symmetric``, ``--keep L,T,W,H`` and
+``--boost L,T,W,H,WEIGHT`` (repeatable), ``--focal X,Y``.
 A *close* choice (another distinct box keeps nearly as much, ``CropResult.close``) is still cropped to the
 best box; the JSON record says ``"close": true`` and the text line "close choice". A box clamped to one
 pixel by an extreme aspect (``CropResult.clamped``) is written and warned about on stderr.
@@ -27,7 +29,8 @@ extension always matches the bytes; JPEG tables, ICC profile and EXIF kept, orie
 pixels are stored as displayed); every file is written by :func:`gazecrop._output.write_image` (atomic,
 verified complete, see :mod:`gazecrop._atomic`). Animated (or multi-page) inputs give their first frame,
 said once per input on stderr and in JSON (``"animated": true``, ``"frames": N``). A thumbnail enlarged
-beyond its box is warned about and its JSON crop says by how much (``"upscaled": 2.5``).
+beyond its box (padded: beyond the image) is warned about and its JSON crop says by how much
+(``"upscaled": 2.5``).
 
 Faults: ``SIGINT`` / ``SIGTERM`` / ``SIGHUP`` stop the run (no traceback) with exit status 130 / 143 / 129
 after removing the outputs being written; a closed standard output (``gazecrop photos/ | head -2``) ends the
@@ -63,8 +66,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .crop import (DEFAULT_STRATEGY, STRATEGIES, ZOOM_DEFAULT, CropResult, check_zoom, format_aspect,
-                   parse_aspect)
+from .crop import (DEFAULT_STRATEGY, STRATEGIES, ZOOM_DEFAULT, CropResult, check_regions, check_zoom,
+                   format_aspect, parse_aspect)
 from . import _atomic
 from ._atomic import umask
 from ._files import kind_of
@@ -72,7 +75,7 @@ from ._image import BACKGROUND, EncodedImage, ImageError, frame_count, open_imag
 from ._output import (FORMATS, SourceInfo, check_format, check_template, format_of_extension, output_name,
                       source_info, write_image)
 from . import __version__
-from .api import Prediction, predict, resize_crop, thumbnail_size
+from .api import FITS, Prediction, check_background, pad_image, predict, resize_crop, thumbnail_size
 from .thumbor import focal_filter
 
 DEFAULT_NAME = "{dir}/{stem}_{aspect}{ext}"
@@ -92,22 +95,89 @@ class _Output(NamedTuple):
     tag: str  # {aspect} and {size} in --name: "16x9", or "320x180" for a size
     size: Optional[Tuple[int, int]]  # thumbnails: exact output size
 
-    def cut(self, full: Image.Image, box, upscale: bool = True) -> Image.Image:
-        """The output image for ``box`` of the displayed image ``full``: the box itself (``--aspect``), or
-        resized to :attr:`size` (``--size``; :func:`gazecrop.api.resize_crop`, never enlarged unless
-        ``upscale``)."""
-        return full.crop(box.to_pil()) if self.size is None else resize_crop(full, box, self.size, upscale=upscale)
+    def cut(self, full: Image.Image, result: CropResult, upscale: bool = True, fit: str = "crop",
+            background="blur") -> Image.Image:
+        """The output image for ``result`` of the displayed image ``full``: its box (``--aspect``), or resized
+        to :attr:`size` (``--size``; :func:`gazecrop.api.resize_crop`, never enlarged unless ``upscale``), or
+        the whole image padded to :attr:`size` when :meth:`pads` (:func:`gazecrop.api.pad_image`)."""
+        if self.size is None:
+            return full.crop(result.box.to_pil())
+        if self.pads(result, fit):
+            return pad_image(full, self.size, upscale=upscale, background=background)
+        return resize_crop(full, result.box, self.size, upscale=upscale)
+
+    def pads(self, result: CropResult, fit: str) -> bool:
+        """True when this output is the padded whole image: a thumbnail with ``fit`` ``"pad"``, or ``"auto"``
+        and ``result.pad`` (as :func:`gazecrop.thumbnail`)."""
+        return self.size is not None and (fit == "pad" or (fit == "auto" and result.pad))
 
 
 def add_size_arguments(p: argparse.ArgumentParser) -> None:
-    """``--size WxH`` (repeatable) and ``--no-upscale``, as ``gazecrop`` and ``gazecrop-batch`` take them
-    (parsed by :func:`plan_outputs`)."""
+    """``--size WxH`` (repeatable), ``--no-upscale``, ``--fit`` and ``--background``, as ``gazecrop`` and
+    ``gazecrop-batch`` take them (parsed by :func:`plan_outputs` and :func:`check_fit_arguments`)."""
     p.add_argument("-s", "--size", action="append", metavar="WxH",
                    help="thumbnail of exactly W x H pixels: crop to the aspect W:H, then resize (Lanczos); "
                         "repeatable; with --aspect both apply")
     p.add_argument("--no-upscale", action="store_true",
                    help="never enlarge a thumbnail: a box smaller than --size is written at its own size "
                         "(otherwise an enlarged thumbnail is warned about)")
+    p.add_argument("--fit", choices=FITS, default="crop",
+                   help="how a --size thumbnail gets its exact size: crop to W:H (default), pad (the whole image "
+                        "letterboxed), auto (crop unless another subject of near-equal saliency would be cut out, "
+                        "the aspect is the image's within 5%%, or the --keep regions do not fit: then pad)")
+    p.add_argument("--background", default="blur", metavar="blur|COLOUR",
+                   help="what fills the padding of --fit pad / auto: blur (default: the image blurred and "
+                        "darkened) or a colour (black, '#202020')")
+
+
+def check_fit_arguments(args: argparse.Namespace) -> None:
+    """``--fit`` / ``--background`` of :func:`add_size_arguments` checked (``args.background`` becomes
+    ``"blur"`` or an ``(r, g, b)`` tuple).
+
+    Raises:
+        ValueError: a bad colour, or ``--fit`` / ``--background`` without a ``--size``.
+    """
+    if args.fit != "crop" and not args.size:
+        raise ValueError(f"--fit {args.fit} applies to --size thumbnails; give a --size WxH")
+    if args.background != "blur" and args.fit == "crop":
+        raise ValueError("--background fills the padding of --fit pad or --fit auto")
+    try:
+        args.background = check_background(args.background)
+    except ValueError as e:
+        raise ValueError(f"--background {args.background!r}: {e}") from None
+
+
+def _numbers(text: str, n: int, what: str, example: str, ints: int) -> list:
+    """``n`` comma-separated numbers, the first ``ints`` of them ints."""
+    parts = [v.strip() for v in str(text).split(",")]
+    try:
+        if len(parts) != n:
+            raise ValueError(f"{len(parts)} numbers")
+        return [int(v) for v in parts[:ints]] + [float(v) for v in parts[ints:]]
+    except ValueError as e:
+        raise ValueError(f"{what} {text!r}: expected {example} ({e})") from None
+
+
+def parse_regions(keep: Sequence[str] = (), boost: Sequence[str] = (), focal: Optional[str] = None) -> dict:
+    """The user's regions from their text forms (``--keep L,T,W,H``, ``--boost L,T,W,H,WEIGHT``, ``--focal
+    X,Y``, and ``gazecrop-batch``'s manifest columns, several regions of a cell separated by ``;``), checked
+    by :func:`gazecrop.crop.check_regions`: ``{"keep": ..., "boost": ..., "focal": ...}``.
+
+    Raises:
+        ValueError: text that does not parse or a bad region (the message names the option and the text).
+    """
+    def items(values: Sequence[str]) -> List[str]:
+        return [v for text in values for v in str(text).split(";") if v.strip()]
+
+    kept = [_numbers(v, 4, "--keep", "L,T,W,H in pixels such as 10,20,300,200", 4) for v in items(keep)]
+    boosted = [_numbers(v, 5, "--boost", "L,T,W,H,WEIGHT such as 10,20,300,200,1.5", 4) for v in items(boost)]
+    point = None if focal is None or not str(focal).strip() else \
+        _numbers(focal, 2, "--focal", "X,Y in pixels such as 320,200", 0)
+    try:
+        return check_regions(kept, [(b[:4], b[4]) for b in boosted], point)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{'--focal' if 'focal' in str(e) else '--boost' if 'boost' in str(e) else '--keep'}: "
+                         f"{e}") from None
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -196,10 +266,13 @@ output, one line per input and aspect (tab-separated; --json gives the same as o
   close choice  another distinct box keeps at least 95% as much: two subjects of near-equal saliency that
              one box cannot hold; the crop is still written for the best box (JSON "close": true;
              --candidates K lists the alternatives, as "alternatives=" in the text)
+  kept       with --keep, the share of the regions' area inside the box when it cannot hold them all
+  padded     --fit pad (or auto, when the crop is close, the aspect is the image's or --keep does not fit):
+             the thumbnail is the whole image letterboxed (JSON "fit": "pad")
   a box whose side rounds below one pixel (an aspect such as 1e-9) is clamped to one pixel, written, flagged
-  ("clamped": true) and warned about on stderr; so is a thumbnail enlarged beyond its box (JSON "upscaled":
-  the factor), and an animated or multi-page input, of which only the first frame is used (JSON
-  "animated": true, "frames": N)
+  ("clamped": true) and warned about on stderr; so is a thumbnail enlarged beyond its box (padded: beyond
+  the image; JSON "upscaled": the factor), and an animated or multi-page input, of which only the first
+  frame is used (JSON "animated": true, "frames": N)
   a tab, newline, other control character or backslash in a file name is written as \\t, \\n, \\xNN, \\\\
 
 exit status: 0 all done, 1 some inputs failed (each reported on stderr, the others done), 2 usage error or
@@ -299,6 +372,16 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--symmetric", action="store_true",
                    help="flip-averaged saliency (the photo and its mirror image, twice the model's time): a "
                         "mirrored photo gets exactly the mirrored crop")
+    p.add_argument("--keep", action="append", default=[], metavar="L,T,W,H",
+                   help="a region (pixels of the image as displayed) every crop must contain: all of them when a "
+                        "box of the aspect can, else as much of their area as it can (JSON 'kept' < 1); "
+                        "repeatable")
+    p.add_argument("--boost", action="append", default=[], metavar="L,T,W,H,WEIGHT",
+                   help="saliency added over a region: WEIGHT times the whole map's mass spread evenly over it "
+                        "(smartcrop.js' boost); repeatable")
+    p.add_argument("--focal", metavar="X,Y",
+                   help="a manual focal point replacing the model's map (the model does not run): crops are "
+                        "centred on it as far as the image allows")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="images processed in parallel")
     add_input_arguments(p)
     prog = p.add_mutually_exclusive_group()
@@ -319,6 +402,11 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error(f"--zoom {args.zoom!r}: expected MIN_SCALE,MASS such as 0.5,0.9 ({e})")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
+    try:
+        args.regions = parse_regions(args.keep, args.boost, args.focal)
+        check_fit_arguments(args)
+    except ValueError as e:
+        p.error(str(e))
     if args.out == "":  # --out "$DEST" with DEST unset: not a run that silently writes nothing
         p.error("--out needs a folder name, got an empty string")
     if args.heatmap and not args.out:
@@ -578,12 +666,14 @@ def _check_input(path: str) -> None:
 
 
 def predict_input(image, model, source: Optional[SourceInfo] = None, *, symmetric: bool = False,
-                  max_pixels: Optional[int] = None) -> Tuple[Prediction, Optional[Image.Image]]:
+                  max_pixels: Optional[int] = None, focal: Optional[Tuple[float, float]] = None
+                  ) -> Tuple[Prediction, Optional[Image.Image]]:
     """One model run on an input file (a path or an :class:`~gazecrop.EncodedImage`) and, when outputs are
     written (``source`` = its :func:`~gazecrop._output.source_info`), its full-resolution displayed image,
     decoded once: a JPEG is decoded in draft mode for the model and again in full for the outputs, any other
     format once for both. ``gazecrop`` and ``gazecrop-batch`` crop through here. ``symmetric``: flip-averaged
-    inference (:func:`gazecrop.predict`); ``max_pixels``: the pixel limit (:func:`gazecrop.predict`).
+    inference; ``max_pixels``: the pixel limit; ``focal``: a manual focal point, no model run (all as
+    :func:`gazecrop.predict`).
 
     Returns:
         ``(prediction, full image or None)``.
@@ -593,9 +683,9 @@ def predict_input(image, model, source: Optional[SourceInfo] = None, *, symmetri
     full = None
     if source is not None and source.format != "JPEG":
         full = open_image(image, max_pixels=max_pixels)  # decode once, reuse for the model and the outputs
-        pred = predict(full, model=model, symmetric=symmetric)
+        pred = predict(full, model=model, symmetric=symmetric, focal=focal)
     else:  # JPEG: draft-mode decode for the model
-        pred = predict(image, model=model, symmetric=symmetric, max_pixels=max_pixels)
+        pred = predict(image, model=model, symmetric=symmetric, max_pixels=max_pixels, focal=focal)
     if source is not None:
         if full is None:
             full = open_image(image, max_pixels=max_pixels)
@@ -668,9 +758,11 @@ class _Run:
         if image is path:
             _check_input(path)
         source = source_info(image) if args.out else None
-        pred, full = predict_input(image, self.model, source, symmetric=args.symmetric, max_pixels=args.max_pixels)
+        regions = args.regions
+        pred, full = predict_input(image, self.model, source, symmetric=args.symmetric, max_pixels=args.max_pixels,
+                                   focal=regions["focal"])
         results = pred.crops([o.aspect for o in args.outputs], strategy=args.strategy, candidates=args.candidates,
-                             zoom=args.zoom)
+                             zoom=args.zoom, keep=regions["keep"], boost=regions["boost"])
         try:
             frames = frame_count(image)
         except (OSError, ValueError):  # decoded above; a frame count that cannot be read is not an error
@@ -682,8 +774,8 @@ class _Run:
             for dst, _ in outs:  # every name first: an input that clashes writes none of its outputs
                 self._claim(dst, path)
             for (dst, fmt), r, o in zip(outs, results, args.outputs):
-                self._write(dst, o.cut(full, r.box, upscale=not args.no_upscale), fmt, source=source,
-                            quality=args.quality)
+                self._write(dst, o.cut(full, r, not args.no_upscale, args.fit, args.background), fmt,
+                            source=source, quality=args.quality)
                 written.append(dst)
             if args.heatmap:
                 dst, fmt = outs[-1]
@@ -696,8 +788,13 @@ class _Run:
             d["aspect_text"] = spec.text
             if spec.size is not None:
                 d["size"] = list(spec.size)
-                factor = max(spec.size[0] / r.box.width, spec.size[1] / r.box.height)
-                if factor > 1 and not args.no_upscale:  # the thumbnail is the box enlarged
+                pads = spec.pads(r, args.fit)
+                d["fit"] = "pad" if pads else "crop"
+                if pads:  # the whole image fitted inside the size
+                    factor = min(spec.size[0] / pred.size[0], spec.size[1] / pred.size[1])
+                else:  # the box resized to the size
+                    factor = max(spec.size[0] / r.box.width, spec.size[1] / r.box.height)
+                if factor > 1 and not args.no_upscale:  # the thumbnail is enlarged
                     d["upscaled"] = round(factor, 3)
             d["focal"] = focal_filter(r.box)  # serve this box from thumbor: /unsafe/WxH/filters:focal(...)/img
             if o is not None:
@@ -731,6 +828,10 @@ def _text(record: dict) -> str:
             line += f"\tcrop optional: {c['advice']}"
         if c.get("close"):
             line += "\tclose choice: another box keeps nearly as much (cropped to this one; see --candidates)"
+        if c.get("kept") is not None and c["kept"] < 1:
+            line += f"\tkept {c['kept']:.0%} of the --keep regions (no box of this aspect holds them all)"
+        if c.get("fit") == "pad":
+            line += "\tpadded: the whole image"
         if len(c.get("candidates", ())) > 1:
             line += "\talternatives=" + "; ".join(f"left={a['box'][0]} top={a['box'][1]} score={a['score']:.3f}"
                                                  for a in c["candidates"][1:])
@@ -960,7 +1061,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     try:
         from .api import _model
 
-        model = _model(args.model)
+        model = None if args.regions["focal"] is not None else _model(args.model)  # --focal: no model run
     except (OSError, ValueError) as e:
         hint = "" if args.model else " (pass --model PATH to use a .gzw file)"
         term.err(f"gazecrop: cannot load model: {e}{hint}")
@@ -1040,9 +1141,11 @@ def _crop_all(args: argparse.Namespace, model, found: List[Found], inputs: List[
                              f"one pixel and was clamped to 1 (box {c['box'][2]}x{c['box'][3]}, not the aspect "
                              "asked for)")
                 if c.get("upscaled") and "output" in c:
-                    term.err(f"gazecrop: warning: {path}: --size {c['aspect_text']}: the box is only "
-                             f"{c['box'][2]}x{c['box'][3]} pixels and was enlarged {c['upscaled']:g} times "
-                             "(--no-upscale keeps it at its own size)")
+                    what, (w, h) = ("the image", (rec["width"], rec["height"])) if c.get("fit") == "pad" else \
+                        ("the box", c["box"][2:])
+                    term.err(f"gazecrop: warning: {path}: --size {c['aspect_text']}: {what} is only {w}x{h} "
+                             f"pixels and was enlarged {c['upscaled']:g} times (--no-upscale keeps it at its own "
+                             "size)")
             term.out(json.dumps(rec) if args.json else _text(rec))
     except BaseException:
         run.stop.set()

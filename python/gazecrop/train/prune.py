@@ -31,7 +31,7 @@ import torch
 from .distill import (_append_csv, batches, build_data, evaluate_grid, git_commit, load_checkpoint, loss_on_batch,
                       save_atomic, teacher_targets)
 from .._atomic import write_text
-from .student import ConvBN, Student
+from .densenet_student import ConvBN, Student
 
 REF_SIZE = (192, 256)  # (H, W): FLOPs are quoted for a 4:3 landscape image at the student's input size
 
@@ -77,11 +77,11 @@ class FisherAccumulator:
 
 def load_prunable(state: dict):
     """The student of a checkpoint dict ``{"cfg", "model"}``: the pretrained EfficientNet-Lite student
-    (:class:`gazecrop.train.probe.PretrainedStudent`, ``cfg`` names a backbone) or the from-scratch DenseNet
-    baseline (:class:`gazecrop.train.student.Student`). Both expose ``prunable()``, ``convs()``, ``flops()``
+    (:class:`gazecrop.train.student.PretrainedStudent`, ``cfg`` names a backbone) or the from-scratch DenseNet
+    baseline (:class:`gazecrop.train.densenet_student.Student`). Both expose ``prunable()``, ``convs()``, ``flops()``
     and ``flop_savings()``."""
     if "backbone" in state["cfg"]:
-        from .probe import student_from_state
+        from .student import student_from_state
 
         return student_from_state(state)
     model = Student(state["cfg"])
