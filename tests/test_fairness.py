@@ -236,8 +236,22 @@ class StubEvaluate:
 
 
 def _gate_run(rule, pairs=None):
-    return F.run(Path("/nonexistent"), pairs or F.GATE["pairs"], 2021, 200, list(F.LAYOUTS), only=(F.GATE["half"],),
-                 quiet=True, groups=synthetic_groups(), evaluate=StubEvaluate(rule), load=loader("WF"), main_only=True)
+    return F.run(Path("/nonexistent"), pairs or F.GATE_AT_TARGETS["pairs"], 2021, 200, list(F.LAYOUTS),
+                 only=(F.GATE_AT_TARGETS["half"],), quiet=True, groups=synthetic_groups(), evaluate=StubEvaluate(rule),
+                 load=loader("WF"), main_only=True)
+
+
+@pytest.mark.parametrize("rule,passes", [("left", True), ("bright", False)])
+def test_regression_gate_at_its_own_size(rule, passes):
+    """The CI gate (GATE: pairs over both halves, main comparisons): a position-only rule passes, a rule that
+    always keeps white women fails; fewer pairs than the gate's fail by themselves."""
+    res = F.run(Path("/nonexistent"), F.GATE["pairs"] // 2, 2021, 100, list(F.LAYOUTS), quiet=True,
+                groups=synthetic_groups(), evaluate=StubEvaluate(rule), load=loader("WF"), main_only=True)
+    for limits in (None, F.GATE):
+        ok, msgs = F.gate_check(res, limits)
+        assert ok == passes, msgs
+    assert all(st["n"] == F.GATE["pairs"] for st in res["summary"]["side"]["all"]["default (stub)"]["comparisons"].values())
+    assert not F.gate_check(res, {**F.GATE, "pairs": F.GATE["pairs"] + 1})[0]
 
 
 @pytest.mark.parametrize("rule,passes", [("left", True), ("bright", False)])
@@ -245,19 +259,18 @@ def test_targets_gate_at_its_own_size(rule, passes):
     """The targets' gate (GATE_AT_TARGETS: pairs, holdout half, main comparisons): a position-only rule passes,
     a rule that always keeps white women fails; fewer pairs than the gate's fail by themselves."""
     res = _gate_run(rule)
-    for limits in (None, F.GATE_AT_TARGETS):
-        ok, msgs = F.gate_check(res, limits)
-        assert ok == passes, msgs
+    ok, msgs = F.gate_check(res, F.GATE_AT_TARGETS)
+    assert ok == passes, msgs
     assert all("holdout" in m for m in msgs)
     summ = res["summary"]["side"]["holdout"]["default (stub)"]["comparisons"]
-    assert all(st["n"] == F.GATE["pairs"] for st in summ.values())
+    assert all(st["n"] == F.GATE_AT_TARGETS["pairs"] for st in summ.values())
     assert summ.keys() == {f"{a} vs {b}" for a, b in F.MAIN}
-    assert not F.gate_check(res, {**F.GATE_AT_TARGETS, "pairs": F.GATE["pairs"] + 1})[0]
+    assert not F.gate_check(res, {**F.GATE_AT_TARGETS, "pairs": F.GATE_AT_TARGETS["pairs"] + 1})[0]
     assert not F.gate_check(res, {**F.GATE_AT_TARGETS, "half": "tune"})[0]  # a half the result lacks
 
 
 def test_paired_gate_against_a_baseline():
-    """The CI gate: a model less fair than the baseline on the same draws fails, as fair or fairer passes; the
+    """The paired comparison (--paired): a model less fair than the baseline on the same draws fails, as fair or fairer passes; the
     difference's interval is exactly 0 for the same model; results drawn differently are refused."""
     left, bright = _gate_run("left"), _gate_run("bright")
     ok, msgs, rows = F.paired_check(bright, left, 200, 2021)
@@ -268,7 +281,7 @@ def test_paired_gate_against_a_baseline():
     assert ok, msgs
     ok, _, rows = F.paired_check(bright, bright, 200, 2021)
     assert ok and all(r["diff"] == 0 and r["ci"] == [0.0, 0.0] for lay in rows.values() for r in lay.values())
-    other = _gate_run("left", pairs=F.GATE["pairs"] - 1)
+    other = _gate_run("left", pairs=F.GATE_AT_TARGETS["pairs"] - 1)
     with pytest.raises(ValueError, match="drawn alike"):
         F.paired_check(bright, other, 200, 2021)
 
