@@ -193,8 +193,9 @@ def test_fused_block_in_many_bands(k, s, pad, isa):
     """Wide expansions on a large grid: many row bands (expanded rows carried from band to band), split
     between threads at several counts, padding rows inside bands."""
     rng = np.random.default_rng(k + s)
-    net = _block_net(rng, 24, 300, k, s, _pads(k)[pad], expand=True, residual=s == 1)
-    _check_fused(net, (151, 190), isa, 3 + 24 + 300 + k * k + 300, threads=(1, 2, 5),
+    net = _block_net(rng, 24, 200, k, s, _pads(k)[pad], expand=True, residual=s == 1)
+    # 200 expanded channels of 120 (+ 2) floats per row: bands of 3 output rows (256 pixels at least)
+    _check_fused(net, (61, 120), isa, 3 + 24 + 200 + k * k + 200, threads=(1, 2, 5),
                  fused_ops=f"ops 1-{3 + (s == 1)} (inverted_residual)")
 
 
