@@ -140,11 +140,14 @@ class InvertedResidual final : public Op {
     const std::size_t fixed = direct ? 0 : std::size_t(ce) * (std::size_t(k - s) * row + kLead + kTail) * sizeof(float);
     std::size_t R = kBandBytes > fixed ? (kBandBytes - fixed) / per_band_row : 1;
     R = std::min(std::max({R, std::size_t(1), (kChunk + wo - 1) / wo}), ho);
+    // With several threads, at least one band per thread (small late-stage grids would otherwise run on one).
+    const std::size_t nthreads = std::size_t(ctx.pool.size());
+    if (nthreads > 1) R = std::min(R, (ho + nthreads - 1) / nthreads);
     const std::size_t erows = std::size_t(s) * (R - 1) + std::size_t(k);
     const std::size_t eplane = direct ? 0 : (kLead + erows * row + kTail + 15) / 16 * 16;
     const std::size_t dplane = (R * orow + 15) / 16 * 16;
     // Segments of whole output rows, one per thread (each walks its bands in order to reuse the carried rows).
-    const std::size_t nseg = std::min<std::size_t>(std::size_t(ctx.pool.size()), (ho + R - 1) / R);
+    const std::size_t nseg = std::min(nthreads, (ho + R - 1) / R);
     ctx.pool.run(nseg, [&](std::size_t seg) {
       const std::size_t i_begin = seg * ho / nseg, i_end = (seg + 1) * ho / nseg;
       // Not zeroed whole: only what no step writes and the kernels read (leads, tails, the rings of every row);
