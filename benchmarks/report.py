@@ -367,7 +367,8 @@ def _op_cell(o: dict) -> str:
 
 
 def section_kernel_sets(ks: dict) -> str:
-    """The native core's kernel sets (``benchmarks/kernel_sets.py``): peaks, the shipped model, per-op profiles."""
+    """The native core's kernel sets (``benchmarks/kernel_sets.py``): peaks, the shipped model, per-op profiles,
+    fused inverted residuals against op by op."""
     m = ks["machine"]
     sets = list(ks["peaks"])[::-1]  # best first
     out = ["### 7. Kernel sets (native core, 1 thread; `python benchmarks/kernel_sets.py`)", "",
@@ -417,6 +418,16 @@ def section_kernel_sets(ks: dict) -> str:
             cells = [_op_cell(by[k][o["label"]]) if o["label"] in by[k] else "-" for k in sets]
             out.append(f"| {o['label']} | {o['what'] or '-'} | {'x'.join(map(str, o['shape']))} | {o['mflop']:.2f} | "
                        f"{o['mb']:.3f} | " + " | ".join(cells) + " |")
+    if ks.get("fusion"):
+        out += ["", "Fused inverted residuals (the loader's fusion, `run(fuse=True)`, the default) against op by op "
+                "(`run(fuse=False)`), 1 thread, every row pair interleaved in one process; speed-up = median over "
+                "rounds of per-round minimum ratios:", "",
+                "| network | input | kernel set | fused median / min ms | op by op median / min ms | speed-up |",
+                "|---|---|---|---|---|---|"]
+        for r in ks["fusion"]:
+            out.append(f"| {r['network']} | {r['input'][0]}x{r['input'][1]} | `{r['kernel_set']}` | "
+                       f"{r['fused_median_ms']:.3f} / {r['fused_min_ms']:.3f} | "
+                       f"{r['op_by_op_median_ms']:.3f} / {r['op_by_op_min_ms']:.3f} | {r['speedup']:.3f}x |")
     out += [f"\nSkipped: {k}: {v}" for k, v in ks.get("skipped", {}).items()]
     return "\n".join(out)
 

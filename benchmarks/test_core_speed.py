@@ -5,12 +5,15 @@ with the AVX-512, AVX2 and scalar kernel sets on one thread and AVX-512 / AVX2 o
 lacks are skipped), PyTorch CPU on one thread
 (``torch.set_num_threads(1)``, same weights, ``torch_net.TorchNet``) and the NumPy reference. Each result
 carries ``gflops`` = 2 * Network.num_macs / median time in ``extra_info``. Per-layer shapes:
-``test_layer`` times single-conv networks at the student's layer shapes.
+``test_layer`` times single-conv networks at the student's layer shapes. ``test_lite0_student``: the
+EfficientNet-Lite0 student file, inverted residuals fused or op by op.
 
     python -m pytest benchmarks/test_core_speed.py --benchmark-columns=min,median,max,rounds
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +58,31 @@ def test_core(benchmark, net, image, isa, threads):
     finally:
         core.set_kernel_set(before)
     _record(benchmark, 2 * net.num_macs(H, W))
+
+
+LITE0 = Path(__file__).resolve().parents[1] / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "op-by-op"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_lite0_student(benchmark, isa, fuse):
+    """The EfficientNet-Lite0 student file at 192x256 (its input for a 4:3 photo), 1 thread, inverted residuals
+    fused by the loader (the default) or op by op; interleaved ratios: ``benchmarks/kernel_sets.py``."""
+    if isa not in core.supported_kernel_sets():
+        pytest.skip(f"{isa} not supported here")
+    if not LITE0.is_file():
+        pytest.skip(f"{LITE0} is missing")
+    model = core.Model(str(LITE0))
+    img = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    before = core.kernel_set()
+    core.set_kernel_set(isa)
+    try:
+        for _ in range(3):
+            model.run(img, fuse=fuse)
+        benchmark.pedantic(model.run, args=(img,), kwargs={"fuse": fuse}, rounds=40, iterations=1)
+    finally:
+        core.set_kernel_set(before)
+    _record(benchmark, 2 * weights.read_weights(LITE0).num_macs(H, W))
 
 
 def test_pytorch(benchmark, net, image):

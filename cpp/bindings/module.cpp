@@ -23,7 +23,7 @@ std::string shape_str(const py::array& a) {
 
 // One image (uint8 (H, W, 3) / float32 (3, H, W)) -> (h, w), or a batch (uint8 (N, H, W, 3) / float32
 // (N, 3, H, W)) -> (N, h, w).
-py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads) {
+py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
   const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
   const bool f32 = image.dtype().equal(py::dtype::of<float>());
@@ -51,6 +51,7 @@ py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int
   const std::size_t n = std::size_t(count) * std::size_t(oh) * std::size_t(ow);
   gazecrop::RunOptions opt;
   opt.threads = threads;
+  opt.fuse = fuse;
   if (u8) {
     const gazecrop::ImageBatchU8 img{static_cast<const std::uint8_t*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
@@ -94,10 +95,11 @@ PYBIND11_MODULE(_core, m) {
             return gazecrop::Model::from_memory(s.data(), s.size());
           },
           py::arg("data"), "Load and validate the bytes of a .gzw file.")
-      .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1,
+      .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1, py::arg("fuse") = true,
            "Run on uint8 (H, W, 3) RGB or float32 (3, H, W) pixels (0..255, C-contiguous); returns the float32 "
            "(h, w) log-density. A batch of same-size images, uint8 (N, H, W, 3) or float32 (N, 3, H, W), runs in "
-           "one call and returns (N, h, w). The GIL is released during the run.")
+           "one call and returns (N, h, w). fuse=False runs inverted residuals op by op instead of fused (the "
+           "same result bit for bit; tests and benchmarks compare). The GIL is released during the run.")
       .def_property_readonly("name", [](const gazecrop::Model& self) { return self.info().name; },
                              "model_name of the header ('' in version-1 files).")
       .def_property_readonly("model_version", [](const gazecrop::Model& self) { return self.info().model_version; },
@@ -112,7 +114,10 @@ PYBIND11_MODULE(_core, m) {
             return py::make_tuple(oh, ow);
           },
           py::arg("height"), py::arg("width"), "Output grid (h, w) for an input of height x width.")
-      .def_property_readonly("num_ops", &gazecrop::Model::num_ops);
+      .def_property_readonly("num_ops", &gazecrop::Model::num_ops)
+      .def("steps", &gazecrop::Model::steps, py::arg("fuse") = true,
+           "Labels of the steps run(fuse=fuse) executes: 'op 7 (conv2d)', or 'ops 3-6 (inverted_residual)' for a "
+           "fused inverted residual.");
 
   m.def("kernel_set", [] { return std::string(gazecrop::kernel_set()); },
         "Name of the kernel set in use: 'avx512', 'avx2' or 'scalar' (the best this CPU and OS support; "

@@ -1,4 +1,4 @@
-// Fuzz harness for the .gzw loader (and, for files it accepts, one small run). Rejection with
+// Fuzz harness for the .gzw loader (and, for files it accepts, one small run fused and one op by op). Rejection with
 // gazecrop::FormatError (or std::invalid_argument from the run) is fine; a crash or sanitizer report is a bug.
 //
 // clang: built as a libFuzzer target (-fsanitize=fuzzer):  fuzz_weights corpus/
@@ -27,7 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::vector<std::uint8_t> rgb(16 * 16 * 3, 128);
     int oh = 0, ow = 0;
     m.output_size(16, 16, &oh, &ow);
-    if (std::int64_t(oh) * ow <= 4096) (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16});
+    if (std::int64_t(oh) * ow <= 4096) {
+      gazecrop::RunOptions plain;
+      plain.fuse = false;
+      (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16});  // fused inverted residuals (the default)
+      (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16}, plain);
+    }
   } catch (const gazecrop::FormatError&) {
   } catch (const std::invalid_argument&) {
   }

@@ -48,10 +48,24 @@ void print_profile_line(const char* label, const char* what, const Shape& s, dou
 
 }  // namespace
 
+// What run() executes: steps in file order, each an op reading values `inputs` and writing value `out`
+// (value v = the output of file op v - 1; value 0 the input image).
+struct Step {
+  const detail::Op* op;
+  std::vector<int> inputs;
+  int out;
+  std::string label;
+};
+struct Program {
+  std::vector<Step> steps;
+  std::vector<int> last_use;  // per value: index of the last step reading it (-1: none)
+};
+
 struct Model::Impl {
   ModelInfo info{};
-  std::vector<std::unique_ptr<detail::Op>> ops;
-  std::vector<int> last_use;  // per value: index of the last op reading it (-1: none)
+  std::vector<std::unique_ptr<detail::Op>> ops;    // one per file op; op i writes value i + 1
+  std::vector<std::unique_ptr<detail::Op>> fused;  // fused inverted residuals, built on ops' packed weights
+  Program plain, fused_program;                     // op by op; with the fusions (RunOptions::fuse)
   // One thread pool per model, kept between calls (threads > 1). A call that finds it taken by another
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
@@ -103,12 +117,14 @@ struct Model::Impl {
       own = std::make_unique<detail::ThreadPool>(opt.threads);  // threads == 1: no workers are started
       pp = own.get();
     }
+    const Program& prog = opt.fuse ? fused_program : plain;
     for (std::size_t n = 0; n < count; ++n)
-      run_one(shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per, *pp);
+      run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per, *pp);
   }
 
   template <typename Fill>
-  void run_one(const std::vector<Shape>& shapes, Fill fill_input, float* out, detail::ThreadPool& pool) const {
+  void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, float* out,
+               detail::ThreadPool& pool) const {
     // GAZECROP_PROFILE: per-op time, FLOPs, bytes, GFLOP/s against the kernel set's measured peak, GB/s.
     static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;
     const detail::RunContext ctx{kernels::active_kernels(), pool};
@@ -129,25 +145,27 @@ struct Model::Impl {
     fill_input(frames[0]);
     detail::zero_ring(frames[0], 0, 3);
     std::vector<Frame> in;
-    for (std::size_t i = 0; i < ops.size(); ++i) {
+    for (std::size_t i = 0; i < prog.steps.size(); ++i) {
+      const Step& st = prog.steps[i];
+      const std::size_t o = std::size_t(st.out);
       in.clear();
-      for (int v : ops[i]->inputs) in.push_back(frames[std::size_t(v)]);
-      alloc(i + 1);
+      for (int v : st.inputs) in.push_back(frames[std::size_t(v)]);
+      alloc(o);
       const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-      ops[i]->run(ctx, in, frames[i + 1]);
+      st.op->run(ctx, in, frames[o]);
       if (profile) {
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         std::vector<Shape> in_shapes;
-        for (int v : ops[i]->inputs) in_shapes.push_back(shapes[std::size_t(v)]);
-        const detail::OpCost c = ops[i]->cost(in_shapes, shapes[i + 1]);
-        print_profile_line(ops[i]->label.c_str(), c.what.c_str(), shapes[i + 1], ms, c.flops, c.bytes, peak);
+        for (int v : st.inputs) in_shapes.push_back(shapes[std::size_t(v)]);
+        const detail::OpCost c = st.op->cost(in_shapes, shapes[o]);
+        print_profile_line(st.label.c_str(), c.what.c_str(), shapes[o], ms, c.flops, c.bytes, peak);
         total_ms += ms;
         total_flops += c.flops;
         total_bytes += c.bytes;
       }
-      detail::zero_ring(frames[i + 1], 0, frames[i + 1].c);
-      for (int v : ops[i]->inputs)
-        if (last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
+      detail::zero_ring(frames[o], 0, frames[o].c);
+      for (int v : st.inputs)
+        if (prog.last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
     }
     if (profile) print_profile_line("total", "", shapes.back(), total_ms, total_flops, total_bytes, peak);
     const Frame& y = frames.back();
@@ -157,11 +175,65 @@ struct Model::Impl {
 
 namespace {
 
+void finish_program(Program& p, std::size_t num_values) {
+  p.last_use.assign(num_values, -1);
+  for (std::size_t i = 0; i < p.steps.size(); ++i)
+    for (int v : p.steps[i].inputs) p.last_use[std::size_t(v)] = int(i);
+}
+
+// The fused program: runs of file ops forming an inverted residual ([1x1 expand ->] depthwise -> 1x1 project
+// [-> add of the block input]), consecutive in the file and with each intermediate value read only by the next
+// op, become one fused step (ops/inverted_residual.cpp); every other op is a step of its own.
+void fuse(Model::Impl& m) {
+  const auto& ops = m.ops;
+  const std::size_t n = ops.size();
+  std::vector<int> readers(n + 1, 0);
+  for (const auto& op : ops)
+    for (int v : op->inputs) ++readers[std::size_t(v)];
+  // Op j reads value i + 1 (op i's output), and nothing else does.
+  auto only_reader = [&](std::size_t i, std::size_t j) {
+    return j < n && ops[j]->inputs.size() == 1 && ops[j]->inputs[0] == int(i + 1) && readers[i + 1] == 1;
+  };
+  using Kind = detail::FusionView::Kind;
+  auto kind = [&](std::size_t i) { return ops[i]->fusion_view().kind; };
+  for (std::size_t i = 0; i < n;) {
+    const detail::Op* expand = nullptr;
+    std::size_t d = i;
+    if (kind(i) == Kind::kPointwise && i + 1 < n && kind(i + 1) == Kind::kDepthwise && only_reader(i, i + 1)) {
+      expand = ops[i].get();
+      d = i + 1;
+    }
+    std::unique_ptr<detail::Op> f;
+    std::size_t last = d + 1;  // the project
+    if (kind(d) == Kind::kDepthwise && last < n && kind(last) == Kind::kPointwise && only_reader(d, last)) {
+      const int block_in = (expand ? ops[i] : ops[d])->inputs[0];
+      const detail::Op* add = nullptr;
+      if (last + 1 < n && kind(last + 1) == Kind::kAdd && readers[last + 1] == 1) {
+        const std::vector<int>& ai = ops[last + 1]->inputs;
+        if ((ai[0] == int(last + 1) && ai[1] == block_in) || (ai[1] == int(last + 1) && ai[0] == block_in))
+          add = ops[last + 1].get();
+      }
+      f = detail::make_inverted_residual(expand, *ops[d], *ops[last], add);
+      if (!f && add) f = detail::make_inverted_residual(expand, *ops[d], *ops[last], nullptr), add = nullptr;
+      if (f) {
+        if (add) ++last;
+        f->label = "ops " + std::to_string(i) + "-" + std::to_string(last) + " (inverted_residual)";
+        m.fused_program.steps.push_back({f.get(), {block_in}, int(last + 1), f->label});
+        m.fused.push_back(std::move(f));
+        i = last + 1;
+        continue;
+      }
+    }
+    m.fused_program.steps.push_back(m.plain.steps[i]);
+    ++i;
+  }
+  finish_program(m.fused_program, n + 1);
+}
+
 std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t size) {
   detail::ParsedWeights pw = detail::parse_weights(data, size);
   auto impl = std::make_shared<Model::Impl>();
   impl->info = pw.info;
-  impl->last_use.assign(pw.ops.size() + 1, -1);
   for (std::size_t i = 0; i < pw.ops.size(); ++i) {
     const detail::OpRecord& rec = pw.ops[i];
     std::unique_ptr<detail::Op> op;
@@ -180,12 +252,12 @@ std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t s
       default: throw FormatError("op " + std::to_string(i) + ": unknown op code " + std::to_string(rec.op_type));
     }
     op->label = "op " + std::to_string(i) + " (" + detail::op_name(rec.op_type) + ")";
-    for (std::uint32_t k = 0; k < rec.num_inputs; ++k) {
-      op->inputs.push_back(int(rec.inputs[k]));
-      impl->last_use[rec.inputs[k]] = int(i);
-    }
+    for (std::uint32_t k = 0; k < rec.num_inputs; ++k) op->inputs.push_back(int(rec.inputs[k]));
+    impl->plain.steps.push_back({op.get(), op->inputs, int(i + 1), op->label});
     impl->ops.push_back(std::move(op));
   }
+  finish_program(impl->plain, pw.ops.size() + 1);
+  fuse(*impl);
   return impl;
 }
 
@@ -235,6 +307,12 @@ Model Model::load(const std::string& path) {
 
 const ModelInfo& Model::info() const { return impl_->info; }
 int Model::num_ops() const { return int(impl_->ops.size()); }
+
+std::vector<std::string> Model::steps(bool fuse) const {
+  std::vector<std::string> out;
+  for (const Step& st : (fuse ? impl_->fused_program : impl_->plain).steps) out.push_back(st.label);
+  return out;
+}
 
 void Model::output_size(int height, int width, int* out_height, int* out_width) const {
   const std::vector<Shape> s = impl_->plan(height, width);

@@ -13,15 +13,20 @@ class Model:
     @staticmethod
     def from_bytes(data: bytes) -> "Model":
         """Load and validate the bytes of a ``.gzw`` file."""
-    def run(self, image: npt.NDArray[np.uint8] | npt.NDArray[np.float32], threads: int = 1) -> npt.NDArray[np.float32]:
+    def run(self, image: npt.NDArray[np.uint8] | npt.NDArray[np.float32], threads: int = 1,
+            fuse: bool = True) -> npt.NDArray[np.float32]:
         """uint8 (H, W, 3) RGB or float32 (3, H, W), pixel values 0..255, C-contiguous, no conversion ->
         float32 (h, w) log-density; a batch uint8 (N, H, W, 3) / float32 (N, 3, H, W) -> (N, h, w). TypeError
-        on another dtype, ValueError on a wrong rank/shape or an image too small for the network. The GIL is
+        on another dtype, ValueError on a wrong rank/shape or an image too small for the network. fuse=False
+        runs inverted residuals op by op instead of fused in row bands (bitwise the same result). The GIL is
         released during the run; the model keeps one thread pool between calls."""
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
         """Output grid (h, w) for an input of height x width."""
     @property
     def num_ops(self) -> int: ...
+    def steps(self, fuse: bool = True) -> List[str]:
+        """Labels of the steps run(fuse=fuse) executes: 'op 7 (conv2d)' per file op, 'ops 3-6
+        (inverted_residual)' per fused inverted residual."""
     @property
     def name(self) -> str:
         """model_name of the header ('' in version-1 files)."""

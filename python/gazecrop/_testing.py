@@ -169,7 +169,8 @@ def random_network(rng: np.random.Generator, *, max_blocks: int = 2, max_layers:
 def readers_agree(core, data: bytes) -> bool:
     """The fuzzing oracle: feed one candidate ``.gzw`` to the native core (``core`` = ``gazecrop._core``) and to
     the Python reader. Both must accept it or both reject it with ``WeightsFormatError``; an accepted file
-    must run on a 16x16 uint8 image (float32 output of its ``output_size``) or refuse it with ValueError.
+    must run on a 16x16 uint8 image (float32 output of its ``output_size``, the same fused and op by op) or
+    refuse it with ValueError.
 
     Returns:
         whether the file was accepted.
@@ -193,8 +194,11 @@ def readers_agree(core, data: bytes) -> bool:
         try:
             oh, ow = model.output_size(16, 16)
             if oh * ow <= 4096:
-                out = model.run(np.full((16, 16, 3), 128, np.uint8))
+                img = np.full((16, 16, 3), 128, np.uint8)
+                out = model.run(img)
                 assert out.dtype == np.float32 and out.shape == (oh, ow), (out.dtype, out.shape)
+                plain = model.run(img, fuse=False)  # the loader's fusion changes no bit (NaN where NaN)
+                assert np.array_equal(out, plain, equal_nan=True), "fused and op-by-op runs differ"
         except ValueError:
             pass
     return core_ok

@@ -63,6 +63,8 @@ struct ImageBatchF32 {
 struct RunOptions {
   int threads = 1;  // intra-op threads, 1 .. 256 (1 = run on the calling thread only); the model keeps
                     // one pool of this size between calls
+  bool fuse = true;  // run inverted residuals fused (row bands, L2-resident expansion); false runs the file's
+                     // ops one by one. Same result bit for bit on each kernel set (benchmarks and tests compare)
 };
 
 // float32 (height, width) log-density, row-major.
@@ -93,6 +95,9 @@ class Model {
 
   const ModelInfo& info() const;
   int num_ops() const;
+  // Labels of the steps run() executes with RunOptions::fuse = `fuse`, in order: one per file op ("op 7
+  // (conv2d)"), or one per fused inverted residual ("ops 3-6 (inverted_residual)").
+  std::vector<std::string> steps(bool fuse = true) const;
 
   // Output grid (h, w) for an input of height x width; throws std::invalid_argument when an op's output
   // would be smaller than 1x1 (or other run-time shape errors, e.g. concat inputs on different grids).

@@ -27,6 +27,15 @@ class Add final : public Op {
     return c;
   }
 
+  FusionView fusion_view() const override {
+    FusionView v;
+    if (act_ != 2) {
+      v.kind = FusionView::kAdd;
+      v.act = kernel_act(act_);
+    }
+    return v;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const std::size_t q0 = out.flat_begin(), q1 = out.flat_end();
     const int act = act_;

@@ -35,6 +35,18 @@ class Conv2d final : public Op {
     return c;
   }
 
+  FusionView fusion_view() const override {
+    FusionView v;
+    const bool unpadded = pad_.mode == 2 || (pad_.fixed.top == 0 && pad_.fixed.bottom == 0 && pad_.fixed.left == 0 &&
+                                             pad_.fixed.right == 0);  // "same" at 1x1 stride 1 pads nothing
+    if (k_ == 1 && s_ == 1 && unpadded && act_ != 2) {
+      v.kind = FusionView::kPointwise;
+      v.conv = &pc_;
+      v.act = kernel_act(act_);
+    }
+    return v;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const Pads p = pad_.at(x.h, x.w);

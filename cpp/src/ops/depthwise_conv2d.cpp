@@ -32,6 +32,19 @@ class DepthwiseConv2d final : public Op {
     return c;
   }
 
+  FusionView fusion_view() const override {
+    FusionView v;
+    v.kind = FusionView::kDepthwise;
+    v.act = act_;
+    v.c = c_;
+    v.k = k_;
+    v.stride = s_;
+    v.pad = &pad_;
+    v.w = w_.data();
+    v.b = b_.data();
+    return v;
+  }
+
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const Pads p = pad_.at(x.h, x.w);

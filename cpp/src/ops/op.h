@@ -31,6 +31,31 @@ struct OpCost {
 
 inline double value_bytes(const Shape& s) { return 4.0 * double(s.c) * double(s.h) * double(s.w); }
 
+// Zero padding of conv2d / depthwise_conv2d (docs/weights-format.md "Padding"): iparams 4 and 6 .. 10,
+// resolved against the input size (TensorFlow "same" depends on it).
+struct Pads {
+  int top = 0, bottom = 0, left = 0, right = 0;
+};
+struct PadRule {
+  int kernel = 1, stride = 1, mode = 0;
+  Pads fixed;  // modes 0 and 1
+  static PadRule from_record(const OpRecord& rec);
+  Pads at(int height, int width) const;
+};
+struct PackedConv;  // conv_common.h
+
+// What the loader's fusion (inverted_residual.cpp) may read of an op; kind kOther (the default) for every op
+// it cannot fuse. Pointers stay valid as long as the op.
+struct FusionView {
+  enum Kind { kOther, kPointwise, kDepthwise, kAdd } kind = kOther;
+  int act = 0;                       // kernels::kAct* code; ops with other activations (softplus) are kOther
+  const PackedConv* conv = nullptr;  // kPointwise: a 1x1 stride-1 unpadded conv2d, packed
+  int c = 0, k = 0, stride = 1;      // kDepthwise: channels, kernel (3 or 5), stride
+  const PadRule* pad = nullptr;      // kDepthwise
+  const float* w = nullptr;          // kDepthwise: (c, k, k)
+  const float* b = nullptr;          // kDepthwise: (c,)
+};
+
 class Op {
  public:
   virtual ~Op() = default;
@@ -45,6 +70,7 @@ class Op {
     c.bytes += value_bytes(out);
     return c;
   }
+  virtual FusionView fusion_view() const { return {}; }
 
   std::vector<int> inputs;  // value ids
   std::string label;        // "op 3 (conv2d)" for error messages
@@ -61,18 +87,11 @@ std::unique_ptr<Op> make_centre_bias(const OpRecord& rec, const std::vector<Tens
 std::unique_ptr<Op> make_log_softmax(const OpRecord& rec, const std::vector<TensorRecord>& t);
 std::unique_ptr<Op> make_depthwise_conv2d(const OpRecord& rec, const std::vector<TensorRecord>& t);
 std::unique_ptr<Op> make_add(const OpRecord& rec, const std::vector<TensorRecord>& t);
+// The loader's fusion (inverted_residual.cpp): one op running [expand ->] depthwise -> project [-> add] of an
+// inverted residual in row bands, reusing the parts' packed weights (the parts must outlive it). `expand` and
+// `add` may be null; nullptr when the parts' fusion views do not fit together.
+std::unique_ptr<Op> make_inverted_residual(const Op* expand, const Op& dw, const Op& project, const Op* add);
 
-// Zero padding of conv2d / depthwise_conv2d (docs/weights-format.md "Padding"): iparams 4 and 6 .. 10,
-// resolved against the input size (TensorFlow "same" depends on it).
-struct Pads {
-  int top = 0, bottom = 0, left = 0, right = 0;
-};
-struct PadRule {
-  int kernel = 1, stride = 1, mode = 0;
-  Pads fixed;  // modes 0 and 1
-  static PadRule from_record(const OpRecord& rec);
-  Pads at(int height, int width) const;
-};
 // Output size (H', W') of a window op with per-side padding; throws std::invalid_argument naming `label`.
 Shape padded_out(const std::string& label, int c, int h, int w, int kernel, int stride, const Pads& p);
 
