@@ -58,7 +58,7 @@ def test_probe_refuses_bad_input(tmp_path, member_file):
     with pytest.raises(ValueError, match="features"):
         PR.PretrainedStudent("lite0", 0)
     torch.save({"cfg": {"stem": 8}, "model": {}}, tmp_path / "student.pt")
-    with pytest.raises(ValueError, match="not a probe checkpoint"):
+    with pytest.raises(ValueError, match="not a student checkpoint"):
         PR.load_student(tmp_path / "student.pt")
     with pytest.raises(ValueError, match="not a teacher member"):
         PR._from_member(tmp_path / "student.pt")
