@@ -7,9 +7,12 @@
   student, the shipped default (``weights/MODEL_CARD.md``).
 - :mod:`gazecrop.train.student`: the EfficientNet-Lite0 student (ImageNet features cut after stage 5 + DeepGaze II
   readout), distilled from the ensemble (:mod:`gazecrop.train.distill`), Fisher-pruned
-  (:mod:`gazecrop.train.prune`) and exported through :mod:`gazecrop.train.convert_backbone` (``--from``): the
-  candidate in ``weights/candidate-lite0`` (its ``MODEL_CARD.md`` has the exact commands; not the default
-  while it fails the fairness regression guard).
+  (:mod:`gazecrop.train.prune`), fine-tuned with fairness terms (:mod:`gazecrop.train.fairness`: a
+  demographic-parity term on tune-half portrait pairs, colour-robust views) and exported through
+  :mod:`gazecrop.train.convert_backbone` (``--from``): the candidates in ``weights/candidate-lite0`` and
+  ``weights/candidate-fair`` (their ``MODEL_CARD.md`` have the exact commands; not the default yet).
+- :mod:`gazecrop.train.faces`: face, eye and head boxes from OpenCV's Haar cascades (offline: the fairness
+  diagnosis; the placement's head rule takes such boxes).
 
 Caches (backbone features, checkpoints) live outside the repository in ``$GAZECROP_CACHE``
 (default ``~/.cache/gazecrop``).

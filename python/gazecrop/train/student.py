@@ -1,8 +1,8 @@
-"""The EfficientNet-Lite0 student (issue 13): an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the
-DeepGaze II readout and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned and
-run by the native core (the candidate in ``weights/candidate-lite0``, not yet the default: its
-``MODEL_CARD.md``) (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual
-additions are core ops).
+"""The EfficientNet-Lite0 student: an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the DeepGaze II
+readout and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned, optionally
+fine-tuned with fairness terms (:mod:`gazecrop.train.fairness`) and run by the native core
+(``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual additions are
+core ops). Its files: ``weights/candidate-lite0`` and ``weights/candidate-fair`` (their ``MODEL_CARD.md``).
 
 :class:`PretrainedStudent` is the model (its prunable feature maps behind :class:`MapMask` entries, analytic
 FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to end by the distillation loss of
@@ -10,7 +10,8 @@ FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to en
 fixation NLL) with the student's data and augmentation; :mod:`gazecrop.train.prune` Fisher-prunes it and
 :func:`gazecrop.train.convert_backbone.convert_student` exports it.
 
-Workflow (``weights/MODEL_CARD.md`` has the exact commands of the shipped file)::
+Workflow (``weights/candidate-lite0/MODEL_CARD.md`` and ``weights/candidate-fair/MODEL_CARD.md`` have the exact
+commands of those files)::
 
     # 1. frozen probe: readout + finalizer on cached backbone features, trained like a teacher member
     GAZECROP_TEACHER_WEIGHTS=runs/probe_teacher python -m gazecrop.train.teacher train \\
@@ -22,6 +23,10 @@ Workflow (``weights/MODEL_CARD.md`` has the exact commands of the shipped file):
     python -m gazecrop.train.prune --from runs/lite_ft/final.pt --out runs/lite_prune --target-gflops 0.11
     # 4. val metrics at full image resolution (the table of ``python -m gazecrop.evaluate``)
     python -m gazecrop.train.student evaluate --from runs/lite_ft/final.pt
+    # 5. fairness fine-tuning from an exported file (its checkpoint rebuilt exactly from the .gzw)
+    python -m gazecrop.train.student import --from weights/candidate-lite0/gazecrop-fast.gzw --out runs/candidate.pt
+    python -m gazecrop.train.student train --out runs/fair --init runs/candidate.pt --epochs 3 --lr 2e-5 \\
+        --self-targets --colour-robust 0.5 --parity-weight 1
 """
 
 from __future__ import annotations
