@@ -60,8 +60,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from gazecrop.portraits import (ETHNICITY, GENDER, GROUP_CODES, HALVES, MIN_GROUP, compose,  # noqa: F401
-                                 load_groups, split_halves)
+from gazecrop.portraits import GROUP_CODES, HALVES, MIN_GROUP, compose, load_groups, split_halves  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -30,7 +30,6 @@ Needs OpenCV (``pip install ".[bench]"``) for the face boxes and, for ``--teache
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path

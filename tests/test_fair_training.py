@@ -15,6 +15,7 @@ FT = pytest.importorskip("gazecrop.train.fairness")
 PR = pytest.importorskip("gazecrop.train.student")
 
 from gazecrop.portraits import split_halves  # noqa: E402
+from test_student import _randomly_pruned, member_file  # noqa: E402,F401  (the student tests' fixture)
 
 SHARED_FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces" / "congress"
 
@@ -140,26 +141,11 @@ def test_colour_view_keeps_luma_and_greys():
     torch.testing.assert_close((rot * luma).sum(0), (img * luma).sum(0), rtol=1e-4, atol=0.05)
 
 
-def test_student_rebuilt_from_its_gzw(tmp_path):
+def test_student_rebuilt_from_its_gzw(tmp_path, member_file):
     """student.student_from_gzw inverts convert_student: a randomly pruned student, exported and rebuilt, gives
     the same log-densities in PyTorch (and its widths); files that are not student exports are refused."""
-    from test_student import _randomly_pruned
-
     CB = pytest.importorskip("gazecrop.train.convert_backbone")
-    T = pytest.importorskip("gazecrop.train.teacher")
-    from dataclasses import asdict
-
-    torch.manual_seed(0)
-    spec = T.MemberSpec("probe_test", "lite0", 256, features=3)
-    m = T.TeacherMember(spec, centre_bias_map=np.random.default_rng(0).normal(size=(32, 32)))
-    with torch.no_grad():
-        for p in m.readout.parameters():
-            p.normal_(0, 0.1)
-        for i in range(3):
-            getattr(m.readout, f"std{i}").uniform_(0.5, 2.0)
-            getattr(m.readout, f"mean{i}").normal_(0, 0.5)
-    torch.save({"spec": asdict(spec), "head": m.head_state()}, tmp_path / "member.pt")
-    model = _randomly_pruned(tmp_path / "member.pt").compact().eval()
+    model = _randomly_pruned(member_file[0]).compact().eval()
     torch.save({"cfg": model.cfg, "model": model.state_dict()}, tmp_path / "s.pt")
     CB.convert_student(tmp_path / "s.pt", tmp_path / "s.gzw", name="t")
     again = PR.student_from_gzw(tmp_path / "s.gzw").eval()

@@ -23,6 +23,7 @@ def member_file(tmp_path_factory):
             p.normal_(0, 0.1)
         for i in range(3):
             getattr(m.readout, f"std{i}").uniform_(0.5, 2.0)
+            getattr(m.readout, f"mean{i}").normal_(0, 0.5)
     path = tmp_path_factory.mktemp("probe") / "member.pt"
     torch.save({"spec": asdict(spec), "head": m.head_state()}, path)
     return path, m.eval()
