@@ -60,9 +60,15 @@ if [ "${GAZECROP_AARCH64_WHEEL:-1}" != 0 ]; then
   w=$(ls -d "$tmp"/unpacked/gazecrop-*)
   rm "$w"/gazecrop/_core.*.so
   cp "$(ls "$tmp"/build-aarch64/_core*.so)" "$w/gazecrop/_core.$soabi_arm.so"
-  sed -i -E "s/^Tag: (.*)-manylinux_[0-9_]+_x86_64$/Tag: \\1-linux_aarch64/" "$w"/*.dist-info/WHEEL
+  wheel_meta=$(ls "$w"/*.dist-info/WHEEL)
+  pytag=$(grep -m1 '^Tag: ' "$wheel_meta" | sed -E 's/^Tag: ([^-]+-[^-]+)-.*/\1/')  # e.g. cp311-cp311
+  sed -i '/^Tag: /d' "$wheel_meta"
+  echo "Tag: $pytag-linux_aarch64" >>"$wheel_meta"
+  mkdir -p "$tmp/raw-aarch64"
   "$tools" -m wheel pack "$w" -d "$tmp/raw-aarch64" >/dev/null
-  "$tools" -m auditwheel repair --plat "manylinux_${glibc//./_}_aarch64" -w "$tmp/repaired" "$tmp"/raw-aarch64/*.whl
+  # --plat auto: auditwheel offers named policies for this host's architecture only; for the aarch64 wheel it
+  # takes the architecture from the file name and tags the oldest glibc the symbols allow (at most 2.28)
+  "$tools" -m auditwheel repair --plat auto -w "$tmp/repaired" "$tmp"/raw-aarch64/*.whl
   arm=$(ls "$tmp"/repaired/gazecrop-*aarch64*.whl)
   "$tools" -m auditwheel show "$arm"
   cp "$arm" "$out/"

@@ -20,12 +20,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" "$tmp/root" "$tmp/site"
 : >"$tmp/status"
-apt=(-o APT::Architecture=arm64 -o APT::Architectures=arm64 -o Dir::State::Lists="$tmp/lists"
+apt=(-o APT::Architecture=arm64 -o APT::Architectures=arm64 -o APT::Sandbox::User=root -o Dir::State::Lists="$tmp/lists"
      -o Dir::Cache="$tmp/cache" -o Dir::State::status="$tmp/status")
 echo "check_wheel_aarch64: fetching Debian's arm64 Python 3.11 with apt-get download (unpacked in $tmp, not installed)"
 apt-get "${apt[@]}" update -qq
 (cd "$tmp/debs" && apt-get "${apt[@]}" download -qq libc6 libpython3.11-minimal python3.11-minimal \
-  libpython3.11-stdlib libexpat1 zlib1g libffi8 libbz2-1.0 liblzma5 libssl3 libcrypt1 libuuid1 2>/dev/null)
+  libpython3.11-stdlib libexpat1 zlib1g libffi8 libbz2-1.0 liblzma5 libssl3 libcrypt1 libuuid1 libstdc++6 libgcc-s1 \
+  2>/dev/null)  # libstdc++ and libgcc_s: numpy's C++ parts
 for d in "$tmp"/debs/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
 "$py" -m pip download --quiet --only-binary :all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
   --python-version 3.11 --implementation cp --abi cp311 -d "$tmp/wheels" "numpy>=1.22" "pillow>=9.1"
