@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 from contextlib import contextmanager
 
@@ -15,7 +14,7 @@ core = pytest.importorskip("gazecrop._core")
 
 # Every kernel set the core knows (kernels.h kKernelSets); tests parametrised over it skip the ones this CPU or
 # build lacks (kernel_set() below), and test_core.py checks that the CPU's flags and the supported sets agree.
-KERNEL_SETS = ["avx512", "avx2", "scalar"]
+KERNEL_SETS = ["avx512", "avx2", "neon", "scalar"]
 
 
 @contextmanager
@@ -56,11 +55,6 @@ def image(rng: np.random.Generator, h: int, w: int, kind: str = "uint8") -> np.n
     if kind == "uint8":
         return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     return rng.uniform(0, 255, (3, h, w)).astype(np.float32)
-
-
-def tol(k: int, scale: float) -> float:
-    """Absolute tolerance for float32 sums of length k with values of magnitude ``scale``."""
-    return 4e-6 * math.sqrt(max(k, 1)) * max(scale, 1.0)
 
 
 def run_both(net: weights.Network, img: np.ndarray, isa: str):

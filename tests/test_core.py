@@ -42,11 +42,15 @@ def test_supported_kernel_sets_match_the_cpu():
     is_x86 = platform.machine().lower() in ("x86_64", "amd64")
     assert ("avx2" in sets) == (is_x86 and {"avx2", "fma"} <= flags), (sets, sorted(flags & {"avx2", "fma"}))
     assert ("avx512" in sets) == (is_x86 and {"avx2", "fma", "avx512f"} <= flags), (sets, "avx512f" in flags)
+    # AArch64 Linux lists Advanced SIMD as "asimd"
+    is_arm64 = platform.machine().lower() in ("aarch64", "arm64")
+    assert ("neon" in sets) == (is_arm64 and "asimd" in flags), (sets, "asimd" in flags)
 
 
 @pytest.mark.skipif(bool(os.environ.get("GAZECROP_ISA")), reason="ISA forced by GAZECROP_ISA")
 def test_best_kernel_set_is_the_default():
-    """AVX-512 where the CPU and OS support it, else AVX2+FMA, else scalar (kKernelSets order)."""
+    """AVX-512 where the CPU and OS support it, else AVX2+FMA, NEON on AArch64, else scalar (kKernelSets
+    order)."""
     out = subprocess.run([sys.executable, "-c", "import gazecrop._core as c; print(c.kernel_set())"],
                          capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items()
                                                                           if k != "GAZECROP_ISA"})

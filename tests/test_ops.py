@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from gazecrop import weights
-from gazecrop._testing import random_conv
+from gazecrop._testing import random_conv, tol
 
-from _native_helpers import KERNEL_SETS, core, image, load, run_both, tol
+from _native_helpers import KERNEL_SETS, core, image, load, run_both
 
 SIZES = [(1, 1), (1, 15), (1, 16), (1, 17), (2, 7), (5, 7), (9, 33), (16, 16)]
 CHANNELS = [1, 3, 13, 27, 64]
@@ -186,6 +186,8 @@ def _kernel_names():
                             "dwconv5x5_x16", "fma_peak_12x16"),
                  "avx2": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "dwconv3x3_x8", "dwconv5x5_x8",
                           "fma_peak_12x8"),
+                 "neon": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x4", "gather_s2_x8", "dwconv3x3_x4", "dwconv5x5_x4",
+                          "fma_peak_12x4"),
                  "scalar": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "dwconv3x3_x8",
                             "dwconv5x5_x8", "fma_peak_12x4")}
         return [(f"f32_{k}_{isa}", isa) for isa in KERNEL_SETS for k in tiles[isa]]

@@ -120,8 +120,8 @@ PYBIND11_MODULE(_core, m) {
            "fused inverted residual.");
 
   m.def("kernel_set", [] { return std::string(gazecrop::kernel_set()); },
-        "Name of the kernel set in use: 'avx512', 'avx2' or 'scalar' (the best this CPU and OS support; "
-        "GAZECROP_ISA=scalar|avx2|avx512 forces one at import).");
+        "Name of the kernel set in use: 'avx512', 'avx2', 'neon' (AArch64) or 'scalar' (the best this CPU and OS "
+        "support; GAZECROP_ISA=scalar|avx2|avx512|neon forces one at import).");
   m.def(
       "set_kernel_set",
       [](const std::string& name) {
@@ -131,7 +131,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("name"), "Switch the process-wide kernel set (tests); ValueError when unsupported.");
   m.def(
       "supported_kernel_sets", [] { return gazecrop::supported_kernel_sets(); },
-      "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2', 'avx512'].");
+      "Kernel sets this build and CPU can run, best last, e.g. ['scalar', 'avx2', 'avx512'] (x86-64) or "
+      "['scalar', 'neon'] (AArch64).");
   m.def(
       "_peak_gflops",
       [](const std::string& name) {

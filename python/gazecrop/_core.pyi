@@ -38,14 +38,15 @@ class Model:
         """The file's format version (1 or 2)."""
 
 def kernel_set() -> str:
-    """'avx512', 'avx2' or 'scalar': the kernel set in use, the best this CPU and OS support
-    (GAZECROP_ISA=scalar|avx2|avx512 forces one at import)."""
+    """'avx512', 'avx2', 'neon' (AArch64) or 'scalar': the kernel set in use, the best this CPU and OS support
+    (GAZECROP_ISA=scalar|avx2|avx512|neon forces one at import)."""
 
 def set_kernel_set(name: str) -> None:
     """Switch the process-wide kernel set (tests, benchmarks); ValueError when unsupported here."""
 
 def supported_kernel_sets() -> List[str]:
-    """Kernel sets this build and CPU can run, best last."""
+    """Kernel sets this build and CPU can run, best last: e.g. ['scalar', 'avx2', 'avx512'] on x86-64,
+    ['scalar', 'neon'] on AArch64."""
 
 def version() -> str: ...
 

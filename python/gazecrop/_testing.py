@@ -6,6 +6,7 @@ readout, blur, centre bias, log-softmax) with random weights and arbitrary (prun
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -13,7 +14,13 @@ import numpy as np
 from .weights import Network
 
 __all__ = ["random_conv", "random_depthwise", "random_padding", "student_like", "random_network",
-           "inverted_residual_net", "readers_agree"]
+           "inverted_residual_net", "readers_agree", "tol"]
+
+
+def tol(k: int, scale: float) -> float:
+    """Absolute tolerance for float32 sums of length k with values of magnitude ``scale`` (the per-op tests'
+    bound, tests/test_ops.py, and tools/aarch64_fixtures.py's)."""
+    return 4e-6 * math.sqrt(max(k, 1)) * max(scale, 1.0)
 
 
 def random_conv(rng: np.random.Generator, cout: int, cin: int, k: int):

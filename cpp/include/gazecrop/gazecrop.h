@@ -121,12 +121,13 @@ class Model {
   std::shared_ptr<const Impl> impl_;
 };
 
-// Name of the kernel set in use: "avx512", "avx2" or "scalar" (the best the CPU and OS support;
-// GAZECROP_ISA=scalar|avx2|avx512 forces one at startup).
+// Name of the kernel set in use: "avx512", "avx2", "neon" (AArch64) or "scalar" (the best the CPU and OS
+// support; GAZECROP_ISA=scalar|avx2|avx512|neon forces one at startup).
 const char* kernel_set();
 // Switches the process-wide kernel set (for tests); false when unknown or not supported by this CPU.
 bool set_kernel_set(const std::string& name);
-// Kernel sets this build and CPU can run, best last (e.g. {"scalar", "avx2", "avx512"}).
+// Kernel sets this build and CPU can run, best last (e.g. {"scalar", "avx2", "avx512"}; {"scalar", "neon"} on
+// AArch64).
 std::vector<std::string> supported_kernel_sets();
 // The core's version, e.g. "0.1.0".
 const char* version();

@@ -1,4 +1,4 @@
-// CPU feature detection (once), the KernelTable choice (once; GAZECROP_ISA=scalar|avx2|avx512 forces a set)
+// CPU feature detection (once), the KernelTable choice (once; GAZECROP_ISA=scalar|avx2|avx512|neon forces a set)
 // and each table's measured peak.
 #include <algorithm>
 #include <atomic>
@@ -12,6 +12,9 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #define GAZECROP_X86_GNU 1
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>  // getauxval(AT_HWCAP): HWCAP_ASIMD
 #endif
 
 namespace gazecrop {
@@ -35,6 +38,13 @@ CpuFeatures detect() {
   // (bit 7) state: without those a kernel's zmm/k registers would be corrupted at a context switch.
   f.avx512f = f.avx2 && ((b >> 16) & 1) && (xcr0_lo & 0xE0) == 0xE0;
 #endif
+#if defined(__aarch64__)
+#if defined(__linux__)
+  f.neon = (getauxval(AT_HWCAP) & (1UL << 1)) != 0;  // HWCAP_ASIMD (asm/hwcap.h), set on every AArch64 Linux CPU
+#else
+  f.neon = true;  // Advanced SIMD is mandatory in AArch64
+#endif
+#endif
   return f;
 }
 
@@ -50,6 +60,11 @@ const KernelTable kAvx2 = {"avx2", f32_conv1x1_6x16_avx2, f32_conv3x3_6x16_avx2,
 const KernelTable kAvx512 = {"avx512", f32_conv1x1_6x64_avx512, f32_conv3x3_6x64_avx512, f32_softplus_x16_avx512,
                              f32_gather_s2_x16_avx512, f32_dwconv3x3_x16_avx512, f32_dwconv5x5_x16_avx512,
                              f32_fma_peak_12x16_avx512, kMR, 64};
+#endif
+#if defined(GAZECROP_HAVE_NEON_KERNELS)
+const KernelTable kNeon = {"neon", f32_conv1x1_6x16_neon, f32_conv3x3_6x16_neon, f32_softplus_x4_neon,
+                           f32_gather_s2_x8_neon, f32_dwconv3x3_x4_neon, f32_dwconv5x5_x4_neon,
+                           f32_fma_peak_12x4_neon, kMR, kNR};
 #endif
 
 const KernelTable* default_table() {
@@ -101,6 +116,9 @@ const KernelTable* find_kernels(const char* name) {
 #endif
 #if defined(GAZECROP_HAVE_AVX512_KERNELS)
   if (std::strcmp(name, "avx512") == 0) return cpu_features().avx512f ? &kAvx512 : nullptr;
+#endif
+#if defined(GAZECROP_HAVE_NEON_KERNELS)
+  if (std::strcmp(name, "neon") == 0) return cpu_features().neon ? &kNeon : nullptr;
 #endif
   return nullptr;
 }

@@ -1,6 +1,6 @@
 // Kernel signatures and the KernelTable (see README.md in this folder for the buffer rule).
 // No intrinsics and no inline helpers here: this header is included by files built with and without
-// -mavx2 -mfma and -mavx512f.
+// -mavx2 -mfma and -mavx512f (and, on AArch64, by the NEON kernels).
 #pragma once
 
 #include <cstddef>
@@ -9,13 +9,14 @@ namespace gazecrop {
 namespace kernels {
 
 // Output tile: up to `kMR` output channels (the packer's tile, shared by every kernel set) x `nr` pixels per
-// inner-loop step of the kernel set (KernelTable::nr: 16 in the scalar and AVX2 sets, two 8-float vectors in
-// AVX2; 64 in AVX-512, four 16-float vectors).
+// inner-loop step of the kernel set (KernelTable::nr: 16 in the scalar, AVX2 and NEON sets, two 8-float
+// vectors in AVX2, four 4-float vectors in NEON; 64 in AVX-512, four 16-float vectors).
 constexpr int kMR = 6;
 constexpr int kNR = 16;
 
-// The kernel sets, best last (KernelTable::name; GAZECROP_ISA values).
-constexpr const char* kKernelSets[] = {"scalar", "avx2", "avx512"};
+// The kernel sets, best last (KernelTable::name; GAZECROP_ISA values). A CPU supports at most the x86 sets
+// or "neon" (AArch64), so "best last" holds on each architecture.
+constexpr const char* kKernelSets[] = {"scalar", "avx2", "avx512", "neon"};
 
 // "Flat" convolution microkernel over a padded plane layout (see ../tensor.h).
 //   y[m * y_stride + n] = act(bias[m] + sum_{c < kc, t < taps} w[(c * taps + t) * mr + m] *
@@ -95,9 +96,10 @@ struct KernelTable {
 struct CpuFeatures {
   bool avx2 = false;     // AVX2 + FMA3 and OS-enabled YMM state
   bool avx512f = false;  // AVX-512F (+ everything avx2 needs) and OS-enabled opmask, ZMM_Hi256, Hi16_ZMM state
+  bool neon = false;     // AArch64 Advanced SIMD (HWCAP_ASIMD; baseline on every 64-bit ARM CPU)
 };
 
-// CPUID (+ XGETBV) read once.
+// CPUID (+ XGETBV) on x86, getauxval(AT_HWCAP) on AArch64 Linux, read once.
 const CpuFeatures& cpu_features();
 
 // The table in use: chosen once from cpu_features() and GAZECROP_ISA, unless set_kernel_set() overrode it.
