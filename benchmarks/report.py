@@ -535,7 +535,7 @@ def section_soak(runs: list) -> str:
                         f"| {r['calls']} | {r['threads']} (model: {r['model_threads']}) | {r['distinct_inputs']} "
                         f"({r['odd_or_broken']}) | {r['mismatches']} | {r['calls_per_s']:.1f} | "
                         f"{_rss_cells(r['rss'])} | "
-                        + (f"{held[0]:.0f} -> {held[1]:.0f} ({r['rss']['held_growth']:+.1%})" if held else "-")
+                        + (f"{held[0]:.0f} -> {held[-1]:.0f} ({r['rss']['held_growth']:+.1%})" if held else "-")
                         + f" | {r['fds'][0]} -> {r['fds'][1]} | {r['os_threads'][0]} -> {r['os_threads'][1]} |", "",
                         "Native leak check (`tools/leak_check.sh`, AddressSanitizer + LeakSanitizer): "
                         + (f"skipped ({leak['skipped']})" if "skipped" in leak else

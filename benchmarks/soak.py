@@ -96,7 +96,7 @@ BROKEN = ("truncated jpeg", "not an image", "decompression bomb png", "empty fil
 
 SIZES = {"full": {"thumbor_requests": 5000, "thumbor_images": 150, "library_calls": 4000, "library_images": 200,
                   "batch_images": 10000, "batch_kills": 6, "batch_chunk": 100},
-         "quick": {"thumbor_requests": 300, "thumbor_images": 30, "library_calls": 400, "library_images": 40,
+         "quick": {"thumbor_requests": 300, "thumbor_images": 40, "library_calls": 400, "library_images": 40,
                    "batch_images": 200, "batch_kills": 2, "batch_chunk": 16}}
 
 
@@ -196,12 +196,13 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def write_corpus(folder: Path, n: int, seed: int, *, long_side: Tuple[int, int] = (32, 1600),
-                 special_share: float = 0.1, per_folder: int = 0) -> List[Item]:
+                 special_share: float = 0.1, per_folder: int = 0, all_kinds: bool = True) -> List[Item]:
     """``n`` files under ``folder``: photos of random size (long side in ``long_side``) and aspect (1:4..4:1)
     in JPEG, PNG or WebP, and a ``special_share`` of odd and broken files alternating (:data:`ODD`,
-    :data:`BROKEN`), at seeded random places. ``per_folder`` > 0 spreads them over sub-folders."""
+    :data:`BROKEN`; with ``all_kinds``, enough of them for every kind to appear), at seeded random places.
+    ``per_folder`` > 0 spreads them over sub-folders."""
     rng = np.random.default_rng(seed)
-    n_special = int(round(n * special_share))
+    n_special = min(n, max(int(round(n * special_share)), 2 * max(len(ODD), len(BROKEN)) if all_kinds else 0))
     special = set(rng.choice(n, size=n_special, replace=False).tolist()) if n_special else set()
     items: List[Item] = []
     k = 0
@@ -253,6 +254,7 @@ class Sampler:
         self.pid, self.interval = pid, interval
         self.samples: List[Tuple[float, int, int, int]] = []
         self._stop = threading.Event()
+        self.lock = threading.Lock()  # held while sampling: its own open files must not meet a checkpoint's count
         self._thread = threading.Thread(target=self._run, daemon=True, name="soak-sampler")
 
     def _run(self) -> None:
@@ -262,7 +264,8 @@ class Sampler:
 
     def sample(self) -> None:
         try:
-            s = proc_status(self.pid)
+            with self.lock:
+                s = proc_status(self.pid)
         except (OSError, ValueError):
             return
         self.samples.append((time.monotonic(), s.get("rss_kb", 0), s.get("threads", 0), s["fds"]))
@@ -297,18 +300,29 @@ def rss_summary(samples: Sequence[Tuple[float, int, int, int]], t0: float, t_war
             "end_mib": end * mib, "growth": end / warm - 1, "samples": len(samples), "trajectory_mib": trajectory}
 
 
-def malloc_trimmed_rss(pid: int) -> Optional[int]:
-    """This process's RSS in KiB after glibc's ``malloc_trim(0)`` returned the free memory its arenas keep
-    (what the process holds, not what the allocator caches), or None off glibc. Call it when no work is in
-    flight."""
+def checkpoint(sampler: "Sampler") -> Dict[str, int]:
+    """:func:`proc_status` of this process at rest (no call in flight; ``sampler`` paused), plus ``held_kb``:
+    its RSS after glibc's ``malloc_trim(0)`` returned the free pages its arenas cache (what the process holds,
+    not what the allocator keeps for later; the plain RSS off glibc)."""
     import ctypes
 
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim(0)
-    return proc_status(pid)["rss_kb"]
+    with sampler.lock:
+        s = proc_status(sampler.pid)
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+            s["held_kb"] = proc_status(sampler.pid)["rss_kb"]
+        except (OSError, AttributeError):
+            s["held_kb"] = s["rss_kb"]
+    return s
+
+
+def held_summary(checkpoints: Sequence[Dict[str, int]]) -> dict:
+    """``held_mib`` (per checkpoint) and ``held_growth``: the median held RSS of the last three checkpoints
+    over that of the first three (the first is right after the warm-up), minus 1."""
+    held = [c["held_kb"] for c in checkpoints]
+    k = min(3, len(held))
+    return {"held_mib": [round(h / 1024, 1) for h in held],
+            "held_growth": statistics.median(held[-k:]) / statistics.median(held[:k]) - 1}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -623,12 +637,13 @@ def scenario_library(sizes: dict, seed: int, work: Path, quick: bool, rss_limit:
             t0 = time.monotonic()
             list(pool.map(one, range(warm_n)))
             t_warm = time.monotonic()
-            after_warm = proc_status(pid)
-            trimmed = [malloc_trimmed_rss(pid)]
-            list(pool.map(one, range(warm_n, n)))
+            # quiescent checkpoints: after the warm-up, then after each tenth of the remaining calls
+            checkpoints = [checkpoint(sampler)]
+            bounds = np.linspace(warm_n, n, 11).round().astype(int)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                list(pool.map(one, range(a, b)))
+                checkpoints.append(checkpoint(sampler))  # the pool's threads alive, as after the warm-up
             t1 = time.monotonic()
-            end = proc_status(pid)  # the pool's threads still alive, as after the warm-up
-            trimmed.append(malloc_trimmed_rss(pid))
     for k, i in enumerate(order):
         label = inputs[i][0]
         kind = label.split(":")[0]
@@ -648,18 +663,19 @@ def scenario_library(sizes: dict, seed: int, work: Path, quick: bool, rss_limit:
             problems.append(f"bad input accepted: {label}")
     # the pool's 8 threads existed before the warm-up ended (pool.map started them); counts must not move
     rss = rss_summary(sampler.samples, t0, t_warm, t1)
-    if trimmed[0] is not None:
-        rss["held_mib"] = [v / 1024 for v in trimmed]
-        rss["held_growth"] = trimmed[1] / trimmed[0] - 1
-    if rss["growth"] > rss_limit:
-        problems.append(f"RSS grew {rss['growth']:.1%} after warm-up (limit {rss_limit:.0%})")
+    rss.update(held_summary(checkpoints))
+    if rss["held_growth"] > rss_limit:
+        problems.append(f"RSS held at rest grew {rss['held_growth']:.1%} after warm-up (limit {rss_limit:.0%})")
+    first = checkpoints[0]
     for key in ("fds", "threads"):
-        if end[key] != after_warm[key]:
-            problems.append(f"{key}: {after_warm[key]} after warm-up, {end[key]} at the end")
+        moved = [c[key] for c in checkpoints if c[key] != first[key]]
+        if moved:
+            problems.append(f"{key}: {first[key]} after warm-up, then {moved[0]}")
     res = {"calls": n, "threads": 8, "model_threads": model.threads, "distinct_inputs": len(inputs),
            "odd_or_broken": sum(not lab.startswith("photo") for lab, _ in inputs), "outcomes": counts,
-           "seconds": t1 - t0, "calls_per_s": n / (t1 - t0), "rss": rss, "fds": [after_warm["fds"], end["fds"]],
-           "os_threads": [after_warm["threads"], end["threads"]], "mismatches": len(wrong)}
+           "seconds": t1 - t0, "calls_per_s": n / (t1 - t0), "rss": rss,
+           "fds": [first["fds"], checkpoints[-1]["fds"]], "os_threads": [first["threads"], checkpoints[-1]["threads"]],
+           "mismatches": len(wrong)}
     if quick:
         res["leak_check"] = {"skipped": "--quick (the native leak check runs in full runs)"}
     else:
@@ -769,7 +785,7 @@ def _kill_session(pid: int) -> int:
     return len(left)
 
 
-WORKER_MARK = {"ray": "ray::", "dask": "multiprocessing"}
+WORKER_MARK = {"ray": "ray::", "dask": "spawn_main"}
 """How a worker process of each engine shows in its command line (Ray's actors and tasks, Dask's spawned
 worker processes)."""
 
@@ -868,7 +884,8 @@ def scenario_batch(sizes: dict, seed: int, work: Path, log: Callable[[str], None
     corpus = work / "batch-images"
     n = sizes["batch_images"]
     t = time.monotonic()
-    items = write_corpus(corpus, n, seed + 2, long_side=(24, 200), special_share=0.02, per_folder=100)
+    items = write_corpus(corpus, n, seed + 2, long_side=(24, 200), special_share=0.02, per_folder=100,
+                         all_kinds=n >= 1000)
     sources = [str(corpus / it.name) for it in items]
     broken = sum(it.kind == "broken" for it in items)
     log(f"batch: wrote {n} images ({broken} broken) in {time.monotonic() - t:.0f} s")
