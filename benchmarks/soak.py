@@ -54,11 +54,13 @@ library (``--scenario library``)
 batch (``--scenario batch``, needs pyarrow)
     ``gazecrop-batch`` over a synthetic folder of small images (10,000 in folders of 100; 120 with
     ``--quick``; 2 % odd or broken), two aspects, crops written, chunks of 100 (12). An uninterrupted local
-    run is the reference. Local engine: the job is killed with SIGKILL at random times within what is left of
-    it (6 kills; 2 with ``--quick``) and run again until it finishes. Ray and Dask (each when installed): a
-    worker process is killed with SIGKILL once the first table file is written (the engine retries its work),
-    then the driver (the ``gazecrop-batch`` process; what is left of its local cluster is killed with it),
-    and the command is run again until it finishes. Each final table (every row and column; only whether a
+    run is the reference. Local engine: the job is killed with SIGKILL (6 times; 2 with ``--quick``), each time
+    once a random number of the remaining table files is written (none: during start-up or the first chunk)
+    plus a random delay within a chunk's time, and run again until it finishes. Ray and Dask (each when installed): a
+    worker process is killed with SIGKILL once the first table file is written; the run must go on (the engine
+    retries the lost work) and write two more table files, then the driver (the ``gazecrop-batch`` process;
+    what is left of its local cluster is killed with it) is killed and the command run again until it
+    finishes. Each final table (every row and column; only whether a
     row failed for the error text) and every crop file must equal the reference's, every input must have
     exactly one record per aspect (or one failure record), and no temporary file may be left.
 
@@ -663,8 +665,8 @@ def scenario_library(sizes: dict, seed: int, work: Path, quick: bool, rss_limit:
     for k, i in enumerate(order):
         label = inputs[i][0]
         kind = label.split(":")[0]
-        c = counts.setdefault("photo" if kind == "photo" else label.rsplit(":", 1)[0] if kind != "bad" else label,
-                              {"ok": 0, "error": 0})
+        key = "photo" if kind == "photo" else (label.rsplit(":", 1)[0] if label.count(":") == 2 else label)
+        c = counts.setdefault(key, {"ok": 0, "error": 0})
         c[results[k][0]] += 1
     wrong = [(inputs[i][0], results[k], reference[i]) for k, i in enumerate(order) if results[k] != reference[i]]
     if wrong:
@@ -1009,8 +1011,9 @@ def summary_line(name: str, r: dict) -> str:
         leak = r["leak_check"]
         body = (f"{r['calls']} calls from {r['threads']} threads on one model over {r['distinct_inputs']} inputs "
                 f"({r['odd_or_broken']} odd or bad), {r['mismatches']} differ from the single-threaded run; RSS "
-                f"start {rss['start_mib']:.0f} / warm {rss['warm_mib']:.0f} / peak {rss['peak_mib']:.0f} / end "
-                f"{rss['end_mib']:.0f} MiB (growth {rss['growth']:+.1%}); fds {r['fds'][0]}->{r['fds'][1]}, "
+                f"held at rest {rss['held_mib'][0]:.0f} -> {rss['held_mib'][-1]:.0f} MiB (growth "
+                f"{rss['held_growth']:+.1%}), under load start {rss['start_mib']:.0f} / warm {rss['warm_mib']:.0f} / "
+                f"peak {rss['peak_mib']:.0f} / end {rss['end_mib']:.0f} MiB; fds {r['fds'][0]}->{r['fds'][1]}, "
                 f"threads {r['os_threads'][0]}->{r['os_threads'][1]}; native leak check: "
                 + ("skipped (--quick)" if "skipped" in leak else ("clean" if leak["passed"] else "FAILED")))
     else:
