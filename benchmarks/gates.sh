@@ -67,11 +67,12 @@ case "$mode" in
       || status=$?
     # soak tests (benchmarks/soak.py, full run: tens of minutes on 2 cores); thumbor's scenario needs an
     # interpreter with thumbor installed (it pins Pillow<13): THUMBOR_PYTHON=/path/to/venv/bin/python
-    "$py" benchmarks/soak.py --scenario library --scenario batch --json "$out/soak.json" || status=$?
+    "$py" benchmarks/soak.py --scenario library --json "$out/soak_library.json" || status=$?
+    "$py" benchmarks/soak.py --scenario batch --json "$out/soak_batch.json" || status=$?
     if [ -n "${THUMBOR_PYTHON:-}" ]; then
       "$THUMBOR_PYTHON" benchmarks/soak.py --scenario thumbor --json "$out/soak_thumbor.json" || status=$?
     fi
-    "$py" benchmarks/report.py --soak "$out/soak.json" "$out/soak_thumbor.json"
+    "$py" benchmarks/report.py --soak "$out/soak_thumbor.json" "$out/soak_library.json" "$out/soak_batch.json"
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
       --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json" \
       --crop "$out/crop_quality.json" --fairness "$out/fairness.json"

@@ -4,7 +4,7 @@
         [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
         [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json] \
         [--crop benchmarks/results/crop_quality.json] [--fairness benchmarks/results/fairness.json] \
-        [--soak benchmarks/results/soak.json benchmarks/results/soak_thumbor.json]
+        [--soak benchmarks/results/soak_thumbor.json benchmarks/results/soak_library.json ...]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
 pytest-benchmark's ``--benchmark-json``, ``kernel_sets.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
@@ -501,7 +501,8 @@ def section_soak(runs: list) -> str:
            "Written by `benchmarks/report.py --soak` from `benchmarks/results/soak*.json`; protocol in the "
            "docstring of `benchmarks/soak.py`; do not edit by hand. RSS in MiB: start (first sample) / after "
            "warm-up (median over the first 10 % after it) / peak / end (median over the last 10 %); growth = "
-           "end / after warm-up - 1 (target <= 5 % in full runs). Every process ran with `MALLOC_ARENA_MAX=2` "
+           "end / after warm-up - 1 (target <= 5 % in full runs; the library's is the RSS it holds at rest, after "
+           "`malloc_trim`, at 11 checkpoints: first three against last three). Every process ran with `MALLOC_ARENA_MAX=2` "
            "(see the soak's docstring for why).", ""]
     for run in runs:
         m = run["machine"]
@@ -555,7 +556,9 @@ def section_soak(runs: list) -> str:
                         out.append(f"| {e} | skipped: {er['skipped']} | | | | | |")
                     else:
                         out.append(f"| {e} | {'identical to the uninterrupted run' if er['passed'] else 'FAIL'} | "
-                                   f"{er['runs']} | {er['driver_kills']} | {'yes' if er['worker_killed'] else '-'} | "
+                                   f"{er['runs']} | {er['driver_kills']} | " + (
+                                       f"yes, the run went on ({er.get('parts_after_worker_kill')} more table files)"
+                                       if er["worker_killed"] else "-") + " | "
                                    f"{er['leftover_processes_killed']} | {er['seconds']:.0f} |")
                 out.append("")
             else:
