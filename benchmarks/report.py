@@ -548,7 +548,9 @@ def section_soak(runs: list) -> str:
                 out += [f"### gazecrop-batch under SIGKILL: {verdict}", "",
                         f"{r['images']} images ({r['broken']} broken), 2 aspects, crops written, chunks of "
                         f"{r['chunk_size']}; the uninterrupted local run took {r['reference_seconds']:.0f} s and "
-                        f"wrote {r['records']} records and {r['crops']} crops.", "",
+                        f"wrote {r['records']} records and {r['crops']} crops."
+                        + ("" if not r.get("versions") else " Versions: " + ", ".join(
+                            f"{k} {v}" for k, v in r["versions"].items()) + "."), "",
                         "| engine | result | runs | driver kills | worker killed | leftover processes killed | "
                         "seconds in all |", "|---|---|---|---|---|---|---|"]
                 for e, er in r["engines"].items():

@@ -942,7 +942,14 @@ def scenario_batch(sizes: dict, seed: int, work: Path, log: Callable[[str], None
         problems.append(f"the uninterrupted run ended with status {p.returncode}: {_short(p.stderr[-600:], 600)}")
     ref_rows, ref_crops, ref_temps = read_job(ref)
     problems += [f"reference: {m}" for m in check_records(ref_rows, sources, ("16:9", "1:1"))]
+    versions = {}
+    for mod in ("pyarrow", "ray", "dask", "distributed"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
     res: dict = {"images": n, "broken": broken, "chunk_size": chunk, "reference_seconds": ref_seconds,
+                 "versions": versions,
                  "records": len(ref_rows), "crops": len(ref_crops), "engines": {}}
     rng = random.Random(seed)
     t_end = time.monotonic() + deadline_s
