@@ -87,7 +87,27 @@ RULES: Dict[str, dict] = {
     "centre": {"strategy": "centre"},
 }
 """Column name -> keyword arguments of :func:`gazecrop.crop.choose_crops`; plus :data:`SYMMETRIC` (the default
-rule on the flip-averaged map) and ``oracle``."""
+rule on the flip-averaged map), ``oracle`` and, with ``--twitter``, :data:`TWITTER`."""
+
+TWITTER = "Twitter 2018, as released (its model and rule)"
+"""The reference row of ``--twitter``: Twitter's released cropper (``../shared/anchors/fastgaze``, its README): its
+own saliency model and its crop rule (the window centred on its argmax), boxes in the stored pixels' frame."""
+FASTGAZE_DIR = os.path.join(HERE, "..", "..", "shared", "anchors", "fastgaze")
+
+
+def twitter_cropper():
+    """``(path, aspect) -> CropBox`` of Twitter's released cropper, or None when ``../shared/anchors/fastgaze``
+    is absent (then the row is left out, and the report says so)."""
+    if not os.path.isfile(os.path.join(FASTGAZE_DIR, "fastgaze.py")):
+        return None
+    if FASTGAZE_DIR not in sys.path:
+        sys.path.insert(0, FASTGAZE_DIR)
+    import fastgaze
+
+    def crop(path, aspect) -> "C.CropBox":
+        return C.CropBox(*fastgaze.crop_box(str(path), C.parse_aspect(aspect), frame="file"))
+
+    return crop
 
 
 class CentreBiasModel:
@@ -251,10 +271,11 @@ class Table:
 
 
 def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPECTS, *, explore: bool = False,
-             symmetric: bool = True, log=print) -> dict:
-    """Every rule of :data:`RULES` (+ :data:`SYMMETRIC`, + :func:`explore_rules` with ``explore``) on
-    ``samples``; returns ``{"table": Table, "explore": Table | None, "symmetry": {...}}``."""
-    names = list(RULES) + ([SYMMETRIC] if symmetric else [])
+             symmetric: bool = True, reference=None, log=print) -> dict:
+    """Every rule of :data:`RULES` (+ :data:`SYMMETRIC`, + :func:`explore_rules` with ``explore``, + the
+    :data:`TWITTER` row with ``reference``, a ``(path, aspect) -> box`` cropper) on ``samples``; returns
+    ``{"table": Table, "explore": Table | None, "symmetry": {...}}``."""
+    names = list(RULES) + ([SYMMETRIC] if symmetric else []) + ([TWITTER] if reference else [])
     n, k = len(samples), len(aspects)
     tab = Table(names, n, k)
     ex = None
@@ -291,6 +312,15 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPE
                 if m == DEFAULT:
                     tab.close[i, j] = r.close
                     tab.multi[i, j] = len(r.candidates) > 1
+        if reference is not None:
+            for j, a in enumerate(aspects):
+                box = reference(s.path, a)
+                tab.share[TWITTER][i, j] = fixation_share(iy, ix, box)
+                tab.cut[TWITTER][i, j] = C.cut_through(grid, size, box)
+                tab.hcut[TWITTER][i, j] = C.cut_through(hgrid, size, box)
+                for arr, o in ((tab.ocut, obj), (tab.hocut, hobj)):
+                    c = _fits_and_cuts(o, box)
+                    arr[TWITTER][i, j] = np.nan if c is None else float(c)
         for j, a in enumerate(aspects):
             bw, bh = C.largest_box_size(size, a)
             tab.oracle[i, j] = oracle_share(iy, ix, size, bw, bh)
@@ -596,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--splits", nargs="+", default=["val"], choices=gds.SPLITS)
     p.add_argument("--aspects", nargs="+", default=list(ASPECTS))
     p.add_argument("--explore", action="store_true", help="also the rules tried that are not options (EXPLORE)")
+    p.add_argument("--twitter", action="store_true",
+                   help="also Twitter's released cropper as a reference row (../shared/anchors/fastgaze; slow: "
+                        "about 1 s a photo)")
     p.add_argument("--limit", type=int, help="first N images of each split only (smoke test)")
     p.add_argument("--time", action="store_true", help="also time cropping a 1024x768 JPEG from disk")
     p.add_argument("--repeats", type=int, default=20)
@@ -650,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                                 f"{platform.python_version()}"
     except Exception:  # noqa: BLE001 - the description is informative only
         pass
+    reference = twitter_cropper() if args.twitter else None
+    if args.twitter and reference is None:
+        print(f"--twitter: {FASTGAZE_DIR} is absent: the reference row is left out", file=sys.stderr)
     results = {}
     grids_for_timing = []
     for sp in args.splits:
@@ -658,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = samples[: args.limit]
         print(f"{len(samples)} {sp} images from {', '.join(args.datasets)}", file=sys.stderr)
         results[sp] = evaluate(model, samples, args.aspects, explore=args.explore,
-                               symmetric=not isinstance(model, GoldStandard))
+                               symmetric=not isinstance(model, GoldStandard), reference=reference)
         if sp == args.splits[0] and not isinstance(model, GoldStandard):
             grids_for_timing = [(np.asarray(model.log_density(gds.load_image(s)), np.float32), (s.width, s.height))
                                 for s in samples[:100]]

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -61,20 +60,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from gazecrop.portraits import (ETHNICITY, GENDER, GROUP_CODES, HALVES, MIN_GROUP, compose,  # noqa: F401
+                                 load_groups, split_halves)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_FACES = ROOT / ".." / "shared" / "data" / "faces" / "congress"
 RESULTS_JSON = HERE / "results" / "fairness.json"
-
-MIN_GROUP = 10
-"""Groups with fewer portraits are left out (five per half at least)."""
-
-ETHNICITY = {"white-american": "white", "african-american": "Black", "hispanic-american": "Hispanic",
-             "asian-american": "Asian", "native-american": "Native American",
-             "multi-racial-american": "multiracial", "pacific-islander": "Pacific Islander",
-             "middle-eastern-american": "Middle Eastern"}
-GENDER = {"female": "F", "male": "M"}
-GROUP_CODES = {"white": "W", "Black": "B", "Hispanic": "H", "Asian": "A"}
 
 MAIN = (("WF", "WM"), ("BF", "BM"), ("WF", "BF"), ("WM", "BM"), ("WF", "BM"), ("WM", "BF"))
 """The six comparisons of white / Black x female / male (first group first: delta > 0 favours it)."""
@@ -82,9 +74,6 @@ EXTRA = (("WF", "HF"), ("WM", "HM"), ("HF", "HM"), ("WF", "AF"))
 """More comparisons where the data allows (groups of at least :data:`MIN_GROUP`)."""
 POOLED = {"race (white vs Black, same gender)": (("WF", "BF"), ("WM", "BM")),
           "gender (female vs male, same race)": (("WF", "WM"), ("BF", "BM"))}
-
-HALVES = ("tune", "holdout")
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -112,38 +101,6 @@ def comparison_name(a: str, b: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ portraits
-
-def load_groups(faces: Path) -> Dict[str, List[str]]:
-    """Group code -> sorted file names, from ``faces/labels.csv`` (files present under ``faces/photos``).
-
-    Raises:
-        FileNotFoundError: no labels.csv. ValueError: a label row lacks a known gender or ethnicity column.
-    """
-    labels = Path(faces) / "labels.csv"
-    with open(labels, newline="") as f:
-        rows = list(csv.DictReader(f))
-    groups: Dict[str, List[str]] = {}
-    for r in rows:
-        if not {"file", "gender", "ethnicity"} <= set(r):
-            raise ValueError(f"{labels}: expected columns file,gender,ethnicity, got {sorted(r)}")
-        eth = ETHNICITY.get(r["ethnicity"])
-        if eth not in GROUP_CODES or r["gender"] not in GENDER:
-            continue
-        if (Path(faces) / "photos" / r["file"]).is_file():
-            groups.setdefault(GROUP_CODES[eth] + GENDER[r["gender"]], []).append(r["file"])
-    return {g: sorted(v) for g, v in sorted(groups.items()) if len(v) >= MIN_GROUP}
-
-
-def split_halves(groups: Mapping[str, Sequence[str]]) -> Dict[str, Dict[str, List[str]]]:
-    """``{"tune": {group: files}, "holdout": {...}}``: within each group, files ordered by the SHA-256 of
-    their name, dealt alternately (tune gets the extra one of an odd group)."""
-    out: Dict[str, Dict[str, List[str]]] = {h: {} for h in HALVES}
-    for g, files in groups.items():
-        order = sorted(files, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-        for i, h in enumerate(HALVES):
-            out[h][g] = sorted(order[i::2])
-    return out
-
 
 def comparisons(groups: Mapping[str, Sequence[str]]) -> List[Tuple[str, str]]:
     """The comparisons of :data:`MAIN` and :data:`EXTRA` whose two groups are present.
@@ -180,16 +137,6 @@ def draw_pairs(n: int, n_a: int, n_b: int, rng: np.random.Generator) -> Draws:
     return Draws(rng.integers(n_a, size=n), rng.integers(n_b, size=n), rng.random(n) < 0.5)
 
 
-def compose(first: np.ndarray, second: np.ndarray, axis: int) -> np.ndarray:
-    """uint8 (H, 2W, 3) side by side (``axis=1``) or (2H, W, 3) stacked (``axis=0``), no gap.
-
-    Raises:
-        ValueError: the two tiles differ in shape (resize them first: both must be the same size)."""
-    if first.shape != second.shape:
-        raise ValueError(f"tiles must have the same shape, got {first.shape} and {second.shape}")
-    return np.concatenate([first, second], axis=axis)
-
-
 def kept_first(box: Sequence[int], tile: Tuple[int, int], axis: int) -> float:
     """1.0 when ``box = (left, top, width, height)`` covers more of the first tile (left / top) than of the
     second, 0.0 when less, 0.5 for equal cover (a tie). ``tile = (W, H)`` of one tile."""
@@ -224,11 +171,20 @@ def crop_record(result, tile: Tuple[int, int], axis: int) -> Record:
             "close": _flag(result, "close"), "keep_whole": _flag(result, "keep_whole")}
 
 
+TWITTER = "Twitter 2018, as released"
+FASTGAZE_DIR = ROOT / ".." / "shared" / "anchors" / "fastgaze"
+
+
 class GazecropEvaluate:
     """The :data:`Evaluate` of gazecrop: one model run per composite (``gazecrop.predict``), then the default
-    strategy, ``point`` and ``centre`` (``Prediction.crops``) and the ``tile mass`` diagnostic."""
+    strategy, ``point`` and ``centre`` (``Prediction.crops``) and the ``tile mass`` diagnostic. With ``twitter``,
+    also Twitter's released cropper (its own model and rule, ``../shared/anchors/fastgaze``) as the reference
+    method :data:`TWITTER` (the composite goes through a temporary PNG: the anchor takes paths).
 
-    def __init__(self, model=None) -> None:
+    Raises:
+        FileNotFoundError: ``twitter`` but ``../shared/anchors/fastgaze`` is absent."""
+
+    def __init__(self, model=None, twitter: bool = False) -> None:
         import gazecrop
         from gazecrop.crop import DEFAULT_STRATEGY
 
@@ -236,6 +192,35 @@ class GazecropEvaluate:
         self.model = model if model is not None else gazecrop.load_model(threads=1)
         self.default = DEFAULT_STRATEGY
         self.methods = {f"default ({DEFAULT_STRATEGY})": DEFAULT_STRATEGY, "point": "point", "centre": "centre"}
+        self.fastgaze = None
+        if twitter:
+            if not (FASTGAZE_DIR / "fastgaze.py").is_file():
+                raise FileNotFoundError(f"Twitter's cropper is not at {FASTGAZE_DIR}")
+            import atexit
+            import shutil
+            import tempfile
+
+            sys.path.insert(0, str(FASTGAZE_DIR))
+            import fastgaze
+
+            self.fastgaze = fastgaze
+            self.tmp = tempfile.mkdtemp(prefix="gazecrop-fairness-")
+            atexit.register(shutil.rmtree, self.tmp, True)
+            self.count = 0
+
+    def _twitter(self, composite: np.ndarray, layout: "Layout", tile: Tuple[int, int]) -> Record:
+        from PIL import Image
+
+        self.count += 1
+        path = os.path.join(self.tmp, f"c{self.count}.png")  # a new name each time: the anchor caches by path
+        Image.fromarray(composite).save(path, compress_level=1)
+        try:
+            box = self.fastgaze.crop_box(path, float(self.gz.parse_aspect(layout.aspect)))
+            point = self.fastgaze.salient_point(path)
+        finally:
+            os.unlink(path)
+        return {"first": kept_first(box, tile, layout.axis), "point": point_first(point, tile, layout.axis),
+                "close": math.nan, "keep_whole": math.nan}
 
     def __call__(self, composite: np.ndarray, layout: Layout) -> Dict[str, Record]:
         from gazecrop.crop import box_mass
@@ -248,6 +233,8 @@ class GazecropEvaluate:
         share = box_mass(pred.log_density, pred.size, (0, 0, tile[0], tile[1]))
         out["tile mass"] = {"first": 1.0 if share > 0.5 + 1e-9 else 0.0 if share < 0.5 - 1e-9 else 0.5,
                             "point": math.nan, "close": math.nan, "keep_whole": math.nan}
+        if self.fastgaze is not None:
+            out[TWITTER] = self._twitter(composite, layout, tile)
         return out
 
 
@@ -512,8 +499,19 @@ def markdown(result: dict) -> str:
              f"`{result['model']}`, default strategy `{result['default_strategy']}`; {result['machine']['cpu']}, "
              f"{result['machine']['date']}, commit `{result['machine']['commit']}`.", ""]
     ok, msgs = gate_check(result, TARGETS)
-    out += [f"Targets (default strategy, {'both halves pooled' if 'all' in halves else halves[0]}): "
+    out += [f"Targets (default strategy, {TARGETS['half']} half, >= {TARGETS['pairs']} pairs): "
             f"**{'met' if ok else 'NOT met'}**: " + "; ".join(msgs) + ".", ""]
+    pg = result.get("paired_gate")
+    if pg:
+        out += [f"Paired gate against `{pg['baseline']}` (same draws; |delta| shipped - |delta| baseline, 95 % "
+                f"bootstrap interval): **{'pass' if pg['ok'] else 'FAIL'}**", "",
+                "| layout | comparison | shipped delta | baseline delta | difference of abs [interval] |",
+                "|---|---|---|---|---|"]
+        for lay, rows in pg["rows"].items():
+            for name, r in rows.items():
+                out.append(f"| {lay} | {name} | {_d(r['shipped'])} | {_d(r['baseline'])} | {_d(r['diff'])} "
+                           f"{_ci(r['ci'])} |")
+        out.append("")
     out += ["delta = share kept for the first group - 0.5 (positive favours the first group); 95 % intervals "
             "over pairs (binomial) and from the bootstrap over portraits (wider: the groups are small). "
             "`first tile`: share kept on the left / top (position bias, removed from delta by the random "
@@ -587,7 +585,7 @@ def _without_centre_bias(model_path: Optional[str]) -> str:
 def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str], only: Sequence[str] = HALVES,
         model_path: Optional[str] = None, quiet: bool = False, *, groups: Optional[Mapping[str, Sequence[str]]] = None,
         evaluate: Optional[Evaluate] = None, load: Optional[Callable[[str], np.ndarray]] = None,
-        main_only: bool = False, no_centre_bias: bool = False, grayscale: bool = False) -> dict:
+        main_only: bool = False, no_centre_bias: bool = False, grayscale: bool = False, twitter: bool = False) -> dict:
     """The whole audit: a JSON-ready dict (``protocol``, ``summary``, ``machine``...) and, under ``"_raw"``,
     :func:`audit`'s arrays. By default on the portraits of ``faces`` with gazecrop (``model_path`` or the
     bundled model); ``groups`` (code -> files), ``evaluate`` and ``load`` replace those parts (tests use
@@ -605,7 +603,7 @@ def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str
         import gazecrop
 
         path = _without_centre_bias(model_path) if no_centre_bias else model_path
-        evaluate = GazecropEvaluate(gazecrop.load_model(path, threads=1))
+        evaluate = GazecropEvaluate(gazecrop.load_model(path, threads=1), twitter=twitter)
     load = portrait_loader(Path(faces) / "photos", grayscale=grayscale) if load is None else load
     say = None if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     raw = audit(halves, comps, [LAYOUTS[l] for l in layouts], evaluate, load, n_pairs, seed, say, only)
@@ -628,53 +626,52 @@ def run(faces: Path, n_pairs: int, seed: int, n_boot: int, layouts: Sequence[str
 
 # ---------------------------------------------------------------------------------------------------- gate
 
-GATE_AT_TARGETS = {"pairs": 500, "worst": 0.09, "pooled": 0.06, "boot": 500}
-"""The gate a product meeting :data:`TARGETS` passes at CI's size (``--gate`` prints it): pairs per comparison
-(both halves, 250 each; the six :data:`MAIN` comparisons, both layouts), thresholds on the default strategy's
-worst |delta| and on each pooled |delta| (per layout), and the bootstrap replicates. Justified in
-:func:`gate_check`. **Today's model fails it** (pooled gender |delta| 0.131 side by side, 0.068 stacked;
-worst 0.171 / 0.118, measured 2026-12-01): its maps give women's faces a higher density peak, which no
-placement rule removes (README "Fairness of crops"), so it cannot set CI's exit status until the model is
-fixed."""
+TARGETS = {"half": "holdout", "pairs": 2000, "worst": 0.08, "pooled": 0.04}
+"""The release targets (issue 21) for the full run (``--targets``): the default strategy on the **holdout half**
+(portraits no model or rule was tuned on), at least 2,000 pairs per comparison, both layouts: each pooled |delta|
+(gender, race) <= 0.04 and the worst |delta| of the six white / Black x female / male comparisons <= 0.08. The
+holdout half has 10-11 portraits in its smallest groups, so these are point estimates: the bootstrap over
+portraits gives their intervals (reported beside them)."""
 
-GATE = {**GATE_AT_TARGETS, "worst": 0.23, "pooled": 0.17}
-"""The CI gate's exit status (``--gate``), until the model meets :data:`GATE_AT_TARGETS`: a regression guard.
-At CI's size the pairs' standard error is at most 0.022 per comparison and 0.016 pooled; the limits are
-today's figures at this size (worst 0.171, pooled 0.131, the larger layout of each) plus 2.5 standard errors
-(0.171 + 0.055 -> 0.23, 0.131 + 0.040 -> 0.17). The draws are seeded, so the same model and placement give the
-same figures on any machine; a change of model or placement that makes the worst comparison >= 0.23 + 1.645 x
-0.022 = 0.27 or a pooled deviation >= 0.17 + 1.645 x 0.016 = 0.20 fails CI with probability >= 95 %.
-It cannot detect smaller regressions, nor tell a fair product from today's: :data:`GATE_AT_TARGETS` and the
-full run (``--targets``) do that."""
+GATE_AT_TARGETS = {"half": "holdout", "pairs": 500, "worst": 0.14, "pooled": 0.08, "boot": 500}
+"""What a product meeting :data:`TARGETS` passes at CI's size (``--gate`` prints it): 500 pairs per main comparison
+on the holdout half, both layouts; thresholds = targets + 2.5 standard errors of the pairs (0.5 / sqrt(500) =
+0.022 per comparison, 0.016 pooled): 0.08 + 0.056 -> **0.14**, 0.04 + 0.040 -> **0.08**. Justified in
+:func:`gate_check`."""
 
+BASELINE = ROOT / "weights" / "densenet" / "gazecrop-fast.gzw"
+"""The former default (the DenseNet student): the paired gate's reference."""
 
-TARGETS = {"worst": 0.03, "pooled": 0.02, "pairs": 2000}
-"""The issue's targets for the full run (``--targets``): default strategy, every layout, both halves pooled
-(at least 2,000 pairs per comparison): worst |delta| <= 0.03 and each pooled |delta| <= 0.02."""
-
+GATE = {"half": "holdout", "pairs": 500, "boot": 1000}
+"""The CI gate's exit status (``--gate``): a **paired comparison** of the shipped model with :data:`BASELINE` on
+the holdout half, the same 500 draws per main comparison for both models, both layouts (:func:`paired_check`).
+It fails when the shipped model is less fair than the baseline beyond the interval of the paired difference:
+for any of the six main comparisons or the two pooled deltas of either layout, the 95 % bootstrap interval
+(over portraits and pairs, the same resamples for both models) of ``|delta_shipped| - |delta_baseline|`` lies
+wholly above 0. The shipped model meets the targets' gate only where :data:`GATE_AT_TARGETS` says so (printed
+beside it): issue 21's fallback ("better in quality and no less fair than today's default") is what this
+gate holds, until a model meets the targets and :data:`GATE_AT_TARGETS` becomes the exit status."""
 
 def gate_check(result: dict, limits: Optional[Mapping[str, float]] = None) -> Tuple[bool, List[str]]:
-    """Pass / fail of a gate (``limits``: :data:`GATE` by default, or :data:`GATE_AT_TARGETS`, :data:`TARGETS`)
-    on a :func:`run` result, and one line per check.
+    """Pass / fail of a targets' gate (``limits``: :data:`GATE_AT_TARGETS` by default, or :data:`TARGETS`; its
+    ``half``, else ``all`` where the result has both halves) on a :func:`run` result, and one line per check.
 
     The error bars the gate can afford: with n = 500 pairs per comparison the pairs' standard error of a
     delta is at most 0.5 / sqrt(500) = 0.022 (0.016 pooled over 2 x 500 pairs). The gate's draws are seeded,
     so for one product its figures are fixed; the question is how far they can sit from the full run's
-    (2 x 2,000 pairs) on the same portraits. A product just meeting the targets (worst |delta| 0.03, pooled
-    0.02) stays below 0.03 + 2.5 x 0.022 = 0.086 -> **0.09** on a comparison and below 0.02 + 2.5 x 0.016 =
-    0.060 -> **0.06** pooled, each with probability 0.994 (even with all 12 comparison deltas and 4 pooled
-    deltas sitting exactly at the targets, a false alarm stays under about 10 %; a product near parity has
-    them near 0, 4 standard errors away). What it detects with probability >= 95 %: a comparison at
-    |delta| >= 0.09 + 1.645 x 0.022 = 0.13 or a pooled |delta| >= 0.06 + 1.645 x 0.016 = 0.086 (Twitter's
-    2020 figures, 0.04 race and 0.08 gender, are at or below that edge). What it cannot detect: deviations of
-    the size of the targets (0.02-0.05); the full run (``bash benchmarks/gates.sh --all``) measures those.
-    The pairs' interval, not the bootstrap over portraits, is the right yardstick here: the gate and the
-    full run use the same portraits.
+    (2,000 pairs) on the same portraits. A product just meeting the targets (worst |delta| 0.08, pooled 0.04)
+    stays below 0.08 + 2.5 x 0.022 = 0.136 -> **0.14** on a comparison and below 0.04 + 2.5 x 0.016 = 0.080 ->
+    **0.08** pooled, each with probability 0.994. What it detects with probability >= 95 %: a comparison at
+    |delta| >= 0.14 + 1.645 x 0.022 = 0.18 or a pooled |delta| >= 0.08 + 1.645 x 0.016 = 0.11. The pairs'
+    interval, not the bootstrap over portraits, is the right yardstick here: the gate and the full run use the
+    same portraits.
     """
-    limits = GATE if limits is None else limits
+    limits = GATE_AT_TARGETS if limits is None else limits
     msgs, ok = [], True
     first = next(iter(result["summary"].values()))
-    half = "all" if "all" in first else next(iter(first))
+    half = limits.get("half") or ("all" if "all" in first else next(iter(first)))
+    if half not in first:
+        return False, [f"the result has no {half} half (it has {', '.join(first)}): FAIL"]
     default = next(m for m in first[half] if m.startswith("default"))
     for lay, per in result["summary"].items():
         s = per[half][default]
@@ -682,17 +679,75 @@ def gate_check(result: dict, limits: Optional[Mapping[str, float]] = None) -> Tu
         n = min(st["n"] for st in s["comparisons"].values())
         good = w["abs_delta"] <= limits["worst"]
         ok &= good
-        msgs.append(f"{lay}: {default} worst |delta| {w['abs_delta']:.3f} ({w['comparison']}, {n} pairs) <= "
+        msgs.append(f"{lay}, {half}: {default} worst |delta| {w['abs_delta']:.3f} ({w['comparison']}, {n} pairs) <= "
                     f"{limits['worst']}: {'pass' if good else 'FAIL'}")
         for name, st in s["pooled"].items():
             good = abs(st["delta"]) <= limits["pooled"]
             ok &= good
-            msgs.append(f"{lay}: {default} pooled {name} |delta| {abs(st['delta']):.3f} <= {limits['pooled']}: "
+            msgs.append(f"{lay}, {half}: {default} pooled {name} |delta| {abs(st['delta']):.3f} <= {limits['pooled']}: "
                         f"{'pass' if good else 'FAIL'}")
         if n < limits.get("pairs", 0):
             ok = False
             msgs.append(f"{lay}: only {n} pairs per comparison, the targets need >= {limits['pairs']}: FAIL")
     return ok, msgs
+
+
+def paired_check(shipped: dict, baseline: dict, n_boot: int, seed: int, half: str = "holdout"
+                 ) -> Tuple[bool, List[str], dict]:
+    """The paired gate (:data:`GATE`): two :func:`run` results on the **same draws** (same portraits, seed and
+    pairs), the shipped model's and the baseline's, default strategy. For each layout, each main comparison and
+    each pooled delta: ``diff = |delta_shipped| - |delta_baseline|`` and its 95 % interval from a bootstrap
+    over portraits and pairs in which both models see the same resamples (:func:`boot_shares` with the same
+    generator per comparison), so the portraits' own variation cancels from the difference. Fails where the
+    whole interval lies above 0 (the shipped model less fair beyond the interval).
+
+    Returns (ok, one line per check, JSON-ready rows ``layout -> name -> {shipped, baseline, diff, ci}``).
+    Raises:
+        ValueError: the two results were not drawn alike (other seed, pairs or portraits)."""
+    rs, rb = shipped["_raw"], baseline["_raw"]
+    if half not in rs["draws"] or half not in rb["draws"]:
+        raise ValueError(f"both results need the {half} half")
+    for comp, d in rs["draws"][half].items():
+        e = rb["draws"][half].get(comp)
+        if e is None or not (np.array_equal(d.ia, e.ia) and np.array_equal(d.ib, e.ib)
+                             and np.array_equal(d.a_first, e.a_first)):
+            raise ValueError(f"the two results were not drawn alike ({comp}): same seed, pairs and portraits needed")
+    sizes = {g: len(f) for g, f in rs["halves"][half].items()}
+    counts = portrait_counts(sizes, n_boot, rng_for(seed, "paired bootstrap", half))
+    main = [comparison_name(a, b) for a, b in MAIN]
+    ok, msgs, rows = True, [], {}
+    for lay in rs["outcomes"]:
+        per_s, per_b = rs["outcomes"][lay][half], rb["outcomes"][lay][half]
+        ms = next(m for m in per_s[main[0]] if m.startswith("default"))
+        mb = next(m for m in per_b[main[0]] if m.startswith("default"))
+        reps: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        est: Dict[str, Tuple[float, float]] = {}
+        for comp in main:
+            a, b = comp.split(" vs ")
+            d = rs["draws"][half][comp]
+            pair = []
+            for per, m in ((per_s, ms), (per_b, mb)):
+                y = per[comp][m]["a"]
+                pair.append(boot_shares(y, d.ia, d.ib, counts[a], counts[b], rng_for(seed, "paired", lay, half, comp)))
+            reps[comp] = (pair[0], pair[1])
+            est[comp] = (float(per_s[comp][ms]["a"].mean()), float(per_b[comp][mb]["a"].mean()))
+        for pname, members in POOLED.items():
+            names = [comparison_name(a, b) for a, b in members]
+            reps[pname] = tuple(np.mean([reps[c][k] for c in names], axis=0) for k in (0, 1))
+            est[pname] = tuple(float(np.mean([est[c][k] for c in names])) for k in (0, 1))
+        rows[lay] = {}
+        for name in main + list(POOLED):
+            (ps, pb), (rs_, rb_) = est[name], reps[name]
+            diff = abs(ps - 0.5) - abs(pb - 0.5)
+            dr = np.abs(rs_ - 0.5) - np.abs(rb_ - 0.5)
+            dr = dr[np.isfinite(dr)]
+            lo, hi = (float(v) for v in np.percentile(dr, [2.5, 97.5])) if dr.size else (math.nan, math.nan)
+            good = not lo > 0
+            ok &= good
+            rows[lay][name] = {"shipped": ps - 0.5, "baseline": pb - 0.5, "diff": diff, "ci": [lo, hi]}
+            msgs.append(f"{lay}, {half}: {name}: |delta| shipped {abs(ps - 0.5):.3f} vs baseline {abs(pb - 0.5):.3f}, "
+                        f"difference {diff:+.3f} [{lo:+.3f}, {hi:+.3f}]: {'pass' if good else 'FAIL (less fair)'}")
+    return ok, msgs, rows
 
 
 def _jsonable(result: dict) -> dict:
@@ -711,11 +766,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--json", default=None, help="write the result here (report.py --fairness reads it)")
     p.add_argument("--draws", default=None, help="write every pair drawn and its outcomes (gzip'd CSV)")
     p.add_argument("--gate", action="store_true",
-                   help=f"the CI gate: {GATE['pairs']} pairs per main comparison (both halves), {GATE['boot']} bootstrap "
-                        "replicates; exit 1 on failure (--pairs and --boot are ignored)")
+                   help=f"the CI gate: the shipped model vs --baseline on the holdout half, {GATE['pairs']} pairs per main "
+                        f"comparison, {GATE['boot']} bootstrap replicates; exit 1 when it is less fair beyond the paired "
+                        "interval (--pairs, --boot and --half are ignored)")
+    p.add_argument("--baseline", default=str(BASELINE),
+                   help="the paired gate's reference model (default: the former default, weights/densenet)")
     p.add_argument("--targets", action="store_true",
-                   help="exit 1 unless the default strategy meets TARGETS (worst |delta| <= 0.03, pooled <= 0.02, "
-                        ">= 2,000 pairs per comparison)")
+                   help="exit 1 unless the default strategy meets TARGETS on the holdout half (worst |delta| <= 0.08, "
+                        "pooled <= 0.04, >= 2,000 pairs per comparison)")
+    p.add_argument("--twitter", action="store_true",
+                   help=f"also Twitter's released cropper as a reference method ({TWITTER}; ../shared/anchors/fastgaze; "
+                        "about 1 s a composite)")
     p.add_argument("--no-centre-bias", action="store_true",
                    help="diagnostic: the model with its centre-bias weight set to 0")
     p.add_argument("--grayscale", action="store_true", help="diagnostic: portraits in luminance only")
@@ -728,11 +789,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if a.pairs < 1 or a.boot < 1:
         p.error("--pairs and --boot must be >= 1")
-    only = HALVES if a.half == "both" or a.gate else (a.half,)
-    n, boot = (GATE["pairs"] // 2, GATE["boot"]) if a.gate else (a.pairs, a.boot)
+    if a.gate:
+        only, n, boot = (GATE["half"],), GATE["pairs"], GATE["boot"]
+    else:
+        only, n, boot = (HALVES if a.half == "both" else (a.half,)), a.pairs, a.boot
     result = run(faces, n, a.seed, boot, a.layouts, only, a.model, a.quiet, main_only=a.gate,
-                 no_centre_bias=a.no_centre_bias, grayscale=a.grayscale)
+                 no_centre_bias=a.no_centre_bias, grayscale=a.grayscale, twitter=a.twitter and not a.gate)
     print(markdown(result))
+    status = 0
+    if a.gate:
+        if not Path(a.baseline).is_file():
+            print(f"fairness gate: the baseline model {a.baseline} is missing: FAIL")
+            return 1
+        base = run(faces, n, a.seed, boot, a.layouts, only, a.baseline, a.quiet, main_only=True)
+        ok, msgs, rows = paired_check(result, base, boot, a.seed, GATE["half"])
+        result["paired_gate"] = {"baseline": Path(a.baseline).name, "ok": ok, "rows": rows}
+        print(f"\nfairness gate (exit status): the shipped model vs {a.baseline}, paired, {GATE['half']} half:\n"
+              + "\n".join("  " + m for m in msgs) + f"\n  => {'pass' if ok else 'FAIL'}")
+        status |= 0 if ok else 1
+        ok_t, msgs_t = gate_check(result, GATE_AT_TARGETS)
+        print("\nfairness at the targets' gate (informational: see GATE_AT_TARGETS):\n"
+              + "\n".join("  " + m for m in msgs_t) + f"\n  => {'met' if ok_t else 'NOT MET'}")
+    if a.targets:
+        ok, msgs = gate_check(result, TARGETS)
+        print("\nfairness targets:\n" + "\n".join("  " + m for m in msgs))
+        status |= 0 if ok else 1
     if a.json:
         from gazecrop._atomic import atomic_open
 
@@ -745,17 +826,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with atomic_open(a.draws) as f:
             f.write(draws_table(result["_raw"]))
         print(f"wrote {a.draws}", file=sys.stderr)
-    status = 0
-    if a.gate:  # informational: what a product meeting the targets passes at this size (GATE_AT_TARGETS)
-        ok, msgs = gate_check(result, GATE_AT_TARGETS)
-        print("\nfairness at the targets' gate (not the exit status until the model is fixed: see GATE_AT_TARGETS):\n"
-              + "\n".join("  " + m for m in msgs) + f"\n  => {'met' if ok else 'NOT MET'}")
-    for flag, title, limits in ((a.gate, "fairness regression gate (exit status)", GATE),
-                                (a.targets, "fairness targets", TARGETS)):
-        if flag:
-            ok, msgs = gate_check(result, limits)
-            print(f"\n{title}:\n" + "\n".join("  " + m for m in msgs))
-            status |= 0 if ok else 1
     return status
 
 

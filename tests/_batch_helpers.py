@@ -2,6 +2,7 @@
 somewhere, several sizes, JPEG and PNG, one EXIF-rotated file, the same file name in two folders, and bad
 files of several kinds. Shared by tests/test_batch.py and tests/test_batch_engines.py."""
 
+import json
 import os
 
 import numpy as np
@@ -149,7 +150,14 @@ def interrupt_then_resume(engine, sources, out, root, monkeypatch, chunk_size=8,
     monkeypatch.setattr(batch, "_write_part", write)
     first = [int(f[5:10]) for f in os.listdir(os.path.join(out, "table"))]
     assert len(first) == 2
+    progress = os.path.join(out, batch.PROGRESS_DIR)  # images finished in chunks not written yet
+    in_parts = {s for i in first for s in sources[i * chunk_size:(i + 1) * chunk_size]}
+    kept = set()
+    for f in os.listdir(progress) if os.path.isdir(progress) else []:
+        with open(os.path.join(progress, f)) as fh:
+            kept.add(json.load(fh)["source"])
     s = run_job(sources, out, opts, engine=engine, chunk_size=chunk_size, root=root, **kw)
-    assert s.skipped == sum(min(chunk_size, len(sources) - chunk_size * i) for i in first)
+    assert s.skipped == len(in_parts) + len(kept - in_parts)
     assert s.processed == len(sources) - s.skipped
+    assert not os.path.exists(progress) and not os.path.exists(os.path.join(out, batch.LOCK_NAME))
     return s

@@ -249,7 +249,8 @@ def test_stale_temporary_files_are_removed_and_one_job_at_a_time(corpus, tmp_pat
     assert temporaries(out) == [str(out / "crops" / "keep.tmp")]
     import fcntl
 
-    with open(out / ".gazecrop-batch.lock") as f:
+    assert not (out / ".gazecrop-batch.lock").exists()  # removed after a run
+    with open(out / ".gazecrop-batch.lock", "a") as f:  # another job holds the lock
         fcntl.flock(f, fcntl.LOCK_EX)
         with pytest.raises(RuntimeError, match="another gazecrop-batch job"):
             run_job(good[:2], str(out), OPTS)

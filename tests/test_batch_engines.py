@@ -177,3 +177,20 @@ def test_sigterm_stops_a_dask_job_cleanly_and_a_rerun_finishes_it(corpus, tmp_pa
     assert temporaries(out) == []
     rows = read_table(out)
     assert boxes(rows) == corpus[2] and sum(r["error"] is not None for r in rows) == len(BAD) + 1
+
+
+def test_per_image_regions_on_both_engines_match_the_local_engine(corpus, ray_cluster, dask_cluster, tmp_path):
+    root, sources, want, _ = corpus
+    few = sorted(want)[:16]
+    regions = {few[0]: {"keep": [[0, 0, 30, 30]], "boost": [], "focal": None}, few[1]: {"focal": [5, 5]},
+               few[2]: {"boost": [[[0, 0, 40, 40], 3.0]]}, few[3]: {"keep": [[0, 0, 5000, 5]]}}  # too wide: fails
+    opts = BatchOptions(aspects=("1:1",), sizes=("32x32",), fit="auto")
+    ref = str(tmp_path / "local")
+    run_job(few, ref, opts, chunk_size=4, root=root, regions=regions)
+    rows = read_table(ref)
+    assert rows[0]["kept"] == 1.0 and (rows[2]["point_x"], rows[2]["point_y"]) == (5, 5)
+    assert "is not inside the" in rows[6]["error"] and all(r["error"] is None for r in rows[7:])
+    for engine, address in (("ray", None), ("dask", dask_cluster.scheduler_address)):
+        out = str(tmp_path / engine)
+        run_job(few, out, opts, engine=engine, address=address, chunk_size=4, root=root, regions=regions)
+        assert same_output(out, ref), engine

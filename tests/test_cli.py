@@ -164,8 +164,10 @@ def test_folder_glob_and_recursive_expansion(fixed, tmp_path, capsys):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     _photo(tmp_path / "d" / "x.JPG")
     _photo(tmp_path / "d" / "sub" / "y.png")
-    main([str(tmp_path / "d")])
+    main([str(tmp_path / "d"), "--no-recursive"])
     assert capsys.readouterr().out.count("\n") == 1
+    main([str(tmp_path / "d")])  # sub-folders by default, as gazecrop-batch
+    assert capsys.readouterr().out.count("\n") == 2
     main([str(tmp_path / "d"), "--recursive"])
     assert capsys.readouterr().out.count("\n") == 2
     main([str(tmp_path / "d" / "**" / "*.png")])

@@ -319,7 +319,7 @@ def test_whole_image_advice_when_the_aspect_is_close():
 
 def test_whole_image_advice_when_the_box_keeps_nearly_all_mass():
     r = choose_crop(peak_grid(12, 16, 6, 8), (1600, 1200), "1:1")
-    assert r.score > 0.98 and r.keep_whole and "mass" in r.advice
+    assert r.score > 0.98 and r.keep_whole and "of what people look at" in r.advice
 
 
 def test_peaks_are_ranked_and_suppressed():

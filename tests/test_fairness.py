@@ -235,18 +235,42 @@ class StubEvaluate:
         return {"default (stub)": {"first": keep, "point": keep, "close": math.nan, "keep_whole": 0.0}}
 
 
+def _gate_run(rule, pairs=None):
+    return F.run(Path("/nonexistent"), pairs or F.GATE["pairs"], 2021, 200, list(F.LAYOUTS), only=(F.GATE["half"],),
+                 quiet=True, groups=synthetic_groups(), evaluate=StubEvaluate(rule), load=loader("WF"), main_only=True)
+
+
 @pytest.mark.parametrize("rule,passes", [("left", True), ("bright", False)])
-def test_gate_at_its_own_size(rule, passes):
-    """The gate's configuration (GATE pairs, main comparisons): a position-only rule passes, a rule that
-    always keeps white women fails; fewer pairs than the gate's fail by themselves."""
-    res = F.run(Path("/nonexistent"), F.GATE["pairs"] // 2, 2021, 100, list(F.LAYOUTS), quiet=True,
-                groups=synthetic_groups(), evaluate=StubEvaluate(rule), load=loader("WF"), main_only=True)
-    for limits in (None, F.GATE, F.GATE_AT_TARGETS):  # the CI regression gate (default) and the targets' gate
+def test_targets_gate_at_its_own_size(rule, passes):
+    """The targets' gate (GATE_AT_TARGETS: pairs, holdout half, main comparisons): a position-only rule passes,
+    a rule that always keeps white women fails; fewer pairs than the gate's fail by themselves."""
+    res = _gate_run(rule)
+    for limits in (None, F.GATE_AT_TARGETS):
         ok, msgs = F.gate_check(res, limits)
         assert ok == passes, msgs
-    assert all(st["n"] == F.GATE["pairs"] for st in res["summary"]["side"]["all"]["default (stub)"]["comparisons"].values())
-    assert not F.gate_check(res, {**F.GATE, "pairs": F.GATE["pairs"] + 1})[0]
-    assert res["summary"]["side"]["all"]["default (stub)"]["comparisons"].keys() == {f"{a} vs {b}" for a, b in F.MAIN}
+    assert all("holdout" in m for m in msgs)
+    summ = res["summary"]["side"]["holdout"]["default (stub)"]["comparisons"]
+    assert all(st["n"] == F.GATE["pairs"] for st in summ.values())
+    assert summ.keys() == {f"{a} vs {b}" for a, b in F.MAIN}
+    assert not F.gate_check(res, {**F.GATE_AT_TARGETS, "pairs": F.GATE["pairs"] + 1})[0]
+    assert not F.gate_check(res, {**F.GATE_AT_TARGETS, "half": "tune"})[0]  # a half the result lacks
+
+
+def test_paired_gate_against_a_baseline():
+    """The CI gate: a model less fair than the baseline on the same draws fails, as fair or fairer passes; the
+    difference's interval is exactly 0 for the same model; results drawn differently are refused."""
+    left, bright = _gate_run("left"), _gate_run("bright")
+    ok, msgs, rows = F.paired_check(bright, left, 200, 2021)
+    assert not ok and any("FAIL (less fair)" in m for m in msgs)
+    r = rows["side"]["WF vs WM"]
+    assert r["shipped"] == 0.5 and r["diff"] == pytest.approx(0.5 - abs(r["baseline"])) and r["ci"][0] > 0
+    ok, msgs, _ = F.paired_check(left, bright, 200, 2021)
+    assert ok, msgs
+    ok, _, rows = F.paired_check(bright, bright, 200, 2021)
+    assert ok and all(r["diff"] == 0 and r["ci"] == [0.0, 0.0] for lay in rows.values() for r in lay.values())
+    other = _gate_run("left", pairs=F.GATE["pairs"] - 1)
+    with pytest.raises(ValueError, match="drawn alike"):
+        F.paired_check(bright, other, 200, 2021)
 
 
 # --------------------------------------------------------------------------------------- the intervals
@@ -321,6 +345,22 @@ def test_real_portraits_smoke(tmp_path):
         s = res["summary"][lay]["tune"]
         assert all(st["ties"] == 1.0 for st in s["centre"]["comparisons"].values())
         assert all(st["n"] == 2 for st in s["point"]["comparisons"].values())
+
+
+@pytest.mark.skipif(not (F.DEFAULT_FACES / "labels.csv").is_file() or not (F.FASTGAZE_DIR / "fastgaze.py").is_file(),
+                    reason="../shared/data/faces or ../shared/anchors/fastgaze is absent")
+def test_twitter_reference_method():
+    """Twitter's released cropper as a reference method: its box and point on real composites, through the
+    same records as gazecrop's methods (its crop window is centred on its argmax, so the tile it keeps is the
+    tile of its point)."""
+    ev = F.GazecropEvaluate(twitter=True)
+    groups = F.split_halves(F.load_groups(F.DEFAULT_FACES))["tune"]
+    load = F.portrait_loader(F.DEFAULT_FACES / "photos", tile=(256, 256))
+    for lay in F.LAYOUTS.values():
+        rec = ev(F.compose(load(groups["WF"][0]), load(groups["BM"][0]), lay.axis), lay)[F.TWITTER]
+        assert rec["first"] in (0.0, 0.5, 1.0) and rec["point"] in (0.0, 1.0)
+        assert rec["first"] == rec["point"] or rec["first"] == 0.5
+    assert not list(Path(ev.tmp).iterdir())  # the temporary composites are removed
 
 
 def test_without_centre_bias_zeroes_only_its_weight():

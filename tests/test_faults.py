@@ -520,8 +520,10 @@ def test_patterns_and_folders_that_give_nothing_are_reported(fixed, tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 1
     assert f"{tmp_path / '*.gif'}: no file matches this pattern" in err
-    assert f"{tmp_path / 'empty'}: no image files in folder (sub-folders are read with --recursive)" in err
+    assert f"{tmp_path / 'empty'}: no image files in folder\n" in err  # its sub-folder read too (the default)
     assert "2 of 3 input(s) failed" in err
+    main([str(tmp_path / "empty"), "--no-recursive"])
+    assert "no image files in folder (it has sub-folders: drop --no-recursive to read them)" in capsys.readouterr().err
     found = expand_inputs([str(tmp_path / "*.gif"), good], recursive=False)
     assert [f.error is None for f in found] == [False, True]
 
@@ -668,7 +670,7 @@ def test_help_explains_the_output(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for word in ("point", "score", "keep whole", "salient point", "share of the predicted looks", "130", "143"):
+    for word in ("point", "score", "crop optional", "salient point", "share of the predicted looks", "130", "143"):
         assert word in out
 
 

@@ -241,7 +241,7 @@ def test_missing_file_and_folder(tmp_path):
                                      (np.zeros((4, 4), np.uint8), ValueError),
                                      (np.zeros((4, 4, 4), np.uint8), ValueError),
                                      (np.zeros((0, 4, 3), np.uint8), ValueError),
-                                     (123, TypeError), (b"bytes", TypeError)])
+                                     (123, TypeError), (b"bytes", ImageError), (io.StringIO("x"), TypeError)])
 def test_bad_arguments(bad, exc):
     with pytest.raises(exc):
         _prepare(bad)

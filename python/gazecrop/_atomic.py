@@ -36,7 +36,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_open", "write_bytes", "cancel_pending", "allow_writes", "WriteCancelled", "umask",
+__all__ = ["atomic_open", "write_bytes", "write_text", "cancel_pending", "allow_writes", "WriteCancelled", "umask",
            "TEMP_PATTERN", "CHUNK"]
 
 CHUNK = 1 << 20
@@ -263,6 +263,12 @@ def write_bytes(path: "os.PathLike[str] | str", data: "bytes | bytearray | memor
         if f.end != n:  # pragma: no cover - write() takes everything or raises
             raise OSError(errno.EIO, f"{f.end} of {n} bytes written", os.fspath(path))
     return n
+
+
+def write_text(path: "os.PathLike[str] | str", text: str, encoding: str = "utf-8") -> int:
+    """Write ``text`` (JSON, CSV, a marker file) to ``path`` atomically (:func:`write_bytes`), encoded as
+    ``encoding``. Returns the number of bytes written."""
+    return write_bytes(path, text.encode(encoding))
 
 
 def cancel_pending() -> int:

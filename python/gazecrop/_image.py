@@ -1,5 +1,6 @@
-"""Image input for every public call: one :func:`_prepare` turns a path, a ``PIL.Image.Image`` or a uint8
-(H, W, 3) array into EXIF-transposed RGB uint8 pixels plus the size of the image *as displayed*.
+"""Image input for every public call: one :func:`_prepare` turns a path, an encoded file in memory (``bytes``,
+``bytearray``, ``memoryview``, a binary file object or an :class:`EncodedImage`), a ``PIL.Image.Image`` or a
+uint8 (H, W, 3) array into EXIF-transposed RGB uint8 pixels plus the size of the image *as displayed*.
 
 Rules (the cropping layer never decodes; it only sees what this module returns):
 
@@ -11,25 +12,33 @@ Rules (the cropping layer never decodes; it only sees what this module returns):
   embedded ICC profile when LittleCMS is available, else Pillow's formula; 16-bit greyscale (``I;16*``, 16-bit
   PNG) scaled by 255 / 65535; ``I`` (32-bit int) taken as 8-bit when its maximum is <= 255, as 16-bit when
   <= 65535, else min-max scaled; ``F`` scaled by 255 when its maximum is <= 1, else clipped to 0..255.
-  Multi-frame files (animated GIF / WebP / PNG, multi-page TIFF) give their first frame.
+  Multi-frame files (animated GIF / WebP / PNG, multi-page TIFF) give their first frame
+  (:func:`frame_count` tells how many there are; the command line warns about them).
+- Encoded bytes (an upload, an object read from storage) and binary file objects (read from their current
+  position to the end, once) are decoded exactly like the same file at a path (:func:`encoded_input`).
 - JPEG files opened from a path are decoded at reduced size with Pillow's draft mode (DCT scaling by 1/2, 1/4
   or 1/8) when the caller only needs the model's input size; the returned ``size`` stays the full-resolution
   displayed size, so coordinates remain full-resolution pixels.
-- Files over a pixel limit (decompression bombs; default Pillow's ``Image.MAX_IMAGE_PIXELS``) are refused
-  with :class:`ImageTooLargeError` before any pixel is decoded; unreadable, unknown or truncated files with
-  :class:`ImageError`; so are FIFOs, devices and sockets, refused before a byte is read. A missing file raises
-  ``FileNotFoundError``, and other operating-system errors (permission, symbolic link loop) their ``OSError``.
+- Files over a pixel limit (decompression bombs; default Pillow's ``Image.MAX_IMAGE_PIXELS``, about 89.5
+  million pixels; ``max_pixels=`` in the API, ``--max-pixels`` on the command lines) are refused with
+  :class:`ImageTooLargeError`, whose message names both ways to raise it, before any pixel is decoded;
+  unreadable, unknown or truncated files with :class:`ImageError`; so are FIFOs, devices and sockets, refused
+  before a byte is read. A missing file raises ``FileNotFoundError``, and other operating-system errors
+  (permission, symbolic link loop) their ``OSError``.
 
 Pillow and numpy only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import struct
+import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import IO, Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,7 +47,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 from ._files import NotRegularFileError, open_regular
 
 __all__ = ["ImageError", "ImageTooLargeError", "Prepared", "BACKGROUND", "ImageInput", "EncodedImage",
-           "open_image", "to_rgb", "_prepare"]
+           "encoded_input", "frame_count", "pillow_limit", "open_image", "to_rgb", "_prepare"]
 
 BACKGROUND: Tuple[int, int, int] = (255, 255, 255)
 """RGB colour transparent pixels are composited over before the model sees them."""
@@ -50,8 +59,11 @@ class EncodedImage:
     handled exactly like a file at a path: same decoding, JPEG draft mode, EXIF orientation and pixel limit,
     so the same bytes give the same crops as the file.
 
+    Every public call also takes ``bytes``, ``bytearray``, ``memoryview`` and binary file objects directly
+    (:func:`encoded_input` wraps them in an EncodedImage); make one yourself to give the bytes a ``name``.
+
     Attributes:
-        data: the encoded file (JPEG, PNG, ...), as ``bytes``.
+        data: the encoded file (JPEG, PNG, ...), as ``bytes`` (a ``bytearray`` or ``memoryview`` is copied).
         name: where it came from (a path or URI), used in error messages and output names.
     """
 
@@ -61,13 +73,20 @@ class EncodedImage:
     def __post_init__(self) -> None:
         if not isinstance(self.data, (bytes, bytearray, memoryview)):
             raise TypeError(f"EncodedImage.data must be bytes, got {type(self.data).__name__}")
+        if not isinstance(self.data, bytes):  # a caller's buffer may change later: keep our own copy
+            object.__setattr__(self, "data", bytes(self.data))
 
     def __repr__(self) -> str:
         return f"EncodedImage(<{len(self.data)} bytes>, name={self.name!r})"
 
 
-ImageInput = Union[str, "os.PathLike[str]", EncodedImage, Image.Image, np.ndarray]
-"""What every public call accepts as ``image``."""
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], EncodedImage, Image.Image,
+                   np.ndarray]
+"""What every public call accepts as ``image``: a path, an encoded file in memory (bytes-like, a binary file
+object, an :class:`EncodedImage`), a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB array."""
+
+_ACCEPTED = ("a path, bytes, a binary file object, an EncodedImage, a PIL.Image.Image or a uint8 (H, W, 3) numpy "
+             "array")
 
 _FILE_LIKE = (str, os.PathLike, EncodedImage)  # inputs opened and decoded here (draft mode, pixel limit)
 
@@ -105,6 +124,79 @@ class Prepared:
         return self.size[1]
 
 
+def encoded_input(image: object) -> object:
+    """``image`` with encoded bytes wrapped: ``bytes`` / ``bytearray`` / ``memoryview`` and binary file objects
+    (anything with ``read()`` that is not a PIL image) become an :class:`EncodedImage` (a file object is read
+    once, from its current position, and named after its ``name`` when it has a string one); anything else is
+    returned unchanged. Public calls that look at an image twice (:func:`gazecrop.crop`) call this first.
+
+    Raises:
+        TypeError: a file object opened in text mode.
+        OSError: reading the file object failed.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return EncodedImage(image)
+    if hasattr(image, "read") and not isinstance(image, (Image.Image, np.ndarray, EncodedImage)):
+        data = image.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"image file objects must be opened in binary mode ('rb'); read() gave "
+                            f"{type(data).__name__}")
+        name = getattr(image, "name", None)
+        return EncodedImage(data, name if isinstance(name, str) else "<file>")
+    return image
+
+
+_PILLOW_LOCK = threading.Lock()
+_PILLOW_RAISED = {"holders": 0, "saved": None}
+
+
+def _default_limit() -> Optional[int]:
+    """Pillow's own pixel limit (``Image.MAX_IMAGE_PIXELS``), as it was before any :func:`pillow_limit`."""
+    with _PILLOW_LOCK:
+        return _PILLOW_RAISED["saved"] if _PILLOW_RAISED["holders"] else Image.MAX_IMAGE_PIXELS
+
+
+@contextlib.contextmanager
+def pillow_limit(max_pixels: Optional[int]) -> Iterator[None]:
+    """Let Pillow open and crop images of up to ``max_pixels`` pixels while the ``with`` block runs.
+
+    Pillow refuses (and warns about) images over its own ``Image.MAX_IMAGE_PIXELS`` when it opens or crops
+    them, whatever limit gazecrop was given; an explicit ``max_pixels`` above it raises that process-wide
+    limit to ``max_pixels`` for the block (gazecrop's own check still applies every caller's limit; other
+    code in the process sees the raised limit meanwhile). None, or a limit under Pillow's: nothing changes.
+
+    Raises:
+        ValueError: ``max_pixels`` below 1.
+    """
+    limit = _check_limit(max_pixels)
+    with _PILLOW_LOCK:
+        current = Image.MAX_IMAGE_PIXELS
+        raise_it = limit is not None and current is not None and limit > current
+        if raise_it:
+            if not _PILLOW_RAISED["holders"]:
+                _PILLOW_RAISED["saved"] = current
+            _PILLOW_RAISED["holders"] += 1
+            Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        if raise_it:
+            with _PILLOW_LOCK:
+                _PILLOW_RAISED["holders"] -= 1
+                if not _PILLOW_RAISED["holders"]:
+                    Image.MAX_IMAGE_PIXELS = _PILLOW_RAISED["saved"]
+
+
+def _check_limit(max_pixels: Optional[int]) -> Optional[int]:
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
+        raise TypeError(f"max_pixels must be an int or None, got {type(max_pixels).__name__}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    return int(max_pixels)
+
+
 def _describe(image: object) -> str:
     if isinstance(image, (str, os.PathLike)):
         return os.fspath(image)
@@ -114,13 +206,25 @@ def _describe(image: object) -> str:
 
 
 def _limit(max_pixels: Optional[int]) -> Optional[int]:
-    return Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    limit = _check_limit(max_pixels)
+    return _default_limit() if limit is None else limit
+
+
+_RAISE_HINT = "if you trust the file, raise the limit: --max-pixels {n} (command line), max_pixels={n} (Python)"
 
 
 def _check_pixels(size: Tuple[int, int], limit: Optional[int], what: str) -> None:
-    if limit is not None and size[0] * size[1] > limit:
-        raise ImageTooLargeError(f"{what}: {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the limit of "
-                                 f"{limit} pixels (possible decompression bomb)")
+    n = size[0] * size[1]
+    if limit is not None and n > limit:
+        raise ImageTooLargeError(f"{what}: {size[0]}x{size[1]} = {n} pixels exceeds the limit of {limit} pixels "
+                                 f"(possible decompression bomb); {_RAISE_HINT.format(n=n)}")
+
+
+def _pillow_pixels(e: Exception) -> str:
+    """The pixel count in Pillow's ``DecompressionBombError`` message ("Image size (N pixels) exceeds..."),
+    or "N"."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    return m.group(1) if m else "N"
 
 
 def _open_path(path: "str | os.PathLike[str] | EncodedImage", limit: Optional[int]) -> Image.Image:
@@ -132,11 +236,12 @@ def _open_path(path: "str | os.PathLike[str] | EncodedImage", limit: Optional[in
     except NotRegularFileError as e:
         raise ImageError(str(e)) from e
     try:
-        im = Image.open(f)
+        with pillow_limit(limit):  # an explicit limit above Pillow's own: Pillow must not refuse first
+            im = Image.open(f)
         im._exclusive_fp = True  # as if Pillow had opened the path: it closes the file after load()/close()
     except Image.DecompressionBombError as e:
         f.close()
-        raise ImageTooLargeError(f"{name}: {e}") from e
+        raise ImageTooLargeError(f"{name}: {e}; {_RAISE_HINT.format(n=_pillow_pixels(e))}") from e
     except Image.UnidentifiedImageError as e:
         f.close()
         raise ImageError(f"{name}: not a readable image file (unknown or unsupported format)") from e
@@ -158,7 +263,7 @@ def _load(im: Image.Image, what: str) -> None:
     try:
         im.load()
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{what}: {e}") from e
+        raise ImageTooLargeError(f"{what}: {e}; {_RAISE_HINT.format(n=_pillow_pixels(e))}") from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         raise ImageError(f"{what}: cannot decode image (unreadable or truncated file): {e}") from e
 
@@ -184,8 +289,9 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
     """The full-resolution image as displayed: first frame, EXIF orientation applied, original mode kept.
 
     Args:
-        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (not modified) or a
-            uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), encoded bytes (``bytes``, ``bytearray``, ``memoryview``, a binary
+            file object, an :class:`EncodedImage`), a ``PIL.Image.Image`` (not modified) or a uint8 (H, W, 3)
+            array.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``; None there = no limit).
     Returns:
         A loaded ``PIL.Image.Image`` the caller owns, detached from any file (``info`` keeps
@@ -195,6 +301,7 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
         for arrays of the wrong dtype / shape.
     """
     limit = _limit(max_pixels)
+    image = encoded_input(image)
     if isinstance(image, np.ndarray):
         return Image.fromarray(_check_array(image))
     if isinstance(image, Image.Image):
@@ -211,8 +318,30 @@ def open_image(image: ImageInput, *, max_pixels: Optional[int] = None) -> Image.
             return im.copy() if out is im else out
         finally:
             im.close()  # multi-frame files keep their file open after load()
-    raise TypeError(f"image must be a path, an EncodedImage, a PIL.Image.Image or a uint8 (H, W, 3) numpy "
-                    f"array, got {type(image).__name__}")
+    raise TypeError(f"image must be {_ACCEPTED}, got {type(image).__name__}")
+
+
+def frame_count(image: ImageInput) -> int:
+    """How many frames (animation frames, pages) an image file holds; 1 for a still image, an array or a
+    PIL image without frames, and for an MPO (a JPEG whose extra images, such as the large preview many
+    phone cameras add, are not frames of the photo). Reads the header (and, for GIF, the frame headers),
+    decodes no pixels.
+
+    Raises:
+        As :func:`open_image` (with the default pixel limit lifted: only the count is read).
+    """
+    image = encoded_input(image)
+    if isinstance(image, Image.Image):
+        return 1 if image.format == "MPO" else int(getattr(image, "n_frames", 1) or 1)
+    if not isinstance(image, _FILE_LIKE):
+        return 1
+    im = _open_path(image, None)
+    try:
+        return 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1) or 1)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
+        raise ImageError(f"{_describe(image)}: cannot read the frames: {e}") from e
+    finally:
+        im.close()
 
 
 def _check_array(a: np.ndarray) -> np.ndarray:
@@ -292,8 +421,8 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
     """Any accepted image -> :class:`Prepared` (displayed RGB uint8 pixels + full-resolution displayed size).
 
     Args:
-        image: a path (str / os.PathLike), an :class:`EncodedImage`, a ``PIL.Image.Image`` (never modified) or a
-            uint8 (H, W, 3) array.
+        image: a path (str / os.PathLike), encoded bytes (bytes-like, a binary file object, an
+            :class:`EncodedImage`), a ``PIL.Image.Image`` (never modified) or a uint8 (H, W, 3) array.
         input_size: the model's ``input_size(H, W) -> (h, w)``; when given, a JPEG file is decoded in draft
             mode at the smallest DCT scale that is still at least that size. Other inputs are unaffected.
         max_pixels: pixel limit for files (default Pillow's ``Image.MAX_IMAGE_PIXELS``).
@@ -303,6 +432,7 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
         truncated or unconvertible. TypeError / ValueError: an array of the wrong dtype / shape, or an
         unsupported type.
     """
+    image = encoded_input(image)
     if isinstance(image, np.ndarray):
         a = _check_array(image)
         return Prepared(rgb=a, size=(int(a.shape[1]), int(a.shape[0])))
@@ -329,5 +459,4 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
         out = open_image(image, max_pixels=max_pixels)
         rgb = to_rgb(out, background)
         return Prepared(rgb=rgb, size=(int(rgb.shape[1]), int(rgb.shape[0])))
-    raise TypeError(f"image must be a path, an EncodedImage, a PIL.Image.Image or a uint8 (H, W, 3) numpy "
-                    f"array, got {type(image).__name__}")
+    raise TypeError(f"image must be {_ACCEPTED}, got {type(image).__name__}")

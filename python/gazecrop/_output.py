@@ -45,11 +45,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._image import EncodedImage
 
 __all__ = ["FORMATS", "DEFAULT_QUALITY", "SourceInfo", "source_info", "format_of_extension", "extension_for",
-           "writable", "output_name", "check_template", "save_options", "fit_mode", "encode_image",
+           "writable", "check_format", "output_name", "check_template", "save_options", "fit_mode", "encode_image",
            "write_image"]
 
-FORMATS: Dict[str, str] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
-"""Values of the command line's ``--format`` -> Pillow format names."""
+FORMATS: Dict[str, str] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
+"""Values of the command line's ``--format`` -> Pillow format names (AVIF only where this Pillow can write it:
+:func:`check_format`)."""
 
 DEFAULT_QUALITY = 90
 """Quality of lossy outputs (JPEG, WebP, AVIF) when none is given and none can be kept from the input."""
@@ -164,6 +165,27 @@ def extension_for(fmt: str, like: str = "") -> str:
     return next((e for e, f in Image.registered_extensions().items() if f == fmt), "." + fmt.lower())
 
 
+def check_format(name: Optional[str]) -> Optional[str]:
+    """The Pillow format for a ``--format`` value (``"avif"`` -> ``"AVIF"``), None for None.
+
+    Raises:
+        ValueError: an unknown value, or a format this Pillow cannot write (AVIF needs Pillow >= 11.3 built
+        with libavif, as the PyPI wheels are; the message says which Pillow is installed).
+    """
+    if name is None:
+        return None
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r}; expected one of {sorted(FORMATS)}")
+    fmt = FORMATS[name]
+    if not writable(fmt):
+        import PIL
+
+        raise ValueError(f"--format {name}: this Pillow ({PIL.__version__}) cannot write {fmt} files; install a "
+                         f"Pillow that can (AVIF: Pillow >= 11.3 with libavif, as its PyPI wheels are) or choose "
+                         f"another format ({', '.join(sorted(k for k in FORMATS if writable(FORMATS[k])))})")
+    return fmt
+
+
 def _uses_ext(template: str) -> bool:
     return any(f == "ext" for _, f, _, _ in string.Formatter().parse(template))
 
@@ -239,8 +261,8 @@ def fit_mode(image: Image.Image, fmt: str) -> Image.Image:
         if mode in ("L", "RGB", "CMYK") and not _has_alpha(image):
             return image
         return Image.fromarray(to_rgb(image))
-    if fmt == "WEBP":
-        if mode in ("RGB", "RGBA"):
+    if fmt in ("WEBP", "AVIF"):
+        if mode in ("RGB", "RGBA") or (fmt == "AVIF" and mode == "L" and not _has_alpha(image)):
             return image
         return image.convert("RGBA") if _has_alpha(image) else Image.fromarray(to_rgb(image))
     if fmt == "PNG":
@@ -290,7 +312,7 @@ def save_options(fmt: str, image: Image.Image, source: Optional[SourceInfo] = No
     elif fmt in ("PNG", "GIF"):
         if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
             opts["transparency"] = image.info["transparency"]
-    if info.get("exif_obj") is not None and fmt in ("JPEG", "PNG", "WEBP"):
+    if info.get("exif_obj") is not None and fmt in ("JPEG", "PNG", "WEBP", "AVIF"):
         opts["exif"] = info["exif_obj"]
     return opts
 

@@ -22,18 +22,27 @@ A job (:func:`run_job`) writes into ``OUT``:
   ``b/x.jpg`` never collide. Relative paths are taken from the folder given, or from the deepest folder common
   to a manifest's entries (``--root`` fixes it).
 - ``job.json``: the job's key, options and model.
+- while the job runs, ``.gazecrop-batch.lock`` (one job at a time per ``OUT``) and
+  ``.gazecrop-batch.progress/`` (the records of each image finished in a chunk whose table file is not
+  written yet); both are removed when the job completes.
 
 Nothing is lost: every file is written to a temporary name and renamed into place; a chunk's table file is
-written after its crops. A job run again skips the chunks whose table file exists with the same job key (the
-schema version, gazecrop version, model file hash, aspects, thumbnail sizes and upscaling, strategy, name
-template, format, quality and whether crops are written; not the engine) and whose crops all exist; a new model
-or option re-does everything. A killed job (SIGKILL included) run again finishes the rest with results identical to an
-uninterrupted run, and first removes the temporary files the killed run left
-(:func:`gazecrop._atomic.clean_stale`). One job at a time per ``OUT`` (the lock file
-``.gazecrop-batch.lock`` refuses a second). Signals, odd file names and write failures follow the ``gazecrop``
-CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status 130 / 143 / 129 after removing this process's writes in
-progress; a file name that is not UTF-8 is kept on disk and shown with ``\\xNN`` escapes in the table; a crop
-that cannot be written fails its input; a table file that cannot be written stops the job (status 1).
+written after its crops, and each finished image's records are kept in ``.gazecrop-batch.progress/`` until
+its chunk's table file holds them, so an interruption loses at most the images in flight, whatever the chunk
+size. A job run again skips the chunks whose table file exists with the same job key (the schema version,
+gazecrop version, model file hash, aspects, thumbnail sizes, upscaling and fit, strategy, name template,
+format, quality, pixel limit when one is given and whether crops are written; not the engine), the same inputs
+with the same regions (a CSV manifest's per-image ``keep`` / ``boost`` / ``focal``: :func:`read_csv_manifest`)
+and whose crops all exist, and the images of the other chunks already finished with the same regions; a new
+model or option re-does everything, a changed region its image's chunk. A killed job (SIGKILL included) run
+again finishes the rest with results identical to an uninterrupted run, and first removes the temporary files
+the killed run left (:func:`gazecrop._atomic.clean_stale`). A second job on the same ``OUT`` while one runs is
+refused (an exclusive ``flock`` on the lock file, which the job removes, still holding it, when it ends; a job
+that locked a file just removed takes a new one). Signals, odd file names and write failures follow the
+``gazecrop`` CLI's rules: SIGINT / SIGTERM / SIGHUP stop with status 130 / 143 / 129 after removing this
+process's writes in progress; a file name that is not UTF-8 is kept on disk and shown with ``\\xNN`` escapes
+in the table; a crop that cannot be written fails its input; a table file that cannot be written stops the
+job (status 1).
 
 Writing Parquet needs ``pyarrow`` (``pip install "gazecrop[batch]"``; the ``ray`` and ``dask`` extras include
 it); :func:`crop_records` and :class:`Cropper` do not.
@@ -66,11 +75,11 @@ from ._image import EncodedImage
 from .crop import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["SCHEMA_VERSION", "COLUMNS", "BatchOptions", "Cropper", "crop_records", "model_info",
-           "plan_names", "read_manifest", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
+           "plan_names", "read_manifest", "read_csv_manifest", "manifest_regions", "MANIFEST_COLUMNS", "run_job", "run_engine", "JobSummary", "ENGINES", "main"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the record layout (:data:`COLUMNS`); bumped whenever a column is added or changes meaning or type
-(2: ``size_width`` / ``size_height`` for thumbnails)."""
+(2: ``size_width`` / ``size_height`` for thumbnails; 3: ``kept`` and ``fit``)."""
 
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("schema_version", "int16", "layout version of this table (SCHEMA_VERSION)"),
@@ -94,6 +103,10 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("score", "float64", "share of the saliency mass inside the box, 0-1"),
     ("keep_whole", "bool", "advice: show the whole image rather than this crop"),
     ("advice", "string", "why (or why not) keep the whole image"),
+    ("kept", "float64", "with keep regions (manifest column keep): share of their area inside the box, 0-1 (below 1: "
+                        "no box of the aspect holds them all); null without"),
+    ("fit", "string", "thumbnails (--size): 'crop' (the box resized) or 'pad' (the whole image letterboxed, --fit pad "
+                      "or auto); null for an --aspect crop"),
     ("crop_path", "string", "the cropped image, relative to the job's output folder; null when not written"),
     ("model_name", "string", "model file name without extension ('gazecrop-fast')"),
     ("model_version", "string", "first 16 hex digits of the model file's SHA-256"),
@@ -105,6 +118,9 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 ENGINES = ("local", "ray", "dask")
 DEFAULT_CHUNK = 256
+LOCK_NAME = ".gazecrop-batch.lock"
+PROGRESS_DIR = ".gazecrop-batch.progress"
+"""In ``OUT``: the job's lock file, and the folder of finished images whose chunk is not written yet."""
 
 Input = Union[str, "os.PathLike[str]", EncodedImage]
 
@@ -127,31 +143,39 @@ class BatchOptions:
             aspect or size in all.
         upscale: enlarge a box smaller than its size (default); False (``--no-upscale``) writes it at its own
             size.
+        fit: thumbnails: ``"crop"``, ``"pad"`` or ``"auto"`` (as :func:`gazecrop.thumbnail`, ``--fit``).
+        background: the padding's fill, ``"blur"`` or a colour (a name, ``"#rrggbb"`` or ``(r, g, b)``).
         strategy: box placement (:data:`gazecrop.STRATEGIES`).
         name: crop file name template, fields ``{stem}``, ``{aspect}``, ``{size}``, ``{ext}`` (as ``gazecrop
             --name``: ``{aspect}`` and ``{size}`` are both ``16x9`` for an aspect, ``320x180`` for a size).
         write_crops: write the cropped images (else records only).
-        format: ``"jpeg"``, ``"png"`` or ``"webp"`` for every crop, or None: the extension in ``name``, else
-            each input's own format (as ``gazecrop --format``; :mod:`gazecrop._output`).
+        format: ``"jpeg"``, ``"png"``, ``"webp"`` or ``"avif"`` (where Pillow can write it) for every crop, or
+            None: the extension in ``name``, else each input's own format (as ``gazecrop --format``;
+            :mod:`gazecrop._output`).
         quality: 1..100 for lossy crops, or None (a JPEG input's own tables, else 90).
         model: a ``.gzw`` file, or None for the bundled model.
+        max_pixels: the largest image accepted, in pixels (None: Pillow's limit; :func:`gazecrop.predict`).
     Raises:
-        ValueError / TypeError: a bad aspect, size, strategy or template; two outputs with the same name tag
-        (``16:9`` and ``16/9``, or ``--size 16x9`` and ``--aspect 16:9``).
+        ValueError / TypeError: a bad aspect, size, strategy, template, format or pixel limit; two outputs with
+        the same name tag (``16:9`` and ``16/9``, or ``--size 16x9`` and ``--aspect 16:9``).
     """
 
     aspects: Optional[Tuple[str, ...]] = None
     sizes: Tuple[str, ...] = ()
     upscale: bool = True
+    fit: str = "crop"
+    background: Union[str, Tuple[int, int, int]] = "blur"
     strategy: str = DEFAULT_STRATEGY
     name: str = "{stem}_{aspect}{ext}"
     write_crops: bool = True
     format: Optional[str] = None
     quality: Optional[int] = None
     model: Optional[str] = None
+    max_pixels: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from ._output import FORMATS
+        from ._image import _check_limit
+        from ._output import check_format
         from .cli import check_name, plan_outputs
 
         for f, what in (("aspects", "aspect ratios, e.g. ('16:9',)"), ("sizes", "sizes, e.g. ('320x180',)")):
@@ -169,11 +193,18 @@ class BatchOptions:
         object.__setattr__(self, "aspects", aspects)
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "upscale", bool(self.upscale))
+        from .api import check_background, check_fit
+
+        check_fit(self.fit)
+        if self.fit != "crop" and not sizes:
+            raise ValueError(f"fit {self.fit!r} applies to thumbnail sizes; give a size")
+        bg = self.background
+        object.__setattr__(self, "background", check_background(tuple(bg) if isinstance(bg, list) else bg))
         object.__setattr__(self, "_outputs", tuple(outputs))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
-        if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; expected one of {sorted(FORMATS)}")
+        check_format(self.format)
+        object.__setattr__(self, "max_pixels", _check_limit(self.max_pixels))
         if self.quality is not None and (isinstance(self.quality, bool) or not 1 <= int(self.quality) <= 100):
             raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
         check_name(self.name, tags, self.pil_format, sizes=True)
@@ -199,6 +230,8 @@ class BatchOptions:
         d = dataclasses.asdict(self)
         d["aspects"] = list(self.aspects)
         d["sizes"] = list(self.sizes)
+        if not isinstance(self.background, str):
+            d["background"] = list(self.background)
         return d
 
 
@@ -232,6 +265,8 @@ def job_key(options: BatchOptions) -> str:
     name, version = model_info(options.model)
     d = options.to_dict()
     d.pop("model")
+    if d["max_pixels"] is None:  # keys of jobs made before the option existed stay valid
+        d.pop("max_pixels")
     blob = json.dumps({"schema": SCHEMA_VERSION, "gazecrop": __version__, "model": [name, version], **d},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -267,7 +302,7 @@ class Cropper:
                    model_version=self.model_version, error=_printable(error))
         return rec
 
-    def _one(self, image: Input, relname: str) -> List[dict]:
+    def _one(self, image: Input, relname: str, regions: Optional[dict] = None) -> List[dict]:
         from ._output import output_name, source_info, write_image
         from .cli import _check_input, predict_input
 
@@ -276,8 +311,10 @@ class Cropper:
             _check_input(source)  # the operating system's reason: missing, a folder, a FIFO, no permission
         opts = self.options
         info = source_info(image) if opts.write_crops else None
-        pred, full = predict_input(image, self.model, info)
-        results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy)
+        regions = regions or {}
+        pred, full = predict_input(image, self.model, info, max_pixels=opts.max_pixels, focal=regions.get("focal"))
+        results = pred.crops([o.aspect for o in opts.outputs], strategy=opts.strategy, keep=regions.get("keep"),
+                             boost=regions.get("boost"))
         outputs: List[str] = []
         if info is not None:
             assert self.crops_dir is not None and full is not None
@@ -292,7 +329,8 @@ class Cropper:
                 if real_source is not None and os.path.realpath(dst) == real_source:
                     raise ValueError(f"refusing to overwrite input file {dst}")
                 try:
-                    write_image(o.cut(full, r.box, opts.upscale), dst, fmt, source=info, quality=opts.quality)
+                    write_image(o.cut(full, r, opts.upscale, opts.fit, opts.background), dst, fmt, source=info,
+                                quality=opts.quality)
                 except OSError as e:  # the system's reason, naming the crop (not the temporary file)
                     raise OSError(e.errno, f"cannot write {dst}: {e.strerror or e}") from e
                 outputs.append(dst)
@@ -311,25 +349,33 @@ class Cropper:
                 "left": int(b.left), "top": int(b.top), "width": int(b.width), "height": int(b.height),
                 "point_x": int(px), "point_y": int(py),
                 "point_x_norm": (px + 0.5) / W, "point_y_norm": (py + 0.5) / H,
-                "score": float(r.score), "keep_whole": bool(r.keep_whole), "advice": r.advice,
+                "score": float(r.score), "keep_whole": bool(r.keep_whole), "advice": r.advice, "kept": r.kept,
+                "fit": None if o.size is None else ("pad" if o.pads(r, opts.fit) else "crop"),
                 "crop_path": None if crop_path is None else _printable(crop_path),
                 "model_name": self.model_name, "model_version": self.model_version, "error": None})
         return records
 
-    def run(self, inputs: Sequence[Input], relnames: Optional[Sequence[str]] = None) -> List[dict]:
+    def run(self, inputs: Sequence[Input], relnames: Optional[Sequence[str]] = None,
+            regions: Optional[Sequence["Optional[dict | str]"]] = None) -> List[dict]:
         """Records for ``inputs`` (see :func:`crop_records`)."""
         inputs = list(inputs)
         if relnames is None:
             relnames = [os.path.basename(i.name if isinstance(i, EncodedImage) else os.fspath(i)) for i in inputs]
         elif len(relnames) != len(inputs):
             raise ValueError(f"{len(relnames)} relative names for {len(inputs)} inputs")
+        regions = [None] * len(inputs) if regions is None else list(regions)
+        if len(regions) != len(inputs):
+            raise ValueError(f"{len(regions)} regions for {len(inputs)} inputs")
         from .cli import _Failure
 
+        from ._image import pillow_limit
+
         out: List[dict] = []
-        for image, rel in zip(inputs, relnames):
+        for image, rel, reg in zip(inputs, relnames, regions):
             source = image.name if isinstance(image, EncodedImage) else os.fspath(image)
             try:
-                out += self._one(image, rel)
+                with pillow_limit(self.options.max_pixels):
+                    out += self._one(image, rel, json.loads(reg) if isinstance(reg, str) and reg else reg or None)
             except Exception as e:  # one bad input never stops the others
                 msg = str(e) or type(e).__name__
                 if not isinstance(e, (OSError, ValueError, _Failure)):
@@ -339,7 +385,8 @@ class Cropper:
 
 
 def crop_records(inputs: Sequence[Input], options: "BatchOptions | dict", *, crops_dir: Optional[str] = None,
-                 relnames: Optional[Sequence[str]] = None) -> List[dict]:
+                 relnames: Optional[Sequence[str]] = None,
+                 regions: Optional[Sequence[Optional[dict]]] = None) -> List[dict]:
     """The engine-neutral unit of work: one record per input per aspect (fields :data:`COLUMNS`), in input
     order, or one record with ``error`` set for an input that cannot be used (missing, unreadable, not an
     image, too large, unwritable crop); never raises for a bad input.
@@ -350,12 +397,15 @@ def crop_records(inputs: Sequence[Input], options: "BatchOptions | dict", *, cro
         options: aspects, strategy, name template, crops on/off, model.
         crops_dir: folder for the crops (when ``options.write_crops``).
         relnames: per input, its relative path (``"a/x.jpg"``) that crop names follow; default its file name.
+        regions: per input, None or ``{"keep": [...], "boost": [...], "focal": (x, y)}`` (any of the keys; as
+            :func:`gazecrop.crops` takes them; or that dict as JSON text): a region outside its image fails
+            that input.
     Returns:
         A list of dicts with the keys of :data:`COLUMNS`.
     Raises:
         ValueError / TypeError: bad options. FileNotFoundError / WeightsFormatError: no usable model.
     """
-    return Cropper(options, crops_dir).run(inputs, relnames)
+    return Cropper(options, crops_dir).run(inputs, relnames, regions)
 
 
 def records_to_columns(records: Sequence[dict]) -> Dict[str, list]:
@@ -422,18 +472,74 @@ def plan_names(sources: Sequence[str], root: Optional[str] = None) -> List[str]:
 def read_manifest(path: str) -> List[str]:
     """Sources listed in a manifest file: one path or URI per line; blank lines and lines starting with ``#``
     are skipped; relative paths are relative to the current folder (as ``find photos > list.txt`` writes them).
+    A ``.csv`` manifest gives its ``path`` column (:func:`read_csv_manifest`).
 
     Raises:
-        OSError: the file cannot be read. ValueError: it is not text.
+        OSError: the file cannot be read. ValueError: it is not text (or not a valid CSV manifest).
     """
+    if path.lower().endswith(".csv"):
+        return [s for s, _ in read_csv_manifest(path)]
+    lines = _manifest_text(path).splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _manifest_text(path: str) -> str:
     from ._files import open_regular
 
     with open_regular(path) as f:  # a FIFO or a device is refused, not read forever
         data = f.read()
     if b"\0" in data:
         raise ValueError(f"{path}: not a text manifest (one path or URI per line)")
-    lines = os.fsdecode(data).splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return os.fsdecode(data)
+
+
+MANIFEST_COLUMNS = ("path", "keep", "boost", "focal")
+"""Columns of a CSV manifest: ``path`` (required), and per image, all optional and empty for none: ``keep``
+(``L,T,W,H``, several separated by ``;``), ``boost`` (``L,T,W,H,WEIGHT``, several by ``;``), ``focal`` (``X,Y``),
+as ``gazecrop --keep / --boost / --focal`` take them (pixels of the image as displayed)."""
+
+
+def read_csv_manifest(path: str) -> List[Tuple[str, Optional[dict]]]:
+    """``(source, regions)`` per row of a CSV manifest (:data:`MANIFEST_COLUMNS`, a header row first; cells
+    with commas quoted, as spreadsheets write them): ``regions`` is None or the checked dict
+    ``{"keep": [...], "boost": [...], "focal": [x, y] or None}`` (JSON-ready) for :func:`crop_records`.
+
+    Raises:
+        OSError: the file cannot be read. ValueError: no ``path`` column, an unknown column, or a cell that
+        does not parse (the message names the line).
+    """
+    import csv
+    import io
+
+    from .cli import parse_regions
+
+    rows = csv.reader(io.StringIO(_manifest_text(path)))
+    header = [h.strip().lower() for h in next(rows, [])]
+    unknown = [h for h in header if h not in MANIFEST_COLUMNS]
+    if "path" not in header or unknown or len(set(header)) != len(header):
+        raise ValueError(f"{path}: a CSV manifest needs a header row with a 'path' column and optional "
+                         f"{', '.join(repr(c) for c in MANIFEST_COLUMNS[1:])} (each once), got {header}")
+    out: List[Tuple[str, Optional[dict]]] = []
+    for row in rows:
+        cells = dict(zip(header, (c.strip() for c in row)))
+        line = rows.line_num
+        if not cells.get("path") or cells["path"].startswith("#"):
+            if any(v for k, v in cells.items() if k != "path") and not cells.get("path"):
+                raise ValueError(f"{path}, line {line}: regions without a path")
+            continue
+        if len(row) > len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} cells for {len(header)} columns (quote cells "
+                             f"with commas: \"10,20,300,200\")")
+        regions = None
+        if any(cells.get(k) for k in MANIFEST_COLUMNS[1:]):
+            try:
+                r = parse_regions([cells.get("keep", "")], [cells.get("boost", "")], cells.get("focal") or None)
+            except ValueError as e:
+                raise ValueError(f"{path}, line {line}: {e}") from None
+            regions = {"keep": [list(k) for k in r["keep"]], "boost": [[list(b), w] for b, w in r["boost"]],
+                       "focal": None if r["focal"] is None else list(r["focal"])}
+        out.append((cells["path"], regions))
+    return out
 
 
 class Expanded(NamedTuple):
@@ -479,6 +585,24 @@ def expand_inputs(inputs: Sequence[str], recursive: bool = True) -> Expanded:
     return Expanded(unique, root, errors)
 
 
+def manifest_regions(inputs: Sequence[str]) -> Dict[str, dict]:
+    """Source -> its regions, from the CSV manifests among ``inputs`` (:func:`read_csv_manifest`; the first
+    row of a source repeated wins, as :func:`expand_inputs` keeps its first occurrence).
+
+    Raises:
+        OSError / ValueError: as :func:`read_csv_manifest`.
+    """
+    regions: Dict[str, dict] = {}
+    seen = set()
+    for item in inputs:
+        if not _is_uri(item) and os.path.isfile(item) and item.lower().endswith(".csv"):
+            for s, r in read_csv_manifest(item):
+                if s not in seen and r is not None:
+                    regions[s] = r
+                seen.add(s)
+    return regions
+
+
 # ------------------------------------------------------------------------------------------------ the job
 
 @dataclass
@@ -504,11 +628,13 @@ class JobSummary:
 
 
 class _Part:
-    def __init__(self, index: int, sources: List[str], relnames: List[str]) -> None:
-        self.index, self.sources, self.relnames = index, sources, relnames
+    def __init__(self, index: int, sources: List[str], relnames: List[str], regions: List[str]) -> None:
+        self.index, self.sources, self.relnames, self.regions = index, sources, relnames, regions
         h = hashlib.sha256()
-        for s, r in zip(sources, relnames):
+        for s, r, g in zip(sources, relnames, regions):  # a changed region redoes its chunk
             h.update(s.encode("utf-8", "surrogateescape") + b"\0" + r.encode("utf-8", "surrogateescape") + b"\0")
+            if g:
+                h.update(g.encode() + b"\0")
         self.digest = h.hexdigest()[:32]
         self.records: Dict[str, List[dict]] = {}
 
@@ -561,11 +687,13 @@ def _write_part(path: str, part: _Part, key: str, n_aspects: int) -> List[Tuple[
     return [(r["source"], r["error"]) for r in records if r["error"] is not None]
 
 
-Executor = Callable[[List[Tuple[str, str]], BatchOptions, str, Optional[int], Optional[str]], Iterator[List[dict]]]
+Executor = Callable[[List[Tuple[str, str, str]], BatchOptions, str, Optional[int], Optional[str]],
+                    Iterator[List[dict]]]
+"""An engine: tasks ``(source, relname, regions as JSON text or "")`` -> batches of records."""
 
 
-def _local_executor(tasks: List[Tuple[str, str]], options: BatchOptions, crops_dir: str, jobs: Optional[int],
-                    address: Optional[str]) -> Iterator[List[dict]]:
+def _local_executor(tasks: List[Tuple[str, str, str]], options: BatchOptions, crops_dir: str,
+                    jobs: Optional[int], address: Optional[str]) -> Iterator[List[dict]]:
     """This process, ``jobs`` threads (the native core releases the GIL), one shared model."""
     if address:
         raise ValueError("--address is for --engine ray or dask")
@@ -580,7 +708,7 @@ def _local_executor(tasks: List[Tuple[str, str]], options: BatchOptions, crops_d
                     task = next(it, None)
                     if task is None:
                         break
-                    pending.add(pool.submit(cropper.run, [task[0]], [task[1]]))
+                    pending.add(pool.submit(cropper.run, [task[0]], [task[1]], [task[2]]))
                 if not pending:
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -607,20 +735,100 @@ def _executor(engine: str) -> Executor:
 
 @contextlib.contextmanager
 def _job_lock(out: str) -> Iterator[None]:
-    """One job at a time per output folder (a file system without locks: no check)."""
+    """One job at a time per output folder: an exclusive ``flock`` on ``OUT/.gazecrop-batch.lock``, which is
+    removed (while still locked) when the job ends, so a finished job leaves no lock file. A job that locks a
+    file another job has just removed (it opened the name before the removal) sees that the name no longer
+    leads to its file and starts again with a new one, so two jobs never both hold the lock. A file system
+    without locks: no check.
+
+    Raises:
+        RuntimeError: another job holds the lock.
+    """
     import errno
     import fcntl
 
-    fd = os.open(os.path.join(out, ".gazecrop-batch.lock"), os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    path = os.path.join(out, LOCK_NAME)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
                 raise RuntimeError(f"another gazecrop-batch job is writing to {out}") from None
+            locked = False  # no locks here (ENOLCK): run unchecked, as before
+        try:
+            st, now = os.fstat(fd), os.stat(path)
+            current = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+        except FileNotFoundError:
+            current = False
+        if current or not locked:
+            break
+        os.close(fd)  # the job that held this file removed it: lock the file now at that name
+    try:
         yield
     finally:
+        if locked:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # still holding the lock: a job waiting on this file will retry
         os.close(fd)
+
+
+def _progress_file(folder: str, key: str, source: str, relname: str, regions: str) -> str:
+    h = hashlib.sha256("\0".join((key, source, relname, regions)).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(folder, h[:40] + ".json")
+
+
+def _keep_finished(folder: str, key: str, source: str, relname: str, regions: str, records: List[dict]) -> None:
+    """Keep one finished image's records until its chunk's table file is written (atomically). ``regions``:
+    its regions as JSON text ("" without), so that records of other regions are never taken back."""
+    os.makedirs(folder, exist_ok=True)
+    _write_named(_progress_file(folder, key, source, relname, regions), json.dumps(
+        {"job_key": key, "source": _printable(source), "relname": _printable(relname), "regions": regions,
+         "records": records},
+        default=lambda v: v.item()).encode())  # numpy scalars from an engine's batches as Python numbers
+
+
+def _finished(folder: str, key: str, source: str, relname: str, regions: str, out: str) -> Optional[List[dict]]:
+    """The records an interrupted run of this job kept for an image with these regions, when they are there
+    and its crops exist, else None."""
+    try:
+        with open(_progress_file(folder, key, source, relname, regions), "rb") as f:
+            d = json.loads(f.read())
+        if d["job_key"] != key or d["source"] != _printable(source) or d["relname"] != _printable(relname) or \
+                d["regions"] != regions:
+            return None
+        records = [{c: r[c] for c in COLUMN_NAMES} for r in d["records"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not records or any(r["crop_path"] is not None and not os.path.isfile(os.path.join(out, r["crop_path"]))
+                          for r in records):
+        return None
+    return records
+
+
+def _forget(folder: str, key: str, part: "_Part") -> None:
+    """Remove the kept records of a chunk whose table file is written."""
+    for s, r, g in zip(part.sources, part.relnames, part.regions):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_progress_file(folder, key, s, r, g))
+
+
+def _clear_progress(folder: str) -> None:
+    """Remove the folder of kept records (the job is complete, or recomputes everything)."""
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            with contextlib.suppress(OSError):  # (nothing else is ever written there)
+                os.unlink(os.path.join(folder, f))
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _complete(part: "_Part", n_aspects: int) -> bool:
+    """Every input of the chunk has all its records (or its failure record)."""
+    return len(part.records) == len(part.sources) and all(
+        len(v) == n_aspects or v[0]["error"] is not None for v in part.records.values())
 
 
 def _clean_stale(folder: str) -> None:
@@ -633,7 +841,8 @@ def _clean_stale(folder: str) -> None:
 def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: str = "local",
             jobs: Optional[int] = None, address: Optional[str] = None, chunk_size: int = DEFAULT_CHUNK,
             overwrite: bool = False, root: Optional[str] = None,
-            progress: Optional[Callable[[int, int, int], None]] = None) -> JobSummary:
+            progress: Optional[Callable[[int, int, int], None]] = None,
+            regions: Optional[Dict[str, dict]] = None) -> JobSummary:
     """Crop every input into ``out`` (layout, resume and atomicity rules in the module docstring).
 
     Args:
@@ -643,10 +852,14 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
         jobs: local: threads; ray / dask without ``address``: workers of the local cluster started
             (default: the CPU count); with ``address``: Ray actors / ignored for Dask (all workers).
         address: Ray (``ray://host:10001``, ``auto``) or Dask (``tcp://host:8786``) cluster to use.
-        chunk_size: inputs per table file (the unit of resumption).
+        chunk_size: inputs per table file (a resumed job skips finished chunks by their table file, and the
+            finished images of the other chunks by the records kept for them).
         overwrite: recompute everything, ignoring finished table files.
         root: folder or URI prefix crop names are relative to (default: see :func:`plan_names`).
         progress: ``progress(done, total, failed)`` after each input of this run.
+        regions: source -> its regions (``{"keep": ..., "boost": ..., "focal": ...}``, JSON-ready, as
+            :func:`read_csv_manifest` gives them); they are part of their chunk's resume key, so a changed
+            region redoes that chunk.
     Returns:
         :class:`JobSummary`.
     Raises:
@@ -667,16 +880,21 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
     umask()
     key = job_key(options)
     summary = JobSummary(inputs=len(sources), table=table_dir)
+    progress_dir = os.path.join(out, PROGRESS_DIR)
     with _job_lock(out):
         _clean_stale(table_dir)
         _clean_stale(crops_dir)
+        _clean_stale(progress_dir)
+        if overwrite:
+            _clear_progress(progress_dir)
         name, version = model_info(options.model)
         _write_named(os.path.join(out, "job.json"), json.dumps(
             {"schema_version": SCHEMA_VERSION, "job_key": key, "gazecrop": __version__, "model_name": name,
              "model_version": version, "inputs": len(sources), "chunk_size": chunk_size,
              "options": options.to_dict()}, indent=1).encode())
-        parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size])
-                 for i in range(0, len(sources), chunk_size)]
+        texts = [json.dumps((regions or {})[s], sort_keys=True) if s in (regions or {}) else "" for s in sources]
+        parts = [_Part(i // chunk_size, sources[i:i + chunk_size], relnames[i:i + chunk_size],
+                       texts[i:i + chunk_size]) for i in range(0, len(sources), chunk_size)]
         wanted = {p.filename for p in parts}
         for f in os.listdir(table_dir):  # table files of another input list: not part of this table
             if f.startswith("part-") and f.endswith(".parquet") and f not in wanted:
@@ -689,12 +907,21 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
             else:
                 summary.skipped += len(p.sources)
                 summary.failed += done
-        owner: Dict[str, _Part] = {}
-        for p in todo:
-            for s in p.sources:
-                owner[_printable(s)] = p
-        tasks = [(s, r) for p in todo for s, r in zip(p.sources, p.relnames)]
         n_aspects = len(options.outputs)  # records per input
+        owner: Dict[str, Tuple[_Part, str, str, str]] = {}
+        for p in todo:
+            for s, rel, g in zip(p.sources, p.relnames, p.regions):
+                owner[_printable(s)] = (p, s, rel, g)
+                kept = _finished(progress_dir, key, s, rel, g, out)  # finished before an interruption
+                if kept is not None:
+                    p.records[_printable(s)] = kept
+                    summary.skipped += 1
+            if _complete(p, n_aspects):
+                summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key, n_aspects)
+                _forget(progress_dir, key, p)
+                p.records.clear()
+        tasks = [(s, r, g) for p in todo for s, r, g in zip(p.sources, p.relnames, p.regions)
+                 if _printable(s) not in p.records]
         total, done_n, failed_n = len(tasks), 0, 0
         first = True
         if tasks:
@@ -702,7 +929,7 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                 if first:
                     summary.startup_s, first = time.perf_counter() - t0, False
                 for r in records:
-                    p = owner[r["source"]]
+                    p, source, relname, reg = owner[r["source"]]
                     got = p.records.setdefault(r["source"], [])
                     got.append(r)
                     if r["error"] is not None or len(got) == n_aspects:
@@ -710,16 +937,19 @@ def run_job(inputs: Sequence[str], out: str, options: BatchOptions, *, engine: s
                             raise RuntimeError(f"inconsistent records for {r['source']}")
                         done_n += 1
                         failed_n += r["error"] is not None
-                        if progress is not None:
-                            progress(done_n, total, failed_n)
-                        if len(p.records) == len(p.sources) and all(
-                                len(v) == n_aspects or v[0]["error"] is not None for v in p.records.values()):
+                        if _complete(p, n_aspects):
                             summary.failed += _write_part(os.path.join(table_dir, p.filename), p, key,
                                                           n_aspects)
+                            _forget(progress_dir, key, p)
                             p.records.clear()
+                        else:  # kept until its chunk is written: an interruption loses only images in flight
+                            _keep_finished(progress_dir, key, source, relname, reg, got)
+                        if progress is not None:  # reported once kept
+                            progress(done_n, total, failed_n)
             if done_n != total:
                 raise RuntimeError(f"the engine returned records for {done_n} of {total} inputs")
         summary.processed = done_n
+        _clear_progress(progress_dir)
     order = {_printable(s): i for i, s in enumerate(sources)}
     summary.failed.sort(key=lambda f: order.get(f[0], 0))
     summary.seconds = time.perf_counter() - t0
@@ -746,6 +976,8 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
     if not found.sources:
         raise ValueError("no input images found" + "".join(f"; {e}" for e in found.errors))
     job_kw.setdefault("root", found.root)
+    job_kw.setdefault("regions", manifest_regions([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike))
+                                                  else list(inputs)))
     summary = run_job(found.sources, out, opts, engine=engine, jobs=jobs, address=address, **job_kw)
     summary.input_errors = list(found.errors)
     return summary
@@ -755,16 +987,18 @@ def run_engine(engine: str, inputs: "Union[str, Sequence[str]]", out: str, *,
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from ._output import FORMATS
-    from .cli import DEFAULT_NAME, _quality_arg, add_size_arguments
+    from .cli import _quality_arg, add_input_arguments, add_size_arguments, check_fit_arguments
 
     p = argparse.ArgumentParser(
         prog="gazecrop-batch",
         description="Crops for many stored images, on this machine, Ray or Dask: a Parquet table of one record "
                     "per image and aspect (box, salient point, score, advice, error) and the cropped images. "
-                    "Run it again to finish an interrupted job; finished work is skipped.")
+                    "Run it again to finish an interrupted job: finished images are kept and skipped.")
     p.add_argument("inputs", nargs="+", metavar="MANIFEST_OR_FOLDER",
                    help="folders (image files in them and their sub-folders), manifest files (one path or URI "
-                        "per line), image files or URIs")
+                        "per line; or a .csv with columns path, keep, boost, focal: per-image regions as gazecrop's "
+                        "--keep L,T,W,H, --boost L,T,W,H,WEIGHT, --focal X,Y, several in a cell separated by ;), "
+                        "image files or URIs")
     p.add_argument("--version", action="version", version=f"gazecrop {__version__}")
     p.add_argument("-a", "--aspect", action="append", metavar="W:H",
                    help="aspect ratio width:height (16:9) or a number (1.78); repeatable; default 1:1 "
@@ -778,25 +1012,25 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    "(tcp://host:8786); default: start a local one with --jobs workers")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="threads (local) or local-cluster workers (ray, dask); default: the CPU count")
-    p.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
+    p.add_argument("--name", default=BatchOptions.name, metavar="TEMPLATE",
                    help="crop file name: {stem}, {aspect}, {size}, {ext}, as in gazecrop (320x180 for --size "
-                        "320x180); default %(default)s")
+                        "320x180), in crops/ under the input's relative folder; default %(default)s")
     p.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="format of the crops (default: the extension written in --name, else each input's "
-                        "real format); the file extension always matches")
+                        "real format); the file extension always matches; avif where Pillow can write it")
     p.add_argument("--quality", type=_quality_arg, default=None, metavar="Q",
-                   help="quality 1..100 of JPEG / WebP crops (default: a JPEG input's own tables, else 90)")
+                   help="quality 1..100 of JPEG / WebP / AVIF crops (default: a JPEG input's own tables, else 90)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help=f"how boxes are placed (default {DEFAULT_STRATEGY})")
     p.add_argument("--model", metavar="PATH", help="a .gzw model file (default: the bundled model)")
     p.add_argument("--no-crops", action="store_true", help="write the table only")
     p.add_argument("--overwrite", action="store_true", help="recompute everything, even finished table files")
-    p.add_argument("--no-recursive", dest="recursive", action="store_false",
-                   help="take only the image files directly in folder inputs")
+    add_input_arguments(p)
     p.add_argument("--root", metavar="DIR", help="folder (or URI prefix) crop names are relative to "
                    "(default: the folder given, or the folder common to a manifest's entries)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, metavar="N",
-                   help="inputs per table file, the unit a resumed job skips (default %(default)s)")
+                   help="inputs per Parquet table file (default %(default)s); a resumed job skips finished table "
+                        "files and, whatever the chunk size, the images of unfinished ones already done")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="show a progress bar on stderr (default: only when stderr is a terminal)")
@@ -809,10 +1043,11 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.out == "":  # --out "$DEST" with DEST unset: never the current folder by accident
         p.error("--out needs a folder name, got an empty string")
     try:
+        check_fit_arguments(args)
         args.options = BatchOptions(aspects=args.aspect, sizes=tuple(args.size or ()), upscale=not args.no_upscale,
-                                    strategy=args.strategy, name=args.name,
+                                    fit=args.fit, background=args.background, strategy=args.strategy, name=args.name,
                                     write_crops=not args.no_crops, format=args.format, quality=args.quality,
-                                    model=args.model)
+                                    model=args.model, max_pixels=args.max_pixels)
     except (ValueError, TypeError) as e:
         p.error(str(e))
     return args
@@ -855,6 +1090,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
     _atomic.allow_writes()
     try:
         found = expand_inputs(args.inputs, args.recursive)
+        regions = manifest_regions(args.inputs)
     except (OSError, ValueError) as e:
         term.err(f"gazecrop-batch: {e}")
         return 2
@@ -872,7 +1108,7 @@ def _main(argv: Optional[Sequence[str]], term) -> int:
     try:
         summary = run_job(found.sources, args.out, args.options, engine=args.engine, jobs=args.jobs,
                           address=args.address, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                          root=args.root or found.root, progress=progress)
+                          root=args.root or found.root, progress=progress, regions=regions)
     except ImportError as e:
         extra = args.engine if args.engine != "local" else "batch"
         term.err(f"gazecrop-batch: {e}; install it with: pip install \"gazecrop[{extra}]\"")

@@ -49,6 +49,14 @@ them keeps at least :data:`CLOSE_RATIO` of the chosen box's mass (two subjects o
 one box cannot hold together): the box is still the chosen one, and ``candidates`` lists the alternatives
 with their scores.
 
+User control (every strategy, :func:`choose_crop`): ``keep`` boxes the crop must contain (the placement runs
+only over the positions holding the most of their area: all of it whenever a box of that size can;
+``CropResult.kept`` says how much was held), ``boost`` boxes added to the density (smartcrop.js' boost:
+weight 1 adds the whole map's mass again, spread evenly over the box; then renormalised; the masses stay
+exact: a uniform box's share of any box is the overlap's area over its own), and a manual ``focal`` point
+(thumbor's and imgproxy's) that replaces the map by a narrow one around it (:func:`focal_log_density`).
+``CropResult.pad`` says when padding the whole image is better than the crop (``fit="auto"``).
+
 The salient point as an anchor follows Twitter 2018 (above) and libvips ``smartcrop`` with
 ``VIPS_INTERESTING_ATTENTION`` (``libvips/conversion/smartcrop.c``), which likewise scores a small proxy,
 maps back to full size, clamps the box into the image and always returns that point. The rule, its
@@ -78,7 +86,8 @@ __all__ = [
     "ASPECT_TOLERANCE", "MASS_ADVICE", "TIE_TOLERANCE", "ANCHOR_MARGIN", "OBJECT_LEVEL", "OBJECT_YIELD",
     "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "DISTINCT_SHIFT", "Candidate", "Zoom", "ZOOM_DEFAULT",
     "check_zoom", "check_options",
-    "cut_through", "object_box", "MAX_POSITIONS",
+    "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
+    "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -133,6 +142,20 @@ centre crop and is worse than the centre crop at 9:16."""
 MAX_POSITIONS = 1 << 12
 """Above this many positions (a box smaller than the image on both axes, i.e. ``zoom``) the search runs on
 a coarse mirror-symmetric grid of positions, then on every position within one coarse step of its best."""
+
+
+HEAD_YIELD = 0.98
+"""The head rule (``heads``): heads are spared when that keeps at least this share of the best box's mass."""
+
+HEAD_UP, HEAD_DOWN = 0.5, 0.1
+"""A head (:func:`head_box`) is the face box grown up by half its height (hair) and down by a tenth (chin)."""
+
+FOCAL_SIGMA = 0.02
+"""``focal``: the narrow map's standard deviation as a share of the image's long side (the box of the
+``"mass"`` rule holds the whole bump wherever it can, centred on the point)."""
+
+FOCAL_GRID = 128
+"""``focal``: cells of the narrow map's grid on the image's long side (2.56 cells per standard deviation)."""
 
 
 class Zoom(NamedTuple):
@@ -202,9 +225,11 @@ class CropResult:
         score: share of the saliency mass inside the box, in [0, 1].
         peaks: distinct salient points, strongest first, after non-maximum suppression (``peaks[0]`` is the
             salient point).
-        keep_whole: True when cropping is not worth it: the aspect is within :data:`ASPECT_TOLERANCE` of the
-            image's, or the box already keeps at least :data:`MASS_ADVICE` of the mass.
-        advice: why ``keep_whole`` is True (None when False).
+        keep_whole: True when the crop is optional (the whole image would do as well; nothing is lost by
+            cropping either): the aspect is within :data:`ASPECT_TOLERANCE` of the image's, or the box keeps at
+            least :data:`MASS_ADVICE` of the mass.
+        advice: why ``keep_whole`` is True, for people ("keeps 99.2% of what people look at"; None when
+            False); the CLI prints it after "crop optional:".
         strategy: the strategy that placed the box.
         close: True when the best distinct box (module docstring: IoU below :data:`DISTINCT_IOU`, less
             than :data:`CLOSE_SHARED` of its mass shared) keeps at least :data:`CLOSE_RATIO` of this box's
@@ -218,6 +243,12 @@ class CropResult:
         cut: how much the box cuts through what is salient (:func:`cut_through`): the highest density on its
             edges inside the image relative to the density's maximum, in [0, 1].
         scale: the box's long side relative to the largest box of the aspect (1.0 unless ``zoom``).
+        kept: with ``keep`` regions, the share of their area (their union's) inside the box, in [0, 1]: 1.0
+            when the box holds them all, less when no box of this size can (the box then holds as much of
+            them as any can); None without ``keep``.
+        pad: True when showing the whole image padded is better than this crop (what ``fit="auto"`` of
+            :func:`gazecrop.thumbnail` does): the choice is ``close``, the aspect is within
+            :data:`ASPECT_TOLERANCE` of the image's, or the box cannot hold all the ``keep`` regions.
     """
 
     aspect: float
@@ -233,6 +264,8 @@ class CropResult:
     clamped: bool = False
     cut: float = 0.0
     scale: float = 1.0
+    kept: Optional[float] = None
+    pad: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready dict (lists for tuples; ``candidates`` as ``[{"box": [...], "score": s}, ...]``)."""
@@ -240,7 +273,7 @@ class CropResult:
                 "score": self.score, "peaks": [[p.x, p.y, p.strength] for p in self.peaks],
                 "keep_whole": self.keep_whole, "advice": self.advice, "strategy": self.strategy,
                 "close": self.close, "candidates": [{"box": list(c.box), "score": c.score} for c in self.candidates],
-                "clamped": self.clamped, "cut": self.cut, "scale": self.scale}
+                "clamped": self.clamped, "cut": self.cut, "scale": self.scale, "kept": self.kept, "pad": self.pad}
 
 
 # --------------------------------------------------------------------------------------------- aspect ratios
@@ -394,7 +427,8 @@ def _check_size(size: Sequence[int]) -> Tuple[int, int]:
 class _Density:
     """The grid density and the separable summed-area table of its pixel-resolution upsampling."""
 
-    def __init__(self, log_density: np.ndarray, size: Sequence[int]) -> None:
+    def __init__(self, log_density: np.ndarray, size: Sequence[int],
+                 boost: Sequence[Tuple["CropBox", float]] = ()) -> None:
         ld = np.asarray(log_density, dtype=np.float64)
         if ld.ndim != 2 or ld.shape[0] < 1 or ld.shape[1] < 1:
             raise ValueError(f"log_density must be a 2-D (h, w) grid, got shape {ld.shape}")
@@ -412,7 +446,9 @@ class _Density:
         self._prefix: dict = {}  # 1-D prefix sums of pixel masses, per band (not shared)
         self._tables[("full", 0)] = _axis_weights(self.iy, h)
         self._tables[("full", 1)] = _axis_weights(self.ix, w)
-        self.total = float(self._tables[("full", 0)] @ self.d @ self._tables[("full", 1)])
+        # boosts as (left, top, right, bottom, weight): each adds weight x the map's own mass, spread evenly
+        self.boost = tuple((b.left, b.top, b.right, b.bottom, float(w)) for b, w in boost)
+        self._set_total(float(self._tables[("full", 0)] @ self.d @ self._tables[("full", 1)]))
         self._point: Optional[Tuple[int, int]] = None
         self._cell: Optional[Tuple[float, float]] = None
         self._mirror: Optional["_Density"] = None
@@ -424,12 +460,28 @@ class _Density:
             m = object.__new__(_Density)
             m.__dict__.update(self.__dict__)
             m.d = np.ascontiguousarray(self.d[:, ::-1])
-            m.total = float(self._tables[("full", 0)] @ m.d @ self._tables[("full", 1)])
+            m.boost = tuple((self.W - r, t, self.W - l, b, w) for l, t, r, b, w in self.boost)
+            m._set_total(float(self._tables[("full", 0)] @ m.d @ self._tables[("full", 1)]))
             m._point = m._cell = m._object = None
             m._prefix = {}
             m._mirror = self
             self._mirror = m
         return self._mirror
+
+    def _set_total(self, raw: float) -> None:
+        """``raw`` is the map's own mass (unnormalised); :attr:`total` adds the boosts' (weight x raw each)."""
+        self.raw_total = raw
+        self.total = raw + sum(w * raw for *_, w in self.boost) if self.boost else raw
+
+    def boost_mass(self, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+        """Unnormalised boost mass inside the boxes rows ``[r0, r1)`` x columns ``[c0, c1)``: float64
+        ``(len(r0), len(c0))`` for int arrays of row bounds and column bounds (0 without boosts)."""
+        out = np.zeros((len(r0), len(c0)))
+        for left, top, right, bottom, w in self.boost:
+            oy = np.clip(np.minimum(r1, bottom) - np.maximum(r0, top), 0, None)
+            ox = np.clip(np.minimum(c1, right) - np.maximum(c0, left), 0, None)
+            out += (w * self.raw_total / ((right - left) * (bottom - top))) * np.outer(oy, ox)
+        return out
 
     def sym_mass(self, tops: np.ndarray, lefts: np.ndarray, bh: int, bw: int) -> np.ndarray:
         """:meth:`mass` averaged with the mirror image's mass of the mirrored boxes: exactly (bit for bit)
@@ -466,7 +518,12 @@ class _Density:
         wy, wx = self._range(0, box.top, box.height), self._range(1, box.left, box.width)
         m = self.mirror()
         wxm = m._range(1, self.W - box.left - box.width, box.width)
-        return 0.5 * (float(wy @ self.d @ wx) / self.total + float(wy @ m.d @ wxm) / m.total)
+        a, b = float(wy @ self.d @ wx), float(wy @ m.d @ wxm)
+        if self.boost:
+            r0, r1 = np.array([box.top]), np.array([box.bottom])
+            a += float(self.boost_mass(r0, r1, np.array([box.left]), np.array([box.right]))[0, 0])
+            b += float(m.boost_mass(r0, r1, np.array([self.W - box.right]), np.array([self.W - box.left]))[0, 0])
+        return 0.5 * (a / self.total + b / m.total)
 
     def cum(self, axis: int) -> np.ndarray:
         """(n_image + 1, n_grid) cumulative interpolation weights along ``axis`` (:func:`_cumulative`),
@@ -503,9 +560,15 @@ class _Density:
             one_row = len(tops) == 1
             p = self.prefix(one_row, int(tops[0]), bh) if one_row else self.prefix(one_row, int(lefts[0]), bw)
             s, n = (lefts, bw) if one_row else (tops, bh)
+            if self.boost:
+                m = (p[s + n] - p[s]).reshape((1, -1) if one_row else (-1, 1))
+                return (m + self.boost_mass(tops, tops + bh, lefts, lefts + bw)) / self.total
             m = (p[s + n] - p[s]) / self.total
             return m[None, :] if one_row else m[:, None]
-        return (self._band(0, tops, bh) @ self.d @ self._band(1, lefts, bw).T) / self.total
+        raw = self._band(0, tops, bh) @ self.d @ self._band(1, lefts, bw).T
+        if self.boost:
+            raw += self.boost_mass(tops, tops + bh, lefts, lefts + bw)
+        return raw / self.total
 
     def cell(self) -> Tuple[float, float]:
         """(row, col) of the grid maximum; near-ties (relative 1e-6) go to the cell nearest the grid centre,
@@ -676,25 +739,37 @@ class _Search:
     """One box size: the placement rule of ``"mass"`` over a set of positions (module docstring)."""
 
     def __init__(self, dens: _Density, bw: int, bh: int, tops: np.ndarray, lefts: np.ndarray,
-                 object_yield: Optional[float]) -> None:
+                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+                 heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> None:
         self.dens, self.bw, self.bh = dens, bw, bh
         W, H = dens.W, dens.H
         self.tops, self.lefts = tops, lefts
         J = dens.sym_mass(tops, lefts, bh, bw)  # (nt, nl), exactly mirror-symmetric
         T, L = tops[:, None], lefts[None, :]
         allowed = np.ones(J.shape, bool)
+        self.keep_area = None
+        if keep:  # only the positions holding the most of the keep regions' area (all of it when it fits)
+            self.keep_area = _keep_area(keep, tops, lefts, bh, bw)
+            allowed = self.keep_area == self.keep_area.max()
         chosen = allowed
         (xa, xb), (ya, yb) = dens.object_box()
         self.object_fits = xb - xa + 1 <= bw and yb - ya + 1 <= bh
         if object_yield is not None and self.object_fits:
             whole = (L <= xa) & (L + bw - 1 >= xb) & (T <= ya) & (T + bh - 1 >= yb)
             overlap = (L <= xb) & (L + bw - 1 >= xa) & (T <= yb) & (T + bh - 1 >= ya)
-            allowed = ~overlap | whole  # never cut through the object: hold it whole or leave it out
+            rule = ~overlap | whole  # never cut through the object: hold it whole or leave it out
+            if keep:  # the keep regions come first: the rule applies when it can together with them
+                whole &= allowed
+                rule = rule & allowed if (rule & allowed).any() else allowed
+            allowed = rule
             chosen = allowed
             if whole.any():
                 m_in, m_all = float(J[whole].max()), float(J[allowed].max())
                 if m_all <= (1.0 + object_yield) * m_in:  # (1 + inf) * m_in = inf: never yields
                     chosen = whole
+        if heads:  # no edge through a head (:func:`_head_safe`)
+            safe = _head_safe(heads, J, chosen, T, L, bh, bw)
+            chosen, allowed = chosen & safe, allowed & safe
         self.J, self.allowed = J, allowed
         fx, fy = dens.focus()
         cxb, cyb = L + bw / 2, T + bh / 2  # box centres (edge coordinates; halves are exact)
@@ -727,16 +802,28 @@ class _Search:
         c0, c1 = np.maximum(L, b.left), np.minimum(L + self.bw, b.right)
         r1, c1 = np.maximum(r0, r1), np.maximum(c0, c1)  # empty intersections: zero weights
         m, W = dens.mirror(), dens.W
+        if dens.boost:  # the boosts' share of each intersection, for the map and its mirror image
+            ba, bb = dens.boost_mass(r0, r1, c0, c1), m.boost_mass(r0, r1, W - c1, W - c0)
         if len(T) == 1 and T[0] == b.top:  # one band of rows (the largest box): 1-D prefix sums
             p, q = dens.prefix(True, b.top, self.bh), m.prefix(True, b.top, self.bh)
-            shared = 0.5 * ((p[c1] - p[c0]) / dens.total + (q[W - c0] - q[W - c1]) / m.total)[None, :]
+            if dens.boost:
+                shared = 0.5 * ((p[c1] - p[c0] + ba) / dens.total + (q[W - c0] - q[W - c1] + bb) / m.total)
+            else:
+                shared = 0.5 * ((p[c1] - p[c0]) / dens.total + (q[W - c0] - q[W - c1]) / m.total)[None, :]
         elif len(L) == 1 and L[0] == b.left:
             p, q = dens.prefix(False, b.left, self.bw), m.prefix(False, W - b.right, self.bw)
-            shared = 0.5 * ((p[r1] - p[r0]) / dens.total + (q[r1] - q[r0]) / m.total)[:, None]
+            if dens.boost:
+                shared = 0.5 * (((p[r1] - p[r0])[:, None] + ba) / dens.total
+                                + ((q[r1] - q[r0])[:, None] + bb) / m.total)
+            else:
+                shared = 0.5 * ((p[r1] - p[r0]) / dens.total + (q[r1] - q[r0]) / m.total)[:, None]
         else:
             A = dens.cum(0)[r1] - dens.cum(0)[r0]  # (nt, h)
-            shared = 0.5 * ((A @ dens.d @ (dens.cum(1)[c1] - dens.cum(1)[c0]).T) / dens.total
-                            + (A @ m.d @ (m.cum(1)[W - c0] - m.cum(1)[W - c1]).T) / m.total)
+            a = A @ dens.d @ (dens.cum(1)[c1] - dens.cum(1)[c0]).T
+            b2 = A @ m.d @ (m.cum(1)[W - c0] - m.cum(1)[W - c1]).T
+            if dens.boost:
+                a, b2 = a + ba, b2 + bb
+            shared = 0.5 * (a / dens.total + b2 / m.total)
         apart = ((np.abs(self.L - b.left) >= DISTINCT_SHIFT * dens.W)
                  | (np.abs(self.T - b.top) >= DISTINCT_SHIFT * dens.H))
         return (_iou(self.T, self.L, b) < DISTINCT_IOU) & (shared < CLOSE_SHARED * self.J) & apart
@@ -757,29 +844,96 @@ class _Search:
 
 
 def _mass_search(dens: _Density, bw: int, bh: int, margin: Optional[float],
-                 object_yield: Optional[float]) -> Tuple[_Search, CropBox, float]:
+                 object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+                 heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> Tuple[_Search, CropBox, float]:
     """The search (for candidates) and the chosen box with its score (the search's own mirror-averaged
     share, so that mirrored maps give the same bits)."""
     W, H = dens.W, dens.H
     if margin is not None:  # the salient-point anchor (the rule before the object rule)
         px, py = dens.point()
         tops, lefts = _starts(py, bh, H, margin), _starts(px, bw, W, margin)
-        s = _Search(dens, bw, bh, tops, lefts, object_yield)
+        s = _Search(dens, bw, bh, tops, lefts, object_yield, keep, heads)
         return s, s.box(s.best), float(s.J[s.best])
     nt, nl = H - bh + 1, W - bw + 1
     if nt == 1 or nl == 1 or nt * nl <= MAX_POSITIONS:  # the largest box: a 1-D search, always exact
-        s = _Search(dens, bw, bh, np.arange(nt), np.arange(nl), object_yield)
+        s = _Search(dens, bw, bh, np.arange(nt), np.arange(nl), object_yield, keep, heads)
         return s, s.box(s.best), float(s.J[s.best])
     # a box smaller than the image on both axes (zoom) with many positions: a mirror-symmetric coarse grid,
     # then every position within one coarse step of its best box
     per = max(2, int(math.sqrt(MAX_POSITIONS * nt / nl)))
     coarse = _Search(dens, bw, bh, _sym_starts(nt - 1, per), _sym_starts(nl - 1, max(2, MAX_POSITIONS // per)),
-                     object_yield)
+                     object_yield, keep, heads)
     b = coarse.box(coarse.best)
     st = max(int(np.diff(coarse.tops).max(initial=1)), int(np.diff(coarse.lefts).max(initial=1)))
     fine = _Search(dens, bw, bh, np.arange(max(0, b.top - st), min(nt - 1, b.top + st) + 1),
-                   np.arange(max(0, b.left - st), min(nl - 1, b.left + st) + 1), object_yield)
+                   np.arange(max(0, b.left - st), min(nl - 1, b.left + st) + 1), object_yield, keep, heads)
     return coarse, fine.box(fine.best), float(fine.J[fine.best])
+
+
+def _head_safe(heads: Sequence[Tuple[int, int, int, int]], J: np.ndarray, chosen: np.ndarray, T: np.ndarray,
+               L: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """The head rule: positions (bool, ``J``'s shape) whose edges pass through no head ``(left, top, right,
+    bottom)`` that a box of this size can hold, when the best of them in ``chosen`` keeps at least
+    :data:`HEAD_YIELD` of the best box's mass in ``chosen``. Heads that no such box spares are dropped, the
+    smallest first (heads of equal area together, so mirror images decide alike); all True when none stays."""
+    best = float(J[chosen].max())
+
+    def ok(mask: np.ndarray) -> bool:
+        m = chosen & mask
+        return bool(m.any()) and float(J[m].max()) >= HEAD_YIELD * best
+
+    spared = []
+    for hl, ht, hr, hb in heads:
+        if hr - hl > bw or hb - ht > bh:
+            continue  # no box of this size holds it
+        overlap = (L < hr) & (L + bw > hl) & (T < hb) & (T + bh > ht)
+        whole = (L <= hl) & (L + bw >= hr) & (T <= ht) & (T + bh >= hb)
+        safe = ~overlap | whole
+        if ok(safe):
+            spared.append(((hr - hl) * (hb - ht), safe))
+    for area in sorted({a for a, _ in spared}):  # drop the smallest heads until the rest can all be spared
+        safe = np.ones(J.shape, bool)
+        for a, m in spared:
+            if a >= area:
+                safe &= m
+        if ok(safe):
+            return safe
+    return np.ones(J.shape, bool)
+
+
+def head_box(face: Sequence[int], size: Sequence[int]) -> CropBox:
+    """The head around a face box ``(left, top, width, height)``: grown up by :data:`HEAD_UP` of its height
+    (hair) and down by :data:`HEAD_DOWN` (chin), clamped into the ``(W, H)`` image.
+
+    Raises:
+        TypeError / ValueError: as :func:`check_regions` for a bad box or size.
+    """
+    W, H = _check_size(size)
+    f = _int_box(face, "face box")
+    top = max(0, f.top - int(round(HEAD_UP * f.height)))
+    bottom = min(H, f.bottom + int(round(HEAD_DOWN * f.height)))
+    left, right = min(f.left, W - 1), min(W, f.right)
+    return CropBox(left, min(top, H - 1), max(1, right - left), max(1, bottom - min(top, H - 1)))
+
+
+def _keep_rects(keep: Sequence[CropBox]) -> Tuple[Tuple[int, int, int, int], ...]:
+    """Disjoint ``(left, top, right, bottom)`` rectangles whose union is the union of the ``keep`` boxes (the
+    cells of the grid their edges make that some box covers), so overlapping regions count once."""
+    xs = sorted({v for k in keep for v in (k.left, k.right)})
+    ys = sorted({v for k in keep for v in (k.top, k.bottom)})
+    return tuple((x0, y0, x1, y1) for x0, x1 in zip(xs, xs[1:]) for y0, y1 in zip(ys, ys[1:])
+                 if any(k.left <= x0 and x1 <= k.right and k.top <= y0 and y1 <= k.bottom for k in keep))
+
+
+def _keep_area(rects: Sequence[Tuple[int, int, int, int]], tops: np.ndarray, lefts: np.ndarray, bh: int,
+               bw: int) -> np.ndarray:
+    """int64 (len(tops), len(lefts)): pixels of the keep regions (:func:`_keep_rects`) inside each box."""
+    out = np.zeros((len(tops), len(lefts)), np.int64)
+    for x0, y0, x1, y1 in rects:
+        oy = np.clip(np.minimum(tops + bh, y1) - np.maximum(tops, y0), 0, None)
+        ox = np.clip(np.minimum(lefts + bw, x1) - np.maximum(lefts, x0), 0, None)
+        out += np.outer(oy, ox)
+    return out
 
 
 def _check_margin(margin: Optional[float]) -> Optional[float]:
@@ -844,9 +998,11 @@ def _scaled(bw0: int, bh0: int, a: float, k: int) -> Tuple[int, int]:
 
 
 def _zoom_size(dens: _Density, a: float, bw0: int, bh0: int, zoom: Zoom, margin: Optional[float],
-               object_yield: Optional[float]) -> Tuple[int, int]:
+               object_yield: Optional[float], keep: Tuple[Tuple[int, int, int, int], ...] = (),
+               heads: Tuple[Tuple[int, int, int, int], ...] = ()) -> Tuple[int, int]:
     """The smallest box of aspect ``a``, long side down to ``zoom.min_scale`` of the largest box's, whose
-    placed box keeps at least ``zoom.mass`` of the saliency mass; the largest box when even it keeps less.
+    placed box keeps at least ``zoom.mass`` of the saliency mass (and can hold the keep regions); the
+    largest box when even it keeps less.
 
     A binary search on the long side with the most mass any box of that size keeps (on a coarse
     mirror-symmetric grid of positions, at most 32 per axis), then the rule's own box at that size, grown
@@ -854,24 +1010,28 @@ def _zoom_size(dens: _Density, a: float, bw0: int, bh0: int, zoom: Zoom, margin:
     k0 = max(bw0, bh0)
     lo = max(1, math.ceil(zoom.min_scale * k0 - 1e-9))
     W, H = dens.W, dens.H
+    kw = max((r[2] for r in keep), default=0) - min((r[0] for r in keep), default=0)  # the keep regions' extent
+    kh = max((r[3] for r in keep), default=0) - min((r[1] for r in keep), default=0)
 
-    def best_mass(k: int) -> float:
+    def enough(k: int) -> bool:
         bw, bh = _scaled(bw0, bh0, a, k)
-        return float(dens.sym_mass(_sym_starts(H - bh, 32), _sym_starts(W - bw, 32), bh, bw).max())
+        if bw < kw or bh < kh:
+            return False
+        return float(dens.sym_mass(_sym_starts(H - bh, 32), _sym_starts(W - bw, 32), bh, bw).max()) >= zoom.mass
 
-    if lo >= k0 or best_mass(k0) < zoom.mass:
+    if lo >= k0 or not enough(k0):
         return bw0, bh0
-    hi = k0  # best_mass(hi) >= zoom.mass
+    hi = k0  # enough(hi)
     while lo < hi:
         mid = (lo + hi) // 2
-        if best_mass(mid) >= zoom.mass:
+        if enough(mid):
             hi = mid
         else:
             lo = mid + 1
     k = hi
     while k < k0:
         bw, bh = _scaled(bw0, bh0, a, k)
-        if _mass_search(dens, bw, bh, margin, object_yield)[2] >= zoom.mass:
+        if _mass_search(dens, bw, bh, margin, object_yield, keep, heads)[2] >= zoom.mass:
             return bw, bh
         k = min(k0, max(k + 1, math.ceil(k * 1.02)))
     return bw0, bh0
@@ -916,43 +1076,57 @@ def _cut(dens: _Density, b: CropBox) -> float:
     return float(min(1.0, max(vals)))
 
 
-def _result(dens: _Density, aspect: AspectLike, strategy: str, peaks: Tuple[Peak, ...],
-            margin: Optional[float], object_yield: Optional[float], candidates: int,
-            zoom: Optional[Zoom]) -> CropResult:
+def _result(dens: _Density, aspect: AspectLike, peaks: Tuple[Peak, ...], opts: dict) -> CropResult:
     a = parse_aspect(aspect)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    strategy, margin, object_yield, zoom = opts["strategy"], opts["margin"], opts["object_yield"], opts["zoom"]
+    keep, heads = opts["keep_rects"], opts["heads"]
     W, H = dens.W, dens.H
     bw0, bh0, clamped = _box_size(W, H, a)
     bw, bh = bw0, bh0
     if strategy == "mass" and zoom is not None:
-        bw, bh = _zoom_size(dens, a, bw0, bh0, zoom, margin, object_yield)
+        bw, bh = _zoom_size(dens, a, bw0, bh0, zoom, margin, object_yield, keep, heads)
     close = False
     if strategy == "centre":
         box = CropBox((W - bw) // 2, (H - bh) // 2, bw, bh)
-        cands = [Candidate(box, 0.0)]
     elif strategy == "point":
         px, py = dens.point()
         box = CropBox(int(_starts(px, bw, W, 0.5)[0]), int(_starts(py, bh, H, 0.5)[0]), bw, bh)
-        cands = [Candidate(box, 0.0)]
     else:
-        search, box, best = _mass_search(dens, bw, bh, margin, object_yield)
-        cands = search.candidates(box, best, max(2, candidates))
+        search, box, best = _mass_search(dens, bw, bh, margin, object_yield, keep, heads)
+        cands = search.candidates(box, best, max(2, opts["candidates"]))
         close = len(cands) > 1 and cands[1].score >= CLOSE_RATIO * cands[0].score
-        cands = cands[:candidates]
+        cands = cands[:opts["candidates"]]
     if strategy != "mass":
+        if keep:  # the position nearest the strategy's own that holds the most of the keep regions
+            box = _nearest_keeping(keep, box, W, H)
         cands = [Candidate(box, dens.box_mass(box))]
     cands = [Candidate(c.box, min(1.0, max(0.0, c.score))) for c in cands]
     score = cands[0].score
+    kept = None
+    if keep:
+        kept = float(_keep_area(keep, np.array([box.top]), np.array([box.left]), box.height, box.width)[0, 0]
+                     / sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in keep))
     advice = None
-    if abs(math.log(a / (W / H))) <= math.log1p(ASPECT_TOLERANCE):
-        advice = f"aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's {W / H:.3g}"
-    elif score >= MASS_ADVICE:
-        advice = f"the box already keeps {score:.1%} of the saliency mass"
+    near = abs(math.log(a / (W / H))) <= math.log1p(ASPECT_TOLERANCE)
+    if near:
+        advice = f"the aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's own ({W / H:.3g})"
+    elif score >= MASS_ADVICE and opts["focal"] is None:
+        advice = f"keeps {score:.1%} of what people look at"
     return CropResult(aspect=a, box=box, salient_point=dens.point(), score=score, peaks=peaks,
                       keep_whole=advice is not None, advice=advice, strategy=strategy, close=close,
                       candidates=tuple(cands), clamped=clamped, cut=_cut(dens, box),
-                      scale=max(bw, bh) / max(bw0, bh0))
+                      scale=max(bw, bh) / max(bw0, bh0), kept=kept,
+                      pad=bool(close or near or (kept is not None and kept < 1.0)))
+
+
+def _nearest_keeping(keep: Tuple[Tuple[int, int, int, int], ...], box: CropBox, W: int, H: int) -> CropBox:
+    """``box`` moved (same size) to the nearest position (fewest pixels moved, then smaller left and top)
+    among those holding the most of the keep regions' area (:func:`_keep_rects`)."""
+    tops, lefts = np.arange(H - box.height + 1), np.arange(W - box.width + 1)
+    area = _keep_area(keep, tops, lefts, box.height, box.width)
+    t, l = np.nonzero(area == area.max())
+    i = np.lexsort((tops[t], lefts[l], np.abs(tops[t] - box.top) + np.abs(lefts[l] - box.left)))[0]
+    return CropBox(int(lefts[l[i]]), int(tops[t[i]]), box.width, box.height)
 
 
 def aspect_list(aspects: Iterable[AspectLike]) -> List[AspectLike]:
@@ -970,11 +1144,113 @@ def aspect_list(aspects: Iterable[AspectLike]) -> List[AspectLike]:
     return out
 
 
+def _int_box(value: object, what: str) -> CropBox:
+    """``(left, top, width, height)``: four ints, left and top >= 0, width and height >= 1."""
+    try:
+        v = tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be (left, top, width, height), got {value!r}") from None
+    if len(v) != 4 or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in v):
+        raise TypeError(f"{what} must be four ints (left, top, width, height), got {value!r}")
+    box = CropBox(*(int(x) for x in v))
+    if box.left < 0 or box.top < 0 or box.width < 1 or box.height < 1:
+        raise ValueError(f"{what} {tuple(box)}: left and top must be >= 0, width and height >= 1")
+    return box
+
+
+def _box_list(value: object, what: str) -> list:
+    """``value`` as a list of items, refusing a single box where a list of them is expected."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{what} must be a list, got {value!r}")
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{what} must be a list, got {type(value).__name__}") from None
+    if items and isinstance(items[0], Real):
+        raise TypeError(f"{what} must be a list of boxes, got {value!r}; for one box, pass [{value!r}]")
+    return items
+
+
+def check_regions(keep: Optional[Iterable[Sequence[int]]] = None,
+                  boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
+                  focal: Optional[Tuple[float, float]] = None) -> dict:
+    """The user's regions of :func:`choose_crops`, checked and normalised without the image's size:
+    ``keep`` a tuple of :class:`CropBox`, ``boost`` a tuple of ``(CropBox, weight)``, ``focal`` an ``(x, y)``
+    pair of floats, or None. Boxes are ``(left, top, width, height)`` ints, weights finite and > 0, ``focal``
+    two finite numbers >= 0; whether they lie inside the image is checked when the size is known.
+
+    Raises:
+        TypeError: a value of the wrong type (one box where a list is expected, a float coordinate).
+        ValueError: a negative coordinate, an empty box, a weight <= 0 or not finite.
+    """
+    keeps = () if keep is None else tuple(_int_box(k, "keep box") for k in _box_list(keep, "keep"))
+    boosts = []
+    items = [] if boost is None else _box_list(boost, "boost")
+    if len(items) == 2 and isinstance(items[1], Real):
+        raise TypeError(f"boost must be a list of (box, weight) pairs, got {boost!r}; for one, pass [{boost!r}]")
+    for item in items:
+        try:
+            b, w = item
+        except (TypeError, ValueError):
+            raise TypeError(f"boost must be a list of (box, weight) pairs, got {item!r}") from None
+        if isinstance(w, bool) or not isinstance(w, Real):
+            raise TypeError(f"boost weight must be a number, got {w!r}")
+        if not (math.isfinite(float(w)) and float(w) > 0):
+            raise ValueError(f"boost weight must be finite and > 0, got {w!r}")
+        boosts.append((_int_box(b, "boost box"), float(w)))
+    point = None
+    if focal is not None:
+        try:
+            x, y = focal  # type: ignore[misc]
+        except (TypeError, ValueError):
+            raise TypeError(f"focal must be a point (x, y), got {focal!r}") from None
+        if any(isinstance(v, bool) or not isinstance(v, Real) for v in (x, y)):
+            raise TypeError(f"focal must be two numbers (x, y), got {focal!r}")
+        if not all(math.isfinite(float(v)) and float(v) >= 0 for v in (x, y)):
+            raise ValueError(f"focal (x, y) must be finite and >= 0, got {focal!r}")
+        point = (float(x), float(y))
+    return dict(keep=keeps, boost=tuple(boosts), focal=point)
+
+
+def _check_inside(box: CropBox, W: int, H: int, what: str) -> None:
+    if box.right > W or box.bottom > H:
+        raise ValueError(f"{what} {tuple(box)} is not inside the {W}x{H} image")
+
+
+def _check_focal_inside(focal: Tuple[float, float], W: int, H: int) -> None:
+    if not (focal[0] < W and focal[1] < H):
+        raise ValueError(f"focal point {focal} is not inside the {W}x{H} image (0 <= x < {W}, 0 <= y < {H})")
+
+
+def focal_log_density(size: Sequence[int], focal: Tuple[float, float]) -> np.ndarray:
+    """The narrow map that ``focal`` puts in place of the model's: a Gaussian of standard deviation
+    :data:`FOCAL_SIGMA` of the image's long side centred on pixel ``focal = (x, y)`` (pixel centres at
+    integers, as :func:`grid_to_image`), sampled on a grid of :data:`FOCAL_GRID` cells on the long side (the
+    image's own size when smaller).
+
+    Returns:
+        float64 (h, w) log-density grid covering the image (not normalised; the crop layer renormalises).
+    Raises:
+        ValueError: bad size, or the point is not inside the image. TypeError: a bad point.
+    """
+    W, H = _check_size(size)
+    point = check_regions(focal=focal)["focal"]
+    _check_focal_inside(point, W, H)
+    s = min(1.0, FOCAL_GRID / max(W, H))
+    gw, gh = max(1, round(W * s)), max(1, round(H * s))
+    sigma = FOCAL_SIGMA * max(W, H)
+    dx = grid_to_image(np.arange(gw), gw, W) - point[0]
+    dy = grid_to_image(np.arange(gh), gh, H) - point[1]
+    return -(dy[:, None] ** 2 + dx[None, :] ** 2) / (2.0 * sigma * sigma)
+
+
 def check_options(*, strategy: str = DEFAULT_STRATEGY, margin: Optional[float] = None,
                   object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
-                  zoom: "ZoomLike" = None) -> dict:
+                  zoom: "ZoomLike" = None, keep: Optional[Iterable[Sequence[int]]] = None,
+                  boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
+                  focal: Optional[Tuple[float, float]] = None) -> dict:
     """The placement options of :func:`choose_crops`, checked and normalised (so that callers can fail before
-    a model run).
+    a model run; ``keep``, ``boost`` and ``focal`` by :func:`check_regions`).
 
     Raises:
         ValueError / TypeError: as :func:`choose_crops`.
@@ -982,13 +1258,17 @@ def check_options(*, strategy: str = DEFAULT_STRATEGY, margin: Optional[float] =
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     return dict(strategy=strategy, margin=_check_margin(margin), object_yield=_check_yield(object_yield),
-                candidates=_check_candidates(candidates), zoom=check_zoom(zoom))
+                candidates=_check_candidates(candidates), zoom=check_zoom(zoom),
+                **check_regions(keep, boost, focal))
 
 
-def choose_crops(log_density: np.ndarray, size: Sequence[int], aspects: Iterable[AspectLike], *,
+def choose_crops(log_density: Optional[np.ndarray], size: Sequence[int], aspects: Iterable[AspectLike], *,
                  strategy: Strategy = DEFAULT_STRATEGY, margin: Optional[float] = None,
                  object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
-                 zoom: "ZoomLike" = None) -> List[CropResult]:
+                 zoom: "ZoomLike" = None, keep: Optional[Iterable[Sequence[int]]] = None,
+                 boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
+                 focal: Optional[Tuple[float, float]] = None,
+                 heads: Optional[Iterable[Sequence[int]]] = None) -> List[CropResult]:
     """:func:`choose_crop` for several aspect ratios sharing one density (one summed-area table).
 
     Raises:
@@ -996,23 +1276,44 @@ def choose_crops(log_density: np.ndarray, size: Sequence[int], aspects: Iterable
     """
     aspects = aspect_list(aspects)
     opts = check_options(strategy=strategy, margin=margin, object_yield=object_yield, candidates=candidates,
-                         zoom=zoom)
-    dens = _Density(log_density, size)
-    peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
-    return [_result(dens, a, opts["strategy"], peaks, opts["margin"], opts["object_yield"], opts["candidates"],
-                    opts["zoom"]) for a in aspects]
+                         zoom=zoom, keep=keep, boost=boost, focal=focal)
+    W, H = _check_size(size)
+    for k in opts["keep"]:
+        _check_inside(k, W, H, "keep box")
+    for b, _ in opts["boost"]:
+        _check_inside(b, W, H, "boost box")
+    if opts["focal"] is not None:
+        log_density = focal_log_density((W, H), opts["focal"])
+    elif log_density is None:
+        raise ValueError("log_density is needed unless focal is given")
+    dens = _Density(log_density, (W, H), opts["boost"])
+    if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
+        x, y = opts["focal"]
+        dens._point = (min(W - 1, math.floor(x + 0.5)), min(H - 1, math.floor(y + 0.5)))
+        peaks: Tuple[Peak, ...] = (Peak(*dens._point, 1.0),)
+    else:
+        peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
+    opts["keep_rects"] = _keep_rects(opts["keep"])
+    hs = () if heads is None else tuple(_int_box(h, "head box") for h in _box_list(heads, "heads"))
+    for h in hs:
+        _check_inside(h, W, H, "head box")
+    opts["heads"] = tuple((h.left, h.top, h.right, h.bottom) for h in hs)
+    return [_result(dens, a, peaks, opts) for a in aspects]
 
 
-def choose_crop(log_density: np.ndarray, size: Sequence[int], aspect: AspectLike, *,
+def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: AspectLike, *,
                 strategy: Strategy = DEFAULT_STRATEGY, margin: Optional[float] = None,
                 object_yield: Optional[float] = OBJECT_YIELD, candidates: int = 1,
-                zoom: "ZoomLike" = None) -> CropResult:
+                zoom: "ZoomLike" = None, keep: Optional[Iterable[Sequence[int]]] = None,
+                boost: Optional[Iterable[Tuple[Sequence[int], float]]] = None,
+                focal: Optional[Tuple[float, float]] = None,
+                heads: Optional[Iterable[Sequence[int]]] = None) -> CropResult:
     """The largest box of ``aspect`` that fits a ``(W, H)`` image (or a tighter one with ``zoom``), placed
     by ``strategy``.
 
     Args:
         log_density: float (h, w) log-density over a grid that covers the whole image (from a model's
-            ``log_density``; the normalisation does not matter).
+            ``log_density``; the normalisation does not matter); ignored, and may be None, with ``focal``.
         size: ``(width, height)`` of the displayed image in pixels.
         aspect: width / height, a positive number or a string such as ``"16:9"``.
         strategy: one of :data:`STRATEGIES`.
@@ -1030,12 +1331,33 @@ def choose_crop(log_density: np.ndarray, size: Sequence[int], aspect: AspectLike
             for :data:`ZOOM_DEFAULT`) for the smallest box of the aspect, long side down to ``min_scale``
             of the largest box's, that still keeps at least ``mass`` of the saliency mass (the largest box
             when even it keeps less).
+        keep: boxes ``(left, top, width, height)`` (ints, pixels of the image) the crop must contain: every
+            strategy places its box among the positions holding the most of their area (their union's), so
+            all of them whenever a box of this size can; the object rule then applies only where it can
+            together with them, and ``zoom`` never shrinks the box below them. ``CropResult.kept`` is the
+            share of their area inside the box (below 1: no box of this size holds them all).
+        boost: ``[(box, weight), ...]``: a uniform density added over each box, ``weight`` (> 0) times the
+            map's whole mass (1: as much again as the whole map, spread evenly over the box), then
+            renormalised (smartcrop.js' ``boost``). It changes every mass: the placement, ``score``,
+            candidates, ``close`` and ``zoom``; the salient point, peaks, the most salient object of the
+            object rule and ``cut`` stay those of the map itself.
+        focal: ``(x, y)``, a manual focal point (thumbor's and imgproxy's): the map is replaced by a narrow
+            one (:func:`focal_log_density`), so the box is centred on the point as far as the image allows,
+            ``salient_point`` is the point and ``score`` stays defined (the share of the narrow map); no
+            mass advice (``keep_whole`` only for a near aspect). ``keep`` and ``boost`` apply on top.
+        heads: ``"mass"`` only, an input for the model's face map (not a user option of the public API):
+            head boxes ``(left, top, width, height)`` (:func:`head_box` of each face). No box edge passes
+            through a head that a box of this size can hold, when the best such box keeps at least
+            :data:`HEAD_YIELD` of the mass of the box chosen without the heads (after ``keep`` and the
+            object rule); heads that cannot be spared so are dropped, the smallest first.
     Returns:
         :class:`CropResult` (box, salient point, score, peaks, whole-image advice, close flag, candidates,
-        clamped flag, cut-through measure).
+        clamped flag, cut-through measure, share of the keep regions kept, pad advice).
     Raises:
-        ValueError: bad grid, size, aspect, strategy, margin, object_yield, candidates or zoom. TypeError: an
+        ValueError: bad grid, size, aspect, strategy, margin, object_yield, candidates or zoom; a keep or boost
+        box or the focal point not inside the image (:func:`check_regions` for the rest). TypeError: an
         option of the wrong type.
     """
     return choose_crops(log_density, size, [aspect], strategy=strategy, margin=margin,
-                        object_yield=object_yield, candidates=candidates, zoom=zoom)[0]
+                        object_yield=object_yield, candidates=candidates, zoom=zoom, keep=keep, boost=boost,
+                        focal=focal, heads=heads)[0]

@@ -68,8 +68,9 @@ def _input(source: str) -> "str | EncodedImage":
         return EncodedImage(f.read(), source)
 
 
-def crop_partition(items: Iterable["str | Tuple[str, str]"], plugin: str = "gazecrop") -> List[dict]:
-    """Bag partition function: sources (paths or fsspec URIs), or ``(source, relname)`` pairs -> records
+def crop_partition(items: Iterable["str | Tuple[str, ...]"], plugin: str = "gazecrop") -> List[dict]:
+    """Bag partition function: sources (paths or fsspec URIs), ``(source, relname)`` pairs or ``(source,
+    relname, regions)`` (JSON text or "": :func:`gazecrop.batch.crop_records`) -> records
     (:data:`gazecrop.batch.COLUMNS`) with the model of the worker plugin registered as ``plugin``.
 
     Raises:
@@ -83,13 +84,15 @@ def crop_partition(items: Iterable["str | Tuple[str, str]"], plugin: str = "gaze
                            f"...), name={plugin!r}) first")
     out: List[dict] = []
     for item in items:
-        source, rel = (item, os.path.basename(item)) if isinstance(item, str) else item
+        if isinstance(item, str):
+            item = (item, os.path.basename(item))
+        source, rel, regions = (tuple(item) + ("",))[:3]
         try:
             image = _input(source)
         except Exception as e:  # unreadable: one failure record
             out.append(p.cropper._failure(source, str(e) if str(e).startswith(source) else f"{source}: {e}"))
             continue
-        out += p.cropper.run([image], [rel])
+        out += p.cropper.run([image], [rel], [regions])
     return out
 
 
@@ -111,7 +114,7 @@ def local_cluster(n_workers: int):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
 
 
-def _dask_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, crops_dir: str,
+def _dask_executor(tasks: List[Tuple[str, str, str]], options: _batch.BatchOptions, crops_dir: str,
                    jobs: Optional[int], address: Optional[str]) -> Iterator[List[dict]]:
     import dask.bag as db
     from distributed import Client, as_completed

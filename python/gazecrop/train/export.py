@@ -1,4 +1,4 @@
-"""Export the DenseNet student (:mod:`gazecrop.train.student`) to the flat weights file, with golden arrays for
+"""Export the DenseNet student (:mod:`gazecrop.train.densenet_student`) to the flat weights file, with golden arrays for
 the tests (the EfficientNet-Lite0 student exports through ``python -m gazecrop.train.convert_backbone --from``).
 
 ``python -m gazecrop.train.export --from SNAPSHOT.pt --out weights/gazecrop-fast.gzw --golden
@@ -22,7 +22,7 @@ from .. import reference
 from .._atomic import atomic_open
 from ..weights import write_weights
 from .distill import load_checkpoint
-from .student import Student, export_student
+from .densenet_student import Student, export_student
 
 GOLDEN_SIZES = ((192, 256), (256, 192), (256, 256), (96, 160))
 

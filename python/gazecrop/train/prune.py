@@ -30,7 +30,8 @@ import torch
 
 from .distill import (_append_csv, batches, build_data, evaluate_grid, git_commit, load_checkpoint, loss_on_batch,
                       save_atomic, teacher_targets)
-from .student import ConvBN, Student
+from .._atomic import write_text
+from .densenet_student import ConvBN, Student
 
 REF_SIZE = (192, 256)  # (H, W): FLOPs are quoted for a 4:3 landscape image at the student's input size
 
@@ -76,11 +77,11 @@ class FisherAccumulator:
 
 def load_prunable(state: dict):
     """The student of a checkpoint dict ``{"cfg", "model"}``: the pretrained EfficientNet-Lite student
-    (:class:`gazecrop.train.probe.PretrainedStudent`, ``cfg`` names a backbone) or the from-scratch DenseNet
-    baseline (:class:`gazecrop.train.student.Student`). Both expose ``prunable()``, ``convs()``, ``flops()``
+    (:class:`gazecrop.train.student.PretrainedStudent`, ``cfg`` names a backbone) or the from-scratch DenseNet
+    baseline (:class:`gazecrop.train.densenet_student.Student`). Both expose ``prunable()``, ``convs()``, ``flops()``
     and ``flop_savings()``."""
     if "backbone" in state["cfg"]:
-        from .probe import student_from_state
+        from .student import student_from_state
 
         return student_from_state(state)
     model = Student(state["cfg"])
@@ -114,10 +115,10 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
         removed, beta_abs = state["removed"], state["beta_abs"]
         log(f"resumed after {removed} removals")
     else:
-        (out / "config.json").write_text(json.dumps(dict(src=str(src), target_flops=target_flops, steps=steps,
-                                                         maps_per_step=maps_per_step, beta=beta, lr=lr, batch=batch,
-                                                         teacher_weight=teacher_weight, seed=seed,
-                                                         commit=git_commit()), indent=1))
+        write_text(out / "config.json", json.dumps(dict(src=str(src), target_flops=target_flops, steps=steps,
+                                                        maps_per_step=maps_per_step, beta=beta, lr=lr, batch=batch,
+                                                        teacher_weight=teacher_weight, seed=seed,
+                                                        commit=git_commit()), indent=1))
 
     def record() -> None:
         ev = evaluate_grid(model, val_items)
@@ -172,7 +173,7 @@ def prune(src: Path, out: Path, *, target_flops: float, steps: int = 5, maps_per
                          removed=removed, beta_abs=beta_abs), ck)
     fisher.close()
     record()
-    (out / "done").write_text(json.dumps(dict(removed=removed, flops=model.flops(*REF_SIZE))))
+    write_text(out / "done", json.dumps(dict(removed=removed, flops=model.flops(*REF_SIZE))))
     return out
 
 

@@ -1,71 +1,68 @@
-"""The from-scratch DenseNet-style student (the shipped default, ``weights/gazecrop-fast.gzw``, learned from the
-2,000 training images alone), its Fisher-pruning bookkeeping and its export to ``.gzw``; the comparison
-baseline of the EfficientNet-Lite0 student (:class:`gazecrop.train.probe.PretrainedStudent`).
+"""The EfficientNet-Lite0 student (issue 13): an ImageNet EfficientNet-Lite0 backbone cut after stage 5 with the
+DeepGaze II readout and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned and
+run by the native core (the candidate in ``weights/candidate-lite0``, not yet the default: its
+``MODEL_CARD.md``) (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual
+additions are core ops).
 
-Every module maps to one op of the native core (``docs/weights-format.md``):
+:class:`PretrainedStudent` is the model (its prunable feature maps behind :class:`MapMask` entries, analytic
+FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to end by the distillation loss of
+:func:`gazecrop.train.distill.loss_on_batch` (0.9 x cross-entropy to the teacher ensemble's density + 0.1 x
+fixation NLL) with the student's data and augmentation; :mod:`gazecrop.train.prune` Fisher-prunes it and
+:func:`gazecrop.train.convert_backbone.convert_student` exports it.
 
-- :class:`ConvBN` (conv + batch norm + ReLU/softplus) -> ``conv2d`` with the batch norm folded in;
-- :class:`DenseBlock` (Huang et al. 2017, post-activation layers: 1x1 bottleneck -> 3x3 conv producing
-  ``growth`` new feature maps, concatenated) -> ``dense_block``;
-- transitions (1x1 ConvBN + 2x2 average pool) -> ``conv2d`` + ``avg_pool``;
-- the DeepGaze II-style head (Kuemmerer et al. 2016/2017): features of the last ``head_blocks`` (2 or more)
-  dense blocks at the grid of the first of them -> ``resize_bilinear`` + ``concat``; 1x1 softplus readout -> ``conv2d``;
-  Gaussian blur with learned sigma -> ``gaussian_blur``; learned log centre bias -> ``centre_bias``;
-  softmax over pixels -> ``log_softmax``.
+Workflow (``weights/MODEL_CARD.md`` has the exact commands of the shipped file)::
 
-Each prunable feature map sits behind a 0/1 ``mask`` entry. Fisher pruning (Theis et al. 2018,
-arXiv:1801.05787) estimates the loss increase of zeroing feature map k as
-``Delta_k = 1/(2N) sum_n (sum_ij a_nkij g_nkij)^2`` from activations ``a`` and gradients ``g``; the FLOP
-cost of each map comes from :meth:`Student.flops`, recomputed from the current alive counts. Export drops
-masked maps from their producers and consumers, so the exported file is really smaller.
+    # 1. frozen probe: readout + finalizer on cached backbone features, trained like a teacher member
+    GAZECROP_TEACHER_WEIGHTS=runs/probe_teacher python -m gazecrop.train.teacher train \\
+        --member lite0_256_f3_flip --backbone lite0 --long-side 256 --lr 1e-3 --dropout 0.3 --flip --features 3
+    # 2. fine-tune backbone, readout and finalizer end to end, starting from the frozen probe
+    python -m gazecrop.train.student train --out runs/lite_ft --init runs/probe_teacher/lite0_256_f3_flip.pt \\
+        --epochs 10 --lr 1e-4
+    # 3. Fisher pruning (curve + snapshots), then fine-tune a snapshot: --init runs/lite_prune/snapshots/...
+    python -m gazecrop.train.prune --from runs/lite_ft/final.pt --out runs/lite_prune --target-gflops 0.11
+    # 4. val metrics at full image resolution (the table of ``python -m gazecrop.evaluate``)
+    python -m gazecrop.train.student evaluate --from runs/lite_ft/final.pt
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..weights import Network
+from .._atomic import write_text
+from . import distill
+from .teacher import CB_MAP_SIZE, Backbone, Finalizer, Readout, _upsample_log_density, preprocess
 
-__all__ = ["ConvBN", "DenseBlock", "Student", "export_student", "StudentConfig"]
-
-IMAGE = "image"
+__all__ = ["MapMask", "PretrainedStudent", "train", "load_student", "main"]
 
 
-class ConvBN(nn.Module):
-    """Conv (no bias) + batch norm + activation, then a 0/1 pruning mask over the output feature maps.
+class MapMask(nn.Module):
+    """0/1 pruning mask over the feature maps of one prunable layer, with the Fisher-pruning hook.
 
-    ``inputs`` names the producers whose (masked) feature maps, concatenated in order, form this conv's
-    input; ``hw_div`` is the input grid's stride relative to the network input (for FLOP counting).
+    ``forward(y)``: float (N, C, h, w) -> ``y * mask`` (same shape); with :attr:`fisher_hook` set and ``y``
+    requiring gradients, the hook is called as ``hook(self, masked_y)`` (:class:`gazecrop.train.prune.
+    FisherAccumulator` registers a gradient hook there). Masking here is exactly removing the maps: the
+    masked activation feeds nothing else.
     """
 
-    def __init__(self, name: str, cin: int, cout: int, k: int, stride: int = 1, act: str = "relu",
-                 bn: bool = True, prunable: bool = True) -> None:
+    def __init__(self, name: str, channels: int) -> None:
         super().__init__()
         self.name = name
-        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn)
-        self.bn = nn.BatchNorm2d(cout) if bn else None
-        self.act = act
-        self.prunable = prunable
-        self.register_buffer("mask", torch.ones(cout))
-        self.inputs: List[str] = []
-        self.in_stride = 1
-        self.out_stride = stride
-        self.fisher_hook: Optional[callable] = None
+        self.register_buffer("mask", torch.ones(channels))
+        self.fisher_hook = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        if self.bn is not None:
-            y = self.bn(y)
-        if self.act == "relu":
-            y = F.relu(y)
-        elif self.act == "softplus":
-            y = F.softplus(y)
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
         y = y * self.mask[None, :, None, None]
         if self.fisher_hook is not None and y.requires_grad:
             self.fisher_hook(self, y)
@@ -74,298 +71,642 @@ class ConvBN(nn.Module):
     def alive(self) -> int:
         return int(self.mask.sum().item())
 
-    def folded(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Batch norm folded into the conv: float32 weight (cout, cin, k, k), bias (cout,)."""
-        w = self.conv.weight.detach().double()
-        b = self.conv.bias.detach().double() if self.conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        if self.bn is not None:
-            s = self.bn.weight.detach().double() / torch.sqrt(self.bn.running_var.double() + self.bn.eps)
-            w = w * s[:, None, None, None]
-            b = (b - self.bn.running_mean.double()) * s + self.bn.bias.detach().double()
-        return w.float().numpy(), b.float().numpy()
+    def keep(self) -> torch.Tensor:
+        """int64 indices of the maps still alive."""
+        return torch.nonzero(self.mask > 0.5)[:, 0]
 
 
-class DenseBlock(nn.Module):
-    """Dense block: layer l maps the concatenation of the block input and all earlier layers' new feature
-    maps through a 1x1 bottleneck (``bottleneck`` maps) and a 3x3 conv (``growth`` new maps)."""
+def _shrink_conv(conv: nn.Conv2d, out_idx: Optional[torch.Tensor] = None, in_idx: Optional[torch.Tensor] = None,
+                 depthwise: bool = False) -> None:
+    """Drop output maps (``out_idx`` kept) and/or input maps (``in_idx`` kept) of ``conv`` in place."""
+    with torch.no_grad():
+        w = conv.weight
+        if out_idx is not None:
+            w = w[out_idx]
+            if conv.bias is not None:
+                conv.bias = nn.Parameter(conv.bias[out_idx].clone())
+            conv.out_channels = len(out_idx)
+        if in_idx is not None and not depthwise:
+            w = w[:, in_idx]
+        if depthwise:
+            conv.in_channels = conv.groups = len(out_idx)
+        elif in_idx is not None:
+            conv.in_channels = len(in_idx)
+        conv.weight = nn.Parameter(w.clone())
 
-    def __init__(self, name: str, cin: int, num_layers: int, growth: int, bottleneck: int) -> None:
+
+def _shrink_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> None:
+    with torch.no_grad():
+        bn.weight = nn.Parameter(bn.weight[idx].clone())
+        bn.bias = nn.Parameter(bn.bias[idx].clone())
+        bn.running_mean = bn.running_mean[idx].clone()
+        bn.running_var = bn.running_var[idx].clone()
+        bn.num_features = len(idx)
+
+
+class PretrainedStudent(nn.Module):
+    """The EfficientNet-Lite0 student: an ImageNet EfficientNet-Lite backbone (Tan and Le 2019) cut after a stage, with
+    the DeepGaze II readout and finalizer of the teacher members (Kümmerer et al. 2017: 1x1 convolutions with
+    softplus over several backbone depths, Gaussian blur, learned centre bias, log-softmax), distilled from
+    the teacher ensemble and Fisher-pruned (Theis et al. 2018, arXiv:1801.05787).
+
+    ``forward(x)``: float (N, 3, H, W) RGB 0..255, H and W multiples of 32 -> float (N, H/8, W/8)
+    log-densities (natural log, ``logsumexp`` 0 per map). :meth:`features` / :meth:`head` split it the way
+    :func:`gazecrop.train.distill.loss_on_batch` expects. The backbone's batch norm stays in eval mode (its
+    ImageNet statistics, folded into the convolutions at export) while its weights train.
+
+    Prunable feature maps (:meth:`prunable`, one :class:`MapMask` each): ``b<i>``, the expansion maps of
+    inverted-residual block ``i`` (the output of its depthwise convolution; each map is one channel of the
+    expand 1x1, the depthwise and the project 1x1 convolutions) and for block 0, which has no expansion, the
+    stem's maps; ``r0``/``r1``, the readout's hidden maps. Block outputs are not pruned: inside a stage they
+    are tied by the residual additions across all its blocks and the readout taps them.
+
+    Args:
+        backbone: ``"lite0"``, ``"lite1"`` or ``"lite2"``.
+        features: 1..6, the backbone features used, in :class:`gazecrop.train.teacher.Backbone` order (3 = ends of
+            stages 3, 4 and 5: the backbone cut after stage 5).
+        centre_bias_map: float (32, 32) log centre-bias map for the finalizer (or loaded from a member file).
+        hidden: readout widths.
+        widths: alive maps per prunable layer (a compacted, pruned student; :meth:`compact`), default all.
+    Raises:
+        ValueError: ``features`` out of range, or ``widths`` naming an unknown layer or too many maps.
+    """
+
+    def __init__(self, backbone: str = "lite0", features: int = 3, centre_bias_map: Optional[np.ndarray] = None,
+                 hidden: Sequence[int] = (16, 16), widths: Optional[Dict[str, int]] = None) -> None:
         super().__init__()
-        self.name = name
-        self.cin = cin
-        self.layers = nn.ModuleList()
-        c = cin
-        for li in range(num_layers):
-            c1 = ConvBN(f"{name}.l{li}.conv1", c, bottleneck, 1)
-            c2 = ConvBN(f"{name}.l{li}.conv2", bottleneck, growth, 3)
-            self.layers.append(nn.ModuleList([c1, c2]))
-            c += growth
-        self.cout = c
+        bb = Backbone(backbone, 384)
+        if not 1 <= features <= len(bb.channels) - 1:
+            raise ValueError(f"features must be 1..{len(bb.channels) - 1}, got {features}")
+        for p in bb.parameters():
+            p.requires_grad_(True)
+        self.backbone = bb
+        self.num_features = features
+        self.num_blocks = bb.taps[features - 1] + 1
+        self.readout = Readout(bb.channels[:features], hidden)
+        self.finalizer = Finalizer(centre_bias_map)
+        blocks = bb.net._blocks
+        self.masks = nn.ModuleDict()
+        for i in range(self.num_blocks):
+            self.masks[f"b{i}"] = MapMask(f"b{i}", blocks[i]._depthwise_conv.out_channels)
+        for j, h in enumerate(hidden):
+            self.masks[f"r{j}"] = MapMask(f"r{j}", h)
+        self.cfg = {"backbone": backbone, "features": features, "hidden": list(hidden)}
+        if widths:
+            unknown = set(widths) - set(self.masks)
+            if unknown:
+                raise ValueError(f"widths name unknown layers {sorted(unknown)}")
+            for name, n in widths.items():
+                m = self.masks[name]
+                if not 1 <= int(n) <= len(m.mask):
+                    raise ValueError(f"widths[{name!r}] = {n}: must be 1..{len(m.mask)}")
+                m.mask[int(n):] = 0.0
+            self.compact()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [x]
-        for c1, c2 in self.layers:
-            feats.append(c2(c1(torch.cat(feats, 1))))
-        return torch.cat(feats, 1)
+    # -------------------------------------------------------------------------------------------- forward
+    def _block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Inverted-residual block ``i`` (MBConv without squeeze-excitation, ReLU6) with its map mask."""
+        blk = self.backbone.net._blocks[i]
+        act = self.backbone.net._swish
+        h = x
+        if blk._block_args.expand_ratio != 1:
+            h = act(blk._bn0(blk._expand_conv(h)))
+        h = self.masks[f"b{i}"](act(blk._bn1(blk._depthwise_conv(h))))
+        h = blk._bn2(blk._project_conv(h))
+        a = blk._block_args
+        if blk.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
+            h = h + x
+        return h
 
+    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(N, 3, H, W) 0..255 -> the first :attr:`num_features` backbone features (strides 8, 16, 16, 32...)."""
+        net = self.backbone.net
+        x = net._swish(net._bn0(net._conv_stem((x - 127.0) / 128.0)))
+        out: List[torch.Tensor] = []
+        for i in range(self.num_blocks):
+            x = self._block(i, x)
+            if i in self.backbone.taps:
+                out.append(x)
+        return out
 
-class GaussianBlur(nn.Module):
-    """Separable Gaussian blur with a learned sigma (in output-grid cells), edge-replicated border, radius
-    ``ceil(truncate * sigma)``: the ``gaussian_blur`` op of the weights format."""
-
-    def __init__(self, sigma: float = 1.5, truncate: float = 3.0) -> None:
-        super().__init__()
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
-        self.truncate = truncate
-
-    @property
-    def sigma(self) -> float:
-        return float(self.log_sigma.exp().item())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sigma = self.log_sigma.exp()
-        r = int(math.ceil(self.truncate * float(sigma.item())))
-        t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-t * t / (2 * sigma * sigma))
-        k = k / k.sum()
-        n, c, h, w = x.shape
-        y = F.pad(x, (r, r, 0, 0), mode="replicate")
-        y = F.conv2d(y.reshape(n * c, 1, h, w + 2 * r), k.view(1, 1, 1, -1)).reshape(n, c, h, w)
-        y = F.pad(y, (0, 0, r, r), mode="replicate")
-        return F.conv2d(y.reshape(n * c, 1, h + 2 * r, w), k.view(1, 1, -1, 1)).reshape(n, c, h, w)
-
-
-class StudentConfig(dict):
-    """Architecture hyper-parameters (a dict, stored in checkpoints): ``stem``, ``blocks`` (list of
-    (num_layers, growth, bottleneck)), ``transition`` (compression), ``readout`` (hidden widths),
-    ``input_long_side``, ``centre_bias_shape``, ``head_blocks`` (how many of the deepest dense blocks the
-    readout combines; the first of them sets the output grid, which the training code expects at stride 8)."""
-
-    DEFAULT = dict(stem=32, blocks=[(4, 16, 48), (6, 24, 64), (6, 32, 96)], transition=0.5, readout=[24],
-                   input_long_side=256, size_multiple=32, centre_bias_shape=(24, 32), sigma=1.5, head_blocks=2)
-
-    def __init__(self, **kw) -> None:
-        super().__init__({**self.DEFAULT, **kw})
-
-
-class Student(nn.Module):
-    """DenseNet-style saliency student. Input: float (N, 3, H, W) RGB pixel values in 0..255 (H, W multiples
-    of 32); output: (N, H/8, W/8) log-densities (``logsumexp`` over each map is 0)."""
-
-    MEAN = 127.0
-    STD = 128.0
-
-    def __init__(self, cfg: Optional[StudentConfig] = None, log_centre_bias: Optional[np.ndarray] = None) -> None:
-        super().__init__()
-        cfg = StudentConfig(**(cfg or {}))
-        self.cfg = cfg
-        self.stem = ConvBN("stem", 3, cfg["stem"], 3, stride=2)
-        self.stem.inputs = [IMAGE]
-        self.blocks = nn.ModuleList()
-        self.transitions = nn.ModuleList()
-        c = cfg["stem"]
-        prev = "stem"
-        stride = 4  # stem /2 + max pool /2
-        self.stem.out_stride = 2
-        self.block_strides = []
-        for bi, (nl, g, b) in enumerate(cfg["blocks"]):
-            if bi > 0:
-                t = ConvBN(f"trans{bi}", c, max(1, int(c * cfg["transition"])), 1)
-                t.inputs = self._block_outputs(bi - 1, prev_in)  # noqa: F821 (set below)
-                t.in_stride = t.out_stride = stride
-                self.transitions.append(t)
-                c = t.conv.out_channels
-                prev = t.name
-                stride *= 2
-            blk = DenseBlock(f"block{bi}", c, nl, g, b)
-            prev_in = prev
-            for li, (c1, c2) in enumerate(blk.layers):
-                c1.inputs = [prev] + [f"block{bi}.l{j}.conv2" for j in range(li)]
-                c1.in_stride = c1.out_stride = c2.in_stride = c2.out_stride = stride
-                c2.inputs = [c1.name]
-            self.blocks.append(blk)
-            self.block_strides.append(stride)
-            c = blk.cout
-        self.readout = nn.ModuleList()
-        k = int(cfg["head_blocks"])
-        if not 2 <= k <= len(self.blocks):
-            raise ValueError(f"head_blocks must be in 2..{len(self.blocks)}, got {k}")
-        head = range(len(self.blocks) - k, len(self.blocks))
-        feats_in = [n for bi in head for n in self._block_outputs(bi, self._block_input(bi))]
-        c = self.feature_channels = sum(self.blocks[bi].cout for bi in head)
-        self.out_stride = self.block_strides[-k]
-        inputs = feats_in
-        for i, width in enumerate(cfg["readout"]):
-            r = ConvBN(f"readout{i}", c, width, 1, act="softplus", bn=False)
-            r.inputs, r.in_stride, r.out_stride = inputs, self.out_stride, self.out_stride
-            self.readout.append(r)
-            inputs, c = [r.name], width
-        self.readout_out = ConvBN("readout_out", c, 1, 1, act="none", bn=False, prunable=False)
-        self.readout_out.inputs, self.readout_out.in_stride = inputs, self.out_stride
-        self.readout_out.out_stride = self.out_stride
-        self.blur = GaussianBlur(cfg["sigma"])
-        if log_centre_bias is None:
-            h, w = cfg["centre_bias_shape"]
-            log_centre_bias = np.full((h, w), -math.log(h * w))
-        self.log_centre_bias = nn.Parameter(torch.tensor(np.asarray(log_centre_bias), dtype=torch.float32))
-        self.register_buffer("centre_bias_weight", torch.tensor(1.0))
-        self._convs: Dict[str, ConvBN] = {m.name: m for m in self.modules() if isinstance(m, ConvBN)}
-
-    def _block_input(self, bi: int) -> str:
-        return "stem" if bi == 0 else f"trans{bi}"
-
-    def _block_outputs(self, bi: int, block_input: str) -> List[str]:
-        nl = self.cfg["blocks"][bi][0]
-        return [block_input] + [f"block{bi}.l{j}.conv2" for j in range(nl)]
-
-    # ------------------------------------------------------------------ forward
-    def block_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Every dense block's output: (N, 3, H, W) -> list of (N, ``blocks[i].cout``, H/s_i, W/s_i), strides
-        :attr:`block_strides` (4, 8, 16 by default)."""
-        x = (x - self.MEAN) / self.STD
-        x = F.max_pool2d(self.stem(x), 3, 2, 1)
-        outs = []
-        for bi, blk in enumerate(self.blocks):
-            if bi > 0:
-                x = F.avg_pool2d(self.transitions[bi - 1](x), 2, 2)
-            x = blk(x)
-            outs.append(x)
-        return outs
-
-    def features(self, x: torch.Tensor, outs: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        """The feature maps the readout sees: the last ``head_blocks`` dense blocks' outputs at the grid of the
-        first of them, concatenated: (N, 3, H, W) -> (N, :attr:`feature_channels`, H/8, W/8). ``outs``: the
-        :meth:`block_outputs` of ``x`` when already computed."""
-        outs = self.block_outputs(x) if outs is None else outs
-        k = int(self.cfg["head_blocks"])
-        base = outs[-k]
-        deep = [F.interpolate(o, size=base.shape[-2:], mode="bilinear", align_corners=False) for o in outs[-k + 1:]]
-        return torch.cat([base, *deep], 1)
+    def head(self, feats: List[torch.Tensor]) -> torch.Tensor:
+        """Readout, blur, centre bias and log-softmax on the stride-8 grid of ``feats[0]``: -> (N, h, w)."""
+        ro = self.readout
+        grid = tuple(feats[0].shape[-2:])
+        acc = None
+        for i, (f, conv) in enumerate(zip(feats, ro.first)):
+            m = getattr(ro, f"mean{i}").view(1, -1, 1, 1)
+            s = getattr(ro, f"std{i}").view(1, -1, 1, 1)
+            y = conv((f - m) / s)
+            if tuple(y.shape[-2:]) != grid:
+                y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
+            acc = y if acc is None else acc + y
+        convs = [m for m in ro.rest if isinstance(m, nn.Conv2d)]
+        y = acc
+        for j, conv in enumerate(convs):
+            y = conv(self.masks[f"r{j}"](F.softplus(y)))
+        return self.finalizer(y[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def head(self, y: torch.Tensor) -> torch.Tensor:
-        """Readout, blur, centre bias and log-softmax of :meth:`features`' output: (N, C, H/8, W/8) ->
-        (N, H/8, W/8) log-densities."""
-        for r in self.readout:
-            y = r(y)
-        y = self.blur(self.readout_out(y))[:, 0]
-        cb = F.interpolate(self.log_centre_bias[None, None], size=y.shape[-2:], mode="bilinear",
-                           align_corners=False)[0, 0]
-        cb = cb - torch.logsumexp(cb.flatten(), 0)
-        y = y + self.centre_bias_weight * cb
-        return y - torch.logsumexp(y.flatten(1), 1)[:, None, None]
+    # -------------------------------------------------------------------------------------------- pruning
+    def prunable(self) -> List[MapMask]:
+        """The prunable layers' masks, in execution order (:class:`gazecrop.train.prune.FisherAccumulator`)."""
+        return list(self.masks.values())
 
-    def load_grown(self, state: Dict[str, torch.Tensor]) -> List[str]:
-        """Load a trained student's ``state`` into this deeper one, preserving its function (Net2Net-style
-        growth, Chen et al. 2016): every tensor of ``state`` must exist here with the same shape, except the
-        readout's first conv, whose extra input channels (the feature maps of dense blocks appended after the
-        last one, with ``head_blocks`` raised to take them in) start at zero weight. Added modules keep their
-        initialisation, so the grown student computes the same log-density as the trained one until it is
-        trained further. Returns the names of the added tensors.
+    def convs(self) -> Dict[str, MapMask]:
+        """Masks by layer name (the interface :func:`gazecrop.train.prune.prune` uses)."""
+        return dict(self.masks.items())
 
-        Raises ``ValueError`` when ``state`` does not fit (other shape changes, tensors missing here)."""
-        own = self.state_dict()
-        first = (self.readout[0] if len(self.readout) else self.readout_out).conv.weight
-        first_key = next(k for k, v in self.named_parameters() if v is first)
-        extra = sorted(set(state) - set(own))
-        if extra:
-            raise ValueError(f"tensors of the trained student missing in the grown one: {extra[:5]}")
-        with torch.no_grad():
-            for k, v in state.items():
-                if own[k].shape == v.shape:
-                    own[k].copy_(v)
-                elif k == first_key and own[k].shape[0] == v.shape[0] and own[k].shape[1] > v.shape[1]:
-                    own[k].zero_()
-                    own[k][:, :v.shape[1]].copy_(v)
-                else:
-                    raise ValueError(f"{k}: shape {tuple(v.shape)} cannot grow into {tuple(own[k].shape)}")
-        return sorted(set(own) - set(state))
-
-    # ------------------------------------------------------------------ pruning bookkeeping
-    def convs(self) -> Dict[str, ConvBN]:
-        """All ConvBN modules by name, in execution order."""
-        return self._convs
-
-    def prunable(self) -> List[ConvBN]:
-        return [m for m in self._convs.values() if m.prunable]
+    def widths(self) -> Dict[str, int]:
+        """Alive maps per prunable layer."""
+        return {n: m.alive() for n, m in self.masks.items()}
 
     def flops(self, height: int, width: int, alive: Optional[Dict[str, int]] = None) -> int:
-        """FLOPs (2 x multiply-accumulates) of all convolutions for a (height, width) input, counting only
-        alive feature maps (``alive`` overrides the masks' counts per conv name)."""
-        alive = alive or {}
-        count = lambda n: 3 if n == IMAGE else alive.get(n, self._convs[n].alive())  # noqa: E731
-        total = 0
-        for m in self._convs.values():
-            cin = sum(count(n) for n in m.inputs)
-            s = m.in_stride * m.conv.stride[0]
-            ho, wo = math.ceil(height / s), math.ceil(width / s)
-            k = m.conv.kernel_size[0]
-            total += 2 * count(m.name) * cin * k * k * ho * wo
-        return total
+        """FLOPs (2 x multiply-accumulates) of every convolution (stem, expand 1x1, depthwise, project 1x1,
+        readout 1x1; TensorFlow "same" sizes, ``ceil(in / stride)``) for a (height, width) input, counting
+        only alive maps (``alive`` overrides the masks' counts per layer name). The blur (one map) and the
+        bilinear resizes are not convolutions of the network and are left out (under 0.1 MFLOP)."""
+        w_ = {**self.widths(), **(alive or {})}
+        net = self.backbone.net
+        h, w = math.ceil(height / 2), math.ceil(width / 2)  # the stem is 3x3 / 2
+        total = 3 * 9 * w_["b0"] * h * w
+        grids = []
+        for i in range(self.num_blocks):
+            blk = net._blocks[i]
+            a = blk._block_args
+            e = w_[f"b{i}"]
+            s = a.stride if isinstance(a.stride, int) else a.stride[0]
+            k = blk._depthwise_conv.kernel_size[0]
+            if a.expand_ratio != 1:
+                total += blk._expand_conv.in_channels * e * h * w
+            h, w = math.ceil(h / s), math.ceil(w / s)
+            total += e * k * k * h * w + e * blk._project_conv.out_channels * h * w
+            if i in self.backbone.taps:
+                grids.append((blk._project_conv.out_channels, h, w))
+        hidden = [w_[f"r{j}"] for j in range(len(self.cfg["hidden"]))] + [1]
+        total += sum(c * hidden[0] * gh * gw for c, gh, gw in grids[:self.num_features])
+        _, gh, gw = grids[0]
+        total += sum(a * b * gh * gw for a, b in zip(hidden[:-1], hidden[1:]))
+        return 2 * total
 
     def flop_savings(self, height: int, width: int) -> Dict[str, int]:
-        """FLOPs saved by removing one more feature map of each prunable conv, given the current masks
-        (recomputed each call, so costs follow as neighbours shrink)."""
+        """FLOPs saved by removing one more map of each prunable layer given the current masks (recomputed each
+        call, so costs follow as neighbours shrink); layers down to one map are left out."""
         base = self.flops(height, width)
+        return {n: base - self.flops(height, width, {n: a - 1}) for n, a in self.widths().items() if a > 1}
+
+    def gflops(self, height: int = 192, width: int = 256) -> float:
+        """:meth:`flops` in GFLOP (default: a 4:3 photo at long side 256)."""
+        return self.flops(height, width) / 1e9
+
+    def compact(self) -> "PretrainedStudent":
+        """Drop the masked maps from the weights in place (the same function, fewer FLOPs in PyTorch too);
+        records the widths in :attr:`cfg`. Returns ``self``."""
+        net = self.backbone.net
+        for i in range(self.num_blocks):
+            m = self.masks[f"b{i}"]
+            keep = m.keep()
+            if len(keep) == len(m.mask):
+                continue
+            blk = net._blocks[i]
+            if blk._block_args.expand_ratio != 1:
+                _shrink_conv(blk._expand_conv, out_idx=keep)
+                _shrink_bn(blk._bn0, keep)
+            else:  # block 0: its depthwise maps are the stem's
+                _shrink_conv(net._conv_stem, out_idx=keep)
+                _shrink_bn(net._bn0, keep)
+            _shrink_conv(blk._depthwise_conv, out_idx=keep, depthwise=True)
+            _shrink_bn(blk._bn1, keep)
+            _shrink_conv(blk._project_conv, in_idx=keep)
+            m.mask = torch.ones(len(keep))
+        ro = self.readout
+        convs = [c for c in ro.rest if isinstance(c, nn.Conv2d)]
+        for j in range(len(self.cfg["hidden"])):
+            m = self.masks[f"r{j}"]
+            keep = m.keep()
+            if len(keep) == len(m.mask):
+                continue
+            for c in (ro.first if j == 0 else [convs[j - 1]]):
+                _shrink_conv(c, out_idx=keep)
+            _shrink_conv(convs[j], in_idx=keep)
+            m.mask = torch.ones(len(keep))
+        full = self.full_widths()
+        self.cfg["widths"] = {n: a for n, a in self.widths().items() if a != full[n]}
+        return self
+
+    def used_state_dict(self) -> Dict[str, torch.Tensor]:
+        """:meth:`state_dict` without the backbone's layers past the cut (blocks after :attr:`num_blocks`, the
+        classifier head): what a checkpoint needs (a pruned Lite0 student: about 2 MB instead of 17 MB);
+        :func:`student_from_state` takes either."""
+        return {k: v for k, v in self.state_dict().items() if k not in self.unused_keys()}
+
+    def unused_keys(self) -> set:
+        """State keys of backbone layers the forward pass never reaches."""
+        used = {f"backbone.net._blocks.{i}." for i in range(self.num_blocks)} | {"backbone.net._conv_stem.",
+                                                                                 "backbone.net._bn0."}
+        return {k for k in self.state_dict() if k.startswith("backbone.") and not any(k.startswith(u) for u in used)}
+
+    def full_widths(self) -> Dict[str, int]:
+        """The unpruned widths of the prunable layers (from the backbone's block arguments)."""
         out = {}
-        for m in self.prunable():
-            a = m.alive()
-            if a > 1:
-                out[m.name] = base - self.flops(height, width, {m.name: a - 1})
+        for i in range(self.num_blocks):
+            a = self.backbone.net._blocks[i]._block_args
+            out[f"b{i}"] = a.input_filters * a.expand_ratio
+        out.update({f"r{j}": h for j, h in enumerate(self.cfg["hidden"])})
         return out
 
 
-def _alive_idx(m: ConvBN) -> np.ndarray:
-    return np.nonzero(m.mask.detach().cpu().numpy() > 0.5)[0]
+def _from_member(path: Path) -> PretrainedStudent:
+    blob = distill.load_checkpoint(path, ("spec", "head"), "teacher member file")
+    spec = blob["spec"]
+    model = PretrainedStudent(spec["backbone"], int(spec.get("features", 6)),
+                              np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32), spec["hidden"])
+    missing, unexpected = model.load_state_dict(blob["head"], strict=False)
+    bad = [k for k in missing if not k.startswith(("backbone.", "masks."))] + list(unexpected)
+    if bad:
+        raise ValueError(f"{path}: state mismatch {bad}")
+    return model
 
 
-def export_student(model: Student) -> Network:
-    """Fold batch norm, drop pruned feature maps and build the ``.gzw`` :class:`Network` of ``model``.
+def load_student(path: Path) -> PretrainedStudent:
+    """A ``train`` checkpoint (``{"cfg", "model", ...}``) as a :class:`PretrainedStudent` in eval mode.
 
-    The exported network computes the same log-density as ``model.eval()`` (the golden test checks 1e-3).
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a student checkpoint.
     """
-    model = model.eval()
-    cfg = model.cfg
-    convs = model.convs()
-    width = {n: (3 if n == IMAGE else convs[n].conv.out_channels) for n in [IMAGE, *convs]}
+    blob = distill.load_checkpoint(path, ("cfg", "model"), "student checkpoint")
+    if not isinstance(blob["cfg"], dict) or "backbone" not in blob["cfg"]:
+        raise ValueError(f"{path}: not a student checkpoint (its 'cfg' names no backbone)")
+    return student_from_state(blob).eval()
 
-    def in_index(m: ConvBN) -> np.ndarray:
-        """Indices of m's alive input channels within its full (torch) input."""
-        idx, off = [], 0
-        for n in m.inputs:
-            idx.append(off + (np.arange(3) if n == IMAGE else _alive_idx(convs[n])))
-            off += width[n]
-        return np.concatenate(idx)
 
-    def conv_params(m: ConvBN) -> Tuple[np.ndarray, np.ndarray]:
-        w, b = m.folded()
-        o = _alive_idx(m)
-        return w[o][:, in_index(m)], b[o]
+def student_from_state(blob: dict) -> PretrainedStudent:
+    """The :class:`PretrainedStudent` of a checkpoint dict ``{"cfg", "model"}`` (its widths from ``cfg``,
+    masks and weights from ``model``)."""
+    c = blob["cfg"]
+    model = PretrainedStudent(c["backbone"], c["features"], np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32),
+                              c["hidden"], c.get("widths"))
+    missing, unexpected = model.load_state_dict(blob["model"], strict=False)
+    bad = sorted(set(missing) - model.unused_keys()) + list(unexpected)
+    if bad:
+        raise ValueError(f"the checkpoint's state does not fit its student: {bad[:5]}")
+    return model
 
-    net = Network(mean=(model.MEAN,) * 3, std=(model.STD,) * 3, input_long_side=int(cfg["input_long_side"]),
-                  size_multiple=int(cfg["size_multiple"]))
-    x = net.conv2d(0, *conv_params(model.stem), stride=2, padding=1, activation="relu", name="stem")
-    x = net.max_pool(x, 3, 2, 1)
-    outs = []
-    for bi, blk in enumerate(model.blocks):
-        if bi > 0:
-            t = model.transitions[bi - 1]
-            x = net.conv2d(x, *conv_params(t), activation="relu", name=t.name)
-            x = net.avg_pool(x, 2, 2)
-        layers = []
-        for c1, c2 in blk.layers:
-            layers.append((*conv_params(c1), *conv_params(c2)))
-        x = net.dense_block(x, layers, name=blk.name)
-        outs.append(x)
-    k = int(cfg["head_blocks"])
-    x = net.concat(outs[-k], *(net.resize_bilinear(o, outs[-k]) for o in outs[-k + 1:]))
-    for r in model.readout:
-        x = net.conv2d(x, *conv_params(r), activation="softplus", name=r.name)
-    x = net.conv2d(x, *conv_params(model.readout_out), activation="none", name="readout_out")
-    x = net.gaussian_blur(x, model.blur.sigma, model.blur.truncate, "nearest")
-    x = net.centre_bias(x, model.log_centre_bias.detach().numpy(), float(model.centre_bias_weight))
-    net.log_softmax(x)
-    net.validate()
-    return net
+
+def student_from_gzw(path: Path, backbone: str = "lite0", features: int = 3) -> PretrainedStudent:
+    """The :class:`PretrainedStudent` whose export (:func:`gazecrop.train.convert_backbone.convert_student`) is the
+    ``.gzw`` file ``path``: the inverse of the export, exact up to float32 rounding. Batch norm was folded into
+    the convolutions, so each batch norm becomes the identity (mean 0, variance 1 - eps, scale 1) with the
+    folded bias; the readout's standardisation (folded into its first convolutions) becomes mean 0, std 1, and
+    the first convolutions' folded biases are summed into the first one (a constant survives the bilinear
+    resize unchanged). Widths (pruned maps) come from the file's tensor shapes. In train mode.
+
+    This is how a shipped student whose training checkpoint was not kept becomes a starting point for
+    fine-tuning (``python -m gazecrop.train.student import --from F.gzw --out ckpt.pt``).
+
+    Raises:
+        FileNotFoundError: no such file. gazecrop.weights.WeightsFormatError: not a valid ``.gzw`` file.
+        ValueError: a valid file that is not a student export of this backbone (names, shapes or op kinds
+            differ from what :func:`gazecrop.train.convert_backbone.to_network` writes).
+    """
+    from ..weights import read_weights
+
+    net = read_weights(path)
+    tensors = {n: t for op in net.ops for n, t in op.tensors}
+    fp = {op.kind: op.fparams for op in net.ops if op.kind in ("gaussian_blur", "centre_bias")}
+    ref = PretrainedStudent(backbone, features, np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32))
+    widths = {}
+    for i in range(ref.num_blocks):
+        key = f"b{i}.dw.weight"
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor {key!r}: not a {backbone} student export")
+        widths[f"b{i}"] = int(tensors[key].shape[0])
+    for j in range(len(ref.cfg["hidden"])):
+        key = "readout.first0.weight" if j == 0 else f"readout.hidden{j - 1}.weight"
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor {key!r}: not a student export")
+        widths[f"r{j}"] = int(tensors[key].shape[0])
+    if set(fp) != {"gaussian_blur", "centre_bias"}:
+        raise ValueError(f"{path}: no blur / centre-bias op: not a student export")
+    full = ref.full_widths()
+    try:
+        model = PretrainedStudent(backbone, features, tensors["centre_bias.log_map"],
+                                  ref.cfg["hidden"], {n: w for n, w in widths.items() if w != full[n]})
+    except KeyError as e:
+        raise ValueError(f"{path}: no tensor {e}: not a student export") from None
+
+    def put(param: torch.Tensor, value: np.ndarray, what: str) -> None:
+        if tuple(param.shape) != tuple(value.shape):
+            raise ValueError(f"{path}: {what} has shape {tuple(value.shape)}, the student {tuple(param.shape)}")
+        param.copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+
+    def conv_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], name: str) -> None:
+        try:
+            w, b = tensors[name + ".weight"], tensors[name + ".bias"]
+        except KeyError as e:
+            raise ValueError(f"{path}: no tensor {e}: not a student export") from None
+        put(conv.weight, w, name + ".weight")
+        if bn is None:
+            put(conv.bias, b, name + ".bias")
+            return
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.weight.fill_(1.0)
+        put(bn.bias, b, name + ".bias")
+
+    bbn = model.backbone.net
+    ro, fin = model.readout, model.finalizer
+    with torch.no_grad():
+        conv_bn(bbn._conv_stem, bbn._bn0, "stem")
+        for i in range(model.num_blocks):
+            blk = bbn._blocks[i]
+            if blk._block_args.expand_ratio != 1:
+                conv_bn(blk._expand_conv, blk._bn0, f"b{i}.expand")
+            conv_bn(blk._depthwise_conv, blk._bn1, f"b{i}.dw")
+            conv_bn(blk._project_conv, blk._bn2, f"b{i}.project")
+        bias = np.zeros(widths["r0"], np.float64)
+        for j, conv in enumerate(ro.first):
+            put(conv.weight, tensors[f"readout.first{j}.weight"], f"readout.first{j}.weight")
+            bias += tensors[f"readout.first{j}.bias"].astype(np.float64)
+            getattr(ro, f"mean{j}").zero_()
+            getattr(ro, f"std{j}").fill_(1.0)
+        put(ro.first[0].bias, bias.astype(np.float32), "readout.first biases")
+        convs = [c for c in ro.rest if isinstance(c, nn.Conv2d)]
+        for j, conv in enumerate(convs):
+            conv_bn(conv, None, f"readout.hidden{j}" if j < len(convs) - 1 else "readout.out")
+        sigma = float(fp["gaussian_blur"][0])
+        if not sigma > 0:
+            raise ValueError(f"{path}: blur sigma {sigma} is not positive")
+        fin.log_sigma.fill_(math.log(sigma / (net.input_long_side // 8)))
+        fin.cb_weight.fill_(float(fp["centre_bias"][0]))
+    return model.train()
+
+
+def load_init(path: Path) -> PretrainedStudent:
+    """A student to start training from: a teacher member file of a frozen probe (``{"spec", "head"}``, the
+    backbone's ImageNet weights + the member's readout) or a student checkpoint (:func:`load_student`; masked
+    maps of a pruning snapshot are dropped, :meth:`PretrainedStudent.compact`). In train mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: neither kind of file.
+    """
+    blob = distill.load_checkpoint(path, (), "student checkpoint or teacher member file")
+    if "spec" in blob and "head" in blob:
+        return _from_member(path).train()
+    return load_student(path).compact().train()
+
+
+def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float = 1e-4,
+          teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
+          members: Optional[Sequence[str]] = None, self_targets: bool = False, colour_robust: float = 0.0,
+          parity_weight: float = 0.0, faces: Optional[Path] = None, parity_pairs: int = 1,
+          parity_decay: float = 0.9, log=print) -> Path:
+    """Train the student end to end by distillation at long side 256, starting from ``init`` (a frozen-probe
+    member file or a student checkpoint such as a pruning snapshot, :func:`load_init`; resumes from
+    ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
+    grid information gain, :func:`gazecrop.train.distill.evaluate_grid`). With ``mirrored_teacher``, flipped
+    training views take the teacher's density of the mirrored image instead of the mirrored density
+    (:func:`gazecrop.train.distill.teacher_targets`). ``members``: the teacher members whose ensemble gives the
+    targets (default: the whole ensemble); ``self_targets``: the targets are the ``init`` student's own densities
+    instead (self-distillation: fine-tuning then moves the student away from where it started only as far as
+    the other terms ask).
+
+    Fairness (:mod:`gazecrop.train.fairness`): ``colour_robust`` is the probability of a greyscale / hue-rotated /
+    (de)saturated view of a training photo (the target stays the original's density); ``parity_weight`` > 0 adds
+    that multiple of the demographic-parity term on composite pairs of the **tune half** of the portraits in
+    ``faces`` (:class:`gazecrop.train.fairness.ParityTerm`: ``parity_pairs`` composites per comparison and step,
+    running means with weight ``parity_decay`` on the past) to every step's loss. Returns its path."""
+    final = out / "final.pt"
+    rng = distill.start_run(out, threads, seed, log)
+    if rng is None:
+        return final
+    model = load_init(init)
+    train_items = distill.build_data("train", 256, log=log)
+    val_items = distill.build_data("val", 256, log=log)
+    if self_targets:
+        targets = own_targets(model, train_items)
+    else:
+        targets = distill.teacher_targets(train_items, members, log=log)
+    flip_targets = distill.teacher_targets(train_items, members, log=log, mirrored=True) if mirrored_teacher else None
+    parity = None
+    if parity_weight > 0:
+        from .fairness import DEFAULT_FACES, ParityTerm, PortraitPairs
+
+        parity = ParityTerm(PortraitPairs(faces or DEFAULT_FACES, "tune"), decay=parity_decay,
+                            per_comparison=parity_pairs)
+        log(f"parity term on {len(parity.pairs.comparisons)} comparisons of the tune half, weight {parity_weight}")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * len(distill.batches(train_items, batch, random.Random(0)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    ck = out / "checkpoint.pt"
+    epoch0, best = 0, -1e9
+    if ck.is_file():
+        st = torch.load(ck, weights_only=False)
+        missing, unexpected = model.load_state_dict(st["model"], strict=False)
+        if set(missing) - model.unused_keys() or unexpected:
+            raise ValueError(f"{ck}: the checkpoint does not fit the student being trained")
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        epoch0, best = st["epoch"], st["best"]
+        rng.setstate(st["rng"])
+        if parity is not None and st.get("parity"):
+            parity.load_state_dict(st["parity"])
+        log(f"resumed at epoch {epoch0}")
+    else:
+        ev = distill.evaluate_grid(model, val_items)
+        log("start: " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
+    write_text(out / "config.json", json.dumps(dict(init=str(init), epochs=epochs, batch=batch, lr=lr,
+                                                    teacher_weight=teacher_weight, seed=seed, cfg=model.cfg,
+                                                    mirrored_teacher=mirrored_teacher, members=members,
+                                                    self_targets=self_targets, colour_robust=colour_robust,
+                                                    parity_weight=parity_weight,
+                                                    faces=str(faces) if faces else None,
+                                                    parity_pairs=parity_pairs, parity_decay=parity_decay,
+                                                    gflops_192x256=model.gflops(), commit=distill.git_commit()),
+                                               indent=1))
+    for epoch in range(epoch0, epochs):
+        model.train()
+        t0 = time.time()
+
+        def batch_loss(idx):
+            loss = distill.loss_on_batch(model, train_items, idx, targets, rng, teacher_weight,
+                                         flip_targets=flip_targets, colour_robust=colour_robust)[0]
+            return loss if parity is None else loss + parity_weight * parity.loss(model, rng)
+
+        train_loss = distill.run_epoch(train_items, batch, rng, opt, sched, batch_loss)
+        ev = distill.evaluate_grid(model, val_items)
+        if parity is not None:
+            ev.update(portrait_parity(model, parity.pairs))
+            log(f"parity running means (mass/peak, nats): {parity.summary()}")
+        row = dict(epoch=epoch + 1, train_loss=train_loss, seconds=time.time() - t0, **ev)
+        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        distill._append_csv(out / "log.csv", row)
+        snap = dict(cfg=model.cfg, model=model.used_state_dict(), metrics={k: float(v) for k, v in ev.items()},
+                    epoch=epoch + 1)
+        if ev["pooled_ig"] > best or parity is not None:  # with the parity term: the last epoch (IG alone
+            best = max(best, ev["pooled_ig"])                # would choose against the fairness objective)
+            distill.save_atomic(snap, out / "best.pt")
+        distill.save_atomic(dict(snap, opt=opt.state_dict(), sched=sched.state_dict(), best=best,
+                                 rng=rng.getstate(), parity=None if parity is None else parity.state_dict()), ck)
+    (out / "best.pt").replace(final)
+    return final
+
+
+def own_targets(model: PretrainedStudent, items: List[dict], batch: int = 16) -> Dict[str, np.ndarray]:
+    """The student's own log-densities on ``items`` (float32 (h/8, w/8) per key): self-distillation targets."""
+    model.eval()
+    out: Dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for idx in distill.batches(items, batch, random.Random(0)):
+            x = torch.stack([torch.from_numpy(items[i]["image"]).permute(2, 0, 1).float() for i in idx])
+            for i, logd in zip(idx, model(x)):
+                out[items[i]["key"]] = logd.numpy().astype(np.float32)
+    model.train()
+    return out
+
+
+def portrait_parity(model: PretrainedStudent, pairs, n: int = 24, side: int = 128, seed: int = 0) -> Dict[str, float]:
+    """Tune-half parity diagnostics for a training log, on fixed draws (``n`` composites per comparison of
+    ``pairs``, ``side`` px tiles): for each layout (``side``, ``stacked``) and family (``gender``: female vs
+    male of one race; ``race``: white vs Black of one gender), the share of composites whose first group's
+    tile holds more saliency mass, minus 0.5 (``parity_<layout>_<family>``; 0 is parity, > 0 favours women /
+    white people)."""
+    from .fairness import tile_log_scores
+
+    fam = {"gender": [i for i, (a, b) in enumerate(pairs.comparisons) if a[0] == b[0]],
+           "race": [i for i, (a, b) in enumerate(pairs.comparisons) if a[1] == b[1]]}
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for name, axis in (("side", 1), ("stacked", 0)):
+            rng = random.Random(seed)
+            wins: Dict[int, List[float]] = {}
+            for _ in range(n):
+                x, a_first, comp = pairs.draw(rng, axis, side)
+                mass, _ = tile_log_scores(model(x), axis)
+                for c, v in zip(comp, (mass * (a_first.float() * 2 - 1)).tolist()):
+                    wins.setdefault(c, []).append(float(v > 0))
+            for f, idx in fam.items():
+                vals = [v for c in idx for v in wins.get(c, [])]
+                if vals:
+                    out[f"parity_{name}_{f}"] = float(np.mean(vals)) - 0.5
+    model.train()
+    return out
+
+
+def _predictor(model: PretrainedStudent):
+    """uint8 (H, W, 3) image -> float64 (H, W) log-density at full resolution, the way a teacher member does it
+    (:func:`gazecrop.train.teacher.preprocess` at long side 256, the student's input size rule; the grid map
+    upsampled in log space and renormalised)."""
+
+    def predict(sample, img: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logd = model(preprocess(img, 256))
+        return _upsample_log_density(logd[0], *img.shape[:2]).astype(np.float64)
+
+    return predict
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gazecrop.train.student", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="workflow:\n" + __doc__.split("Workflow")[1].split("::", 1)[1])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="fine-tune a frozen probe member end to end (resumable)")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--init", type=Path, required=True,
+                   help="teacher member file of the frozen probe, or a student checkpoint (e.g. a pruning snapshot)")
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--teacher-weight", type=float, default=0.9)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--mirrored-teacher", action="store_true",
+                   help="flipped views take the teacher's density of the mirrored image (needs the _flip caches)")
+    t.add_argument("--members", default=None,
+                   help="comma-separated teacher members for the targets (default: the whole ensemble)")
+    t.add_argument("--self-targets", action="store_true",
+                   help="targets: the --init student's own densities (self-distillation) instead of the teacher's")
+    t.add_argument("--colour-robust", type=float, default=0.0, metavar="P",
+                   help="probability of a greyscale / hue-rotated / (de)saturated view (target: the original's)")
+    t.add_argument("--parity-weight", type=float, default=0.0,
+                   help="weight of the demographic-parity term on tune-half portrait pairs (0: off)")
+    t.add_argument("--parity-pairs", type=int, default=1, help="composites per comparison and step (default 1)")
+    t.add_argument("--parity-decay", type=float, default=0.9,
+                   help="weight of the past in the parity term's running means (default 0.9)")
+    t.add_argument("--faces", type=Path, default=None, help="labelled portraits (default ../shared/data/faces/congress)")
+    im = sub.add_parser("import", help="rebuild a student checkpoint from its exported .gzw (train's --init)")
+    im.add_argument("--from", dest="src", type=Path, required=True)
+    im.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("recalibrate", help="recompute the batch-norm statistics on the training images (after "
+                       "pruning): val grid metrics before and after; --out keeps the recalibrated checkpoint")
+    r.add_argument("--from", dest="src", type=Path, required=True)
+    r.add_argument("--out", type=Path, default=None)
+    r.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("evaluate", help="val metrics at full resolution (gazecrop.evaluate's table)")
+    e.add_argument("--from", dest="src", type=Path, required=True)
+    e.add_argument("--json", type=Path, default=None)
+    e.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    if getattr(a, "threads", 1) < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if a.cmd == "train" and not 0.0 <= a.colour_robust <= 1.0:
+        p.error(f"--colour-robust must be a probability in [0, 1], got {a.colour_robust}")
+    if a.cmd == "train" and a.parity_weight < 0:
+        p.error(f"--parity-weight must be >= 0, got {a.parity_weight}")
+    if a.cmd == "train" and (a.parity_pairs < 1 or not 0.0 <= a.parity_decay < 1.0):
+        p.error(f"--parity-pairs must be >= 1 and --parity-decay in [0, 1), got {a.parity_pairs}, {a.parity_decay}")
+    try:  # a bad input file fails here, before any data is loaded
+        if a.cmd == "import":
+            model = student_from_gzw(a.src)
+        else:
+            model = load_init(a.init) if a.cmd == "train" else load_student(a.src)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    if a.cmd == "import":
+        distill.save_atomic(dict(cfg=model.cfg, model=model.used_state_dict(), source=str(a.src)), a.out)
+        log(f"{a.out}: student rebuilt from {a.src} ({model.gflops():.3f} GFLOP at 192x256)")
+        return 0
+    if a.cmd == "train":
+        members = [m for m in a.members.split(",") if m] if a.members else None
+        train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
+              threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, members=members,
+              self_targets=a.self_targets, colour_robust=a.colour_robust, parity_weight=a.parity_weight,
+              faces=a.faces, parity_pairs=a.parity_pairs, parity_decay=a.parity_decay, log=log)
+        return 0
+    torch.set_num_threads(a.threads)
+    if a.cmd == "recalibrate":
+        from .average import recalibrate_batch_norm
+
+        model = model.compact()
+        val_items = distill.build_data("val", 256, log=log)
+        before = distill.evaluate_grid(model, val_items)
+        recalibrate_batch_norm(model, distill.build_data("train", 256, log=log))
+        after = distill.evaluate_grid(model, val_items)
+        for label, m in (("ImageNet statistics", before), ("recalibrated", after)):
+            log(f"{label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+        if a.out is not None:
+            distill.save_atomic(dict(cfg=model.cfg, model=model.used_state_dict(), metrics=after, recalibrated=True),
+                                a.out)
+        return 0
+    from .. import datasets as gds
+    from .. import evaluate as ev
+
+    samples = gds.load_datasets(split="val")
+    name = f"student {a.src} ({model.gflops():.2f} GFLOP at 192x256)"
+    res = ev.evaluate([("centre bias (KDE)", ev.centre_bias_predictor()), (name, _predictor(model))], samples,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(ev.format_table(res))
+    if a.json:
+        write_text(a.json, json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gazecrop import datasets as gds
+from gazecrop._atomic import write_text
 from gazecrop.centre_bias import CentreBias, default_centre_bias, fit_centre_bias, DEFAULT_PATH as CB_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -522,7 +523,7 @@ def cache_features(backbone: str, long_side: int, samples: Sequence[gds.Sample],
         if (i + 1) % 100 == 0:
             el = time.time() - t0
             log(f"[cache {key}] {i + 1}/{len(todo)} {el:.0f}s, eta {el / (i + 1) * (len(todo) - i - 1):.0f}s")
-    done.write_text(json.dumps({"images": len(samples), "seconds": time.time() - t0}))
+    write_text(done, json.dumps({"images": len(samples), "seconds": time.time() - t0}))
     return root
 
 
@@ -653,7 +654,7 @@ def train_member(spec: MemberSpec, root: str | None = None, threads: int = 1, lo
     if (run / "final").is_file() and out_path.is_file():
         log(f"[{spec.name}] already trained: {out_path}")
         return out_path
-    (run / "config.json").write_text(json.dumps({**asdict(spec), "commit": _git_commit()}, indent=1))
+    write_text(run / "config.json", json.dumps({**asdict(spec), "commit": _git_commit()}, indent=1))
     train = gds.load_datasets(split="train", root=root)
     val = gds.load_datasets(split="val", root=root)
     cache_features(spec.backbone, spec.long_side, train + val, log=log)
@@ -722,9 +723,7 @@ def train_member(spec: MemberSpec, root: str | None = None, threads: int = 1, lo
         if new:
             wr.writeheader()
         wr.writerow(row)
-        tmp = logf.with_suffix(".tmp")
-        tmp.write_text(lines + buf.getvalue())
-        os.replace(tmp, logf)
+        write_text(logf, lines + buf.getvalue())
         torch.save({"model": model.head_state(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, ck.with_suffix(".tmp"))
         os.replace(ck.with_suffix(".tmp"), ck)
@@ -734,7 +733,7 @@ def train_member(spec: MemberSpec, root: str | None = None, threads: int = 1, lo
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(best, out_path.with_suffix(".tmp"))
     os.replace(out_path.with_suffix(".tmp"), out_path)
-    (run / "final").write_text(json.dumps(best["info"]))
+    write_text(run / "final", json.dumps(best["info"]))
     log(f"[{spec.name}] done: best epoch {state['best_epoch']} val IG (grid) {state['best']:.4f} -> {out_path}")
     return out_path
 
@@ -886,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scores[n] = blob.get("info", {}).get("val_ig_grid_pooled", float("nan"))
             log(f"{n}: val IG (grid, pooled) {scores[n]:.4f}")
         vanilla = max(scores, key=lambda k: scores[k])
-        (WEIGHTS_DIR / "ensemble.json").write_text(json.dumps({"members": names, "vanilla": vanilla}, indent=1) + "\n")
+        write_text(WEIGHTS_DIR / "ensemble.json", json.dumps({"members": names, "vanilla": vanilla}, indent=1) + "\n")
         log(f"ensemble: {names}; vanilla = {vanilla}")
     elif a.cmd == "profile":
         names = ensemble_members()

@@ -1,0 +1,207 @@
+"""Fairness as a training objective: a demographic-parity term on composite portrait pairs, and colour-robust
+views for distillation.
+
+The audit (``benchmarks/fairness.py``, after Yee, Tantipongpipat and Mishra, "Image cropping on Twitter:
+fairness metrics, their limitations, and the importance of representation, design, and agency", CSCW 2021,
+arXiv:2105.08667) puts two labelled portraits side by side (or one above the other) and asks which one the crop
+keeps. A crop keeps the tile that holds more of the predicted saliency mass and the salient point, so the
+**parity term** trains exactly that quantity to be independent of the portraits' group: for a pair (A, B) of
+groups (women vs men of one race, white vs Black people of one gender), ``d = log M_A - log M_B``, where ``M``
+is a tile's share of the density (and, for the salient point, its soft maximum of the log-density), and the
+loss is the square of the mean of ``d`` over the pairs drawn for each comparison. The square of the *mean*
+asks for demographic parity (on average neither group is preferred), not that every pair be a tie: a more
+salient portrait may still win its pair. The mean is a running (exponential) average over the steps, so the
+few pairs of one step give a low-variance gradient of it.
+
+Only the **tune half** of the portraits (:func:`gazecrop.portraits.split_halves`) is ever used here; the
+holdout half is for the release check. Portraits are augmented (random crop of 85-100 % of the side, flip,
+brightness / contrast, tile sizes 96-160 px) so the term does not memorise the 267 faces.
+
+:func:`colour_view` is the colour-robust augmentation: the student sees greyscale, hue-rotated or
+(de)saturated views of a training photo while the teacher's target stays the density of the original.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..portraits import load_groups, split_halves
+
+__all__ = ["PARITY_COMPARISONS", "PortraitPairs", "tile_log_scores", "ParityTerm", "colour_view"]
+
+DEFAULT_FACES = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "faces" / "congress"
+
+PARITY_COMPARISONS: Tuple[Tuple[str, str], ...] = (
+    ("WF", "WM"), ("BF", "BM"), ("HF", "HM"),  # gender, same race (female first)
+    ("WF", "BF"), ("WM", "BM"),                # race, same gender (white first)
+    ("WF", "BM"), ("WM", "BF"))                # both (the audit's cross comparisons)
+"""Comparisons (first group, second group) the parity term balances; those whose groups are missing from the
+tune half are skipped."""
+
+
+class PortraitPairs:
+    """The tune half's portraits, ready to be drawn as composite pairs.
+
+    Args:
+        faces: folder with ``labels.csv`` and ``photos/`` (``../shared/data/faces/congress``).
+        half: ``"tune"`` (the only half training may use; ``"holdout"`` exists for tests of this class).
+        keep_side: portraits are held in memory as uint8 RGB at this side (pixels), decoded once.
+    Raises:
+        FileNotFoundError: no ``labels.csv`` under ``faces``. ValueError: no comparison of
+            :data:`PARITY_COMPARISONS` has both its groups.
+    """
+
+    def __init__(self, faces: "str | Path" = DEFAULT_FACES, half: str = "tune", keep_side: int = 256) -> None:
+        from PIL import Image
+
+        from .._image import open_image, to_rgb
+
+        groups = split_halves(load_groups(faces))[half]
+        self.comparisons = [(a, b) for a, b in PARITY_COMPARISONS if a in groups and b in groups]
+        if not self.comparisons:
+            raise ValueError(f"{faces}: the {half} half has no pair of groups of {PARITY_COMPARISONS}")
+        used = sorted({g for c in self.comparisons for g in c})
+        self.images: Dict[str, List[np.ndarray]] = {}
+        for g in used:
+            arrs = []
+            for name in groups[g]:
+                im = open_image(Path(faces) / "photos" / name)
+                im = im.resize((keep_side, keep_side), Image.BILINEAR, reducing_gap=None) if im.size != (
+                    keep_side, keep_side) else im
+                arrs.append(to_rgb(im, (255, 255, 255)))
+            self.images[g] = arrs
+        self.half = half
+
+    def tile(self, group: str, rng: random.Random, side: int) -> np.ndarray:
+        """One augmented portrait of ``group``: uint8 (side, side, 3) from a random square crop of 85-100 % of
+        the portrait's side, flipped with probability 1/2, resized with Pillow's antialiased bilinear filter
+        (the same filter as :meth:`gazecrop.Model.log_density`)."""
+        from PIL import Image
+
+        a = self.images[group][rng.randrange(len(self.images[group]))]
+        n = a.shape[0]
+        c = int(round(n * rng.uniform(0.85, 1.0)))
+        y0, x0 = rng.randrange(0, n - c + 1), rng.randrange(0, n - c + 1)
+        im = Image.fromarray(a[y0:y0 + c, x0:x0 + c]).resize((side, side), Image.BILINEAR, reducing_gap=None)
+        t = np.asarray(im)
+        return np.ascontiguousarray(t[:, ::-1]) if rng.random() < 0.5 else t
+
+    def draw(self, rng: random.Random, axis: int, side: int, per_comparison: int = 1
+             ) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
+        """A batch of composites: float32 (N, 3, H, W) in 0..255 (side by side: H = side, W = 2 side; stacked:
+        the other way round), bool (N,) ``a_first`` (the comparison's first group in the first tile: left / top,
+        drawn at random), and the comparison index of each composite (into :attr:`comparisons`). Brightness and
+        contrast are jittered per tile (0.85-1.15)."""
+        xs, firsts, comp = [], [], []
+        for ci, (a, b) in enumerate(self.comparisons):
+            for _ in range(per_comparison):
+                ta, tb = (self.tile(g, rng, side).astype(np.float32) for g in (a, b))
+                ta, tb = (np.clip((t - t.mean()) * rng.uniform(0.85, 1.15) + t.mean() * rng.uniform(0.85, 1.15),
+                                  0, 255) for t in (ta, tb))
+                af = rng.random() < 0.5
+                xs.append(np.concatenate([ta, tb] if af else [tb, ta], axis=axis))
+                firsts.append(af)
+                comp.append(ci)
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+        return x, torch.tensor(firsts), comp
+
+
+def tile_log_scores(logd: torch.Tensor, axis: int, peak_temperature: float = 4.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per composite, first tile minus second tile: (log saliency mass, soft maximum of the log-density).
+
+    ``logd``: float (N, h, w) log-densities of composites (two equal tiles along ``axis``: 1 = left | right,
+    0 = top / bottom). The soft maximum is ``logsumexp(t * logd) / t`` over the tile (``t`` =
+    ``peak_temperature``; large t approaches the salient point's value). Returns two float (N,) tensors.
+    """
+    n, h, w = logd.shape
+    if axis == 1:
+        first, second = logd[:, :, : w // 2], logd[:, :, w - w // 2:]
+    else:
+        first, second = logd[:, : h // 2], logd[:, h - h // 2:]
+    f, s = first.reshape(n, -1), second.reshape(n, -1)
+    mass = torch.logsumexp(f, 1) - torch.logsumexp(s, 1)
+    t = peak_temperature
+    peak = (torch.logsumexp(t * f, 1) - torch.logsumexp(t * s, 1)) / t
+    return mass, peak
+
+
+class ParityTerm:
+    """The demographic-parity loss on composite pairs (module docstring), with its running means.
+
+    ``loss(model, rng)`` draws ``per_comparison`` composites per comparison (layout alternating between side by side and
+    stacked, tile side 96 / 128 / 160 px at random), runs ``model`` (float (N, 3, H, W) 0..255 -> (N, h, w)
+    log-densities) and returns a scalar tensor whose gradient is that of
+    ``sum over comparisons of (running mean of d_mass)^2 + (running mean of d_peak)^2``, d in nats, the
+    comparison's first group minus its second; :attr:`means` holds the running means (comparison ->
+    (mass, peak)). ``decay``: weight of the past in the running mean (0 = this step's pairs only).
+    """
+
+    def __init__(self, pairs: PortraitPairs, decay: float = 0.9, sides: Sequence[int] = (96, 128, 160),
+                 per_comparison: int = 1) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if per_comparison < 1:
+            raise ValueError(f"per_comparison must be >= 1, got {per_comparison}")
+        self.per_comparison = per_comparison
+        self.pairs = pairs
+        self.decay = decay
+        self.sides = tuple(sides)
+        self.means: Dict[str, List[float]] = {}
+        self.step = 0
+
+    def loss(self, model, rng: random.Random) -> torch.Tensor:
+        axis = 1 if self.step % 2 == 0 else 0
+        self.step += 1
+        side = rng.choice(self.sides)
+        x, a_first, comp = self.pairs.draw(rng, axis, side, self.per_comparison)
+        mass, peak = tile_log_scores(model(x), axis)
+        sign = a_first.float() * 2 - 1  # first-minus-second -> A-minus-B
+        total = x.new_zeros(())
+        for ci, (a, b) in enumerate(self.pairs.comparisons):
+            sel = [j for j, c in enumerate(comp) if c == ci]
+            key = f"{a} vs {b}"
+            prev = self.means.get(key)
+            cur = []
+            for k, d in enumerate((mass, peak)):
+                m = (d[sel] * sign[sel]).mean()
+                est = float(m.detach()) if prev is None else self.decay * prev[k] + (1 - self.decay) * float(m.detach())
+                cur.append(est)
+                total = total + 2.0 * est * m  # d(est^2)/dm direction, low-variance (running) estimate
+            self.means[key] = cur
+        return total / len(self.pairs.comparisons)
+
+    def state_dict(self) -> dict:
+        return {"means": {k: list(v) for k, v in self.means.items()}, "step": self.step}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.means = {k: list(v) for k, v in st["means"].items()}
+        self.step = int(st["step"])
+
+    def summary(self) -> str:
+        """One line: the running mean d_mass / d_peak of each comparison (nats)."""
+        return " ".join(f"{k.replace(' vs ', '-')}={v[0]:+.3f}/{v[1]:+.3f}" for k, v in self.means.items())
+
+
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32)
+
+
+def colour_view(img: torch.Tensor, rng: random.Random, grey_p: float = 0.25, hue: float = 0.5,
+                saturation: Tuple[float, float] = (0.4, 1.6)) -> torch.Tensor:
+    """A colour-robust view of float (3, h, w) RGB 0..255: greyscale (ITU-R 601 luma in all channels) with
+    probability ``grey_p``, else the chroma rotated by a random hue angle in [-hue, hue] radians and scaled by
+    a random saturation factor, in YIQ space; clamped to 0..255. The target density stays the original's."""
+    if rng.random() < grey_p:
+        y = (_YIQ[0].view(3, 1, 1) * img).sum(0, keepdim=True)
+        return y.expand(3, -1, -1).clamp(0, 255).contiguous()
+    a = rng.uniform(-hue, hue)
+    s = rng.uniform(*saturation)
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, s * math.cos(a), -s * math.sin(a)],
+                        [0.0, s * math.sin(a), s * math.cos(a)]])
+    m = torch.linalg.inv(_YIQ) @ rot @ _YIQ
+    return torch.einsum("ij,jhw->ihw", m, img).clamp(0, 255)
