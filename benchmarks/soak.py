@@ -783,7 +783,7 @@ def _session(pid: int) -> List[int]:
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[4]) == pid:
+                    if int(f.read().rsplit(")", 1)[1].split()[3]) == pid:  # state ppid pgrp session
                         out.append(int(d))
             except (OSError, ValueError, IndexError):
                 pass
