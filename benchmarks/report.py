@@ -502,14 +502,16 @@ def section_soak(runs: list) -> str:
            "docstring of `benchmarks/soak.py`; do not edit by hand. RSS in MiB: start (first sample) / after "
            "warm-up (median over the first 10 % after it) / peak / end (median over the last 10 %); growth = "
            "end / after warm-up - 1 (target <= 5 % in full runs; the library's is the RSS it holds at rest, after "
-           "`malloc_trim`, at 11 checkpoints: first three against last three). Every process ran with `MALLOC_ARENA_MAX=2` "
-           "(see the soak's docstring for why).", ""]
+           "`malloc_trim`, at 11 checkpoints: first three against last three). The glibc settings each run used are "
+           "given with it (why: the soak's docstring).", ""]
     for run in runs:
         m = run["machine"]
         out += [f"`{run['command']}` ({run['mode']} run): **{m['cpu']}**, {m['cores']} cores, Python {m['python']}, "
                 f"kernel set `{m.get('kernel_set', '?')}`; {m['date']}; commit `{m['commit']}`; 1-minute load "
                 f"average at the start {m.get('load_avg_1m', '?')} (a shared machine: latencies include waiting for "
-                f"a core); `MALLOC_ARENA_MAX={run.get('malloc_arena_max')}`.", ""]
+                f"a core); `MALLOC_ARENA_MAX={run.get('malloc_arena_max')}`"
+                + (f", `MALLOC_MMAP_THRESHOLD_={run['malloc_mmap_threshold']}`" if run.get("malloc_mmap_threshold")
+                   else "") + ".", ""]
         for name, r in run["scenarios"].items():
             if "skipped" in r:
                 out += [f"**{name}**: skipped ({r['skipped']}).", ""]

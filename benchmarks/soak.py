@@ -16,14 +16,16 @@ valid odd ones (1x1, a 30000x10 strip, CMYK, 16-bit, animated GIF / WebP, EXIF-r
 transparency) must be served; broken ones (truncated JPEG / PNG, not an image, a decompression bomb, an empty
 file) must fail alone, with the consumer's normal error.
 
-MALLOC_ARENA_MAX: the script re-executes itself with ``MALLOC_ARENA_MAX=2`` (unless set) and starts thumbor
-with it. glibc gives each thread that mallocs at the same time an arena of its own (up to 8 per core) and
-keeps freed pages in each; with 8 threads decoding images of very different sizes the RSS then climbs for
-thousands of calls. Measured on this project's 2-core machine (8 threads, 47 inputs, 94 calls per pass, RSS
-after ``malloc_trim(0)``): +27 % over 14 passes with glibc's default arenas, +15 % over 12 with two, +2 % with
-one, and a single thread +0.5 % over 8 passes with the default: the allocator's arenas, not a leak (the native
-leak check and the single-threaded run agree). Set it the same way in a long-running multi-threaded process
-(the issue names it for thumbor).
+glibc malloc: the script re-executes itself with ``MALLOC_ARENA_MAX=2`` and ``MALLOC_MMAP_THRESHOLD_=1048576``
+(:data:`MALLOC_ENV`, unless set) and starts thumbor with them. glibc gives each thread that mallocs at the
+same time an arena of its own (up to 8 per core), and after a large mmapped block is freed it raises its
+mmap threshold (up to 32 MiB), so later decoded images of a few MiB are carved from the arenas instead and
+fragment them; with 8 threads decoding images of very different sizes the RSS then climbs, in steps, for
+thousands of calls. Measured on this project's 2-core machine (8 threads, 47 inputs, passes of 94 calls,
+RSS after ``malloc_trim(0)``): +27 % over 14 passes with glibc's defaults, +15 % over 12 with two arenas, +3 %
+over 14 with two arenas and the fixed 1 MiB mmap threshold (at 81 MiB instead of 102), +2 % with one arena;
+a single thread +0.5 % over 8 passes with the defaults. That is the allocator, not a leak (the native leak
+check and the single-threaded run agree); set the same in a long-running multi-threaded image process.
 
 thumbor (``--scenario thumbor``, needs thumbor installed in this interpreter)
     A thumbor server on 127.0.0.1 with README.md's configuration (the gazecrop detector in thumbor's thread
@@ -102,6 +104,9 @@ ROOT = harness.ROOT
 SCENARIOS = ("thumbor", "library", "batch")
 RSS_GROWTH_LIMIT = 0.05
 """Largest RSS growth after warm-up a scenario may show (issue 26: <= 5 % over the full runs)."""
+
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+"""glibc settings every soak process runs with, unless set already (module docstring)."""
 
 RSS_GROWTH_LIMIT_QUICK = 0.5
 """The same with ``--quick``: a few hundred calls end inside the allocator's warm-up (which images happen to be
@@ -386,7 +391,7 @@ class ThumborServer:
         sock.listen(128)
         self.port = sock.getsockname()[1]
         self.log = top / "thumbor.log"
-        env = dict(os.environ, MALLOC_ARENA_MAX="2")
+        env = {**os.environ, **MALLOC_ENV}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from thumbor.server import main; sys.exit(main())",
@@ -1053,9 +1058,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="seconds the faulted batch runs may take in all (default 3600, --quick 300)")
     p.add_argument("--keep", action="store_true", help="keep the working folder (printed)")
     a = p.parse_args(argv)
-    if os.environ.get("MALLOC_ARENA_MAX") is None and argv is None:
-        # glibc's per-thread malloc arenas: see MALLOC_ARENA_MAX in the module docstring
-        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, MALLOC_ARENA_MAX="2"))
+    if argv is None and any(os.environ.get(k) is None for k in MALLOC_ENV):
+        # glibc's per-thread malloc arenas and adaptive mmap threshold: see the module docstring
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**MALLOC_ENV, **os.environ})
     mode = "quick" if a.quick else "full"
     sizes = dict(SIZES[mode])
     for arg, key in ((a.requests, "thumbor_requests"), (a.calls, "library_calls"), (a.images, "batch_images")):
@@ -1071,7 +1076,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     results: dict = {"machine": harness.machine(), "mode": mode, "sizes": sizes, "seed": a.seed,
-                     "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "rss_growth_limit": limit,
+                     "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+                     "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "rss_growth_limit": limit,
                      "command": "python benchmarks/soak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                      "scenarios": {}}
     status = 0
