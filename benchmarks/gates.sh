@@ -7,7 +7,8 @@
 #   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
 #                                      # the gates (full), the quality script, the kernel-set comparison
 #                                      # (kernel_sets.py), the full fairness audit (2 x 2,000 pairs per
-#                                      # comparison, checked against its targets), then the report (tables + plot)
+#                                      # comparison, checked against its targets), the soak tests
+#                                      # (benchmarks/soak.py; thumbor's with THUMBOR_PYTHON set), then the report
 #
 # Gates compare ratios measured interleaved within one process (benchmarks/gates.py). A method whose package
 # is not installed is skipped with a message (install the `bench` extra: pip install ".[bench]"); a missing
@@ -20,7 +21,7 @@ case "${1:-}" in
   --quick) mode=quick ;;
   --all) mode=all ;;
   "") ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
   *) echo "usage: bash benchmarks/gates.sh [--quick|--all]" >&2; exit 2 ;;
 esac
 py=${PYTHON:-python3}
@@ -64,6 +65,14 @@ case "$mode" in
       --md benchmarks/crop_quality.md --json "$out/crop_quality.json"
     "$py" benchmarks/fairness.py --targets --quiet --json "$out/fairness.json" --draws "$out/fairness_draws.csv.gz" \
       || status=$?
+    # soak tests (benchmarks/soak.py, full run: tens of minutes on 2 cores); thumbor's scenario needs an
+    # interpreter with thumbor installed (it pins Pillow<13): THUMBOR_PYTHON=/path/to/venv/bin/python
+    "$py" benchmarks/soak.py --scenario library --json "$out/soak_library.json" || status=$?
+    "$py" benchmarks/soak.py --scenario batch --json "$out/soak_batch.json" || status=$?
+    if [ -n "${THUMBOR_PYTHON:-}" ]; then
+      "$THUMBOR_PYTHON" benchmarks/soak.py --scenario thumbor --json "$out/soak_thumbor.json" || status=$?
+    fi
+    "$py" benchmarks/report.py --soak "$out/soak_thumbor.json" "$out/soak_library.json" "$out/soak_batch.json"
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
       --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json" \
       --crop "$out/crop_quality.json" --fairness "$out/fairness.json"

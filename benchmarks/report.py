@@ -3,13 +3,16 @@
     python benchmarks/report.py --gates benchmarks/results/gates.json --quality benchmarks/results/quality.json \
         [--suites benchmarks/results/suites.json] [--thumbor benchmarks/results/thumbor.json] \
         [--batch benchmarks/results/batch.json] [--kernel-sets benchmarks/results/kernel_sets.json] \
-        [--crop benchmarks/results/crop_quality.json] [--fairness benchmarks/results/fairness.json]
+        [--crop benchmarks/results/crop_quality.json] [--fairness benchmarks/results/fairness.json] \
+        [--soak benchmarks/results/soak_thumbor.json benchmarks/results/soak_library.json ...]
 
 Inputs are what ``bash benchmarks/gates.sh --all`` writes (``gates.py --json``, ``quality.py --json``,
 pytest-benchmark's ``--benchmark-json``, ``kernel_sets.py --json``). Only the text between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` is replaced (and, with ``--fairness``, the text between ``<!-- fairness:begin -->``
 and ``<!-- fairness:end -->``: the audit of ``benchmarks/fairness.py --json``); other sections of RESULTS.md
-(the native core's) are left alone. Either of ``--gates`` and ``--fairness`` may be given alone.
+(the native core's) are left alone. With ``--soak``, the text between ``<!-- soak:begin -->`` and
+``<!-- soak:end -->`` (``benchmarks/soak.py --json``). Any of ``--gates``, ``--fairness`` and ``--soak`` may
+be given alone.
 """
 
 from __future__ import annotations
@@ -494,6 +497,90 @@ def section_fairness(result: dict) -> str:
                       "`benchmarks/fairness.py`; do not edit by hand.", "", fairness.markdown(result), ""])
 
 
+SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
+
+
+def _rss_cells(rss: dict) -> str:
+    return (f"{rss['start_mib']:.0f} / {rss['warm_mib']:.0f} / {rss['peak_mib']:.0f} / {rss['end_mib']:.0f} | "
+            f"{rss['growth']:+.1%}")
+
+
+def section_soak(runs: list) -> str:
+    """Soak tests under load and faults (``benchmarks/soak.py --json``; one file per interpreter that ran
+    scenarios: thumbor's runs in a virtual environment of its own)."""
+    out = ["## Under sustained load and faults (`benchmarks/soak.py`)", "",
+           "Written by `benchmarks/report.py --soak` from `benchmarks/results/soak*.json`; protocol in the "
+           "docstring of `benchmarks/soak.py`; do not edit by hand. RSS in MiB: start (first sample) / after "
+           "warm-up (median over the first 10 % after it) / peak / end (median over the last 10 %); growth = "
+           "end / after warm-up - 1 (target <= 5 % in full runs; the library's is the RSS it holds at rest, after "
+           "`malloc_trim`, at 11 checkpoints: first three against last three). The glibc settings each run used are "
+           "given with it (why: the soak's docstring).", ""]
+    for run in runs:
+        m = run["machine"]
+        out += [f"`{run['command']}` ({run['mode']} run): **{m['cpu']}**, {m['cores']} cores, Python {m['python']}, "
+                f"kernel set `{m.get('kernel_set', '?')}`; {m['date']}; commit `{m['commit']}`; 1-minute load "
+                f"average at the start {m.get('load_avg_1m', '?')} (a shared machine: latencies include waiting for "
+                f"a core); `MALLOC_ARENA_MAX={run.get('malloc_arena_max')}`"
+                + (f", `MALLOC_MMAP_THRESHOLD_={run['malloc_mmap_threshold']}`" if run.get("malloc_mmap_threshold")
+                   else "") + ".", ""]
+        for name, r in run["scenarios"].items():
+            if "skipped" in r:
+                out += [f"**{name}**: skipped ({r['skipped']}).", ""]
+                continue
+            verdict = "pass" if r["passed"] else "**FAIL**: " + "; ".join(r.get("problems", []))
+            if name == "thumbor" and "rss" in r:
+                out += [f"### thumbor {r['thumbor']} with the gazecrop detector: {verdict}", "",
+                        "| requests | clients | images (odd or broken) | differ from alone | unanswered | p50 ms | "
+                        "p99 ms | server RSS MiB | RSS growth | detector failures logged |",
+                        "|---|---|---|---|---|---|---|---|---|---|",
+                        f"| {r['requests']} ({r['distinct_requests']} distinct) | {r['clients']} | {r['images']} "
+                        f"({r['odd_or_broken']}) | {r['mismatches']} | {r['no_answer']} | {r['p50_ms']:.0f} | "
+                        f"{r['p99_ms']:.0f} | {_rss_cells(r['rss'])} | {r['detector_failures_logged']} |", "",
+                        "Answers by kind of image (HTTP status: count): " + "; ".join(
+                            f"{k} " + ", ".join(f"{s}: {c}" for s, c in v.items()) for k, v in r["statuses"].items())
+                        + ".", ""]
+            elif name == "library" and "rss" in r:
+                leak = r["leak_check"]
+                held = r["rss"].get("held_mib")
+                out += [f"### The library in a thread pool: {verdict}", "",
+                        "| calls | threads | distinct inputs (odd or bad) | differ from single-threaded | calls/s | "
+                        "RSS MiB | RSS growth | held after `malloc_trim` MiB | fds | OS threads |",
+                        "|---|---|---|---|---|---|---|---|---|---|",
+                        f"| {r['calls']} | {r['threads']} (model: {r['model_threads']}) | {r['distinct_inputs']} "
+                        f"({r['odd_or_broken']}) | {r['mismatches']} | {r['calls_per_s']:.1f} | "
+                        f"{_rss_cells(r['rss'])} | "
+                        + (f"{held[0]:.0f} -> {held[-1]:.0f} ({r['rss']['held_growth']:+.1%})" if held else "-")
+                        + f" | {r['fds'][0]} -> {r['fds'][1]} | {r['os_threads'][0]} -> {r['os_threads'][1]} |", "",
+                        "Native leak check (`tools/leak_check.sh`, AddressSanitizer + LeakSanitizer): "
+                        + (f"skipped ({leak['skipped']})" if "skipped" in leak else
+                           (f"clean: `{leak.get('line', '')}`" if leak["passed"] else
+                            f"**failed**: {leak.get('error', '')[:300]}")) + ".", "",
+                        "Outcomes by kind of input (ok / error): " + "; ".join(
+                            f"{k} {v['ok']} / {v['error']}" for k, v in r["outcomes"].items()) + ".", ""]
+            elif name == "batch" and "engines" in r:
+                out += [f"### gazecrop-batch under SIGKILL: {verdict}", "",
+                        f"{r['images']} images ({r['broken']} broken), 2 aspects, crops written, chunks of "
+                        f"{r['chunk_size']}; the uninterrupted local run took {r['reference_seconds']:.0f} s and "
+                        f"wrote {r['records']} records and {r['crops']} crops."
+                        + ("" if not r.get("versions") else " Versions: " + ", ".join(
+                            f"{k} {v}" for k, v in r["versions"].items()) + "."), "",
+                        "| engine | result | runs | driver kills | worker killed | leftover processes killed | "
+                        "seconds in all |", "|---|---|---|---|---|---|---|"]
+                for e, er in r["engines"].items():
+                    if "skipped" in er:
+                        out.append(f"| {e} | skipped: {er['skipped']} | | | | | |")
+                    else:
+                        out.append(f"| {e} | {'identical to the uninterrupted run' if er['passed'] else 'FAIL'} | "
+                                   f"{er['runs']} | {er['driver_kills']} | " + (
+                                       f"yes, the run went on ({er.get('parts_after_worker_kill')} more table files)"
+                                       if er["worker_killed"] else "-") + " | "
+                                   f"{er['leftover_processes_killed']} | {er['seconds']:.0f} |")
+                out.append("")
+            else:
+                out += [f"**{name}**: {verdict}", ""]
+    return "\n".join(out)
+
+
 def write_results(block: str, path: Path = RESULTS, begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text() if path.is_file() else HEADER
     if "gates.sh --all" not in text:  # someone else created the file: put the run command first
@@ -519,10 +606,18 @@ def main(argv=None) -> int:
     p.add_argument("--crop", default=str(HERE / "results" / "crop_quality.json"),
                    help="benchmarks/crop_quality.py --json output (default: the committed one, when present)")
     p.add_argument("--fairness", default=None, help="benchmarks/fairness.py --json output (skipped if absent)")
+    p.add_argument("--soak", nargs="+", default=None, metavar="JSON",
+                   help="benchmarks/soak.py --json outputs (one per interpreter that ran scenarios)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
-    if not a.gates and not a.fairness:
-        p.error("give --gates and/or --fairness")
+    if not a.gates and not a.fairness and not a.soak:
+        p.error("give --gates, --fairness and/or --soak")
+    if a.soak:
+        runs = [json.loads(Path(f).read_text()) for f in a.soak if Path(f).is_file()]
+        if runs:
+            write_results(section_soak(runs), Path(a.out), SOAK_BEGIN, SOAK_END)
+        else:
+            print(f"no {' '.join(a.soak)}: soak section left as it was", file=sys.stderr)
     if a.fairness and Path(a.fairness).is_file():
         write_results(section_fairness(json.loads(Path(a.fairness).read_text())), Path(a.out), FAIR_BEGIN, FAIR_END)
     elif a.fairness:
