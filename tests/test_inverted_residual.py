@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gazecrop import weights
-from gazecrop._testing import inverted_residual_net, random_conv, random_depthwise
+from gazecrop._testing import inverted_residual_net, random_conv, random_depthwise, tol
 
-from _native_helpers import KERNEL_SETS, check_network, core, image, load, tol
+from _native_helpers import KERNEL_SETS, check_network, core, image, load
 from test_ops import _head, _ids
 
 TOL = 1e-4
