@@ -297,26 +297,18 @@ class _OutputClosed(Exception):
     """Standard output is closed (EPIPE) or failing (ENOSPC, EIO): the run cannot report results."""
 
 
+def _pixels_arg(text: str, also: str = "") -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels{also}, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
 def _size_arg(text: str) -> Optional[int]:
-    if text == "full":
-        return None
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'full', got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _pixels_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+    return None if text == "full" else _pixels_arg(text, " or 'full'")
 
 
 def _quality_arg(text: str) -> int:

@@ -382,26 +382,26 @@ def student_from_gzw(path: Path, backbone: str = "lite0", features: int = 3) -> 
     net = read_weights(path)
     tensors = {n: t for op in net.ops for n, t in op.tensors}
     fp = {op.kind: op.fparams for op in net.ops if op.kind in ("gaussian_blur", "centre_bias")}
-    ref = PretrainedStudent(backbone, features, np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32))
+    model = PretrainedStudent(backbone, features, np.zeros((CB_MAP_SIZE, CB_MAP_SIZE), np.float32))
     widths = {}
-    for i in range(ref.num_blocks):
+    for i in range(model.num_blocks):
         key = f"b{i}.dw.weight"
         if key not in tensors:
             raise ValueError(f"{path}: no tensor {key!r}: not a {backbone} student export")
         widths[f"b{i}"] = int(tensors[key].shape[0])
-    for j in range(len(ref.cfg["hidden"])):
+    for j in range(len(model.cfg["hidden"])):
         key = "readout.first0.weight" if j == 0 else f"readout.hidden{j - 1}.weight"
         if key not in tensors:
             raise ValueError(f"{path}: no tensor {key!r}: not a student export")
         widths[f"r{j}"] = int(tensors[key].shape[0])
-    if set(fp) != {"gaussian_blur", "centre_bias"}:
+    if set(fp) != {"gaussian_blur", "centre_bias"} or "centre_bias.log_map" not in tensors:
         raise ValueError(f"{path}: no blur / centre-bias op: not a student export")
-    full = ref.full_widths()
-    try:
-        model = PretrainedStudent(backbone, features, tensors["centre_bias.log_map"],
-                                  ref.cfg["hidden"], {n: w for n, w in widths.items() if w != full[n]})
-    except KeyError as e:
-        raise ValueError(f"{path}: no tensor {e}: not a student export") from None
+    for name, n in widths.items():  # the file's widths: drop the maps it does not have (as the constructor does)
+        m = model.masks[name]
+        if not 1 <= n <= len(m.mask):
+            raise ValueError(f"{path}: {name} has {n} maps, the student 1..{len(m.mask)}")
+        m.mask[n:] = 0.0
+    model.compact()
 
     def put(param: torch.Tensor, value: np.ndarray, what: str) -> None:
         if tuple(param.shape) != tuple(value.shape):
@@ -447,6 +447,7 @@ def student_from_gzw(path: Path, backbone: str = "lite0", features: int = 3) -> 
             raise ValueError(f"{path}: blur sigma {sigma} is not positive")
         fin.log_sigma.fill_(math.log(sigma / (net.input_long_side // 8)))
         fin.cb_weight.fill_(float(fp["centre_bias"][0]))
+        put(fin.centre_bias, tensors["centre_bias.log_map"], "centre_bias.log_map")
     return model.train()
 
 
