@@ -564,7 +564,7 @@ def section_soak(runs: list) -> str:
                         f"wrote {r['records']} records and {r['crops']} crops."
                         + ("" if not r.get("versions") else " Versions: " + ", ".join(
                             f"{k} {v}" for k, v in r["versions"].items()) + "."), "",
-                        "| engine | result | runs | driver kills | worker killed | leftover processes killed | "
+                        "| engine | result | runs | driver kills | worker killed | processes alive 5 s after a driver's end | "
                         "seconds in all |", "|---|---|---|---|---|---|---|"]
                 for e, er in r["engines"].items():
                     if "skipped" in er:
@@ -574,7 +574,7 @@ def section_soak(runs: list) -> str:
                                    f"{er['runs']} | {er['driver_kills']} | " + (
                                        f"yes, the run went on ({er.get('parts_after_worker_kill')} more table files)"
                                        if er["worker_killed"] else "-") + " | "
-                                   f"{er['leftover_processes_killed']} | {er['seconds']:.0f} |")
+                                   f"{er.get('survivors', er.get('leftover_processes_killed'))} | {er['seconds']:.0f} |")
                 out.append("")
             else:
                 out += [f"**{name}**: {verdict}", ""]

@@ -782,22 +782,32 @@ def _cmdline(pid: int) -> str:
 
 
 def _session(pid: int) -> List[int]:
-    """Live processes of the session ``pid`` leads (started by this script with ``start_new_session``)."""
+    """Live processes of the session ``pid`` leads (started by this script with ``start_new_session``); dead
+    ones not yet reaped by their parent (zombies) are left out."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[3]) == pid:  # state ppid pgrp session
-                        out.append(int(d))
+                    state, _, _, session = f.read().rsplit(")", 1)[1].split()[:4]
+                if int(session) == pid and state != "Z":
+                    out.append(int(d))
             except (OSError, ValueError, IndexError):
                 pass
     return out
 
 
-def _kill_session(pid: int) -> int:
-    """SIGKILL what is left of a session this script started (a killed driver's cluster); returns how many
-    processes were still alive."""
+SURVIVOR_GRACE = 5.0
+"""Seconds a killed driver's cluster is given to die with it; what is still alive then counts as a survivor
+(the local cluster must not outlive its driver: :mod:`gazecrop._reaper`)."""
+
+
+def _kill_session(pid: int, grace: float = 0.0) -> int:
+    """Wait up to ``grace`` seconds for a session this script started (a killed driver's cluster) to end by
+    itself, then SIGKILL what is left; returns how many processes were still alive after the grace."""
+    deadline = time.monotonic() + grace
+    while _session(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     left = _session(pid)
     for p in left:
         try:
@@ -853,7 +863,7 @@ def faulted_run(engine: str, corpus: Path, out: Path, chunk: int, kills: int, re
     progress_after_worker_kill = None
     worker_run = failed_after_worker_kill = None
     driver_kills = 0
-    leftovers = 0
+    survivors = 0
     errlog = out.parent / f"{out.name}.stderr"
     while time.monotonic() < deadline:
         runs += 1
@@ -891,7 +901,7 @@ def faulted_run(engine: str, corpus: Path, out: Path, chunk: int, kills: int, re
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 driver_kills += 1
-                leftovers += _kill_session(proc.pid)
+                survivors += _kill_session(proc.pid, SURVIVOR_GRACE)
                 events.append(f"run {runs}: killed the driver at {now - t:.1f} s ({_parts(out)} table files)")
                 log(events[-1])
                 break
@@ -904,7 +914,7 @@ def faulted_run(engine: str, corpus: Path, out: Path, chunk: int, kills: int, re
             break
         if proc.returncode >= 0:
             rc = proc.returncode
-            leftovers += _kill_session(proc.pid)
+            survivors += _kill_session(proc.pid, SURVIVOR_GRACE)
             if worker_killed and progress_after_worker_kill is None:
                 progress_after_worker_kill = _parts(out) - parts_at_worker_kill
             events.append(f"run {runs}: finished, status {rc} in {time.monotonic() - t:.1f} s")
@@ -917,7 +927,7 @@ def faulted_run(engine: str, corpus: Path, out: Path, chunk: int, kills: int, re
             break
     return {"runs": runs, "failed_after_worker_kill": failed_after_worker_kill, "driver_kills": driver_kills, "worker_killed": worker_killed, "final_status": rc,
             "parts_after_worker_kill": progress_after_worker_kill, "events": events,
-            "leftover_processes_killed": leftovers}
+            "survivors": survivors}
 
 
 def scenario_batch(sizes: dict, seed: int, work: Path, log: Callable[[str], None], deadline_s: float) -> dict:
@@ -994,6 +1004,8 @@ def scenario_batch(sizes: dict, seed: int, work: Path, log: Callable[[str], None
                                     not run["parts_after_worker_kill"]):
             eprob.append("the run did not go on after a worker was killed (the engine did not retry its work; "
                          f"status {run['failed_after_worker_kill']})")
+        if run["survivors"]:
+            eprob.append(f"{run['survivors']} processes outlived the driver by {SURVIVOR_GRACE:.0f} s (killed)")
         if run["driver_kills"] < (sizes["batch_kills"] if engine == "local" else 1):
             eprob.append(f"only {run['driver_kills']} kills happened before the job finished")
         run["problems"] = eprob

@@ -22,7 +22,9 @@ Or the whole job (resumable, crops written, one table file per chunk; :func:`gaz
 The job reads each input in a light task (``num_cpus`` :data:`READ_CPUS`), one failure record per input that
 cannot be read (``read_binary_files`` would fail the whole dataset on one missing file), then crops in an
 actor pool, one actor per CPU, each holding the model; actors ask for :data:`ACTOR_CPUS` (a little under 1)
-so that read tasks can still be scheduled when the actors fill the cluster (ray-project/ray#44687).
+so that read tasks can still be scheduled when the actors fill the cluster (ray-project/ray#44687). A local
+cluster the job starts itself dies with the process even when it is killed with ``SIGKILL``
+(:mod:`gazecrop._reaper`; Ray's own agents would otherwise outlive it).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import batch as _batch
+from ._reaper import ClusterReaper
 from ._image import EncodedImage
 
 __all__ = ["Cropper", "read_sources", "run", "READ_CPUS", "ACTOR_CPUS"]
@@ -117,11 +120,20 @@ def _ray_executor(tasks: List[Tuple[str, str, str]], options: _batch.BatchOption
     import ray
 
     started = not ray.is_initialized()
+    reaper = None
     if started:
         kw = {"address": address} if address else {"num_cpus": jobs or (os.cpu_count() or 1)}
         main = threading.current_thread() is threading.main_thread()
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
-        ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
+        reaper = None if address else ClusterReaper()  # a local cluster dies with this process
+        try:
+            ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
+        except BaseException:
+            if reaper is not None:
+                reaper.close()
+            raise
+        if reaper is not None:
+            reaper.adopt()
         for s, h in handlers.items():  # ray.init makes SIGTERM exit with status 15: keep the caller's rules
             if h is not None:
                 signal.signal(s, h)
@@ -145,6 +157,8 @@ def _ray_executor(tasks: List[Tuple[str, str, str]], options: _batch.BatchOption
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:
+            reaper.close()
 
 
 def run(inputs: "Union[str, Sequence[str]]", out: str, *, aspects: Optional[Sequence[str]] = None,

@@ -33,7 +33,8 @@ import torch
 
 from ..portraits import load_groups, split_halves
 
-__all__ = ["PARITY_COMPARISONS", "PortraitPairs", "tile_log_scores", "ParityTerm", "colour_view"]
+__all__ = ["PARITY_COMPARISONS", "PortraitPairs", "tile_log_scores", "tile_shape_kl", "ParityTerm", "FaceShareTerm",
+           "face_masks", "colour_view"]
 
 DEFAULT_FACES = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "faces" / "congress"
 
@@ -112,6 +113,14 @@ class PortraitPairs:
         return x, torch.tensor(firsts), comp
 
 
+def _tiles(logd: torch.Tensor, axis: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The two tiles of composites' maps, float (N, h, w) -> two float (N, tile pixels)."""
+    n, h, w = logd.shape
+    if axis == 1:
+        return logd[:, :, : w // 2].reshape(n, -1), logd[:, :, w - w // 2:].reshape(n, -1)
+    return logd[:, : h // 2].reshape(n, -1), logd[:, h - h // 2:].reshape(n, -1)
+
+
 def tile_log_scores(logd: torch.Tensor, axis: int, peak_temperature: float = 4.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per composite, first tile minus second tile: (log saliency mass, soft maximum of the log-density).
 
@@ -119,16 +128,25 @@ def tile_log_scores(logd: torch.Tensor, axis: int, peak_temperature: float = 4.0
     0 = top / bottom). The soft maximum is ``logsumexp(t * logd) / t`` over the tile (``t`` =
     ``peak_temperature``; large t approaches the salient point's value). Returns two float (N,) tensors.
     """
-    n, h, w = logd.shape
-    if axis == 1:
-        first, second = logd[:, :, : w // 2], logd[:, :, w - w // 2:]
-    else:
-        first, second = logd[:, : h // 2], logd[:, h - h // 2:]
-    f, s = first.reshape(n, -1), second.reshape(n, -1)
+    f, s = _tiles(logd, axis)
     mass = torch.logsumexp(f, 1) - torch.logsumexp(s, 1)
     t = peak_temperature
     peak = (torch.logsumexp(t * f, 1) - torch.logsumexp(t * s, 1)) / t
     return mass, peak
+
+
+def tile_shape_kl(logd: torch.Tensor, reference: torch.Tensor, axis: int) -> torch.Tensor:
+    """Within-tile distillation: per composite, the mean over its two tiles of KL(reference || model) between
+    the maps **normalised over each tile** (nats). ``logd``, ``reference``: float (N, h, w) log-densities of
+    the same composites (two equal tiles along ``axis``). Returns float (N,). Zero when the model keeps the
+    reference's map inside each tile, whatever mass it gives each tile: the parity term may move the tiles'
+    levels, this term keeps where the density sits inside a portrait (the face stays the face)."""
+    out = logd.new_zeros(logd.shape[0])
+    for s, r in zip(_tiles(logd, axis), _tiles(reference, axis)):
+        s = torch.log_softmax(s, 1)
+        r = torch.log_softmax(r, 1)
+        out = out + (r.exp() * (r - s)).sum(1)
+    return out / 2
 
 
 class ParityTerm:
@@ -140,14 +158,21 @@ class ParityTerm:
     ``sum over comparisons of (running mean of d_mass)^2 + (running mean of d_peak)^2``, d in nats, the
     comparison's first group minus its second; :attr:`means` holds the running means (comparison ->
     (mass, peak)). ``decay``: weight of the past in the running mean (0 = this step's pairs only).
+
+    With a frozen ``reference`` model (the student training started from) and ``shape_weight`` > 0, the loss
+    adds ``shape_weight`` times the mean within-tile distillation (:func:`tile_shape_kl`) on the same
+    composites, so the tiles' levels balance without density moving off the faces inside them.
     """
 
     def __init__(self, pairs: PortraitPairs, decay: float = 0.9, sides: Sequence[int] = (96, 128, 160),
-                 per_comparison: int = 1) -> None:
+                 per_comparison: int = 1, reference=None, shape_weight: float = 0.0) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         if per_comparison < 1:
             raise ValueError(f"per_comparison must be >= 1, got {per_comparison}")
+        if shape_weight < 0 or (shape_weight > 0 and reference is None):
+            raise ValueError(f"shape_weight must be >= 0 and needs a reference model, got {shape_weight}")
+        self.reference, self.shape_weight = reference, shape_weight
         self.per_comparison = per_comparison
         self.pairs = pairs
         self.decay = decay
@@ -160,7 +185,8 @@ class ParityTerm:
         self.step += 1
         side = rng.choice(self.sides)
         x, a_first, comp = self.pairs.draw(rng, axis, side, self.per_comparison)
-        mass, peak = tile_log_scores(model(x), axis)
+        logd = model(x)
+        mass, peak = tile_log_scores(logd, axis)
         sign = a_first.float() * 2 - 1  # first-minus-second -> A-minus-B
         total = x.new_zeros(())
         for ci, (a, b) in enumerate(self.pairs.comparisons):
@@ -174,7 +200,13 @@ class ParityTerm:
                 cur.append(est)
                 total = total + 2.0 * est * m  # d(est^2)/dm direction, low-variance (running) estimate
             self.means[key] = cur
-        return total / len(self.pairs.comparisons)
+        total = total / len(self.pairs.comparisons)
+        if self.shape_weight > 0:
+            with torch.no_grad():
+                ref = self.reference(x)
+            self.last_shape_kl = tile_shape_kl(logd, ref, axis).mean()
+            total = total + self.shape_weight * self.last_shape_kl
+        return total
 
     def state_dict(self) -> dict:
         return {"means": {k: list(v) for k, v in self.means.items()}, "step": self.step}
@@ -186,6 +218,76 @@ class ParityTerm:
     def summary(self) -> str:
         """One line: the running mean d_mass / d_peak of each comparison (nats)."""
         return " ".join(f"{k.replace(' vs ', '-')}={v[0]:+.3f}/{v[1]:+.3f}" for k, v in self.means.items())
+
+
+def face_masks(items: Sequence[dict], stride: int, min_side: float = 0.06) -> Dict[str, np.ndarray]:
+    """Head regions of the photos in ``items`` (dicts with ``key`` and ``image``, uint8 (h, w, 3)) on the
+    model's output grid (``stride`` input pixels per cell): bool (h // stride, w // stride) per key whose photo
+    has a frontal face (:func:`gazecrop.train.faces.detect_faces`, head = :func:`gazecrop.crop.head_box`);
+    photos without a face are left out. Needs OpenCV."""
+    from .faces import detect_faces, head_box
+
+    out: Dict[str, np.ndarray] = {}
+    for it in items:
+        img = it["image"]
+        faces = detect_faces(img, min_side)
+        if not faces:
+            continue
+        h, w = img.shape[0] // stride, img.shape[1] // stride
+        m = np.zeros((h, w), bool)
+        for f in faces:
+            l, t, bw, bh = head_box(f, (img.shape[1], img.shape[0]))
+            m[t // stride: -(-(t + bh) // stride), l // stride: -(-(l + bw) // stride)] = True
+        out[it["key"]] = m
+    return out
+
+
+class FaceShareTerm:
+    """Faces keep their weight: on training photos with a detected face, a one-sided penalty when the model's
+    share of the density inside the heads falls below the reference's (the map training started from):
+    ``mean over photos of relu(log M_ref - log M_model)^2``, M the density mass in the head cells (nats).
+
+    Human fixations go to faces first (Cerf et al., NIPS 2007; Judd et al., ICCV 2009); the parity term alone
+    may balance portraits by taking density off women's faces, which then lose to clothing or background in
+    ordinary photos. This term lets the parity term raise the other group instead.
+
+    Args:
+        items: training photos (``key``, ``image`` uint8 (h, w, 3) at the model's input size).
+        masks: :func:`face_masks` of ``items`` (bool grid per key).
+        reference: log-density targets of the reference, float32 (h, w) per key (e.g. :func:`own_targets`).
+        per_step: photos drawn per step.
+    Raises:
+        ValueError: no photo of ``items`` has a mask, or ``per_step`` < 1.
+    """
+
+    def __init__(self, items: Sequence[dict], masks: Dict[str, np.ndarray], reference: Dict[str, np.ndarray],
+                 per_step: int = 4) -> None:
+        self.items = [it for it in items if it["key"] in masks and it["key"] in reference]
+        if not self.items:
+            raise ValueError("no training photo has a detected face")
+        if per_step < 1:
+            raise ValueError(f"per_step must be >= 1, got {per_step}")
+        self.masks, self.per_step = masks, per_step
+        self.ref_log_mass = {it["key"]: float(torch.logsumexp(torch.from_numpy(reference[it["key"]])[
+            torch.from_numpy(masks[it["key"]])], 0)) for it in self.items}
+
+    def loss(self, model, rng: random.Random) -> torch.Tensor:
+        """Scalar tensor: the mean squared shortfall (nats) over ``per_step`` photos drawn with ``rng`` (same
+        shape per call: photos of the first draw's size)."""
+        first = self.items[rng.randrange(len(self.items))]
+        shape = first["image"].shape
+        same = [it for it in self.items if it["image"].shape == shape]
+        picks = [first] + [same[rng.randrange(len(same))] for _ in range(self.per_step - 1)]
+        flips = [rng.random() < 0.5 for _ in picks]
+        x = torch.stack([torch.from_numpy(np.ascontiguousarray(it["image"][:, ::-1] if f else it["image"]))
+                         .permute(2, 0, 1).float() for it, f in zip(picks, flips)])
+        logd = model(x)
+        out = logd.new_zeros(())
+        for j, (it, f) in enumerate(zip(picks, flips)):
+            m = torch.from_numpy(np.ascontiguousarray(self.masks[it["key"]][:, ::-1] if f else self.masks[it["key"]]))
+            short = self.ref_log_mass[it["key"]] - torch.logsumexp(logd[j][m], 0)
+            out = out + torch.relu(short) ** 2
+        return out / len(picks)
 
 
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32)

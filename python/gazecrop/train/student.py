@@ -470,7 +470,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
           teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
           members: Optional[Sequence[str]] = None, self_targets: bool = False, colour_robust: float = 0.0,
           parity_weight: float = 0.0, faces: Optional[Path] = None, parity_pairs: int = 1,
-          parity_decay: float = 0.9, log=print) -> Path:
+          parity_decay: float = 0.9, shape_weight: float = 0.0, face_weight: float = 0.0, log=print) -> Path:
     """Train the student end to end by distillation at long side 256, starting from ``init`` (a frozen-probe
     member file or a student checkpoint such as a pruning snapshot, :func:`load_init`; resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
@@ -485,7 +485,12 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     (de)saturated view of a training photo (the target stays the original's density); ``parity_weight`` > 0 adds
     that multiple of the demographic-parity term on composite pairs of the **tune half** of the portraits in
     ``faces`` (:class:`gazecrop.train.fairness.ParityTerm`: ``parity_pairs`` composites per comparison and step,
-    running means with weight ``parity_decay`` on the past) to every step's loss. Returns its path."""
+    running means with weight ``parity_decay`` on the past) to every step's loss. ``shape_weight`` > 0 adds
+    within-tile distillation to the start model on the same composites
+    (:func:`gazecrop.train.fairness.tile_shape_kl`: tiles balance without density leaving the faces);
+    ``face_weight`` > 0 adds :class:`gazecrop.train.fairness.FaceShareTerm` on training photos with a detected
+    face (heads keep at least the start model's share; needs OpenCV). Every epoch logs, beside the val metrics,
+    :func:`face_diagnostics` on val photos with a face. Returns its path."""
     final = out / "final.pt"
     rng = distill.start_run(out, threads, seed, log)
     if rng is None:
@@ -498,13 +503,27 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     else:
         targets = distill.teacher_targets(train_items, members, log=log)
     flip_targets = distill.teacher_targets(train_items, members, log=log, mirrored=True) if mirrored_teacher else None
-    parity = None
+    parity = face_term = reference = None
+    if shape_weight > 0 or face_weight > 0:
+        reference = load_init(init).eval()
+        for p_ in reference.parameters():
+            p_.requires_grad_(False)
+    if shape_weight > 0 and parity_weight <= 0:
+        raise ValueError("shape_weight acts on the parity term's composites: it needs parity_weight > 0")
     if parity_weight > 0:
         from .fairness import DEFAULT_FACES, ParityTerm, PortraitPairs
 
         parity = ParityTerm(PortraitPairs(faces or DEFAULT_FACES, "tune"), decay=parity_decay,
-                            per_comparison=parity_pairs)
-        log(f"parity term on {len(parity.pairs.comparisons)} comparisons of the tune half, weight {parity_weight}")
+                            per_comparison=parity_pairs, reference=reference, shape_weight=shape_weight)
+        log(f"parity term on {len(parity.pairs.comparisons)} comparisons of the tune half, weight {parity_weight}, "
+            f"within-tile distillation weight {shape_weight}")
+    val_masks = _val_face_masks(val_items, log)
+    if face_weight > 0:
+        from .fairness import FaceShareTerm, face_masks
+
+        ref_logd = targets if self_targets else own_targets(reference, train_items)
+        face_term = FaceShareTerm(train_items, face_masks(train_items, distill.STRIDE), ref_logd)
+        log(f"face-share term on {len(face_term.items)} training photos with a face, weight {face_weight}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(distill.batches(train_items, batch, random.Random(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -524,6 +543,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         log(f"resumed at epoch {epoch0}")
     else:
         ev = distill.evaluate_grid(model, val_items)
+        ev.update(face_diagnostics(model, val_items, val_masks))
         log("start: " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
     write_text(out / "config.json", json.dumps(dict(init=str(init), epochs=epochs, batch=batch, lr=lr,
                                                     teacher_weight=teacher_weight, seed=seed, cfg=model.cfg,
@@ -532,6 +552,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
                                                     parity_weight=parity_weight,
                                                     faces=str(faces) if faces else None,
                                                     parity_pairs=parity_pairs, parity_decay=parity_decay,
+                                                    shape_weight=shape_weight, face_weight=face_weight,
                                                     gflops_192x256=model.gflops(), commit=distill.git_commit()),
                                                indent=1))
     for epoch in range(epoch0, epochs):
@@ -541,10 +562,15 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         def batch_loss(idx):
             loss = distill.loss_on_batch(model, train_items, idx, targets, rng, teacher_weight,
                                          flip_targets=flip_targets, colour_robust=colour_robust)[0]
-            return loss if parity is None else loss + parity_weight * parity.loss(model, rng)
+            if parity is not None:
+                loss = loss + parity_weight * parity.loss(model, rng)
+            if face_term is not None:
+                loss = loss + face_weight * face_term.loss(model, rng)
+            return loss
 
         train_loss = distill.run_epoch(train_items, batch, rng, opt, sched, batch_loss)
         ev = distill.evaluate_grid(model, val_items)
+        ev.update(face_diagnostics(model, val_items, val_masks))
         if parity is not None:
             ev.update(portrait_parity(model, parity.pairs))
             log(f"parity running means (mass/peak, nats): {parity.summary()}")
@@ -573,6 +599,38 @@ def own_targets(model: PretrainedStudent, items: List[dict], batch: int = 16) ->
                 out[items[i]["key"]] = logd.numpy().astype(np.float32)
     model.train()
     return out
+
+
+def _val_face_masks(val_items: List[dict], log=print) -> Dict[str, np.ndarray]:
+    try:
+        from .fairness import face_masks
+
+        return face_masks(val_items, distill.STRIDE)
+    except ImportError as e:  # OpenCV is in the [train] extra; without it the face diagnostics are skipped
+        log(f"face diagnostics skipped: {e}")
+        return {}
+
+
+def face_diagnostics(model: PretrainedStudent, items: List[dict], masks: Dict[str, np.ndarray],
+                     batch: int = 16) -> Dict[str, float]:
+    """On the photos of ``items`` with a head mask (:func:`gazecrop.train.fairness.face_masks`, bool grid per
+    key): ``face_peak``, the share whose grid maximum lies in a head, and ``face_mass``, the mean share of the
+    density inside the heads (both 0..1; empty dict without masks). A fairness fix that takes density off
+    faces shows here on photos training never saw."""
+    sel = [it for it in items if it["key"] in masks]
+    if not sel:
+        return {}
+    model.eval()
+    peaks, mass = [], []
+    with torch.no_grad():
+        for idx in distill.batches(sel, batch, random.Random(0)):
+            x = torch.stack([torch.from_numpy(sel[i]["image"]).permute(2, 0, 1).float() for i in idx])
+            for i, logd in zip(idx, model(x)):
+                m = torch.from_numpy(masks[sel[i]["key"]])
+                peaks.append(float(m.flatten()[int(logd.flatten().argmax())]))
+                mass.append(float(logd[m].exp().sum()))
+    model.train()
+    return {"face_peak": float(np.mean(peaks)), "face_mass": float(np.mean(mass))}
 
 
 def portrait_parity(model: PretrainedStudent, pairs, n: int = 24, side: int = 128, seed: int = 0) -> Dict[str, float]:
@@ -645,6 +703,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--parity-pairs", type=int, default=1, help="composites per comparison and step (default 1)")
     t.add_argument("--parity-decay", type=float, default=0.9,
                    help="weight of the past in the parity term's running means (default 0.9)")
+    t.add_argument("--shape-weight", type=float, default=0.0,
+                   help="weight of within-tile distillation to the start model on the parity composites (0: off)")
+    t.add_argument("--face-weight", type=float, default=0.0,
+                   help="weight of the face-share term on training photos with a face (0: off; needs OpenCV)")
     t.add_argument("--faces", type=Path, default=None, help="labelled portraits (default ../shared/data/faces/congress)")
     im = sub.add_parser("import", help="rebuild a student checkpoint from its exported .gzw (train's --init)")
     im.add_argument("--from", dest="src", type=Path, required=True)
@@ -684,7 +746,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(a.out, a.init, epochs=a.epochs, batch=a.batch, lr=a.lr, teacher_weight=a.teacher_weight,
               threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, members=members,
               self_targets=a.self_targets, colour_robust=a.colour_robust, parity_weight=a.parity_weight,
-              faces=a.faces, parity_pairs=a.parity_pairs, parity_decay=a.parity_decay, log=log)
+              faces=a.faces, parity_pairs=a.parity_pairs, parity_decay=a.parity_decay,
+              shape_weight=a.shape_weight, face_weight=a.face_weight, log=log)
         return 0
     torch.set_num_threads(a.threads)
     if a.cmd == "recalibrate":
