@@ -190,3 +190,115 @@ def test_faces_found_on_a_portrait():
     assert w > a.shape[1] * 0.2 and 0 <= l and l + w <= a.shape[1] and t + h <= a.shape[0]
     assert parts.eyes[1] < parts.mouth[1]  # the eyes band lies above the mouth band
     assert F.face_parts(np.full((200, 200, 3), 128, np.uint8)) is None
+
+
+def test_tile_shape_kl_ignores_the_tiles_levels_and_sees_their_insides():
+    ref = torch.log(torch.tensor([[[0.3, 0.1, 0.05, 0.05], [0.3, 0.1, 0.05, 0.05]]])) - np.log(1.0)
+    ref = ref - torch.logsumexp(ref.flatten(), 0)
+    # the same shape inside each tile, but the left tile 10 times lighter: zero
+    scaled = ref.clone()
+    scaled[:, :, :2] -= np.log(10.0)
+    scaled = scaled - torch.logsumexp(scaled.flatten(), 0)
+    assert float(FT.tile_shape_kl(scaled, ref, axis=1)[0]) == pytest.approx(0.0, abs=1e-6)
+    # density moved inside the left tile: positive, and the KL of the left tile's normalised maps over 2
+    moved = ref.clone()
+    moved[:, :, 0], moved[:, :, 1] = ref[:, :, 1], ref[:, :, 0]
+    p = torch.tensor([0.75, 0.25])
+    want = float((p * (p.log() - p.flip(0).log())).sum()) / 2
+    assert float(FT.tile_shape_kl(moved, ref, axis=1)[0]) == pytest.approx(want, abs=1e-5)
+    # stacked: tiles are the top and bottom halves
+    assert float(FT.tile_shape_kl(scaled.transpose(1, 2), ref.transpose(1, 2), axis=0)[0]) == pytest.approx(0, abs=1e-6)
+
+
+def test_parity_term_with_a_reference_adds_within_tile_distillation(tmp_path):
+    pairs = FT.PortraitPairs(_faces(tmp_path), "tune", keep_side=64)
+    model, ref = RedBlue(), RedBlue()
+    with pytest.raises(ValueError, match="reference"):
+        FT.ParityTerm(pairs, shape_weight=1.0)
+    plain = FT.ParityTerm(pairs, sides=(32,))
+    shaped = FT.ParityTerm(pairs, sides=(32,), reference=ref, shape_weight=5.0)
+    a = float(plain.loss(model, random.Random(3)).detach())
+    b = float(shaped.loss(model, random.Random(3)).detach())
+    assert b == pytest.approx(a, abs=1e-6) and float(shaped.last_shape_kl) == pytest.approx(0, abs=1e-6)
+    with torch.no_grad():
+        model.w[1] = 0.05  # the model now also likes green: the maps inside the tiles change
+    shaped2 = FT.ParityTerm(pairs, sides=(32,), reference=ref, shape_weight=5.0)
+    plain2 = FT.ParityTerm(pairs, sides=(32,))
+    b2 = float(shaped2.loss(model, random.Random(3)).detach())
+    assert float(shaped2.last_shape_kl) > 0
+    assert b2 == pytest.approx(float(plain2.loss(model, random.Random(3)).detach()) + 5.0 * float(shaped2.last_shape_kl),
+                               rel=1e-5)
+
+
+class Grid(torch.nn.Module):
+    """A 'model' whose log-density is a free (4, 4) table, the same for every input."""
+
+    def __init__(self, table) -> None:
+        super().__init__()
+        self.t = torch.nn.Parameter(torch.as_tensor(table, dtype=torch.float32).clone())
+
+    def forward(self, x):
+        t = torch.log_softmax(self.t.flatten(), 0).reshape(4, 4)
+        return t.expand(x.shape[0], 4, 4)
+
+
+def test_face_share_term_only_pushes_when_faces_lose_density():
+    img = np.zeros((32, 32, 3), np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = mask[0, 1] = True  # the head: two cells of the top row
+    items = [{"key": "a", "image": img, "fx": np.array([1.0, 12.0, 30.0], np.float32),
+              "fy": np.array([1.0, 2.0, 30.0], np.float32)}]
+    flat = np.zeros((4, 4), np.float32)
+    ref = {"a": (flat - np.log(16)).astype(np.float32)}  # the reference gives the head 2/16
+    with pytest.raises(ValueError, match="face"):
+        FT.FaceShareTerm(items, {}, ref)
+    term = FT.FaceShareTerm(items, {"a": mask}, ref, per_step=1)
+    assert term.head_fixations["a"].tolist() == [[0, 0], [0, 1]]  # the fixations inside the head, (row, column)
+    heavier = np.zeros((4, 4), np.float32)
+    heavier[0, :2] = 1.0
+    assert float(term.loss(Grid(heavier), random.Random(0)).detach()) == pytest.approx(0.0, abs=1e-6)  # no push
+    lighter = np.zeros((4, 4), np.float32)
+    lighter[0, :2] = -1.0
+    g = Grid(lighter)
+    loss = term.loss(g, random.Random(0))
+    head = np.exp(-1.0) * 2 / (np.exp(-1.0) * 2 + 14)
+    assert float(loss.detach()) == pytest.approx(np.log((2 / 16) / head) ** 2, rel=1e-4)
+    loss.backward()
+    assert float(g.t.grad[0, 0]) < 0  # descending raises the head's density
+    # the within-head fixation term: NLL of the two head fixations under the map normalised over the head
+    fix = FT.FaceShareTerm(items, {"a": mask}, ref, per_step=1, share_weight=0.0, fixation_weight=1.0)
+    tilted = np.zeros((4, 4), np.float32)
+    tilted[0, 0] = tilted[0, 3] = np.log(3.0)  # inside the head: 3/4 on (0, 0), 1/4 on (0, 1); mirrored alike
+    want = -(np.log(0.75) + np.log(0.25)) / 2
+    got = [float(fix.loss(Grid(tilted), random.Random(s)).detach()) for s in range(6)]  # flipped or not
+    assert min(got) == pytest.approx(want, rel=1e-4) and max(got) == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="weights"):
+        FT.FaceShareTerm(items, {"a": mask}, ref, fixation_weight=-1.0)
+
+
+@pytest.mark.skipif(not (SHARED_FACES / "labels.csv").is_file(), reason="no shared portraits")
+def test_face_masks_and_face_diagnostics_on_a_portrait():
+    pytest.importorskip("cv2")
+    from PIL import Image
+
+    name = sorted((SHARED_FACES / "photos").iterdir())[0]
+    a = np.array(Image.open(name).convert("RGB").resize((128, 128)))
+    items = [{"key": "p", "image": a}, {"key": "grey", "image": np.full((128, 128, 3), 128, np.uint8)}]
+    masks = FT.face_masks(items, 8)
+    assert set(masks) == {"p"} and masks["p"].shape == (16, 16) and 4 <= masks["p"].sum() < 16 * 16
+    table = np.where(masks["p"], 2.0, 0.0)
+    out = PR.face_diagnostics(_Fixed(table), items, masks)
+    inside = np.exp(2.0) * masks["p"].sum()
+    assert out["face_peak"] == 1.0
+    assert out["face_mass"] == pytest.approx(inside / (inside + (~masks["p"]).sum()), rel=1e-5)
+    assert PR.face_diagnostics(_Fixed(table), items, {}) == {}
+
+
+class _Fixed(torch.nn.Module):
+    def __init__(self, table) -> None:
+        super().__init__()
+        self.t = torch.as_tensor(table, dtype=torch.float32)
+
+    def forward(self, x):
+        t = torch.log_softmax(self.t.flatten(), 0).reshape(self.t.shape)
+        return t.expand(x.shape[0], *self.t.shape)

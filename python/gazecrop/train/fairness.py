@@ -204,8 +204,9 @@ class ParityTerm:
         if self.shape_weight > 0:
             with torch.no_grad():
                 ref = self.reference(x)
-            self.last_shape_kl = tile_shape_kl(logd, ref, axis).mean()
-            total = total + self.shape_weight * self.last_shape_kl
+            kl = tile_shape_kl(logd, ref, axis).mean()
+            self.last_shape_kl = float(kl.detach())
+            total = total + self.shape_weight * kl
         return total
 
     def state_dict(self) -> dict:
@@ -245,34 +246,53 @@ def face_masks(items: Sequence[dict], stride: int, min_side: float = 0.06) -> Di
 class FaceShareTerm:
     """Faces keep their weight: on training photos with a detected face, a one-sided penalty when the model's
     share of the density inside the heads falls below the reference's (the map training started from):
-    ``mean over photos of relu(log M_ref - log M_model)^2``, M the density mass in the head cells (nats).
+    ``share_weight * mean over photos of relu(log M_ref - log M_model)^2``, M the density mass in the head cells
+    (nats).
 
     Human fixations go to faces first (Cerf et al., NIPS 2007; Judd et al., ICCV 2009); the parity term alone
     may balance portraits by taking density off women's faces, which then lose to clothing or background in
     ordinary photos. This term lets the parity term raise the other group instead.
 
+    With ``fixation_weight`` > 0 it adds that multiple (per photo, averaged) of the within-head fixation term: the negative
+    log-likelihood (nats per fixation) of the photo's human fixations that fall inside its heads under the
+    model's density **conditioned on the heads** (normalised over the head cells). Fixations on faces land
+    mostly on the eyes (Yarbus 1967; Judd et al. 2009) while the teacher's density peaks on the mouth; this
+    moves density inside faces toward where people look, and leaves the head's total share to the first term.
+
     Args:
-        items: training photos (``key``, ``image`` uint8 (h, w, 3) at the model's input size).
+        items: training photos (``key``, ``image`` uint8 (h, w, 3) at the model's input size, ``fx``, ``fy``
+            float32 fixations in input pixels).
         masks: :func:`face_masks` of ``items`` (bool grid per key).
         reference: log-density targets of the reference, float32 (h, w) per key (e.g. :func:`own_targets`).
-        per_step: photos drawn per step.
+        per_step: photos drawn per step. stride: input pixels per grid cell.
     Raises:
-        ValueError: no photo of ``items`` has a mask, or ``per_step`` < 1.
+        ValueError: no photo of ``items`` has a mask, ``per_step`` < 1 or a negative weight.
     """
 
     def __init__(self, items: Sequence[dict], masks: Dict[str, np.ndarray], reference: Dict[str, np.ndarray],
-                 per_step: int = 4) -> None:
+                 per_step: int = 4, share_weight: float = 1.0, fixation_weight: float = 0.0, stride: int = 8) -> None:
         self.items = [it for it in items if it["key"] in masks and it["key"] in reference]
         if not self.items:
             raise ValueError("no training photo has a detected face")
         if per_step < 1:
             raise ValueError(f"per_step must be >= 1, got {per_step}")
+        if fixation_weight < 0 or share_weight < 0:
+            raise ValueError(f"weights must be >= 0, got {share_weight}, {fixation_weight}")
         self.masks, self.per_step = masks, per_step
+        self.share_weight, self.fixation_weight = share_weight, fixation_weight
+        self.head_fixations: Dict[str, np.ndarray] = {}
+        for it in self.items:  # (row, column) cells of the fixations inside a head
+            m = masks[it["key"]]
+            fx = np.clip((np.asarray(it.get("fx", ())) // stride).astype(int), 0, m.shape[1] - 1)
+            fy = np.clip((np.asarray(it.get("fy", ())) // stride).astype(int), 0, m.shape[0] - 1)
+            inside = m[fy, fx] if len(fx) else np.zeros(0, bool)
+            self.head_fixations[it["key"]] = np.stack([fy[inside], fx[inside]], 1) if inside.any() else \
+                np.zeros((0, 2), int)
         self.ref_log_mass = {it["key"]: float(torch.logsumexp(torch.from_numpy(reference[it["key"]])[
             torch.from_numpy(masks[it["key"]])], 0)) for it in self.items}
 
     def loss(self, model, rng: random.Random) -> torch.Tensor:
-        """Scalar tensor: the mean squared shortfall (nats) over ``per_step`` photos drawn with ``rng`` (same
+        """Scalar tensor: the weighted terms (nats) averaged over ``per_step`` photos drawn with ``rng`` (same
         shape per call: photos of the first draw's size)."""
         first = self.items[rng.randrange(len(self.items))]
         shape = first["image"].shape
@@ -285,8 +305,14 @@ class FaceShareTerm:
         out = logd.new_zeros(())
         for j, (it, f) in enumerate(zip(picks, flips)):
             m = torch.from_numpy(np.ascontiguousarray(self.masks[it["key"]][:, ::-1] if f else self.masks[it["key"]]))
-            short = self.ref_log_mass[it["key"]] - torch.logsumexp(logd[j][m], 0)
-            out = out + torch.relu(short) ** 2
+            head_log_mass = torch.logsumexp(logd[j][m], 0)
+            short = self.ref_log_mass[it["key"]] - head_log_mass
+            out = out + self.share_weight * torch.relu(short) ** 2
+            cells = self.head_fixations[it["key"]]
+            if self.fixation_weight > 0 and len(cells):
+                cols = m.shape[1] - 1 - cells[:, 1] if f else cells[:, 1]
+                nll = head_log_mass - logd[j][torch.from_numpy(cells[:, 0]), torch.from_numpy(cols)].mean()
+                out = out + self.fixation_weight * nll
         return out / len(picks)
 
 

@@ -470,7 +470,8 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
           teacher_weight: float = 0.9, threads: int = 1, seed: int = 0, mirrored_teacher: bool = False,
           members: Optional[Sequence[str]] = None, self_targets: bool = False, colour_robust: float = 0.0,
           parity_weight: float = 0.0, faces: Optional[Path] = None, parity_pairs: int = 1,
-          parity_decay: float = 0.9, shape_weight: float = 0.0, face_weight: float = 0.0, log=print) -> Path:
+          parity_decay: float = 0.9, shape_weight: float = 0.0, face_weight: float = 0.0,
+          face_fixation_weight: float = 0.0, log=print) -> Path:
     """Train the student end to end by distillation at long side 256, starting from ``init`` (a frozen-probe
     member file or a student checkpoint such as a pruning snapshot, :func:`load_init`; resumes from
     ``<out>/checkpoint.pt``; skips when ``<out>/final.pt`` exists). ``final.pt`` = the best val epoch (pooled
@@ -489,7 +490,8 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
     within-tile distillation to the start model on the same composites
     (:func:`gazecrop.train.fairness.tile_shape_kl`: tiles balance without density leaving the faces);
     ``face_weight`` > 0 adds :class:`gazecrop.train.fairness.FaceShareTerm` on training photos with a detected
-    face (heads keep at least the start model's share; needs OpenCV). Every epoch logs, beside the val metrics,
+    face (heads keep at least the start model's share; needs OpenCV), ``face_fixation_weight`` its within-head
+    fixation term (density inside faces moves to where people look: the eyes). Every epoch logs, beside the val metrics,
     :func:`face_diagnostics` on val photos with a face. Returns its path."""
     final = out / "final.pt"
     rng = distill.start_run(out, threads, seed, log)
@@ -504,7 +506,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         targets = distill.teacher_targets(train_items, members, log=log)
     flip_targets = distill.teacher_targets(train_items, members, log=log, mirrored=True) if mirrored_teacher else None
     parity = face_term = reference = None
-    if shape_weight > 0 or face_weight > 0:
+    if shape_weight > 0 or face_weight > 0 or face_fixation_weight > 0:
         reference = load_init(init).eval()
         for p_ in reference.parameters():
             p_.requires_grad_(False)
@@ -518,12 +520,15 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
         log(f"parity term on {len(parity.pairs.comparisons)} comparisons of the tune half, weight {parity_weight}, "
             f"within-tile distillation weight {shape_weight}")
     val_masks = _val_face_masks(val_items, log)
-    if face_weight > 0:
+    if face_weight > 0 or face_fixation_weight > 0:
         from .fairness import FaceShareTerm, face_masks
 
         ref_logd = targets if self_targets else own_targets(reference, train_items)
-        face_term = FaceShareTerm(train_items, face_masks(train_items, distill.STRIDE), ref_logd)
-        log(f"face-share term on {len(face_term.items)} training photos with a face, weight {face_weight}")
+        face_term = FaceShareTerm(train_items, face_masks(train_items, distill.STRIDE), ref_logd,
+                                  share_weight=face_weight, fixation_weight=face_fixation_weight,
+                                  stride=distill.STRIDE)
+        log(f"face-share term on {len(face_term.items)} training photos with a face, weight {face_weight}, "
+            f"within-head fixations weight {face_fixation_weight}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(distill.batches(train_items, batch, random.Random(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -553,6 +558,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
                                                     faces=str(faces) if faces else None,
                                                     parity_pairs=parity_pairs, parity_decay=parity_decay,
                                                     shape_weight=shape_weight, face_weight=face_weight,
+                                                    face_fixation_weight=face_fixation_weight,
                                                     gflops_192x256=model.gflops(), commit=distill.git_commit()),
                                                indent=1))
     for epoch in range(epoch0, epochs):
@@ -565,7 +571,7 @@ def train(out: Path, init: Path, *, epochs: int = 8, batch: int = 8, lr: float =
             if parity is not None:
                 loss = loss + parity_weight * parity.loss(model, rng)
             if face_term is not None:
-                loss = loss + face_weight * face_term.loss(model, rng)
+                loss = loss + face_term.loss(model, rng)
             return loss
 
         train_loss = distill.run_epoch(train_items, batch, rng, opt, sched, batch_loss)
@@ -707,6 +713,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="weight of within-tile distillation to the start model on the parity composites (0: off)")
     t.add_argument("--face-weight", type=float, default=0.0,
                    help="weight of the face-share term on training photos with a face (0: off; needs OpenCV)")
+    t.add_argument("--face-fixation-weight", type=float, default=0.0,
+                   help="weight of the within-head fixation term on training photos with a face (0: off)")
     t.add_argument("--faces", type=Path, default=None, help="labelled portraits (default ../shared/data/faces/congress)")
     im = sub.add_parser("import", help="rebuild a student checkpoint from its exported .gzw (train's --init)")
     im.add_argument("--from", dest="src", type=Path, required=True)
@@ -726,8 +734,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log = lambda s: print(s, flush=True)  # noqa: E731
     if a.cmd == "train" and not 0.0 <= a.colour_robust <= 1.0:
         p.error(f"--colour-robust must be a probability in [0, 1], got {a.colour_robust}")
-    if a.cmd == "train" and a.parity_weight < 0:
-        p.error(f"--parity-weight must be >= 0, got {a.parity_weight}")
+    if a.cmd == "train" and min(a.parity_weight, a.shape_weight, a.face_weight, a.face_fixation_weight) < 0:
+        p.error("--parity-weight, --shape-weight, --face-weight and --face-fixation-weight must be >= 0")
     if a.cmd == "train" and (a.parity_pairs < 1 or not 0.0 <= a.parity_decay < 1.0):
         p.error(f"--parity-pairs must be >= 1 and --parity-decay in [0, 1), got {a.parity_pairs}, {a.parity_decay}")
     try:  # a bad input file fails here, before any data is loaded
@@ -747,7 +755,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               threads=a.threads, seed=a.seed, mirrored_teacher=a.mirrored_teacher, members=members,
               self_targets=a.self_targets, colour_robust=a.colour_robust, parity_weight=a.parity_weight,
               faces=a.faces, parity_pairs=a.parity_pairs, parity_decay=a.parity_decay,
-              shape_weight=a.shape_weight, face_weight=a.face_weight, log=log)
+              shape_weight=a.shape_weight, face_weight=a.face_weight,
+              face_fixation_weight=a.face_fixation_weight, log=log)
         return 0
     torch.set_num_threads(a.threads)
     if a.cmd == "recalibrate":
