@@ -36,8 +36,7 @@ twitter-research/image-crop-analysis), with the changes their own discussion ask
 
     python benchmarks/fairness.py                      # full audit: 2,000 pairs per comparison and half
     python benchmarks/fairness.py --pairs 200 --half tune
-    python benchmarks/fairness.py --paired weights/densenet/gazecrop-fast.gzw   # the CI gate (gates.sh): exit 1
-    python benchmarks/fairness.py --gate               # the regression guard at absolute limits (GATE)
+    python benchmarks/fairness.py --gate               # the CI gate (benchmarks/gates.sh): exit 1 on failure
     python benchmarks/fairness.py --json benchmarks/results/fairness.json   # what report.py turns into RESULTS.md
 
 Without the portraits (``--faces`` missing) it prints why and exits 0: a skip, never a pass.
@@ -634,28 +633,25 @@ holdout half has 10-11 portraits in its smallest groups, so these are point esti
 portraits gives their intervals (reported beside them)."""
 
 GATE_AT_TARGETS = {"half": "holdout", "pairs": 500, "worst": 0.14, "pooled": 0.08, "boot": 500}
-"""What a product meeting :data:`TARGETS` passes at CI's size (``--paired`` alone prints it): 500 pairs per main
-comparison on the holdout half, both layouts; thresholds = targets + 2.5 standard errors of the pairs (0.5 / sqrt(500) =
+"""What a product meeting :data:`TARGETS` passes at CI's size (``--gate`` prints it): 500 pairs per main comparison
+on the holdout half, both layouts; thresholds = targets + 2.5 standard errors of the pairs (0.5 / sqrt(500) =
 0.022 per comparison, 0.016 pooled): 0.08 + 0.056 -> **0.14**, 0.04 + 0.040 -> **0.08**. Justified in
 :func:`gate_check`."""
 
 GATE = {"pairs": 500, "boot": 500, "worst": 0.23, "pooled": 0.17}
-"""The regression guard (``--gate``): 250 pairs per main comparison in each half (500 in all), both layouts,
-absolute limits. It was CI's exit status while the DenseNet student was the default; since the fair Lite0
-student replaced it without meeting :data:`TARGETS` on the holdout half (issue 21's fallback), CI runs the
-paired comparison with the DenseNet baseline instead (:data:`PAIRED`, ``benchmarks/gates.sh``). At this size the
-pairs' standard error is at most 0.022 per comparison and 0.016 pooled; the limits are the DenseNet default's
-figures at this size (worst 0.171, pooled 0.131, the larger layout of each) plus 2.5 standard errors (0.171 +
-0.055 -> 0.23, 0.131 + 0.040 -> 0.17). The draws are seeded, so the same model and placement give the same
-figures on any machine; a model at worst >= 0.27 or a pooled deviation >= 0.20 fails with probability >= 95 %."""
+"""The CI gate's exit status (``--gate``): a regression guard on the shipped model, 250 pairs per main comparison
+in each half (500 in all), both layouts, until a model meets :data:`GATE_AT_TARGETS`. At this size the pairs'
+standard error is at most 0.022 per comparison and 0.016 pooled; the limits are the DenseNet default's figures
+at this size (worst 0.171, pooled 0.131, the larger layout of each) plus 2.5 standard errors (0.171 + 0.055 ->
+0.23, 0.131 + 0.040 -> 0.17). The draws are seeded, so the same model and placement give the same figures on any
+machine; a change that makes the worst comparison >= 0.27 or a pooled deviation >= 0.20 fails CI with
+probability >= 95 %. It cannot detect smaller regressions: :data:`GATE_AT_TARGETS`, the full run (``--targets``)
+and the paired comparison (``--paired BASELINE``) do that."""
 
 PAIRED = {"half": "holdout", "pairs": 500, "boot": 1000}
 """``--paired BASELINE``: the model vs a baseline on the same draws of the holdout half (:func:`paired_check`), the
-release check of issue 21's fallback ("no less fair than the DenseNet default it replaces") and CI's fairness gate
-(``--paired weights/densenet/gazecrop-fast.gzw``): 500 pairs per main comparison, both layouts; exit 1 when the
-model is less fair than the baseline beyond the interval of the paired difference. Alone (without ``--gate``,
-``--targets``, ``--json``, ``--draws``) it also prints where the model stands against :data:`GATE_AT_TARGETS`,
-which uses the same draws."""
+release check of issue 21's fallback ("no less fair than today's default"): 500 pairs per main comparison, both
+layouts; exit 1 when the model is less fair than the baseline beyond the interval of the paired difference."""
 
 def gate_check(result: dict, limits: Optional[Mapping[str, float]] = None) -> Tuple[bool, List[str]]:
     """Pass / fail of a gate (``limits``: :data:`GATE` by default, or :data:`GATE_AT_TARGETS`, :data:`TARGETS`; its
@@ -771,12 +767,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--json", default=None, help="write the result here (report.py --fairness reads it)")
     p.add_argument("--draws", default=None, help="write every pair drawn and its outcomes (gzip'd CSV)")
     p.add_argument("--gate", action="store_true",
-                   help=f"the regression guard: {GATE['pairs']} pairs per main comparison (both halves), {GATE['boot']} "
-                        "bootstrap replicates; exit 1 on failure (--pairs, --boot and --half are ignored)")
+                   help=f"the CI gate: {GATE['pairs']} pairs per main comparison (both halves), {GATE['boot']} bootstrap "
+                        "replicates; exit 1 on failure (--pairs, --boot and --half are ignored)")
     p.add_argument("--paired", metavar="BASELINE", default=None,
-                   help=f"compare --model with the BASELINE .gzw on the same {PAIRED['half']} draws "
+                   help=f"also compare --model with the BASELINE .gzw on the same {PAIRED['half']} draws "
                         f"({PAIRED['pairs']} pairs per main comparison); exit 1 when it is less fair beyond the paired "
-                        "interval (CI: --paired weights/densenet/gazecrop-fast.gzw)")
+                        "interval")
     p.add_argument("--targets", action="store_true",
                    help="exit 1 unless the default strategy meets TARGETS on the holdout half (worst |delta| <= 0.08, "
                         "pooled <= 0.04, >= 2,000 pairs per comparison)")

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # gazecrop speed gates and benchmark suites.
 #
-#   bash benchmarks/gates.sh --quick   # CI: the speed gates, quick round counts (a few minutes on 2 cores), and
-#                                      # the fairness gate: the default no less fair than the DenseNet baseline
-#                                      # on the same holdout draws (benchmarks/fairness.py --paired, ~2 minutes)
+#   bash benchmarks/gates.sh --quick   # CI: the three speed gates, quick round counts (a few minutes on 2 cores),
+#                                      # and the fairness gate (benchmarks/fairness.py --gate, about 2 minutes)
 #   bash benchmarks/gates.sh           # the same gates with the full round counts
 #   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
 #                                      # the gates (full), the quality script, the kernel-set comparison
 #                                      # (kernel_sets.py), the full fairness audit (2 x 2,000 pairs per
-#                                      # comparison, checked against its targets, and the paired check), the soak tests
+#                                      # comparison, checked against its targets), the soak tests
 #                                      # (benchmarks/soak.py; thumbor's with THUMBOR_PYTHON set), then the report
 #
 # Gates compare ratios measured interleaved within one process (benchmarks/gates.py). A method whose package
@@ -49,7 +48,7 @@ case "$mode" in
   quick|full)
     status=0
     "$py" benchmarks/gates.py $([ "$mode" = quick ] && echo --quick) || status=$?
-    "$py" benchmarks/fairness.py --paired weights/densenet/gazecrop-fast.gzw --quiet || status=$?
+    "$py" benchmarks/fairness.py --gate --quiet || status=$?
     exit $status ;;
   all)
     out=benchmarks/results
@@ -64,8 +63,8 @@ case "$mode" in
     "$py" benchmarks/kernel_sets.py --json "$out/kernel_sets.json"
     "$py" benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --splits val train --explore --time \
       --md benchmarks/crop_quality.md --json "$out/crop_quality.json"
-    "$py" benchmarks/fairness.py --targets --paired weights/densenet/gazecrop-fast.gzw --quiet \
-      --json "$out/fairness.json" --draws "$out/fairness_draws.csv.gz" || status=$?
+    "$py" benchmarks/fairness.py --targets --quiet --json "$out/fairness.json" --draws "$out/fairness_draws.csv.gz" \
+      || status=$?
     # soak tests (benchmarks/soak.py, full run: tens of minutes on 2 cores); thumbor's scenario needs an
     # interpreter with thumbor installed (it pins Pillow<13): THUMBOR_PYTHON=/path/to/venv/bin/python
     "$py" benchmarks/soak.py --scenario library --json "$out/soak_library.json" || status=$?

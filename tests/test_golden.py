@@ -1,11 +1,10 @@
 """Golden check of the bundled models: the NumPy reference and every kernel set of the native core reproduce the
 PyTorch student's log-density (stored by the exporter's ``--golden``) on synthetic images, max abs error 1e-3.
 
-- ``weights/gazecrop-fast.gzw``: the default, the EfficientNet-Lite0 student fine-tuned for demographic parity
-  (``python -m gazecrop.train.convert_backbone --from weights/gazecrop-fast.pt --golden ...``);
-- ``weights/densenet/gazecrop-fast.gzw``: the DenseNet student, the default until 2026-12-07, now the baseline
-  (``python -m gazecrop.train.export --golden``);
-- ``weights/candidate-lite0/gazecrop-fast.gzw``: the first EfficientNet-Lite0 student, before fairness training."""
+- ``weights/gazecrop-fast.gzw``: the default (the DenseNet student, ``python -m gazecrop.train.export --golden``);
+- ``weights/candidate-lite0/gazecrop-fast.gzw``: the first EfficientNet-Lite0 candidate;
+- ``weights/candidate-fair/gazecrop-fast.gzw``: the Lite0 student fine-tuned for demographic parity
+  (``python -m gazecrop.train.convert_backbone --from weights/candidate-fair/gazecrop-fast.pt --golden ...``)."""
 
 from pathlib import Path
 
@@ -20,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-3
 MODELS = {
     "default": (ROOT / "weights" / "gazecrop-fast.gzw", ROOT / "tests" / "data" / "golden_fast.npz"),
-    "DenseNet baseline": (ROOT / "weights" / "densenet" / "gazecrop-fast.gzw",
-                          ROOT / "tests" / "data" / "golden_densenet.npz"),
     "first Lite0 candidate": (ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw",
                               ROOT / "tests" / "data" / "golden_candidate_lite0.npz"),
+    "fair Lite0 candidate": (ROOT / "weights" / "candidate-fair" / "gazecrop-fast.gzw",
+                             ROOT / "tests" / "data" / "golden_candidate_fair.npz"),
 }
 
 

@@ -4,14 +4,14 @@
   (``python -m gazecrop.train.teacher --help``). Use :func:`gazecrop.train.teacher.load_ensemble` /
   :func:`gazecrop.train.teacher.load_member` to get trained teacher modules.
 - :mod:`gazecrop.train.densenet_student` (+ ``distill``, ``prune``, ``average``, ``export``): the from-scratch DenseNet
-  student, the default until 2026-12-07 and now the named baseline (``weights/densenet/MODEL_CARD.md``).
+  student, the shipped default (``weights/MODEL_CARD.md``).
 - :mod:`gazecrop.train.student`: the EfficientNet-Lite0 student (ImageNet features cut after stage 5 + DeepGaze II
   readout), distilled from the ensemble (:mod:`gazecrop.train.distill`), Fisher-pruned
   (:mod:`gazecrop.train.prune`), fine-tuned with fairness terms (:mod:`gazecrop.train.fairness`: a
-  demographic-parity term on tune-half portrait pairs with within-tile distillation, colour-robust views, a
-  face-share term on training photos) and exported through :mod:`gazecrop.train.convert_backbone` (``--from``):
-  the shipped default (``weights/MODEL_CARD.md``, the exact commands) and the first candidate before fairness
-  training (``weights/candidate-lite0``).
+  demographic-parity term on tune-half portrait pairs with within-tile distillation, a face-share term on
+  training photos, colour-robust views) and exported through
+  :mod:`gazecrop.train.convert_backbone` (``--from``): the candidates in ``weights/candidate-lite0`` and
+  ``weights/candidate-fair`` (their ``MODEL_CARD.md`` have the exact commands; not the default yet).
 - :mod:`gazecrop.train.faces`: face, eye and head boxes from OpenCV's Haar cascades (offline: the fairness
   diagnosis; the placement's head rule takes such boxes).
 

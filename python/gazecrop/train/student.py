@@ -2,8 +2,7 @@
 readout and finalizer of the teacher members, distilled from the teacher ensemble, Fisher-pruned, optionally
 fine-tuned with fairness terms (:mod:`gazecrop.train.fairness`) and run by the native core
 (``docs/weights-format.md``: depthwise convolutions, TensorFlow "same" padding, ReLU6 and residual additions are
-core ops). Its files: the shipped default ``weights/gazecrop-fast.gzw`` (+ its checkpoint ``gazecrop-fast.pt``) and
-the first candidate ``weights/candidate-lite0`` (their ``MODEL_CARD.md``).
+core ops). Its files: ``weights/candidate-lite0`` and ``weights/candidate-fair`` (their ``MODEL_CARD.md``).
 
 :class:`PretrainedStudent` is the model (its prunable feature maps behind :class:`MapMask` entries, analytic
 FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to end by the distillation loss of
@@ -11,8 +10,8 @@ FLOPs, :meth:`PretrainedStudent.compact`); :func:`train` fine-tunes it end to en
 fixation NLL) with the student's data and augmentation; :mod:`gazecrop.train.prune` Fisher-prunes it and
 :func:`gazecrop.train.convert_backbone.convert_student` exports it.
 
-Workflow (``weights/candidate-lite0/MODEL_CARD.md`` and ``weights/MODEL_CARD.md`` have the exact commands of those
-files)::
+Workflow (``weights/candidate-lite0/MODEL_CARD.md`` and ``weights/candidate-fair/MODEL_CARD.md`` have the exact
+commands of those files)::
 
     # 1. frozen probe: readout + finalizer on cached backbone features, trained like a teacher member
     GAZECROP_TEACHER_WEIGHTS=runs/probe_teacher python -m gazecrop.train.teacher train \\
@@ -28,8 +27,6 @@ files)::
     python -m gazecrop.train.student import --from weights/candidate-lite0/gazecrop-fast.gzw --out runs/candidate.pt
     python -m gazecrop.train.student train --out runs/fair --init runs/candidate.pt --epochs 3 --lr 2e-5 \\
         --self-targets --colour-robust 0.5 --parity-weight 1 --shape-weight 2 --face-weight 8
-    # 6. or fine-tune the shipped default further from its committed checkpoint
-    python -m gazecrop.train.student train --out runs/more --init weights/gazecrop-fast.pt ...
 """
 
 from __future__ import annotations
