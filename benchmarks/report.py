@@ -574,7 +574,7 @@ def section_soak(runs: list) -> str:
                                    f"{er['runs']} | {er['driver_kills']} | " + (
                                        f"yes, the run went on ({er.get('parts_after_worker_kill')} more table files)"
                                        if er["worker_killed"] else "-") + " | "
-                                   f"{er.get('survivors', er.get('leftover_processes_killed'))} | {er['seconds']:.0f} |")
+                                   f"{er['survivors']} | {er['seconds']:.0f} |")
                 out.append("")
             else:
                 out += [f"**{name}**: {verdict}", ""]
