@@ -14,13 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gazecrop import weights
-from gazecrop._testing import inverted_residual_net, random_network, readers_agree
+from gazecrop._testing import inverted_residual_net, random_network, readers_agree, with_head_map
 
 from _native_helpers import core
 
 SEEDS = [weights.to_bytes(random_network(np.random.default_rng(s), max_blocks=2, max_layers=2)) for s in range(3)]
 # format version 2: depthwise_conv2d, add, ReLU6, every padding mode, model name and version
 SEEDS += [weights.to_bytes(inverted_residual_net(np.random.default_rng(s), stages=2, max_channels=9)) for s in range(2)]
+# format version 3: a head map (a second output)
+SEEDS += [weights.to_bytes(with_head_map(inverted_residual_net(np.random.default_rng(7), stages=2, max_channels=9),
+                                         np.random.default_rng(8)))]
 
 edit = st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(["xor", "byte", "u32", "f32", "cut", "insert"]),
                  st.integers(0, 2**32 - 1))

@@ -23,7 +23,7 @@ std::string shape_str(const py::array& a) {
 
 // One image (uint8 (H, W, 3) / float32 (3, H, W)) -> (h, w), or a batch (uint8 (N, H, W, 3) / float32
 // (N, 3, H, W)) -> (N, h, w).
-py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse) {
+py::object run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse, bool head_map) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
   const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
   const bool f32 = image.dtype().equal(py::dtype::of<float>());
@@ -49,19 +49,32 @@ py::array_t<float> run(const gazecrop::Model& model, const py::array& image, int
                                  : py::array_t<float>({py::ssize_t(oh), py::ssize_t(ow)});
   float* dst = out.mutable_data();
   const std::size_t n = std::size_t(count) * std::size_t(oh) * std::size_t(ow);
+  py::array_t<float> heads;
+  float* hdst = nullptr;
+  std::size_t hn = 0;
+  if (head_map) {
+    if (!model.has_head_map()) throw py::value_error("this model has no head map (weights format version 3)");
+    int hh = 0, hw = 0;
+    model.head_map_size(int(h), int(w), &hh, &hw);
+    heads = batch ? py::array_t<float>({count, py::ssize_t(hh), py::ssize_t(hw)})
+                  : py::array_t<float>({py::ssize_t(hh), py::ssize_t(hw)});
+    hdst = heads.mutable_data();
+    hn = std::size_t(count) * std::size_t(hh) * std::size_t(hw);
+  }
   gazecrop::RunOptions opt;
   opt.threads = threads;
   opt.fuse = fuse;
   if (u8) {
     const gazecrop::ImageBatchU8 img{static_cast<const std::uint8_t*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
-    model.run(img, dst, n, opt);
+    model.run(img, dst, n, hdst, hn, opt);
   } else {
     const gazecrop::ImageBatchF32 img{static_cast<const float*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
-    model.run(img, dst, n, opt);
+    model.run(img, dst, n, hdst, hn, opt);
   }
-  return out;
+  if (head_map) return py::make_tuple(out, heads);
+  return std::move(out);
 }
 
 }  // namespace
@@ -96,16 +109,21 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("data"), "Load and validate the bytes of a .gzw file.")
       .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1, py::arg("fuse") = true,
+           py::arg("head_map") = false,
            "Run on uint8 (H, W, 3) RGB or float32 (3, H, W) pixels (0..255, C-contiguous); returns the float32 "
            "(h, w) log-density. A batch of same-size images, uint8 (N, H, W, 3) or float32 (N, 3, H, W), runs in "
            "one call and returns (N, h, w). fuse=False runs inverted residuals op by op instead of fused (the "
-           "same result bit for bit; tests and benchmarks compare). The GIL is released during the run.")
+           "same result bit for bit; tests and benchmarks compare). head_map=True also returns the head map "
+           "(format version 3): a tuple (log-density, head-map logits), each (h, w) or (N, h, w); ValueError when "
+           "the file has none. The GIL is released during the run.")
+      .def_property_readonly("has_head_map", &gazecrop::Model::has_head_map,
+                             "Whether the file has a head map output (format version 3).")
       .def_property_readonly("name", [](const gazecrop::Model& self) { return self.info().name; },
                              "model_name of the header ('' in version-1 files).")
       .def_property_readonly("model_version", [](const gazecrop::Model& self) { return self.info().model_version; },
                              "model_version of the header ('' in version-1 files).")
       .def_property_readonly("format_version", [](const gazecrop::Model& self) { return self.info().format_version; },
-                             "The file's format version (1 or 2).")
+                             "The file's format version (1, 2 or 3).")
       .def(
           "output_size",
           [](const gazecrop::Model& self, int height, int width) {

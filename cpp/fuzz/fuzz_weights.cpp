@@ -1,4 +1,5 @@
-// Fuzz harness for the .gzw loader (and, for files it accepts, one small run fused and one op by op). Rejection with
+// Fuzz harness for the .gzw loader (and, for files it accepts, one small run fused and one op by op, and one with
+// the head map when the file has one). Rejection with
 // gazecrop::FormatError (or std::invalid_argument from the run) is fine; a crash or sanitizer report is a bug.
 //
 // clang: built as a libFuzzer target (-fsanitize=fuzzer):  fuzz_weights corpus/
@@ -32,6 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       plain.fuse = false;
       (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16});  // fused inverted residuals (the default)
       (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16}, plain);
+      if (m.has_head_map()) {  // version 3: both outputs in one run
+        int hh = 0, hw = 0;
+        m.head_map_size(16, 16, &hh, &hw);
+        std::vector<float> d(std::size_t(oh) * ow), h(std::size_t(hh) * hw);
+        m.run(gazecrop::ImageBatchU8{rgb.data(), 1, 16, 16}, d.data(), d.size(), h.data(), h.size(), plain);
+      }
     }
   } catch (const gazecrop::FormatError&) {
   } catch (const std::invalid_argument&) {

@@ -93,10 +93,11 @@ struct Model::Impl {
   }
 
   // Runs `count` images of height x width; fill_input(n, frame) writes image n's preprocessed pixels;
-  // image n's log-density goes to out + n * h * w.
+  // image n's log-density goes to out + n * h * w and, when head_out is not null, its head map (version 3)
+  // to head_out + n * hh * hw.
   template <typename Fill>
   void run(std::size_t count, int height, int width, Fill fill_input, float* out, std::size_t out_len,
-           const RunOptions& opt) const {
+           float* head_out, std::size_t head_len, const RunOptions& opt) const {
     if (opt.threads < 1 || opt.threads > 256)
       throw std::invalid_argument("threads must be in 1..256, got " + std::to_string(opt.threads));
     if (count < 1) throw std::invalid_argument("a batch needs at least one image");
@@ -107,6 +108,15 @@ struct Model::Impl {
       throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " floats, expected " +
                                   std::to_string(count) + " x " + std::to_string(last.h) + "x" +
                                   std::to_string(last.w));
+    std::size_t head_per = 0;
+    if (head_out) {
+      if (info.head_output == 0) throw std::invalid_argument("this model has no head map (format version 3)");
+      const Shape& hs = shapes[std::size_t(info.head_output)];
+      head_per = std::size_t(hs.h) * std::size_t(hs.w);
+      if (head_len / count != head_per || head_len % count != 0)
+        throw std::invalid_argument("head map buffer holds " + std::to_string(head_len) + " floats, expected " +
+                                    std::to_string(count) + " x " + std::to_string(hs.h) + "x" + std::to_string(hs.w));
+    }
     std::unique_lock<std::mutex> lock(pool_mu, std::defer_lock);
     std::unique_ptr<detail::ThreadPool> own;
     detail::ThreadPool* pp = nullptr;
@@ -119,11 +129,12 @@ struct Model::Impl {
     }
     const Program& prog = opt.fuse ? fused_program : plain;
     for (std::size_t n = 0; n < count; ++n)
-      run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per, *pp);
+      run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per,
+              head_out ? head_out + n * head_per : nullptr, *pp);
   }
 
   template <typename Fill>
-  void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, float* out,
+  void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, float* out, float* head_out,
                detail::ThreadPool& pool) const {
     // GAZECROP_PROFILE: per-op time, FLOPs, bytes, GFLOP/s against the kernel set's measured peak, GB/s.
     static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;
@@ -168,8 +179,12 @@ struct Model::Impl {
         if (prog.last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
     }
     if (profile) print_profile_line("total", "", shapes.back(), total_ms, total_flops, total_bytes, peak);
-    const Frame& y = frames.back();
-    for (int i = 0; i < y.h; ++i) std::memcpy(out + std::size_t(i) * y.w, y.pixel(0, i, 0), std::size_t(y.w) * sizeof(float));
+    auto copy_out = [](const Frame& y, float* dst) {
+      for (int i = 0; i < y.h; ++i)
+        std::memcpy(dst + std::size_t(i) * y.w, y.pixel(0, i, 0), std::size_t(y.w) * sizeof(float));
+    };
+    copy_out(frames.back(), out);
+    if (head_out) copy_out(frames[std::size_t(info.head_output)], head_out);  // a leaf: never released
   }
 };
 
@@ -329,6 +344,15 @@ void Model::run(const ImageF32& image, float* out, std::size_t out_len, const Ru
 }
 
 void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, const RunOptions& options) const {
+  run(batch, out, out_len, nullptr, 0, options);
+}
+
+void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, const RunOptions& options) const {
+  run(batch, out, out_len, nullptr, 0, options);
+}
+
+void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,
+                const RunOptions& options) const {
   if (!batch.data) throw std::invalid_argument("image data is null");
   if (batch.count < 1) throw std::invalid_argument("a batch needs at least one image");
   const ModelInfo& mi = impl_->info;
@@ -341,10 +365,11 @@ void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, cons
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (float(src[3 * std::size_t(j)]) - mi.mean[c]) / mi.std[c];
       }
-  }, out, out_len, options);
+  }, out, out_len, head_out, head_len, options);
 }
 
-void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, const RunOptions& options) const {
+void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,
+                const RunOptions& options) const {
   if (!batch.data) throw std::invalid_argument("image data is null");
   if (batch.count < 1) throw std::invalid_argument("a batch needs at least one image");
   const ModelInfo& mi = impl_->info;
@@ -357,7 +382,16 @@ void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, con
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (src[j] - mi.mean[c]) / mi.std[c];
       }
-  }, out, out_len, options);
+  }, out, out_len, head_out, head_len, options);
+}
+
+bool Model::has_head_map() const { return impl_->info.head_output != 0; }
+
+void Model::head_map_size(int height, int width, int* out_height, int* out_width) const {
+  if (!has_head_map()) throw std::invalid_argument("this model has no head map (format version 3)");
+  const std::vector<Shape> s = impl_->plan(height, width);
+  *out_height = s[std::size_t(impl_->info.head_output)].h;
+  *out_width = s[std::size_t(impl_->info.head_output)].w;
 }
 
 LogDensity Model::run(const ImageU8& image, const RunOptions& options) const {

@@ -14,7 +14,7 @@ namespace {
 
 constexpr std::uint8_t kMagic[8] = {0x89, 'G', 'Z', 'W', '\r', '\n', 0x1a, '\n'};
 constexpr std::uint8_t kEndMagic[8] = {'G', 'Z', 'W', 'E', 'N', 'D', 0, 0};
-constexpr std::uint32_t kMaxVersion = 2;
+constexpr std::uint32_t kMaxVersion = 3;
 constexpr std::uint64_t kAlign = 64;
 constexpr std::uint32_t kMaxOps = 4096;
 constexpr std::uint32_t kMaxTensors = 65536;
@@ -276,11 +276,14 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
   if (n < kMinFile) fail("file is ", n, " bytes, smaller than the minimum ", kMinFile, " (truncated?)");
   if (std::memcmp(data, kMagic, 8) != 0) fail("bad magic: not a gazecrop weights file");
   const std::uint32_t version = rd_u32(data + 8);
-  if (version < 1 || version > kMaxVersion) fail("unsupported version ", version, " (this reader knows 1 and 2)");
+  if (version < 1 || version > kMaxVersion) fail("unsupported version ", version, " (this reader knows 1, 2 and 3)");
   const std::uint32_t header_bytes = rd_u32(data + 12), num_ops = rd_u32(data + 16), num_tensors = rd_u32(data + 20);
   const std::uint64_t data_offset = rd_u64(data + 24), file_size = rd_u64(data + 32);
   if (file_size != n) fail("file_size field ", file_size, " != actual size ", n, " (truncated or padded?)");
-  if (!all_zero(data + 40, 24)) fail("file header: reserved bytes are not zero");
+  // Version 3: head_output at byte 40 (checked with the graph below); the rest of the header stays reserved.
+  const std::uint32_t head_output = version >= 3 ? rd_u32(data + 40) : 0;
+  if (!all_zero(data + (version >= 3 ? 44 : 40), version >= 3 ? 20 : 24))
+    fail("file header: reserved bytes are not zero");
   const std::uint8_t* trailer = data + n - kTrailer;
   if (std::memcmp(trailer + 8, kEndMagic, 8) != 0 || rd_u32(trailer + 4) != 0)
     fail("bad trailer end_magic (truncated file?)");
@@ -430,6 +433,16 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
   }
   if (next != num_tensors) fail("ops own ", next, " tensors but the table has ", num_tensors);
   if (channels.back() != 1) fail("the last op's output has ", channels.back(), " channels, expected 1");
+  if (head_output != 0) {  // version 3: a leaf value with one channel, not the log-density
+    if (head_output >= num_ops)
+      fail("head_output ", head_output, " not in 1..", num_ops - 1, " (a value other than the log-density)");
+    if (channels[head_output] != 1)
+      fail("head_output value ", head_output, " has ", channels[head_output], " channels, expected 1");
+    for (std::uint32_t i = 0; i < num_ops; ++i)
+      for (std::uint32_t k = 0; k < pw.ops[i].num_inputs; ++k)
+        if (pw.ops[i].inputs[k] == head_output) fail("head_output value ", head_output, " is read by op ", i);
+  }
+  pw.info.head_output = int(head_output);
 
   // Tensor data (only now, after every offset was checked): copy out and reject non-finite values.
   for (std::uint32_t j = 0; j < num_tensors; ++j) {

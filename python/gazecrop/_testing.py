@@ -173,11 +173,23 @@ def random_network(rng: np.random.Generator, *, max_blocks: int = 2, max_layers:
     return net
 
 
+def with_head_map(net, rng: np.random.Generator, hidden: int = 3):
+    """A copy of ``net`` with a random head map (weights format version 3) reading a random value (the input
+    included): :func:`gazecrop.train.face_map.attach_head_map` with random layers."""
+    from .train.face_map import attach_head_map
+
+    v = int(rng.integers(0, len(net.ops)))
+    c = net.channels(v)
+    w1, b1 = random_conv(rng, hidden, c, 1)
+    w2, b2 = random_conv(rng, 1, hidden, 1)
+    return attach_head_map(net, (w1, b1, w2, b2), value=v)
+
+
 def readers_agree(core, data: bytes) -> bool:
     """The fuzzing oracle: feed one candidate ``.gzw`` to the native core (``core`` = ``gazecrop._core``) and to
     the Python reader. Both must accept it or both reject it with ``WeightsFormatError``; an accepted file
-    must run on a 16x16 uint8 image (float32 output of its ``output_size``, the same fused and op by op) or
-    refuse it with ValueError.
+    must run on a 16x16 uint8 image (float32 output of its ``output_size``, the same fused and op by op; with a
+    head map, the same log-density with it and the same head map fused and op by op) or refuse it with ValueError.
 
     Returns:
         whether the file was accepted.
@@ -206,6 +218,12 @@ def readers_agree(core, data: bytes) -> bool:
                 assert out.dtype == np.float32 and out.shape == (oh, ow), (out.dtype, out.shape)
                 plain = model.run(img, fuse=False)  # the loader's fusion changes no bit (NaN where NaN)
                 assert np.array_equal(out, plain, equal_nan=True), "fused and op-by-op runs differ"
+                if model.has_head_map:  # version 3: the second output, same log-density, fused or not
+                    both = model.run(img, head_map=True)
+                    plain_both = model.run(img, head_map=True, fuse=False)
+                    assert np.array_equal(both[0], out, equal_nan=True), "the head map changed the log-density"
+                    assert np.array_equal(both[1], plain_both[1], equal_nan=True), "fused and op-by-op head maps differ"
+                    assert both[1].dtype == np.float32 and both[1].ndim == 2, (both[1].dtype, both[1].shape)
         except ValueError:
             pass
     return core_ok

@@ -29,7 +29,8 @@ from PIL import Image
 
 from ._image import ImageInput, _prepare, encoded_input, open_image, pillow_limit
 from .crop import (DEFAULT_STRATEGY, AspectLike, CropBox, CropResult, Strategy, ZoomLike, aspect_list,
-                   check_options, check_regions, choose_crops, focal_log_density, resample_log_density)
+                   check_options, check_regions, choose_crops, focal_log_density, heads_from_map,
+                   resample_log_density)
 from .model import load_model
 
 __all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "thumbnail", "default_model",
@@ -58,7 +59,9 @@ class SaliencyModel(Protocol):
         """(h, w) pixels an (height, width) image is resized to before the run."""
 
     def log_density(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) RGB -> float32 (h, w) log-density over a grid covering the whole image."""
+        """uint8 (H, W, 3) RGB -> float32 (h, w) log-density over a grid covering the whole image. A model
+        with a truthy ``has_head_map`` attribute must also accept ``head_map=True`` and then return a tuple
+        (log-density, float32 (hh, hw) head logits) (:meth:`gazecrop.Model.log_density`)."""
 
 
 ModelLike = Union[SaliencyModel, str, "os.PathLike[str]", None]
@@ -101,11 +104,21 @@ class Prediction:
             (:func:`gazecrop.crop.focal_log_density`, not normalised) and no model run.
         size: ``(width, height)`` of the displayed image in pixels (full resolution).
         focal: the manual focal point ``(x, y)`` the map stands for, or None.
+        head_map: float32 (hh, hw) logits that a cell lies in a head, over a grid that covers the whole image
+            (a model with a head map, weights format version 3), or None.
     """
 
     log_density: np.ndarray
     size: Tuple[int, int]
     focal: Optional[Tuple[float, float]] = None
+    head_map: Optional[np.ndarray] = None
+
+    @property
+    def heads(self) -> List[CropBox]:
+        """Head boxes (pixels of the displayed image, largest first) from :attr:`head_map`
+        (:func:`gazecrop.crop.heads_from_map`); empty without a head map. The crops keep their edges out of
+        them (the head rule, :func:`gazecrop.crop.choose_crop`)."""
+        return [] if self.head_map is None else heads_from_map(self.head_map, self.size)
 
     def saliency_map(self) -> np.ndarray:
         """float32 (H, W) log-density over the displayed image's pixels, ``logsumexp == 0``
@@ -115,9 +128,9 @@ class Prediction:
     def crops(self, aspects: Iterable[AspectLike], *, strategy: Strategy = DEFAULT_STRATEGY, candidates: int = 1,
               zoom: ZoomLike = None, keep: Keep = None, boost: Boost = None) -> List[CropResult]:
         """One :class:`~gazecrop.crop.CropResult` per aspect ratio (:func:`gazecrop.crop.choose_crops`, with
-        this prediction's ``focal`` point)."""
+        this prediction's ``focal`` point and :attr:`heads`)."""
         return choose_crops(self.log_density, self.size, aspects, strategy=strategy, candidates=candidates,
-                            zoom=zoom, keep=keep, boost=boost, focal=self.focal)
+                            zoom=zoom, keep=keep, boost=boost, focal=self.focal, heads=self.heads)
 
 
 def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) -> np.ndarray:
@@ -168,12 +181,22 @@ def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = Fal
         return Prediction(focal_log_density(size, point).astype(np.float32), size, point)
     m = _model(model)
     prep = _prepare(image, input_size=m.input_size, max_pixels=max_pixels)
-    grid = np.asarray(m.log_density(prep.rgb), dtype=np.float32)
-    if grid.ndim != 2:
-        raise ValueError(f"model returned a {grid.shape} array, expected a (h, w) log-density grid")
+    with_heads = bool(getattr(m, "has_head_map", False))
+
+    def run(rgb: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        out = m.log_density(rgb, head_map=True) if with_heads else (m.log_density(rgb), None)
+        grid = np.asarray(out[0], dtype=np.float32)
+        if grid.ndim != 2:
+            raise ValueError(f"model returned a {grid.shape} array, expected a (h, w) log-density grid")
+        return grid, None if out[1] is None else np.asarray(out[1], dtype=np.float32)
+
+    grid, heads = run(prep.rgb)
     if symmetric:
-        grid = mirror_average(grid, m.log_density(np.ascontiguousarray(prep.rgb[:, ::-1])))
-    return Prediction(log_density=grid, size=prep.size)
+        grid_m, heads_m = run(np.ascontiguousarray(prep.rgb[:, ::-1]))
+        grid = mirror_average(grid, grid_m)
+        if heads is not None:  # the mean logit of the photo and its mirror: mirror-equivariant as the density
+            heads = ((heads + heads_m[:, ::-1]) * np.float32(0.5)).astype(np.float32)
+    return Prediction(log_density=grid, size=prep.size, head_map=heads)
 
 
 def saliency_map(image: ImageInput, *, model: ModelLike = None, max_pixels: Optional[int] = None) -> np.ndarray:

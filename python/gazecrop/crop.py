@@ -87,7 +87,7 @@ __all__ = [
     "CLOSE_RATIO", "CLOSE_SHARED", "DISTINCT_IOU", "DISTINCT_SHIFT", "Candidate", "Zoom", "ZOOM_DEFAULT",
     "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
-    "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box",
+    "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box", "heads_from_map", "HEAD_THRESHOLD",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -899,6 +899,74 @@ def _head_safe(heads: Sequence[Tuple[int, int, int, int]], J: np.ndarray, chosen
         if ok(safe):
             return safe
     return np.ones(J.shape, bool)
+
+
+HEAD_THRESHOLD = 0.0
+""":func:`heads_from_map`: a head is where the head map's logit exceeds this (0: probability one half)."""
+
+
+def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: float = HEAD_THRESHOLD
+                   ) -> List[CropBox]:
+    """Head boxes from a model's head map (weights format version 3, :mod:`gazecrop.train.face_map`).
+
+    Each 4-connected region of cells whose logit exceeds ``threshold`` is one head; its box edges lie where the
+    logit, interpolated linearly between the centres of the region's edge cells and their outside neighbours,
+    crosses ``threshold`` (an edge cell at the image border gives the border).
+
+    Args:
+        head_logits: float (hh, hw) logits over a grid that covers the whole image.
+        size: ``(width, height)`` of the displayed image in pixels.
+        threshold: logit threshold (default :data:`HEAD_THRESHOLD`).
+    Returns:
+        ``CropBox`` heads in pixels of the displayed image, largest first (ties: top-left first).
+    Raises:
+        ValueError: not a 2-D grid, NaN in it, or a bad size.
+    """
+    a = np.asarray(head_logits, dtype=np.float64)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"head map must be a non-empty (h, w) grid, got shape {a.shape}")
+    if np.isnan(a).any():
+        raise ValueError("head map holds NaN")
+    W, H = _check_size(size)
+    gh, gw = a.shape
+    on = a > threshold
+    label = np.full(a.shape, -1, np.int32)
+    boxes = []
+    for r0, c0 in zip(*np.nonzero(on)):
+        if label[r0, c0] >= 0:
+            continue
+        k = len(boxes)
+        label[r0, c0] = k
+        stack, cells = [(int(r0), int(c0))], []
+        while stack:
+            r, c = stack.pop()
+            cells.append((r, c))
+            for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                if 0 <= rr < gh and 0 <= cc < gw and on[rr, cc] and label[rr, cc] < 0:
+                    label[rr, cc] = k
+                    stack.append((rr, cc))
+        rs = np.array([r for r, _ in cells])
+        cs = np.array([c for _, c in cells])
+
+        def edge(lo_cell: int, hi_cell: int, n: int, inside, outside, extent: float) -> Tuple[float, float]:
+            # interpolated crossings below lo_cell and above hi_cell, in pixels of an axis of `extent`
+            def cross(cell: int, step: int) -> float:
+                if not 0 <= cell + step < n:
+                    return 0.0 if step < 0 else extent
+                b = float(inside(cell).max())
+                o = float(outside(cell, cell + step).max())
+                t = (b - threshold) / (b - o) if b > o else 1.0
+                return (cell + 0.5 + step * min(1.0, t)) * extent / n
+            return cross(lo_cell, -1), cross(hi_cell, +1)
+
+        x0, x1 = edge(int(cs.min()), int(cs.max()), gw, lambda c: a[rs[cs == c], c],
+                      lambda c, o: a[rs[cs == c], o], W)
+        y0, y1 = edge(int(rs.min()), int(rs.max()), gh, lambda r: a[r, cs[rs == r]],
+                      lambda r, o: a[o, cs[rs == r]], H)
+        left, top = min(W - 1, max(0, int(math.floor(x0)))), min(H - 1, max(0, int(math.floor(y0))))
+        right, bottom = max(left + 1, min(W, int(math.ceil(x1)))), max(top + 1, min(H, int(math.ceil(y1))))
+        boxes.append(CropBox(left, top, right - left, bottom - top))
+    return sorted(boxes, key=lambda b: (-b.width * b.height, b.top, b.left))
 
 
 def head_box(face: Sequence[int], size: Sequence[int]) -> CropBox:

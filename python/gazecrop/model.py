@@ -64,6 +64,12 @@ class Model:
         return self.network.model_version
 
     @property
+    def has_head_map(self) -> bool:
+        """Whether the file has a head map, a second output (weights format version 3): where heads are, for
+        the crop layer's head rule (:func:`gazecrop.crop.heads_from_map`)."""
+        return bool(self.network.head_output)
+
+    @property
     def input_long_side(self) -> int:
         """Long side in pixels images are resized to before the run."""
         return self.network.input_long_side
@@ -72,7 +78,8 @@ class Model:
         """(h, w) in pixels that a (height, width) image is resized to; see :meth:`Network.input_size`."""
         return self.network.input_size(height, width)
 
-    def run(self, image: np.ndarray, *, threads: Optional[int] = None) -> np.ndarray:
+    def run(self, image: np.ndarray, *, threads: Optional[int] = None,
+            head_map: bool = False) -> "np.ndarray | Tuple[np.ndarray, np.ndarray]":
         """Raw forward pass at the array's own size.
 
         Args:
@@ -80,24 +87,29 @@ class Model:
                 batch of same-size images, uint8 (N, H, W, 3) / float32 (N, 3, H, W), run in one call.
             threads: intra-op threads for this call (default: the model's ``threads``); the native model
                 keeps one pool of threads between calls.
+            head_map: also return the head map (:attr:`has_head_map`), from the same run.
 
         Returns:
             float32 (h, w) log-density on the network's output grid (``logsumexp == 0``); (N, h, w) for a
-            batch.
+            batch. With ``head_map``: a tuple (log-density, float32 (hh, hw) / (N, hh, hw) head logits).
 
         Raises:
-            TypeError: dtype is not uint8 / float32. ValueError: wrong rank or shape, or image too small.
+            TypeError: dtype is not uint8 / float32. ValueError: wrong rank or shape, image too small, or
+            ``head_map`` for a model without one.
         """
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
         if image.dtype not in (np.uint8, np.float32):
             raise TypeError(f"image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got {image.dtype}")
         image = np.ascontiguousarray(image)
-        return self._core.run(image, threads=self.threads if threads is None else int(threads))
+        return self._core.run(image, threads=self.threads if threads is None else int(threads),
+                              head_map=bool(head_map))
 
-    def log_density(self, rgb: np.ndarray, *, threads: Optional[int] = None) -> np.ndarray:
+    def log_density(self, rgb: np.ndarray, *, threads: Optional[int] = None,
+                    head_map: bool = False) -> "np.ndarray | Tuple[np.ndarray, np.ndarray]":
         """Resize a uint8 (H, W, 3) RGB image to :meth:`input_size` (Pillow, bilinear with antialiasing)
-        and run the network: float32 (h, w) log-density over the output grid, which covers the whole image.
+        and run the network: float32 (h, w) log-density over the output grid, which covers the whole image;
+        with ``head_map``, a tuple (log-density, float32 (hh, hw) head logits), as :meth:`run`.
         """
         from PIL import Image
 
@@ -107,7 +119,7 @@ class Model:
         h, w = self.input_size(rgb.shape[0], rgb.shape[1])
         if (h, w) != rgb.shape[:2]:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=None))
-        return self.run(rgb, threads=threads)
+        return self.run(rgb, threads=threads, head_map=head_map)
 
     def __repr__(self) -> str:
         return f"Model({self.path!r}, input_long_side={self.input_long_side}, ops={len(self.network.ops)})"

@@ -7,13 +7,13 @@ in float32 (im2col + matmul); the head (blur, centre bias, log-softmax) in float
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .weights import Network, Op, op_padding
 
-__all__ = ["run", "preprocess", "count_macs", "resize_bilinear", "gaussian_kernel", "out_size"]
+__all__ = ["run", "values", "preprocess", "count_macs", "resize_bilinear", "gaussian_kernel", "out_size"]
 
 
 def _pad_out(n: int, kernel: int, stride: int, before: int, after: int) -> int:
@@ -186,19 +186,34 @@ def _run_op(op: Op, vals: List[np.ndarray]) -> np.ndarray:
     raise AssertionError(op.kind)  # pragma: no cover
 
 
-def run(net: Network, image: np.ndarray) -> np.ndarray:
+def values(net: Network, image: np.ndarray, upto: Optional[int] = None) -> List[np.ndarray]:
+    """Every value of the forward pass: ``[input, op 0's output, ...]``, each float32 (C, h, w); with
+    ``upto``, only values ``0 .. upto`` (the ops after are not run). Arguments and errors as :func:`run`."""
+    vals = [preprocess(net, image)]
+    for op in net.ops[:upto]:
+        vals.append(_run_op(op, vals))
+    return vals
+
+
+def run(net: Network, image: np.ndarray, *, head_map: bool = False
+        ) -> "np.ndarray | Tuple[np.ndarray, np.ndarray]":
     """Forward pass: image -> float32 (h, w) log-density on the network's output grid.
 
     Args:
         net: a validated :class:`~gazecrop.weights.Network` (e.g. from :func:`gazecrop.weights.read_weights`).
         image: uint8 (H, W, 3) RGB, or float32 (3, H, W), pixel values in 0..255.
+        head_map: also return the head map (format version 3, ``net.head_output``): a tuple (log-density,
+            float32 (hh, hw) head logits).
 
     Raises:
-        TypeError: wrong dtype. ValueError: wrong rank/shape, or an input too small for the network.
+        TypeError: wrong dtype. ValueError: wrong rank/shape, an input too small for the network, or
+        ``head_map`` for a network without one.
     """
-    vals = [preprocess(net, image)]
-    for op in net.ops:
-        vals.append(_run_op(op, vals))
+    if head_map and not net.head_output:
+        raise ValueError("this network has no head map (weights format version 3)")
+    vals = values(net, image)
+    if head_map:
+        return vals[-1][0].astype(np.float32), vals[net.head_output][0].astype(np.float32)
     return vals[-1][0].astype(np.float32)
 
 

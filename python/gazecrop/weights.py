@@ -42,10 +42,10 @@ __all__ = [
 
 MAGIC = b"\x89GZW\r\n\x1a\n"
 END_MAGIC = b"GZWEND\x00\x00"
-VERSION = 2  # the newest version this module writes; networks using only version-1 features are written as 1
-VERSIONS = (1, 2)
+VERSION = 3  # the newest version this module writes; a network is written with the oldest version it fits
+VERSIONS = (1, 2, 3)
 
-FILE_HEADER = struct.Struct("<8sIIIIQQ24s")  # 64 bytes
+FILE_HEADER = struct.Struct("<8sIIIIQQI20s")  # 64 bytes; the u32 at byte 40 is head_output (version 3)
 MODEL_INFO = struct.Struct("<3f3fII20s12s")  # 64 bytes
 OP_RECORD = struct.Struct("<II4II12i8fII12s")  # 128 bytes
 TENSOR_RECORD = struct.Struct("<48sII4IQQ8s")  # 96 bytes
@@ -150,6 +150,8 @@ class Network:
         ops: the op list in execution order.
         model_name, model_version: provenance labels (format version 2; at most 20 / 12 characters of
             ``[A-Za-z0-9_.+-]``; empty for version-1 files).
+        head_output: value id of the head map, a second output (format version 3): float32 (1, h, w) logits
+            that a cell of its grid, which covers the whole image, lies in a head; no op may read it. 0: none.
     """
 
     mean: Tuple[float, float, float] = (127.0, 127.0, 127.0)
@@ -159,6 +161,7 @@ class Network:
     ops: List[Op] = field(default_factory=list)
     model_name: str = ""
     model_version: str = ""
+    head_output: int = 0
 
     # ------------------------------------------------------------------ builder
     def _add(self, op: Op) -> int:
@@ -201,8 +204,10 @@ class Network:
         return self._add(Op("add", [a, b], [ACTIVATIONS[activation]]))
 
     def format_version(self) -> int:
-        """The file version :func:`to_bytes` writes: 1 when the network uses only version-1 features and
-        has no name or version, else 2."""
+        """The file version :func:`to_bytes` writes: 3 with a head map (``head_output``); else 1 when the
+        network uses only version-1 features and has no name or version, else 2."""
+        if self.head_output:
+            return 3
         if self.model_name or self.model_version:
             return 2
         for op in self.ops:
@@ -277,6 +282,18 @@ class Network:
         chans = self._channel_list()
         if chans[-1] != 1:
             raise WeightsFormatError(f"the last op's output has {chans[-1]} channels, expected 1")
+        h = self.head_output
+        if not isinstance(h, int) or isinstance(h, bool) or h < 0:
+            raise WeightsFormatError(f"head_output must be a value id (int >= 0), got {h!r}")
+        if h:
+            if h >= len(self.ops):
+                raise WeightsFormatError(f"head_output {h} not in 1..{len(self.ops) - 1} (a value other than the "
+                                         "log-density)")
+            if chans[h] != 1:
+                raise WeightsFormatError(f"head_output value {h} has {chans[h]} channels, expected 1")
+            readers = [i for i, op in enumerate(self.ops) if h in op.inputs]
+            if readers:
+                raise WeightsFormatError(f"head_output value {h} is read by op {readers[0]}")
 
     def num_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates of the convolutions for a (height, width) input (FLOPs = 2 x MACs)."""
@@ -464,7 +481,7 @@ def to_bytes(net: Network) -> bytes:
     file_size = pos + TRAILER.size
     buf = bytearray(file_size)
     FILE_HEADER.pack_into(buf, 0, MAGIC, net.format_version(), header_bytes, len(net.ops), len(tensors), data_offset,
-                          file_size, b"")
+                          file_size, net.head_output, b"")
     MODEL_INFO.pack_into(buf, 64, *map(float, net.mean), *map(float, net.std), net.input_long_side,
                          net.size_multiple, net.model_name.encode("ascii"), net.model_version.encode("ascii"))
     first = 0
@@ -507,14 +524,15 @@ def from_bytes(data: bytes) -> Network:
     n = len(data)
     if n < MIN_FILE:
         raise WeightsFormatError(f"file is {n} bytes, smaller than the minimum {MIN_FILE} (truncated?)")
-    magic, version, header_bytes, num_ops, num_tensors, data_offset, file_size, res = FILE_HEADER.unpack_from(data, 0)
+    magic, version, header_bytes, num_ops, num_tensors, data_offset, file_size, head_output, res = \
+        FILE_HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise WeightsFormatError(f"bad magic {bytes(magic)!r}: not a gazecrop weights file")
     if version not in VERSIONS:
-        raise WeightsFormatError(f"unsupported version {version} (this reader knows 1 and 2)")
+        raise WeightsFormatError(f"unsupported version {version} (this reader knows 1, 2 and 3)")
     if file_size != n:
         raise WeightsFormatError(f"file_size field {file_size} != actual size {n} (truncated or padded?)")
-    if any(res):
+    if any(res) or (version < 3 and head_output):
         raise WeightsFormatError("file header: reserved bytes are not zero")
     crc, res2, end_magic = TRAILER.unpack_from(data, n - TRAILER.size)
     if end_magic != END_MAGIC or res2 != 0:
@@ -546,7 +564,7 @@ def from_bytes(data: bytes) -> Network:
             raise WeightsFormatError(f"model info: bad {label} {bytes(raw)!r} (ASCII [A-Za-z0-9_.+-], NUL-padded)")
         labels.append(text.decode("ascii"))
     net = Network(mean=tuple(mi[0:3]), std=tuple(mi[3:6]), input_long_side=mi[6], size_multiple=mi[7],
-                  model_name=labels[0], model_version=labels[1])
+                  model_name=labels[0], model_version=labels[1], head_output=head_output)
     tbase = 128 + 128 * num_ops
     end_data = n - TRAILER.size
     regions = []

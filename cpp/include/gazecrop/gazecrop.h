@@ -80,7 +80,8 @@ struct ModelInfo {
   float std[3];
   int input_long_side;
   int size_multiple;
-  int format_version;         // 1 or 2 (the file's `version`)
+  int format_version;         // 1, 2 or 3 (the file's `version`)
+  int head_output = 0;        // version 3: value id of the head map (a second output), 0 = none
   std::string name;           // model_name (version 2; empty in version-1 files)
   std::string model_version;  // model_version (version 2; empty in version-1 files)
 };
@@ -113,6 +114,18 @@ class Model {
   // output_size() floats, image n's log-density at out + n * h * w.
   void run(const ImageBatchU8& batch, float* out, std::size_t out_len, const RunOptions& options = {}) const;
   void run(const ImageBatchF32& batch, float* out, std::size_t out_len, const RunOptions& options = {}) const;
+
+  // The head map (format version 3, docs/weights-format.md): a second output, float32 (hh, hw) logits that a
+  // cell lies in a head, on a grid that covers the whole image like the log-density's. has_head_map() is
+  // false for files without one; head_map_size() then throws std::invalid_argument.
+  bool has_head_map() const;
+  void head_map_size(int height, int width, int* out_height, int* out_width) const;
+  // Both outputs in one run: log-densities as above, head maps at head_out + n * hh * hw (head_len floats in
+  // all). Throws std::invalid_argument on bad sizes, or when the model has no head map.
+  void run(const ImageBatchU8& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,
+           const RunOptions& options = {}) const;
+  void run(const ImageBatchF32& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,
+           const RunOptions& options = {}) const;
 
   struct Impl;
 
