@@ -73,6 +73,9 @@ ASPECTS = ("1:1", "16:9", "9:16", "2:1")
 DEFAULT = "mass (default)"
 FREE = "mass, no object rule"
 SYMMETRIC = "mass (default), symmetric"
+NO_HEADS = "mass (default) without the head map"
+"""With a model that has a head map (weights format version 3), :data:`DEFAULT` and :data:`SYMMETRIC` use its
+heads (:attr:`gazecrop.Prediction.heads`, as the product does) and this row is the default rule without them."""
 
 RULES: Dict[str, dict] = {
     DEFAULT: {},
@@ -275,7 +278,9 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPE
     """Every rule of :data:`RULES` (+ :data:`SYMMETRIC`, + :func:`explore_rules` with ``explore``, + the
     :data:`TWITTER` row with ``reference``, a ``(path, aspect) -> box`` cropper) on ``samples``; returns
     ``{"table": Table, "explore": Table | None, "symmetry": {...}}``."""
-    names = list(RULES) + ([SYMMETRIC] if symmetric else []) + ([TWITTER] if reference else [])
+    with_heads = bool(getattr(model, "has_head_map", False))
+    names = list(RULES) + ([SYMMETRIC] if symmetric else []) + ([NO_HEADS] if with_heads else []) + \
+        ([TWITTER] if reference else [])
     n, k = len(samples), len(aspects)
     tab = Table(names, n, k)
     ex = None
@@ -289,17 +294,28 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPE
         else:
             rgb = gds.load_image(s)  # stored orientation, as the fixations
             ev = np.ones(s.n_fixations, bool)
-            grid = np.asarray(model.log_density(rgb), np.float32)
-            mgrid = np.asarray(model.log_density(np.ascontiguousarray(rgb[:, ::-1])), np.float32) if symmetric \
-                else None
+            if with_heads:
+                grid, hmap = (np.asarray(v, np.float32) for v in model.log_density(rgb, head_map=True))
+                mgrid, mhmap = (np.asarray(v, np.float32) for v in model.log_density(
+                    np.ascontiguousarray(rgb[:, ::-1]), head_map=True)) if symmetric else (None, None)
+            else:
+                grid = np.asarray(model.log_density(rgb), np.float32)
+                mgrid = np.asarray(model.log_density(np.ascontiguousarray(rgb[:, ::-1])), np.float32) \
+                    if symmetric else None
         iy, ix = metrics.fixation_pixels(s.x[ev], s.y[ev], (s.height, s.width))
         hgrid = people_grid(s)
         obj, hobj = C.object_box(grid, size), C.object_box(hgrid, size)
         grids = {m: grid for m in RULES}
         if mgrid is not None:
             grids[SYMMETRIC] = mirror_average(grid, mgrid)
+        heads = {}
+        if with_heads:  # as gazecrop.predict: the head map's boxes; symmetric: the mean logit with the mirror's
+            grids[NO_HEADS] = grid
+            heads[DEFAULT] = C.heads_from_map(hmap, size)
+            if mgrid is not None:
+                heads[SYMMETRIC] = C.heads_from_map((hmap + mhmap[:, ::-1]) * np.float32(0.5), size)
         for m, g in grids.items():
-            kw = RULES.get(m, {})
+            kw = {**RULES.get(m, {}), "heads": heads.get(m, ())}
             res = C.choose_crops(g, size, aspects, candidates=2 if m == DEFAULT else 1, **kw)
             for j, r in enumerate(res):
                 tab.share[m][i, j] = fixation_share(iy, ix, r.box)

@@ -29,6 +29,7 @@ cluster the job starts itself dies with the process even when it is killed with 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -127,13 +128,12 @@ def _ray_executor(tasks: List[Tuple[str, str, str]], options: _batch.BatchOption
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         reaper = None if address else ClusterReaper()  # a local cluster dies with this process
         try:
-            ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
+            with reaper.marking() if reaper is not None else contextlib.nullcontext():
+                ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True, **kw)
         except BaseException:
             if reaper is not None:
-                reaper.close()
+                reaper.kill()  # whatever the failed start left running
             raise
-        if reaper is not None:
-            reaper.adopt()
         for s, h in handlers.items():  # ray.init makes SIGTERM exit with status 15: keep the caller's rules
             if h is not None:
                 signal.signal(s, h)

@@ -260,3 +260,124 @@ def attach_head_map(net: Network, layers: Sequence[np.ndarray], value: Optional[
                   model_name=base.model_name, model_version=base.model_version, head_output=pos + 2)
     out.validate()
     return out
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for boolean ``labels`` (ties count half)."""
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    sv = allv[order]
+    # average ranks of ties
+    edges = np.flatnonzero(np.diff(sv)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(sv)]])
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def box_agreement(pred: Sequence[Sequence[int]], truth: Sequence[Sequence[int]], iou: float = 0.3
+                  ) -> Tuple[int, int, int]:
+    """(matched, predicted, true) head boxes ``(left, top, width, height)``, matched greedily at IoU >= ``iou``."""
+    def io(a, b) -> float:
+        x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+        x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+        inter = max(0, x1 - x0) * max(0, y1 - y0)
+        return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+    free = list(truth)
+    m = 0
+    for p in pred:
+        scores = [io(p, t) for t in free]
+        if scores and max(scores) >= iou:
+            free.pop(int(np.argmax(scores)))
+            m += 1
+    return m, len(pred), len(truth)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .. import datasets
+    from ..crop import heads_from_map
+    from .teacher import cache_dir
+
+    p = argparse.ArgumentParser(prog="python -m gazecrop.train.face_map", description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", required=True, help="the .gzw network to give a head map (any it has is replaced)")
+    p.add_argument("--out", required=True, help="the .gzw to write (format version 3; may equal --weights)")
+    p.add_argument("--root", default=None, help="eye-tracking data root (default: datasets.default_root())")
+    p.add_argument("--hidden", type=int, default=HIDDEN)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="first N photos of each split (smoke test)")
+    p.add_argument("--json", default=None, help="write the val measurements here")
+    a = p.parse_args(argv)
+
+    root = Path(a.root) if a.root else datasets.default_root()
+    split = datasets.load_split(root)
+    paths = {s: [root / d / "stimuli" / im for (d, im), sp in sorted(split.items()) if sp == s][:a.limit]
+             for s in ("train", "val")}
+    cache = cache_dir() / "face_map"
+    cache.mkdir(parents=True, exist_ok=True)
+    faces_file = cache / "faces_haar_frontalface_default.json"
+    faces: Dict[str, List[List[int]]] = json.loads(faces_file.read_text()) if faces_file.is_file() else {}
+    todo = [q for q in paths["train"] + paths["val"] if str(q) not in faces]
+    if todo:
+        print(f"detecting faces in {len(todo)} photos (OpenCV Haar frontalface_default)", flush=True)
+        faces.update(detect_heads(todo, log=lambda m: print(m, flush=True)))
+        tmp = faces_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(faces))
+        os.replace(tmp, faces_file)
+    net = without_head_map(read_weights(a.weights))
+    fv = feature_value(net)
+    data = {}
+    for s in ("train", "val"):
+        print(f"{s}: feature maps of value {fv} ({net.channels(fv)} channels) for {len(paths[s])} photos", flush=True)
+        data[s] = collect(paths[s], net, faces, seed=a.seed, log=lambda m: print(m, flush=True))
+    print(f"fitting the head readout ({a.hidden} hidden channels) on {len(data['train'].targets)} cells", flush=True)
+    layers = fit(data["train"], hidden=a.hidden, epochs=a.epochs, seed=a.seed, log=lambda m: print(m, flush=True))
+    out = attach_head_map(net, layers)
+
+    # val: cells (AUC of the logit for cells at least half covered) and head boxes against the detector's
+    v = data["val"]
+    logit = head_logits(v.features, layers)
+    auc = _auc(logit, v.targets >= 0.5)
+    from PIL import Image
+
+    from .._image import _prepare
+
+    matched = npred = ntrue = 0
+    with_face = 0
+    for q in paths["val"]:
+        prep = _prepare(q)
+        h, w = net.input_size(prep.rgb.shape[0], prep.rgb.shape[1])
+        rgb = np.asarray(Image.fromarray(prep.rgb).resize((w, h), Image.BILINEAR, reducing_gap=None))
+        _, hm = reference.run(out, rgb, head_map=True)
+        pred = [tuple(b) for b in heads_from_map(hm, prep.size)]
+        truth = [tuple(head_box(b, prep.size)) for b in faces.get(str(q), [])]
+        with_face += bool(truth)
+        m, n_p, n_t = box_agreement(pred, truth)
+        matched, npred, ntrue = matched + m, npred + n_p, ntrue + n_t
+    report = {"weights": a.weights, "feature_value": fv, "channels": net.channels(fv), "hidden": a.hidden,
+              "epochs": a.epochs, "seed": a.seed, "train_photos": len(paths["train"]),
+              "train_cells": int(len(data["train"].targets)), "val_photos": len(paths["val"]),
+              "val_photos_with_a_face": with_face, "val_cell_auc": auc,
+              "val_heads_found": matched, "val_heads_predicted": npred, "val_heads_true": ntrue,
+              "val_head_recall": matched / ntrue if ntrue else None,
+              "val_head_precision": matched / npred if npred else None,
+              "head_mflop_at_256x192": 2 * (net.channels(fv) * a.hidden + a.hidden) * 24 * 32 / 1e6,
+              "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    print(json.dumps(report, indent=1))
+    write_weights(a.out, out)
+    if a.json:
+        from .._atomic import write_bytes
+
+        write_bytes(a.json, (json.dumps(report, indent=1) + "\n").encode())
+    print(f"wrote {a.out} (format version {out.format_version()}, head_output {out.head_output})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
