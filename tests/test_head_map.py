@@ -15,7 +15,7 @@ import pytest
 import gazecrop
 from gazecrop import reference, weights
 from gazecrop.crop import CropBox, head_box, heads_from_map
-from gazecrop.train.face_map import attach_head_map, feature_value, head_coverage, head_logits, without_head_map
+from gazecrop.train.face_map import attach_head_map, feature_value, head_coverage, without_head_map
 from gazecrop._testing import inverted_residual_net, random_conv, random_network, with_head_map
 
 from _native_helpers import core, fix_crc
@@ -133,15 +133,24 @@ def test_attach_head_map_on_the_shipped_model_keeps_its_log_density():
     assert base.ops[fv].kind == "conv2d" and base.ops[fv].ip(2) == 1  # the readout's first 1x1 convolution
     rng = np.random.default_rng(0)
     c = base.channels(fv)
-    layers = (*random_conv(rng, 4, c, 1), *random_conv(rng, 1, 4, 1))
+    layers = [random_conv(rng, 4, c, 1), random_conv(rng, 3, 4, 3), random_conv(rng, 1, 3, 1)]
     out = attach_head_map(base, layers)
+    assert [op.kind for op in out.ops[-4:]] == ["conv2d"] * 3 + [base.ops[-1].kind]
     img = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
     a, h = core.Model.from_bytes(weights.to_bytes(out)).run(img, head_map=True)
     assert np.array_equal(a, core.Model.from_bytes(weights.to_bytes(base)).run(img))
-    feats = reference.values(base, img, upto=fv)[fv]
-    expect = head_logits(feats.reshape(c, -1).T, layers).reshape(feats.shape[1:])
+    # the head by hand: 1x1 + ReLU, 3x3 (zero padding 1) + ReLU, 1x1 on the feature maps
+    f = reference.values(base, img, upto=fv)[fv].astype(np.float64)
+    (w1, b1), (w2, b2), (w3, b3) = layers
+    x = np.maximum(np.einsum("oc,chw->ohw", w1[:, :, 0, 0], f) + b1[:, None, None], 0)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    y = sum(np.einsum("oc,chw->ohw", w2[:, :, u, v], xp[:, u:u + x.shape[1], v:v + x.shape[2]])
+            for u in range(3) for v in range(3)) + b2[:, None, None]
+    expect = np.einsum("oc,chw->ohw", w3[:, :, 0, 0], np.maximum(y, 0))[0] + b3[0]
     np.testing.assert_allclose(h, expect, rtol=1e-4, atol=1e-4)
     assert weights.to_bytes(without_head_map(out)) == weights.to_bytes(base)
+    with pytest.raises(ValueError, match="at least one layer"):
+        attach_head_map(base, [])
 
 
 def test_head_coverage_is_the_exact_area_share():

@@ -85,7 +85,7 @@ def _cases():
     case("truncated-trailer", lambda b: b[:-1], "file_size|truncated", False)
     case("padded", lambda b: b + b"\x00" * 64, "file_size", False)
     case("magic", lambda b: b"X" + b[1:], "magic", False)
-    case("version", lambda b: (_put(b, 8, "<I", 3), b)[1], "version 3", True)
+    case("version", lambda b: (_put(b, 8, "<I", 4), b)[1], "version 4", True)
     case("checksum", lambda b: (b.__setitem__(len(b) - 40, b[len(b) - 40] ^ 0xFF), b)[1], "checksum", False)
     case("crc-field", lambda b: (_put(b, len(b) - 16, "<I", 0xDEADBEEF), b)[1], "checksum", False)
     case("end-magic", lambda b: b[:-8] + b"GZWENX\0\0", "end_magic", False)

@@ -174,15 +174,14 @@ def random_network(rng: np.random.Generator, *, max_blocks: int = 2, max_layers:
 
 
 def with_head_map(net, rng: np.random.Generator, hidden: int = 3):
-    """A copy of ``net`` with a random head map (weights format version 3) reading a random value (the input
-    included): :func:`gazecrop.train.face_map.attach_head_map` with random layers."""
+    """A copy of ``net`` with a random head map (weights format version 3; 1x1, 3x3, 1x1 convolutions) reading a
+    random value (the input included): :func:`gazecrop.train.face_map.attach_head_map`."""
     from .train.face_map import attach_head_map
 
     v = int(rng.integers(0, len(net.ops)))
     c = net.channels(v)
-    w1, b1 = random_conv(rng, hidden, c, 1)
-    w2, b2 = random_conv(rng, 1, hidden, 1)
-    return attach_head_map(net, (w1, b1, w2, b2), value=v)
+    return attach_head_map(net, [random_conv(rng, hidden, c, 1), random_conv(rng, hidden, hidden, 3),
+                                 random_conv(rng, 1, hidden, 1)], value=v)
 
 
 def readers_agree(core, data: bytes) -> bool:

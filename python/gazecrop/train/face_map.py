@@ -5,17 +5,15 @@ Knowledge distillation from a face detector (Hinton et al. 2015; here the teache
 ``frontalface_default``, Viola and Jones, CVPR 2001, :func:`gazecrop.train.faces.detect_faces`): the detector
 runs offline over the training photos of ``../shared/data/eyetracking`` (a training dependency only; nothing is
 downloaded or detected at run time), every face box becomes a head box (:func:`gazecrop.crop.head_box`), and a
-small readout on the network's own feature maps (1x1 convolution to ``hidden`` channels + ReLU, 1x1 convolution
-to one channel) learns the share of each output cell that a head covers, as a logit (binary cross-entropy on the
-soft coverage). The backbone is frozen, so the saliency output of the file stays bit for bit what it was.
+small head on the network's own feature maps (1x1 convolution to ``widths[0]`` channels + ReLU, k x k
+convolution to ``widths[1]`` + ReLU for context, 1x1 convolution to one channel) learns the share of each
+output cell that a head covers, as a logit (binary cross-entropy on the soft coverage, left-right flips). The
+backbone is frozen, so the saliency output of the file stays bit for bit what it was.
 
-The readout is written into the ``.gzw`` as two ``conv2d`` ops placed before the last op and named by the
-header's ``head_output`` (weights format version 3, ``docs/weights-format.md``). Its cost is
-``cells * (C * hidden + hidden)`` multiply-adds (C = the feature map's channels): 2.1 MFLOP for the DenseNet
-student at 256 x 192 with 8 hidden channels.
+The head is written into the ``.gzw`` as ``conv2d`` ops placed before the last op and named by the header's
+``head_output`` (weights format version 3, ``docs/weights-format.md``); :func:`head_macs` gives its cost.
 
-Measure it with a detector the product never saw: ``benchmarks/crop_quality.py --heads`` (MediaPipe's BlazeFace
-in its own environment).
+Measure it with a detector the product never saw: ``benchmarks/head_cuts.py`` (dlib's HOG face detector).
 
 ``python -m gazecrop.train.face_map --weights weights/gazecrop-fast.gzw --out weights/gazecrop-fast.gzw``
 """
@@ -37,10 +35,18 @@ from .. import reference
 from ..crop import head_box
 from ..weights import Network, Op, read_weights, write_weights
 
-__all__ = ["feature_value", "head_coverage", "HeadData", "collect", "fit", "attach_head_map", "main"]
+__all__ = ["WIDTHS", "KERNEL", "Layers", "HeadMap", "feature_value", "head_coverage", "detect_heads", "model_input",
+           "collect", "head_macs", "fit", "without_head_map", "attach_head_map", "box_agreement", "main"]
 
-HIDDEN = 8
-"""Hidden channels of the head readout."""
+WIDTHS = (16, 8)
+"""Channels of the head's two hidden layers."""
+
+KERNEL = 3
+"""Kernel of the head's middle (context) convolution."""
+
+Layers = List[Tuple[np.ndarray, np.ndarray]]
+"""A head: ``[(weight (out, in, k, k), bias (out,)), ...]`` float32 convolutions, ReLU between, the last to one
+channel (logits)."""
 
 
 def feature_value(net: Network) -> int:
@@ -98,20 +104,14 @@ def head_coverage(size: Tuple[int, int], heads: Sequence[Tuple[int, int, int, in
 
 
 @dataclass
-class HeadData:
-    """Training cells for the head readout: ``features`` float16 (n, C), ``targets`` float32 (n,) head
-    coverage, ``weights`` float32 (n,) (subsampled cells weigh more), ``image`` int32 (n,) photo index."""
+class HeadMap:
+    """One photo for the head: ``features`` float16 (C, h, w) feature maps, ``coverage`` float32 (h, w) head
+    coverage (:func:`head_coverage`), ``path`` and displayed ``size`` ``(W, H)`` of the photo."""
 
     features: np.ndarray
-    targets: np.ndarray
-    weights: np.ndarray
-    image: np.ndarray
-
-
-def _features(net: Network, fv: int, rgb: np.ndarray) -> np.ndarray:
-    """float32 (C, gh', gw') feature maps of value ``fv`` for a uint8 (h, w, 3) model-size input (NumPy
-    reference, :mod:`gazecrop.reference`)."""
-    return reference.values(net, rgb, upto=fv)[fv]
+    coverage: np.ndarray
+    path: str
+    size: Tuple[int, int]
 
 
 def detect_heads(paths: Sequence[Path], *, log=print) -> Dict[str, List[List[int]]]:
@@ -129,99 +129,92 @@ def detect_heads(paths: Sequence[Path], *, log=print) -> Dict[str, List[List[int
     return out
 
 
-def collect(paths: Sequence[Path], net: Network, faces: Dict[str, List[List[int]]], *, negative_share: float = 0.1,
-            seed: int = 0, log=print) -> HeadData:
-    """Feature maps and head coverage for every photo: all cells of photos with a face, ``negative_share`` of the
-    cells of photos without one (weighted ``1 / negative_share``).
-
-    Args:
-        paths: photo files. net: the network whose features are read. faces: detector boxes per ``str(path)``.
-    """
+def model_input(net: Network, path) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """uint8 (h, w, 3) model-size input of a photo (as :meth:`gazecrop.Model.log_density` resizes it) and its
+    displayed size ``(W, H)``."""
     from PIL import Image
 
     from .._image import _prepare
 
+    prep = _prepare(path)
+    h, w = net.input_size(prep.rgb.shape[0], prep.rgb.shape[1])
+    return np.asarray(Image.fromarray(prep.rgb).resize((w, h), Image.BILINEAR, reducing_gap=None)), prep.size
+
+
+def collect(paths: Sequence[Path], net: Network, faces: Dict[str, List[List[int]]], *, log=print) -> List[HeadMap]:
+    """Feature maps (value :func:`feature_value`, NumPy reference) and head coverage for every photo.
+
+    Args:
+        paths: photo files. net: the network whose features are read. faces: detector boxes per ``str(path)``.
+    """
     fv = feature_value(net)
-    rng = np.random.default_rng(seed)
-    feats, targs, wts, idx = [], [], [], []
+    out = []
     t0 = time.time()
     for k, p in enumerate(paths):
-        prep = _prepare(p)
-        h, w = net.input_size(prep.rgb.shape[0], prep.rgb.shape[1])
-        rgb = np.asarray(Image.fromarray(prep.rgb).resize((w, h), Image.BILINEAR, reducing_gap=None))
-        f = _features(net, fv, rgb)
-        heads = [tuple(head_box(b, prep.size)) for b in faces.get(str(p), [])]
-        cov = head_coverage(prep.size, heads, f.shape[1:])
-        X = f.reshape(f.shape[0], -1).T
-        y = cov.reshape(-1)
-        if heads:
-            keep = np.arange(len(y))
-            wt = np.ones(len(y), np.float32)
-        else:
-            keep = np.flatnonzero(rng.random(len(y)) < negative_share)
-            wt = np.full(len(keep), 1.0 / negative_share, np.float32)
-        feats.append(X[keep].astype(np.float16))
-        targs.append(y[keep])
-        wts.append(wt)
-        idx.append(np.full(len(keep), k, np.int32))
+        rgb, size = model_input(net, p)
+        f = reference.values(net, rgb, upto=fv)[fv]
+        heads = [tuple(head_box(b, size)) for b in faces.get(str(p), [])]
+        out.append(HeadMap(f.astype(np.float16), head_coverage(size, heads, f.shape[1:]), str(p), size))
         if (k + 1) % 200 == 0:
             log(f"  features {k + 1}/{len(paths)} ({time.time() - t0:.0f} s)")
-    return HeadData(np.concatenate(feats), np.concatenate(targs), np.concatenate(wts), np.concatenate(idx))
+    return out
 
 
-def fit(train: HeadData, *, hidden: int = HIDDEN, epochs: int = 30, batch: int = 4096, lr: float = 3e-3,
-        weight_decay: float = 1e-4, seed: int = 0, log=print) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit the head readout (1x1 conv to ``hidden`` + ReLU, 1x1 conv to 1) by weighted binary cross-entropy on
-    the head coverage (Adam; PyTorch, CPU). The feature standardisation is folded into the first layer.
+def head_macs(channels: int, cells: int, widths: Sequence[int] = WIDTHS, kernel: int = KERNEL) -> int:
+    """Multiply-adds of the head on ``cells`` output cells of a ``channels``-channel feature map."""
+    return cells * (channels * widths[0] + widths[0] * widths[1] * kernel * kernel + widths[1])
+
+
+def fit(train: Sequence[HeadMap], *, widths: Sequence[int] = WIDTHS, kernel: int = KERNEL, epochs: int = 30,
+        batch: int = 32, lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, log=print) -> Layers:
+    """Fit the head (1x1 conv to ``widths[0]`` + ReLU, ``kernel`` x ``kernel`` conv to ``widths[1]`` + ReLU,
+    1x1 conv to 1) by binary cross-entropy on the head coverage; photos of one grid shape are batched, with
+    random left-right flips (Adam, one-cycle schedule; PyTorch, CPU). The feature standardisation is folded into
+    the first layer.
 
     Returns:
-        ``(w1 (hidden, C, 1, 1), b1 (hidden,), w2 (1, hidden, 1, 1), b2 (1,))`` float32 conv weights.
+        :data:`Layers` (three convolutions).
     """
     import torch
 
     torch.manual_seed(seed)
-    X = torch.from_numpy(train.features.astype(np.float32))
-    mu = X.mean(0)
-    sd = X.std(0).clamp_min(1e-3)
-    X = (X - mu) / sd
-    y = torch.from_numpy(train.targets)
-    w = torch.from_numpy(train.weights)
-    C = X.shape[1]
-    l1 = torch.nn.Linear(C, hidden)
-    l2 = torch.nn.Linear(hidden, 1)
-    params = list(l1.parameters()) + list(l2.parameters())
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    n = len(y)
-    steps = epochs * ((n + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     g = torch.Generator().manual_seed(seed)
+    C = train[0].features.shape[0]
+    sample = np.concatenate([m.features.reshape(C, -1) for m in train[::5]], 1).astype(np.float32)
+    mu = torch.from_numpy(sample.mean(1))
+    sd = torch.from_numpy(sample.std(1)).clamp_min(1e-3)
+    groups: Dict[Tuple[int, int], List[HeadMap]] = {}
+    for m in train:
+        groups.setdefault(m.features.shape[1:], []).append(m)
+    data = [(torch.from_numpy(np.stack([m.features for m in ms]).astype(np.float32)),
+             torch.from_numpy(np.stack([m.coverage for m in ms]))) for ms in groups.values()]
+    batches = [(i, s) for i, (X, _) in enumerate(data) for s in range(0, len(X), batch)]
+    net = torch.nn.Sequential(torch.nn.Conv2d(C, widths[0], 1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(widths[0], widths[1], kernel, padding=kernel // 2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(widths[1], 1, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(batches))
     for ep in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        tot = 0.0
-        for s in range(0, n, batch):
-            i = perm[s:s + batch]
-            logit = l2(torch.relu(l1(X[i])))[:, 0]
-            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logit, y[i], reduction="none")
-                    * w[i]).sum() / w[i].sum()
+        total = 0.0
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            i, s = batches[b]
+            x = (data[i][0][s:s + batch] - mu[None, :, None, None]) / sd[None, :, None, None]
+            y = data[i][1][s:s + batch]
+            if torch.rand(1, generator=g).item() < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(i)
+            total += float(loss.detach())
         if ep % 5 == 4 or ep == epochs - 1:
-            log(f"  epoch {ep + 1}/{epochs}: weighted BCE {tot / n:.4f}")
+            log(f"  epoch {ep + 1}/{epochs}: BCE {total / len(batches):.4f}")
     with torch.no_grad():
-        W1 = l1.weight / sd[None, :]
-        B1 = l1.bias - (l1.weight * (mu / sd)[None, :]).sum(1)
-        return (W1.numpy().astype(np.float32)[:, :, None, None], B1.numpy().astype(np.float32),
-                l2.weight.numpy().astype(np.float32)[:, :, None, None], l2.bias.numpy().astype(np.float32))
-
-
-def head_logits(features: np.ndarray, layers: Sequence[np.ndarray]) -> np.ndarray:
-    """float32 (n,) head logits of (n, C) feature rows through the readout ``layers`` (as :func:`fit` returns)."""
-    w1, b1, w2, b2 = layers
-    h = np.maximum(features.astype(np.float32) @ w1[:, :, 0, 0].T + b1, 0.0)
-    return (h @ w2[:, :, 0, 0].T + b2)[:, 0]
+        w1 = net[0].weight / sd[None, :, None, None]
+        b1 = net[0].bias - (net[0].weight[:, :, 0, 0] * (mu / sd)[None, :]).sum(1)
+        return [(w1.numpy().astype(np.float32), b1.numpy().astype(np.float32))] + [
+            (net[k].weight.numpy().astype(np.float32), net[k].bias.numpy().astype(np.float32)) for k in (2, 4)]
 
 
 def without_head_map(net: Network) -> Network:
@@ -238,26 +231,31 @@ def without_head_map(net: Network) -> Network:
                    ops=ops, model_name=net.model_name, model_version=net.model_version)
 
 
-def attach_head_map(net: Network, layers: Sequence[np.ndarray], value: Optional[int] = None) -> Network:
-    """A copy of ``net`` (any head map it had removed) with the head readout ``layers`` (as :func:`fit`
-    returns: 1x1 convolution + ReLU, 1x1 convolution to one channel) reading ``value`` (default
+def attach_head_map(net: Network, layers: Layers, value: Optional[int] = None) -> Network:
+    """A copy of ``net`` (any head map it had removed) with the head ``layers`` (:data:`Layers`: convolutions
+    with ``k // 2`` padding, ReLU between, the last to one channel) reading ``value`` (default
     :func:`feature_value`), inserted before the last op and named by ``head_output`` (weights format version
     3). The log-density's ops and weights are unchanged, so its output is bit for bit the same.
 
     Raises:
-        ValueError: as :func:`feature_value`. WeightsFormatError: the layers do not fit the value's channels.
+        ValueError: as :func:`feature_value`, or no layers. WeightsFormatError: the layers do not chain or do
+        not end in one channel.
     """
+    if not layers:
+        raise ValueError("a head map needs at least one layer")
     base = without_head_map(net)
     fv = feature_value(base) if value is None else int(value)
-    pos = len(base.ops) - 1  # the new ops write values pos + 1, pos + 2; the last op reads only ids <= pos
-    w1, b1, w2, b2 = (np.asarray(a, np.float32) for a in layers)
-    head = [Op("conv2d", [fv], [w1.shape[1], w1.shape[0], 1, 1, 0, 1], [],
-               [("head.l0.weight", w1), ("head.l0.bias", b1)]),
-            Op("conv2d", [pos + 1], [w2.shape[1], w2.shape[0], 1, 1, 0, 0], [],
-               [("head.l1.weight", w2), ("head.l1.bias", b2)])]
+    pos = len(base.ops) - 1  # the new ops write values pos + 1, ...; the last op reads only ids <= pos
+    head, x = [], fv
+    for k, (w, b) in enumerate(layers):
+        w, b = np.asarray(w, np.float32), np.asarray(b, np.float32)
+        act = 1 if k < len(layers) - 1 else 0
+        head.append(Op("conv2d", [x], [w.shape[1], w.shape[0], w.shape[-1], 1, w.shape[-1] // 2, act], [],
+                       [(f"head.l{k}.weight", w), (f"head.l{k}.bias", b)]))
+        x = pos + 1 + k
     out = Network(mean=base.mean, std=base.std, input_long_side=base.input_long_side,
                   size_multiple=base.size_multiple, ops=base.ops[:pos] + head + base.ops[pos:],
-                  model_name=base.model_name, model_version=base.model_version, head_output=pos + 2)
+                  model_name=base.model_name, model_version=base.model_version, head_output=x)
     out.validate()
     return out
 
@@ -308,7 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--weights", required=True, help="the .gzw network to give a head map (any it has is replaced)")
     p.add_argument("--out", required=True, help="the .gzw to write (format version 3; may equal --weights)")
     p.add_argument("--root", default=None, help="eye-tracking data root (default: datasets.default_root())")
-    p.add_argument("--hidden", type=int, default=HIDDEN)
+    p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS))
+    p.add_argument("--kernel", type=int, default=KERNEL)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="first N photos of each split (smoke test)")
@@ -335,39 +334,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data = {}
     for s in ("train", "val"):
         print(f"{s}: feature maps of value {fv} ({net.channels(fv)} channels) for {len(paths[s])} photos", flush=True)
-        data[s] = collect(paths[s], net, faces, seed=a.seed, log=lambda m: print(m, flush=True))
-    print(f"fitting the head readout ({a.hidden} hidden channels) on {len(data['train'].targets)} cells", flush=True)
-    layers = fit(data["train"], hidden=a.hidden, epochs=a.epochs, seed=a.seed, log=lambda m: print(m, flush=True))
+        data[s] = collect(paths[s], net, faces, log=lambda m: print(m, flush=True))
+    print(f"fitting the head (widths {a.widths}, kernel {a.kernel}) on {len(data['train'])} photos", flush=True)
+    layers = fit(data["train"], widths=a.widths, kernel=a.kernel, epochs=a.epochs, seed=a.seed,
+                 log=lambda m: print(m, flush=True))
     out = attach_head_map(net, layers)
 
     # val: cells (AUC of the logit for cells at least half covered) and head boxes against the detector's
-    v = data["val"]
-    logit = head_logits(v.features, layers)
-    auc = _auc(logit, v.targets >= 0.5)
-    from PIL import Image
-
-    from .._image import _prepare
-
-    matched = npred = ntrue = 0
-    with_face = 0
-    for q in paths["val"]:
-        prep = _prepare(q)
-        h, w = net.input_size(prep.rgb.shape[0], prep.rgb.shape[1])
-        rgb = np.asarray(Image.fromarray(prep.rgb).resize((w, h), Image.BILINEAR, reducing_gap=None))
+    logits, labels = [], []
+    matched = npred = ntrue = with_face = 0
+    for m in data["val"]:
+        rgb, size = model_input(net, m.path)
         _, hm = reference.run(out, rgb, head_map=True)
-        pred = [tuple(b) for b in heads_from_map(hm, prep.size)]
-        truth = [tuple(head_box(b, prep.size)) for b in faces.get(str(q), [])]
+        logits.append(hm.ravel())
+        labels.append(m.coverage.ravel() >= 0.5)
+        truth = [tuple(head_box(b, size)) for b in faces.get(m.path, [])]
         with_face += bool(truth)
-        m, n_p, n_t = box_agreement(pred, truth)
-        matched, npred, ntrue = matched + m, npred + n_p, ntrue + n_t
-    report = {"weights": a.weights, "feature_value": fv, "channels": net.channels(fv), "hidden": a.hidden,
-              "epochs": a.epochs, "seed": a.seed, "train_photos": len(paths["train"]),
-              "train_cells": int(len(data["train"].targets)), "val_photos": len(paths["val"]),
-              "val_photos_with_a_face": with_face, "val_cell_auc": auc,
+        k, n_p, n_t = box_agreement([tuple(b) for b in heads_from_map(hm, size)], truth)
+        matched, npred, ntrue = matched + k, npred + n_p, ntrue + n_t
+    cells = 24 * 32  # a 256 x 192 input at stride 8
+    report = {"weights": a.weights, "feature_value": fv, "channels": net.channels(fv), "widths": list(a.widths),
+              "kernel": a.kernel, "epochs": a.epochs, "seed": a.seed, "train_photos": len(paths["train"]),
+              "val_photos": len(paths["val"]), "val_photos_with_a_face": with_face,
+              "val_cell_auc": _auc(np.concatenate(logits), np.concatenate(labels)),
               "val_heads_found": matched, "val_heads_predicted": npred, "val_heads_true": ntrue,
               "val_head_recall": matched / ntrue if ntrue else None,
               "val_head_precision": matched / npred if npred else None,
-              "head_mflop_at_256x192": 2 * (net.channels(fv) * a.hidden + a.hidden) * 24 * 32 / 1e6,
+              "head_mflop_at_24x32_cells": 2 * head_macs(net.channels(fv), cells, a.widths, a.kernel) / 1e6,
               "date": time.strftime("%Y-%m-%d", time.gmtime())}
     print(json.dumps(report, indent=1))
     write_weights(a.out, out)
