@@ -1,5 +1,5 @@
 """Heads cut in half: how often crops cut through the largest face's head, measured with a face detector the
-product never saw; writes ``benchmarks/head_cuts.md``.
+product never saw; its section of ``benchmarks/RESULTS.md`` is written by ``benchmarks/report.py --head-cuts``.
 
 The measuring detector is dlib's HOG + linear SVM frontal face detector (King, "Max-Margin Object Detection",
 2015; ``dlib.get_frontal_face_detector``, from the ``dlib-bin`` wheel in the ``[bench]`` extra), upsampled once,
@@ -18,7 +18,8 @@ aspects), on all photos and on those with a face. The head map's own boxes are c
 (matched at IoU >= 0.3).
 
     python benchmarks/head_cuts.py --model weights/gazecrop-fast.gzw --splits val \
-        --json benchmarks/results/head_cuts.json --md benchmarks/head_cuts.md
+        --json benchmarks/results/head_cuts.json
+    python benchmarks/report.py --head-cuts benchmarks/results/head_cuts.json
 
 This script measures; it asserts nothing.
 """
@@ -147,13 +148,15 @@ def evaluate(model_path: str, samples: Sequence[gds.Sample], faces_of, aspects=A
 
 
 def markdown(results: List[dict], meta: dict) -> str:
-    lines = ["# Heads cut in half (`benchmarks/head_cuts.py`)", "",
+    """The RESULTS.md section for ``results`` (one per model) and the run's ``meta``."""
+    lines = ["## Heads cut in half (`benchmarks/head_cuts.py`)", "",
+             "Written by `benchmarks/report.py` from `benchmarks/results/head_cuts.json`; do not edit by hand.", "",
              f"`{meta['command']}`: {meta['date']}, commit `{meta['commit']}`, {meta['cpu']}. Measuring detector: "
              "dlib's HOG frontal face detector (the product's head map learned from OpenCV's Haar cascade). A crop "
              "*cuts* the largest face's head when it overlaps it without holding it whole; counted where a box of "
              "that aspect could hold it. Crop gain: centre 0, the box with the most fixations 1.", ""]
     for res in results:
-        lines += [f"## {res['model']}", "",
+        lines += [f"### {res['model']}", "",
                   f"{res['photos']} photos, {res['photos_with_a_face']} with a face the measuring detector finds "
                   f"(the rates below rest on these; {', '.join(res['aspects'])}).", "",
                   "| rule | heads cut | cases | " + " | ".join(f"cut {a}" for a in res["aspects"])
@@ -182,7 +185,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--splits", nargs="+", default=["val"], choices=gds.SPLITS)
     p.add_argument("--limit", type=int, help="first N photos only (smoke test)")
     p.add_argument("--json", metavar="PATH")
-    p.add_argument("--md", metavar="PATH")
     a = p.parse_args(argv)
     samples = [s for sp in a.splits for s in gds.load_datasets(split=sp, root=a.root)][:a.limit]
     det = detector()
@@ -209,8 +211,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {r:48s} heads cut {rate:>7s} of {v['cases']:4d}   gain {v['gain']:+.3f}")
     if a.json:
         write_bytes(a.json, (json.dumps({"meta": meta, "results": results}, indent=1) + "\n").encode())
-    if a.md:
-        write_bytes(a.md, markdown(results, meta).encode())
     return 0
 
 

@@ -497,6 +497,17 @@ def section_fairness(result: dict) -> str:
                       "`benchmarks/fairness.py`; do not edit by hand.", "", fairness.markdown(result), ""])
 
 
+HEADS_BEGIN, HEADS_END = "<!-- head-cuts:begin -->", "<!-- head-cuts:end -->"
+
+
+def section_head_cuts(run: dict) -> str:
+    """The heads-cut section (:func:`head_cuts.markdown` of ``benchmarks/head_cuts.py --json`` output)."""
+    sys.path.insert(0, str(HERE))
+    import head_cuts
+
+    return head_cuts.markdown(run["results"], run["meta"])
+
+
 SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
@@ -608,10 +619,14 @@ def main(argv=None) -> int:
     p.add_argument("--fairness", default=None, help="benchmarks/fairness.py --json output (skipped if absent)")
     p.add_argument("--soak", nargs="+", default=None, metavar="JSON",
                    help="benchmarks/soak.py --json outputs (one per interpreter that ran scenarios)")
+    p.add_argument("--head-cuts", default=None, metavar="JSON", help="benchmarks/head_cuts.py --json output")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
-    if not a.gates and not a.fairness and not a.soak:
-        p.error("give --gates, --fairness and/or --soak")
+    if not a.gates and not a.fairness and not a.soak and not a.head_cuts:
+        p.error("give --gates, --fairness, --soak and/or --head-cuts")
+    if a.head_cuts:
+        write_results(section_head_cuts(json.loads(Path(a.head_cuts).read_text())), Path(a.out), HEADS_BEGIN,
+                      HEADS_END)
     if a.soak:
         runs = [json.loads(Path(f).read_text()) for f in a.soak if Path(f).is_file()]
         if runs:

@@ -171,6 +171,9 @@ def test_heads_from_map_finds_each_region_with_interpolated_edges():
     x0 = (7 + 0.5 - 2 / 6) * 100
     y0 = (5 + 0.5 - 2 / 6) * 100
     assert heads[1] == CropBox(int(np.floor(x0)), int(np.floor(y0)), 800 - int(np.floor(x0)), 600 - int(np.floor(y0)))
+    small = np.full((30, 40), -4.0)
+    small[10, 10] = 4.0  # one cell of 20 pixels in 800 x 600: 3 % of the short side, under MIN_HEAD
+    assert heads_from_map(small, (800, 600)) == [] and len(heads_from_map(small, (800, 600), min_head=0.02)) == 1
     assert heads_from_map(np.full((3, 3), -1.0), (30, 30)) == []
     assert heads_from_map(np.full((3, 3), 1.0), (30, 30)) == [CropBox(0, 0, 30, 30)]
     with pytest.raises(ValueError, match="NaN"):

@@ -88,6 +88,7 @@ __all__ = [
     "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
     "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box", "heads_from_map", "HEAD_THRESHOLD",
+    "MIN_HEAD",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -904,19 +905,26 @@ def _head_safe(heads: Sequence[Tuple[int, int, int, int]], J: np.ndarray, chosen
 HEAD_THRESHOLD = 0.0
 """:func:`heads_from_map`: a head is where the head map's logit exceeds this (0: probability one half)."""
 
+MIN_HEAD = 0.06
+""":func:`heads_from_map` drops heads narrower than this share of the image's short side: the detector the head
+map learned from was run for faces at least that wide (:func:`gazecrop.train.faces.detect_faces`), so smaller
+regions are outside what it was taught."""
 
-def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: float = HEAD_THRESHOLD
-                   ) -> List[CropBox]:
+
+def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: float = HEAD_THRESHOLD,
+                   min_head: float = MIN_HEAD) -> List[CropBox]:
     """Head boxes from a model's head map (weights format version 3, :mod:`gazecrop.train.face_map`).
 
     Each 4-connected region of cells whose logit exceeds ``threshold`` is one head; its box edges lie where the
     logit, interpolated linearly between the centres of the region's edge cells and their outside neighbours,
-    crosses ``threshold`` (an edge cell at the image border gives the border).
+    crosses ``threshold`` (an edge cell at the image border gives the border). Heads narrower than ``min_head``
+    of the image's short side are dropped (:data:`MIN_HEAD`).
 
     Args:
         head_logits: float (hh, hw) logits over a grid that covers the whole image.
         size: ``(width, height)`` of the displayed image in pixels.
         threshold: logit threshold (default :data:`HEAD_THRESHOLD`).
+        min_head: the narrowest head kept, a share of ``min(width, height)`` (default :data:`MIN_HEAD`).
     Returns:
         ``CropBox`` heads in pixels of the displayed image, largest first (ties: top-left first).
     Raises:
@@ -965,7 +973,8 @@ def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: floa
                       lambda r, o: a[o, cs[rs == r]], H)
         left, top = min(W - 1, max(0, int(math.floor(x0)))), min(H - 1, max(0, int(math.floor(y0))))
         right, bottom = max(left + 1, min(W, int(math.ceil(x1)))), max(top + 1, min(H, int(math.ceil(y1))))
-        boxes.append(CropBox(left, top, right - left, bottom - top))
+        if right - left >= min_head * min(W, H):
+            boxes.append(CropBox(left, top, right - left, bottom - top))
     return sorted(boxes, key=lambda b: (-b.width * b.height, b.top, b.left))
 
 
@@ -1413,8 +1422,9 @@ def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: 
             one (:func:`focal_log_density`), so the box is centred on the point as far as the image allows,
             ``salient_point`` is the point and ``score`` stays defined (the share of the narrow map); no
             mass advice (``keep_whole`` only for a near aspect). ``keep`` and ``boost`` apply on top.
-        heads: ``"mass"`` only, an input for the model's face map (not a user option of the public API):
-            head boxes ``(left, top, width, height)`` (:func:`head_box` of each face). No box edge passes
+        heads: ``"mass"`` only: head boxes ``(left, top, width, height)`` (the model's head map through
+            :func:`heads_from_map`, as :meth:`gazecrop.Prediction.crops` passes them, or :func:`head_box` of
+            each face of a detector). No box edge passes
             through a head that a box of this size can hold, when the best such box keeps at least
             :data:`HEAD_YIELD` of the mass of the box chosen without the heads (after ``keep`` and the
             object rule); heads that cannot be spared so are dropped, the smallest first.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,14 +30,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import reference
+from .. import _atomic, reference
 from ..crop import head_box
 from ..weights import Network, Op, read_weights, write_weights
 
 __all__ = ["WIDTHS", "KERNEL", "Layers", "HeadMap", "feature_value", "head_coverage", "detect_heads", "model_input",
            "collect", "head_macs", "fit", "without_head_map", "attach_head_map", "box_agreement", "main"]
 
-WIDTHS = (16, 8)
+WIDTHS = (12, 8)
 """Channels of the head's two hidden layers."""
 
 KERNEL = 3
@@ -326,9 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if todo:
         print(f"detecting faces in {len(todo)} photos (OpenCV Haar frontalface_default)", flush=True)
         faces.update(detect_heads(todo, log=lambda m: print(m, flush=True)))
-        tmp = faces_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(faces))
-        os.replace(tmp, faces_file)
+        _atomic.write_text(faces_file, json.dumps(faces))
     net = without_head_map(read_weights(a.weights))
     fv = feature_value(net)
     data = {}
@@ -365,9 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(json.dumps(report, indent=1))
     write_weights(a.out, out)
     if a.json:
-        from .._atomic import write_bytes
-
-        write_bytes(a.json, (json.dumps(report, indent=1) + "\n").encode())
+        _atomic.write_text(a.json, json.dumps(report, indent=1) + "\n")
     print(f"wrote {a.out} (format version {out.format_version()}, head_output {out.head_output})")
     return 0
 
