@@ -6,7 +6,8 @@
 #   bash benchmarks/gates.sh           # the same gates with the full round counts
 #   bash benchmarks/gates.sh --all     # everything behind benchmarks/RESULTS.md: the pytest-benchmark suites,
 #                                      # the gates (full), the quality script, the kernel-set comparison
-#                                      # (kernel_sets.py), the full fairness audit (2 x 2,000 pairs per
+#                                      # (kernel_sets.py), the heads-cut measure (head_cuts.py), the crop
+#                                      # table (crop_quality.py), the full fairness audit (2 x 2,000 pairs per
 #                                      # comparison, checked against its targets), the soak tests
 #                                      # (benchmarks/soak.py; thumbor's with THUMBOR_PYTHON set), then the report
 #
@@ -63,6 +64,7 @@ case "$mode" in
     "$py" benchmarks/kernel_sets.py --json "$out/kernel_sets.json"
     "$py" benchmarks/crop_quality.py --model weights/gazecrop-fast.gzw --splits val train --explore --time \
       --md benchmarks/crop_quality.md --json "$out/crop_quality.json"
+    "$py" benchmarks/head_cuts.py --model weights/gazecrop-fast.gzw --json "$out/head_cuts.json"
     "$py" benchmarks/fairness.py --targets --quiet --json "$out/fairness.json" --draws "$out/fairness_draws.csv.gz" \
       || status=$?
     # soak tests (benchmarks/soak.py, full run: tens of minutes on 2 cores); thumbor's scenario needs an
@@ -75,6 +77,6 @@ case "$mode" in
     "$py" benchmarks/report.py --soak "$out/soak_thumbor.json" "$out/soak_library.json" "$out/soak_batch.json"
     "$py" benchmarks/report.py --suites "$out/suites.json" --gates "$out/gates.json" --quality "$out/quality.json" \
       --thumbor "$out/thumbor.json" --batch "$out/batch.json" --kernel-sets "$out/kernel_sets.json" \
-      --crop "$out/crop_quality.json" --fairness "$out/fairness.json"
+      --crop "$out/crop_quality.json" --fairness "$out/fairness.json" --head-cuts "$out/head_cuts.json"
     exit $status ;;
 esac
