@@ -6,6 +6,7 @@ batches; the log-density bit for bit what the file without it gives), head boxes
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -228,3 +229,18 @@ def test_head_box_and_heads_agree_on_a_drawn_grid():
     (found,) = heads_from_map(logits, size)
     assert abs(found.left - head.left) <= 16 and abs(found.right - head.right) <= 16
     assert abs(found.top - head.top) <= 16 and abs(found.bottom - head.bottom) <= 16
+
+
+def test_the_command_lists_the_heads_in_its_json(capsys):
+    from gazecrop import cli
+
+    photo = ROOT / "examples" / "photo.jpg"
+    assert cli.main([str(photo), "--aspect", "16:9", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    model = gazecrop.load_model(SHIPPED)
+    if not model.has_head_map:
+        assert "heads" not in record
+        return
+    heads = [CropBox(*h) for h in record["heads"]]
+    assert heads == gazecrop.predict(photo, model=model).heads
+    assert any(h.left < 220 < h.right and h.top < 110 < h.bottom for h in heads), heads  # the astronaut's face

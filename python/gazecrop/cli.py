@@ -760,6 +760,8 @@ class _Run:
         except (OSError, ValueError):  # decoded above; a frame count that cannot be read is not an error
             frames = 1
         record.update(width=pred.size[0], height=pred.size[1], frames=frames, animated=frames > 1, crops=[])
+        if pred.head_map is not None:  # the model's head boxes, which the crops keep their edges out of
+            record["heads"] = [list(h) for h in pred.heads]
         written = []
         if args.out:
             outs = self._outputs(path, source)
