@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,6 +38,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from crop_quality import ASPECTS, fixation_share, oracle_share  # noqa: E402
+from harness import cpu_model  # noqa: E402
 
 import gazecrop  # noqa: E402
 from gazecrop import datasets as gds  # noqa: E402
@@ -203,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             cwd=HERE).stdout.strip() or "unknown"
     meta = {"command": "python benchmarks/head_cuts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": f"{cpu_model()}, {os.cpu_count()} CPUs"}
     for res in results:
         print(f"{res['model']}: {res['photos_with_a_face']} of {res['photos']} photos with a face")
         for r, v in res["rows"].items():
