@@ -13,7 +13,10 @@
   :mod:`gazecrop.train.convert_backbone` (``--from``): the candidates in ``weights/candidate-lite0`` and
   ``weights/candidate-fair`` (their ``MODEL_CARD.md`` have the exact commands; not the default yet).
 - :mod:`gazecrop.train.faces`: face, eye and head boxes from OpenCV's Haar cascades (offline: the fairness
-  diagnosis; the placement's head rule takes such boxes).
+  diagnosis, and the teacher of the head map).
+- :mod:`gazecrop.train.face_map`: the head map, a second output of a ``.gzw`` (weights format version 3)
+  distilled from those face boxes on the training photos; the crop layer keeps box edges out of its heads
+  (``python -m gazecrop.train.face_map --help``).
 
 Caches (backbone features, checkpoints) live outside the repository in ``$GAZECROP_CACHE``
 (default ``~/.cache/gazecrop``).
