@@ -244,3 +244,29 @@ def test_the_command_lists_the_heads_in_its_json(capsys):
     heads = [CropBox(*h) for h in record["heads"]]
     assert heads == gazecrop.predict(photo, model=model).heads
     assert any(h.left < 220 < h.right and h.top < 110 < h.bottom for h in heads), heads  # the astronaut's face
+
+
+def test_face_map_command_trains_and_writes_a_head_map(tmp_path, monkeypatch):
+    """python -m gazecrop.train.face_map on a few photos: faces found and cached, a version-3 file written
+    whose log-density is the input file's, bit for bit, and the val report."""
+    pytest.importorskip("torch")
+    pytest.importorskip("cv2")
+    from gazecrop import datasets
+    from gazecrop.train import face_map
+
+    if not (datasets.default_root() / "splits.csv").is_file():
+        pytest.skip("no eye-tracking data beside the project")
+    monkeypatch.setenv("GAZECROP_CACHE", str(tmp_path / "cache"))
+    base = tmp_path / "base.gzw"
+    weights.write_weights(base, without_head_map(weights.read_weights(SHIPPED)))
+    out, report = tmp_path / "heads.gzw", tmp_path / "report.json"
+    assert face_map.main(["--weights", str(base), "--out", str(out), "--limit", "6", "--epochs", "1",
+                          "--json", str(report)]) == 0
+    assert (tmp_path / "cache" / "face_map" / "faces_haar_frontalface_default.json").is_file()
+    rep = json.loads(report.read_text())
+    assert rep["train_photos"] == 6 and rep["val_photos"] == 6
+    assert rep["val_cell_auc"] is None or 0 <= rep["val_cell_auc"] <= 1
+    m = core.Model(str(out))
+    assert m.has_head_map and m.format_version == 3
+    img = np.random.default_rng(0).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    assert np.array_equal(m.run(img), core.Model(str(base)).run(img))

@@ -259,24 +259,6 @@ def attach_head_map(net: Network, layers: Layers, value: Optional[int] = None) -
     return out
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for boolean ``labels`` (ties count half)."""
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    sv = allv[order]
-    # average ranks of ties
-    edges = np.flatnonzero(np.diff(sv)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [len(sv)]])
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 def box_agreement(pred: Sequence[Sequence[int]], truth: Sequence[Sequence[int]], iou: float = 0.3
                   ) -> Tuple[int, int, int]:
     """(matched, predicted, true) head boxes ``(left, top, width, height)``, matched greedily at IoU >= ``iou``."""
@@ -299,6 +281,7 @@ def box_agreement(pred: Sequence[Sequence[int]], truth: Sequence[Sequence[int]],
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .. import datasets
     from ..crop import heads_from_map
+    from ..metrics import roc_auc
     from .teacher import cache_dir
 
     p = argparse.ArgumentParser(prog="python -m gazecrop.train.face_map", description=__doc__.split("\n\n")[0])
@@ -349,11 +332,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with_face += bool(truth)
         k, n_p, n_t = box_agreement([tuple(b) for b in heads_from_map(hm, size)], truth)
         matched, npred, ntrue = matched + k, npred + n_p, ntrue + n_t
+    lg, lab = np.concatenate(logits), np.concatenate(labels)
     cells = 24 * 32  # a 256 x 192 input at stride 8
     report = {"weights": a.weights, "feature_value": fv, "channels": net.channels(fv), "widths": list(a.widths),
               "kernel": a.kernel, "epochs": a.epochs, "seed": a.seed, "train_photos": len(paths["train"]),
               "val_photos": len(paths["val"]), "val_photos_with_a_face": with_face,
-              "val_cell_auc": _auc(np.concatenate(logits), np.concatenate(labels)),
+              "val_cell_auc": roc_auc(lg[lab], lg[~lab]) if lab.any() and not lab.all() else None,
               "val_heads_found": matched, "val_heads_predicted": npred, "val_heads_true": ntrue,
               "val_head_recall": matched / ntrue if ntrue else None,
               "val_head_precision": matched / npred if npred else None,
