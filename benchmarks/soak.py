@@ -634,10 +634,11 @@ def scenario_library(sizes: dict, seed: int, work: Path, quick: bool, rss_limit:
     recorded: List[Tuple[np.ndarray, int, np.ndarray]] = []
     core_run = model.run
 
-    def recording_run(image, *, threads=None):
-        out = core_run(image, threads=threads)
+    def recording_run(image, *, threads=None, head_map=False):
+        out = core_run(image, threads=threads, head_map=head_map)
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
-            recorded.append((image.copy(), model.threads if threads is None else threads, out.copy()))
+            density = out[0] if head_map else out  # the leak check's driver compares the log-density
+            recorded.append((image.copy(), model.threads if threads is None else threads, density.copy()))
         return out
 
     model.run = recording_run
