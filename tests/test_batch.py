@@ -256,6 +256,25 @@ def test_stale_temporary_files_are_removed_and_one_job_at_a_time(corpus, tmp_pat
             run_job(good[:2], str(out), OPTS)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="zombies are told apart through /proc")
+def test_a_temporary_file_of_an_exited_unreaped_writer_is_stale(tmp_path):
+    # a writer that died mid-write and was not reaped yet (a zombie: a Dask worker orphaned by a killed driver
+    # in a container whose PID 1 does not reap) holds its PID; its file is still stale (the batch soak found one)
+    from gazecrop import _atomic
+
+    code = "import os, sys; open(os.path.join(sys.argv[1], f'.x.jpg.gz{os.getpid()}_ab12.tmp'), 'wb').write(b'p')"
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.iterdir()) or \
+                Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert _atomic.clean_stale(str(tmp_path)) == 1 and list(tmp_path.iterdir()) == []
+    finally:
+        p.wait()
+
+
 def test_an_unwritable_crop_is_a_failure_record_not_a_crash(corpus, tmp_path):
     root, good, _ = corpus
     out = tmp_path / "out"

@@ -135,13 +135,19 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie (exited, not yet reaped: a worker orphaned by a killed
+    driver, in a container whose PID 1 does not reap) has stopped writing: not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # EPERM: another user's live process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS): signal 0 is all there is
+        return True
 
 
 def clean_stale(folder: str) -> int:
