@@ -270,3 +270,55 @@ def test_face_map_command_trains_and_writes_a_head_map(tmp_path, monkeypatch):
     assert m.has_head_map and m.format_version == 3
     img = np.random.default_rng(0).integers(0, 256, (192, 256, 3), dtype=np.uint8)
     assert np.array_equal(m.run(img), core.Model(str(base)).run(img))
+
+
+def test_bad_arguments_are_refused_clearly():
+    with pytest.raises(ValueError, match="threshold"):
+        heads_from_map(np.zeros((3, 3)), (30, 30), threshold=float("nan"))
+    for bad in (float("nan"), -0.1):
+        with pytest.raises(ValueError, match="min_head"):
+            heads_from_map(np.zeros((3, 3)), (30, 30), min_head=bad)
+    with pytest.raises(ValueError, match="real"):
+        heads_from_map(np.zeros((3, 3), complex), (30, 30))
+    m = gazecrop.load_model(SHIPPED)
+    img = np.zeros((64, 64, 3), np.uint8)
+    for bad in ("no", 1.5, [0], None):
+        with pytest.raises(TypeError, match="head_map"):
+            m.run(img, head_map=bad)
+    base = without_head_map(weights.read_weights(SHIPPED))
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="value"):
+        attach_head_map(base, [random_conv(rng, 1, 3, 1)], value=True)
+    with pytest.raises(ValueError, match="layer 0"):
+        attach_head_map(base, [(np.zeros(3), np.zeros(1))])
+
+
+def test_a_huge_head_map_is_labelled_quickly_on_block_maxima():
+    import time
+
+    a = np.full((2000, 1500), -1.0)
+    a[::2, ::2] = 1.0  # a checkerboard of one-cell heads: 750,000 regions at full resolution
+    t = time.perf_counter()
+    heads = heads_from_map(a, (1500, 2000))
+    assert time.perf_counter() - t < 5.0
+    assert heads == [CropBox(0, 0, 1500, 2000)]  # the block maxima join them into one region
+
+
+class _InfModel(_Model):
+    """Head logits of +inf on the left half and -inf on the right: the photo and its mirror disagree fully."""
+
+    def log_density(self, rgb, head_map=False):
+        ld = _Model.log_density(self, rgb)
+        hm = np.full((8, 12), -np.inf, np.float32)
+        hm[:, :6] = np.inf
+        hm[0, 0] = np.nan  # a broken cell: no head
+        return (ld, hm) if head_map else ld
+
+
+def test_non_finite_head_logits_never_break_a_crop():
+    img = np.zeros((480, 720, 3), np.uint8)
+    for symmetric in (False, True):
+        pred = gazecrop.predict(img, model=_InfModel(heads=True), symmetric=symmetric)
+        assert np.isfinite(pred.head_map).all()
+        assert pred.crops(["1:1", "16:9"])  # no NaN error
+    assert gazecrop.predict(img, model=_InfModel(heads=True)).heads[0].left == 0

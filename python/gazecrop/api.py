@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Dict, Iterable, List, Literal, Optional, Protocol, Tuple, Union
 
 import numpy as np
@@ -105,7 +106,8 @@ class Prediction:
         size: ``(width, height)`` of the displayed image in pixels (full resolution).
         focal: the manual focal point ``(x, y)`` the map stands for, or None.
         head_map: float32 (hh, hw) logits that a cell lies in a head, over a grid that covers the whole image
-            (a model with a head map, weights format version 3), or None.
+            (a model with a head map, weights format version 3), or None. Clipped to +-1e6; a NaN cell (a
+            broken head map) counts as no head.
     """
 
     log_density: np.ndarray
@@ -113,11 +115,11 @@ class Prediction:
     focal: Optional[Tuple[float, float]] = None
     head_map: Optional[np.ndarray] = None
 
-    @property
+    @cached_property
     def heads(self) -> List[CropBox]:
         """Head boxes (pixels of the displayed image, largest first) from :attr:`head_map`
-        (:func:`gazecrop.crop.heads_from_map`); empty without a head map. The crops keep their edges out of
-        them (the head rule, :func:`gazecrop.crop.choose_crop`)."""
+        (:func:`gazecrop.crop.heads_from_map`, computed once); empty without a head map. The ``"mass"``
+        strategy keeps crop edges out of them (the head rule, :func:`gazecrop.crop.choose_crop`)."""
         return [] if self.head_map is None else heads_from_map(self.head_map, self.size)
 
     def saliency_map(self) -> np.ndarray:
@@ -131,6 +133,10 @@ class Prediction:
         this prediction's ``focal`` point and :attr:`heads`)."""
         return choose_crops(self.log_density, self.size, aspects, strategy=strategy, candidates=candidates,
                             zoom=zoom, keep=keep, boost=boost, focal=self.focal, heads=self.heads)
+
+
+HEAD_LOGIT_LIMIT = np.float32(1e6)
+"""Head-map logits are clipped to this magnitude (:attr:`Prediction.head_map`)."""
 
 
 def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) -> np.ndarray:
@@ -188,7 +194,10 @@ def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = Fal
         grid = np.asarray(out[0], dtype=np.float32)
         if grid.ndim != 2:
             raise ValueError(f"model returned a {grid.shape} array, expected a (h, w) log-density grid")
-        return grid, None if out[1] is None else np.asarray(out[1], dtype=np.float32)
+        if out[1] is None:
+            return grid, None
+        heads = np.asarray(out[1], dtype=np.float32)  # NaN: no head; finite, so that averages stay numbers
+        return grid, np.clip(np.nan_to_num(heads, nan=-np.inf), -HEAD_LOGIT_LIMIT, HEAD_LOGIT_LIMIT)
 
     grid, heads = run(prep.rgb)
     if symmetric:

@@ -88,7 +88,7 @@ __all__ = [
     "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
     "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box", "heads_from_map", "HEAD_THRESHOLD",
-    "MIN_HEAD",
+    "MIN_HEAD", "HEAD_GRID",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -905,6 +905,10 @@ def _head_safe(heads: Sequence[Tuple[int, int, int, int]], J: np.ndarray, chosen
 HEAD_THRESHOLD = 0.0
 """:func:`heads_from_map`: a head is where the head map's logit exceeds this (0: probability one half)."""
 
+HEAD_GRID = 128
+""":func:`heads_from_map` labels at most this many cells along a side: a larger head map is reduced to block
+maxima first (the regions stay whole; their edges move out by up to one block)."""
+
 MIN_HEAD = 0.06
 """:func:`heads_from_map` drops heads narrower than this share of the image's short side: the detector the head
 map learned from was run for faces at least that wide (:func:`gazecrop.train.faces.detect_faces`), so smaller
@@ -918,7 +922,8 @@ def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: floa
     Each 4-connected region of cells whose logit exceeds ``threshold`` is one head; its box edges lie where the
     logit, interpolated linearly between the centres of the region's edge cells and their outside neighbours,
     crosses ``threshold`` (an edge cell at the image border gives the border). Heads narrower than ``min_head``
-    of the image's short side are dropped (:data:`MIN_HEAD`).
+    of the image's short side are dropped (:data:`MIN_HEAD`). Grids over :data:`HEAD_GRID` cells a side are
+    reduced to block maxima first.
 
     Args:
         head_logits: float (hh, hw) logits over a grid that covers the whole image.
@@ -928,14 +933,27 @@ def heads_from_map(head_logits: np.ndarray, size: Sequence[int], threshold: floa
     Returns:
         ``CropBox`` heads in pixels of the displayed image, largest first (ties: top-left first).
     Raises:
-        ValueError: not a 2-D grid, NaN in it, or a bad size.
+        ValueError: not a 2-D grid of real numbers, NaN in it, a threshold that is not finite, a ``min_head``
+        that is NaN or negative, or a bad size.
     """
-    a = np.asarray(head_logits, dtype=np.float64)
+    raw = np.asarray(head_logits)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"head map must hold real numbers, got dtype {raw.dtype}")
+    a = raw.astype(np.float64)
     if a.ndim != 2 or a.size == 0:
         raise ValueError(f"head map must be a non-empty (h, w) grid, got shape {a.shape}")
     if np.isnan(a).any():
         raise ValueError("head map holds NaN")
+    if not math.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be a finite logit, got {threshold!r}")
+    if not (float(min_head) >= 0):
+        raise ValueError(f"min_head must be a share >= 0 of the short side, got {min_head!r}")
     W, H = _check_size(size)
+    if a.shape[0] * a.shape[1] > HEAD_GRID ** 2:  # a huge grid: block maxima (heads only grow a little)
+        f = -(-max(a.shape) // HEAD_GRID)
+        pad = ((0, -a.shape[0] % f), (0, -a.shape[1] % f))
+        a = np.pad(a, pad, constant_values=-np.inf)
+        a = a.reshape(a.shape[0] // f, f, a.shape[1] // f, f).max(axis=(1, 3))
     gh, gw = a.shape
     on = a > threshold
     label = np.full(a.shape, -1, np.int32)

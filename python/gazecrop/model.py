@@ -94,11 +94,13 @@ class Model:
             batch. With ``head_map``: a tuple (log-density, float32 (hh, hw) / (N, hh, hw) head logits).
 
         Raises:
-            TypeError: dtype is not uint8 / float32. ValueError: wrong rank or shape, image too small, or
-            ``head_map`` for a model without one.
+            TypeError: dtype is not uint8 / float32, or ``head_map`` is not a bool. ValueError: wrong rank or
+            shape, image too small, or ``head_map`` for a model without one.
         """
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+        if not isinstance(head_map, (bool, np.bool_)):
+            raise TypeError(f"head_map must be a bool, got {type(head_map).__name__}")
         if image.dtype not in (np.uint8, np.float32):
             raise TypeError(f"image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got {image.dtype}")
         image = np.ascontiguousarray(image)

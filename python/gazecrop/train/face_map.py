@@ -237,11 +237,18 @@ def attach_head_map(net: Network, layers: Layers, value: Optional[int] = None) -
     3). The log-density's ops and weights are unchanged, so its output is bit for bit the same.
 
     Raises:
-        ValueError: as :func:`feature_value`, or no layers. WeightsFormatError: the layers do not chain or do
-        not end in one channel.
+        ValueError: as :func:`feature_value`, no layers, or a layer that is not a 4-D weight and a 1-D bias.
+        TypeError: ``value`` is not an int. WeightsFormatError: the layers do not chain or do not end in one
+        channel, or ``value`` is not a value of ``net``.
     """
     if not layers:
         raise ValueError("a head map needs at least one layer")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise TypeError(f"value must be a value id (int), got {type(value).__name__}")
+    for k, (w, b) in enumerate(layers):
+        if np.ndim(w) != 4 or np.ndim(b) != 1:
+            raise ValueError(f"head layer {k}: expected a (out, in, k, k) weight and an (out,) bias, got shapes "
+                             f"{np.shape(w)} and {np.shape(b)}")
     base = without_head_map(net)
     fv = feature_value(base) if value is None else int(value)
     pos = len(base.ops) - 1  # the new ops write values pos + 1, ...; the last op reads only ids <= pos
