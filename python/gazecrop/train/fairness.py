@@ -226,6 +226,7 @@ def face_masks(items: Sequence[dict], stride: int, min_side: float = 0.06) -> Di
     model's output grid (``stride`` input pixels per cell): bool (h // stride, w // stride) per key whose photo
     has a frontal face (:func:`gazecrop.train.faces.detect_faces`, head = :func:`gazecrop.crop.head_box`);
     photos without a face are left out. Needs OpenCV."""
+    from .face_map import head_coverage
     from .faces import detect_faces, head_box
 
     out: Dict[str, np.ndarray] = {}
@@ -235,11 +236,8 @@ def face_masks(items: Sequence[dict], stride: int, min_side: float = 0.06) -> Di
         if not faces:
             continue
         h, w = img.shape[0] // stride, img.shape[1] // stride
-        m = np.zeros((h, w), bool)
-        for f in faces:
-            l, t, bw, bh = head_box(f, (img.shape[1], img.shape[0]))
-            m[t // stride: -(-(t + bh) // stride), l // stride: -(-(l + bw) // stride)] = True
-        out[it["key"]] = m
+        heads = [tuple(head_box(f, (img.shape[1], img.shape[0]))) for f in faces]
+        out[it["key"]] = head_coverage((w * stride, h * stride), heads, (h, w)) > 0  # cells a head touches
     return out
 
 
