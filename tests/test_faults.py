@@ -241,6 +241,46 @@ def test_signal_mid_batch_removes_partial_files(tmp_path, sig, status):
             im.load()
 
 
+class _Stopped(BaseException):
+    """Stands for the command line's stop exception (:class:`gazecrop.cli._Stop`)."""
+
+
+def test_a_stop_between_any_two_calls_of_a_write_leaves_no_temporary_file(tmp_path):
+    """A signal's Python handler runs between bytecodes, in practice on a function's entry or just after a call
+    returns; the command line's handler raises, then cancel_pending() removes what is being written. Here the
+    exception is raised at every such point of one atomic write in turn (a profile hook, which sees the calls
+    of C functions too: right after os.open created the file, before anything recorded its name). Found by
+    CI: a SIGTERM that arrived just after the temporary file was created left it behind (1 run in ~50)."""
+    _atomic.write_bytes(tmp_path / "first.bin", b"x")  # the folder's one-off clean-up is behind us
+    stops = 0
+    for k in range(1, 10_000):
+        seen = [0]
+
+        def hook(frame, event, arg):
+            if event in ("call", "return", "c_return"):
+                seen[0] += 1
+                if seen[0] == k:
+                    raise _Stopped
+
+        sys.setprofile(hook)
+        try:
+            _atomic.write_bytes(tmp_path / "out.bin", b"x" * 100)
+            finished = True
+        except _Stopped:
+            finished = False
+        finally:
+            sys.setprofile(None)
+        assert not _atomic._LOCK.locked(), f"stop at call event {k} left the lock held"
+        _atomic.cancel_pending()
+        _atomic.allow_writes()
+        assert _hidden(tmp_path) == [], f"stop at call event {k} left a temporary file"
+        if finished:
+            break
+        stops += 1
+    assert finished and stops > 50  # every point of a whole write was tried
+    assert (tmp_path / "out.bin").read_bytes() == b"x" * 100
+
+
 def test_an_ignored_signal_stays_ignored(tmp_path):
     """Under nohup (SIGHUP ignored) a hangup does not stop the run; SIGTERM still does."""
     proc, out = _blocked_run(tmp_path, n=1, ignore=(signal.SIGHUP,))

@@ -27,6 +27,7 @@ import errno
 import io
 import os
 import re
+import secrets
 import tempfile
 import threading
 from typing import Dict, Iterator, Optional, Set
@@ -206,13 +207,33 @@ def _clean_once(folder: str) -> None:
 def _new_temp(path: str) -> "_Writer":
     folder = os.path.dirname(os.path.abspath(path))
     _clean_once(folder)
+    short = os.fsdecode(os.fsencode(os.path.basename(path))[:_NAME_BYTES])  # a long name still fits
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     with _LOCK:  # registered under the lock, so cancel_pending() never misses a temporary file
-        if _REFUSING:
-            raise WriteCancelled(errno.ECANCELED, "write refused (the process is stopping)", path)
-        short = os.fsdecode(os.fsencode(os.path.basename(path))[:_NAME_BYTES])  # a long name still fits
-        fd, tmp = tempfile.mkstemp(prefix=f".{short}.gz{os.getpid()}_", suffix=".tmp", dir=folder)
-        w = _Writer(fd, tmp)
-        _PENDING[tmp] = w
+        for _ in range(tempfile.TMP_MAX):
+            if _REFUSING:
+                raise WriteCancelled(errno.ECANCELED, "write refused (the process is stopping)", path)
+            tmp = os.path.join(folder, f".{short}.gz{os.getpid()}_{secrets.token_hex(6)}.tmp")
+            # The name is registered before the file exists: a signal's exception (the command line's stop)
+            # can arrive between any two bytecodes, and cancel_pending() must find every file created here.
+            w = _Writer(-1, tmp)
+            _PENDING[tmp] = w
+            try:
+                w._fd = os.open(tmp, flags, 0o600)
+                break
+            except FileExistsError:
+                del _PENDING[tmp]
+            except OSError:  # not created
+                del _PENDING[tmp]
+                raise
+            except BaseException:  # a signal's exception, during or just after the open: ours if it exists
+                del _PENDING[tmp]
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        else:  # pragma: no cover - TMP_MAX random names all taken
+            raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
+    fd = w._fd
     if fcntl is not None:
         with contextlib.suppress(OSError):  # our own new file: never blocks; where locks are missing (ENOLCK),
             fcntl.flock(fd, fcntl.LOCK_EX)  # the PID in the name still protects it from cleaners on this host
