@@ -35,8 +35,8 @@ SHIPPED_NOTE = ("weights/gazecrop-fast.gzw is not (yet) the pruned export (no we
                 "MACs beside it): it is timed as 'shipped interim model', not gated; the gates use the pruned "
                 "stand-in")
 
-ROUNDS = {"quick": {"model": 7, "implementation": 15, "backbone": 11, "end_to_end": 10},
-          "full": {"model": 21, "implementation": 45, "backbone": 31, "end_to_end": 30}}
+ROUNDS = {"quick": {"model": 7, "implementation": 15, "backbone": 11, "end_to_end": 10, "split": 3},
+          "full": {"model": 21, "implementation": 45, "backbone": 31, "end_to_end": 30, "split": 10}}
 
 
 def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
@@ -179,6 +179,102 @@ def gate_end_to_end(rounds: int = 20, names=(M.GAZECROP, M.VIPS), n_photos: int 
     return _result("end_to_end", _rows(stats, extra), skipped, gate, notes)
 
 
+SPLIT_ASPECTS = ("16:9", "1:1", "4:5", "2:1")
+"""The four aspects of the placement rows of :func:`table_split` (issue 22: four aspects in <= 0.3 ms)."""
+
+LARGE_SIZE = (4032, 3024)
+"""(width, height) of the 12-megapixel JPEGs of :func:`table_split`, made at run time from the 1024x768 photos."""
+
+
+def large_photos(paths, out_dir: Path):
+    """JPEGs of :data:`LARGE_SIZE` (quality 90, 4:2:0) upscaled (bicubic) from ``paths`` into ``out_dir``: the
+    12 MP inputs of :func:`table_split`; made at run time, never committed."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        q = out_dir / f"{Path(p).stem}-12mp.jpg"
+        if not q.is_file():
+            with Image.open(p) as im:
+                im.convert("RGB").resize(LARGE_SIZE, Image.BICUBIC).save(q, quality=90)
+        out.append(q)
+    return out
+
+
+def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
+    """Not a gate: the split of one crop's time (issue 22), on 1024x768 JPEGs and on 12 MP JPEGs made from them.
+
+    Rows per photo size, each timed interleaved over the same photos (1 thread): *decode* (Pillow opens the
+    JPEG and decodes it in draft mode at the DCT scale gazecrop requests: the floor of this path), *prepare*
+    (``gazecrop``'s whole image step: open, draft decode, orientation, RGB array), *model* (the native core on
+    the prepared array, head map included when the file has one), *placement* (the default ``mass`` crop from
+    the model's outputs: one aspect, and the four of :data:`SPLIT_ASPECTS`), *crop_box* (the public call, end
+    to end) and libvips attention end to end. Ratios: libvips / crop_box and crop_box / decode (paired per
+    round, median over the photos)."""
+    import tempfile
+
+    from PIL import Image
+
+    gz = H.import_gazecrop()
+    from gazecrop._image import _prepare
+    from gazecrop.api import Prediction
+
+    mf = H.student_paths()["pruned"]
+    model = gz.load_model(str(mf.path), threads=1)
+    heads = bool(getattr(model, "has_head_map", False))
+    small, desc = H.photo_paths(n_photos)
+    notes = [f"photos: {desc}, and the same upscaled to {LARGE_SIZE[0]}x{LARGE_SIZE[1]} JPEGs at run time",
+             f"gazecrop model: {mf.label}" + (" (with its head map)" if heads else ""),
+             f"placement rows: the default mass crop, 1 aspect ({H.END_TO_END_ASPECT}) and 4 ({', '.join(SPLIT_ASPECTS)})"]
+    try:
+        vips = M.croppers((M.VIPS,))[0].get(M.VIPS)
+    except H.Unavailable:  # pragma: no cover - croppers() reports it as skipped
+        vips = None
+    rows, skipped = [], {}
+    if vips is None:
+        skipped[M.VIPS] = "pyvips not installed"
+    with tempfile.TemporaryDirectory(prefix="gazecrop-12mp-") as tmp:
+        for label, paths in (("1024x768", small), ("12 MP", large_photos(small, Path(tmp)))):
+            preps = [_prepare(str(p), input_size=model.input_size) for p in paths]
+            outs = [model.log_density(pr.rgb, head_map=True) if heads else (model.log_density(pr.rgb), None)
+                    for pr in preps]
+
+            def decode(p):
+                with Image.open(p) as im:
+                    h, w = model.input_size(im.size[1], im.size[0])
+                    im.draft(im.mode, (w, h))
+                    im.load()
+
+            def place(i, aspects):
+                ld, hm = outs[i]
+                return Prediction(log_density=ld, size=preps[i].size, head_map=hm).crops(list(aspects))
+
+            k = len(paths)
+            fns = {"decode": M.cycling(lambda p, a: decode(p), paths, None),
+                   "prepare": M.cycling(lambda p, a: _prepare(str(p), input_size=model.input_size), paths, None),
+                   "model": M.cycling(lambda i, a: model.log_density(preps[i].rgb, head_map=heads), range(k), None),
+                   "placement, 1 aspect": M.cycling(lambda i, a: place(i, a), range(k), (H.END_TO_END_ASPECT,)),
+                   "placement, 4 aspects": M.cycling(lambda i, a: place(i, a), range(k), SPLIT_ASPECTS),
+                   "crop_box": M.cycling(lambda p, a: gz.crop_box(p, a, model=model), paths, H.END_TO_END_ASPECT)}
+            if vips is not None:
+                fns[M.VIPS] = M.cycling(vips, paths, H.END_TO_END_ASPECT)
+            stats = H.interleaved(fns, rounds, warmup=1, inner={n: 2 * k for n in fns})
+            for name, st in stats.items():
+                row = {"photos": label, "method": name, "median_ms": st.median * 1e3, "min_ms": st.min * 1e3,
+                       "n": st.n}
+                if name == "crop_box":
+                    row["over_decode"] = H.paired_ratio(st, stats["decode"], "median")
+                    if M.VIPS in stats:
+                        row["speedup_vs_vips"] = H.paired_ratio(stats[M.VIPS], st, "median")
+                rows.append(row)
+    gate = {"expr": "table only (issue 22's end-to-end targets, not gated)", "value": None, "passed": None,
+            "table": True}
+    return _result("end_to_end_split", rows, skipped, gate, notes)
+
+
+TABLES = {"split": table_split}
+"""Timed tables that gate nothing (run in the full mode and with ``--only``)."""
+
 GATES = {"model": gate_model_speedup, "implementation": gate_implementation, "backbone": gate_backbone,
          "end_to_end": gate_end_to_end}
 
@@ -189,12 +285,15 @@ def format_result(r: dict) -> str:
         lines.append(f"   note: {n}")
     if r["rows"]:
         auc = r["suite"] == "model_speedup"  # val AUC-Judd beside the times, from the model cards
-        w = max(len(row.get("label", row["method"])) for row in r["rows"]) + 2
+        w = max(len(row.get("label", row["method"])) + len(row.get("photos", "")) + 2 for row in r["rows"]) + 2
         lines.append(f"   {'method':<{w}}{'median ms':>10}{'min ms':>10}{'n':>6}" + ("  val AUC-Judd" if auc else ""))
-        for row in sorted(r["rows"], key=lambda x: x["median_ms"]):
+        table = r["gate"].get("table")
+        for row in (r["rows"] if table else sorted(r["rows"], key=lambda x: x["median_ms"])):
             name = row.get("label", row["method"]) if row["method"].startswith(("vanilla", "pruned", "unpruned")) \
                 else row["method"]
-            a = ""
+            if "photos" in row:
+                name = f"{row['photos']}: {name}"
+            a = "".join(f"  {k} {row[k]:.2f}x" for k in ("speedup_vs_vips", "over_decode") if k in row and table)
             if auc:
                 a = "  " + ("stand-in" if row.get("standin") else
                             "n/a (no model card)" if row.get("auc") is None else f"{row['auc']:.4f}")
@@ -202,6 +301,8 @@ def format_result(r: dict) -> str:
     for k, v in r["skipped"].items():
         lines.append(f"   SKIPPED {k}: {v}")
     g = r["gate"]
+    if g.get("table"):
+        return "\n".join(lines)
     if g.get("passed") is None:
         lines.append(f"   gate SKIPPED ({g['expr']}): {g.get('skipped', 'not measured')}")
     else:
@@ -216,7 +317,8 @@ def format_result(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/gates.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds (CI); the gates are the same")
-    p.add_argument("--only", action="append", choices=list(GATES), help="run only this gate (repeatable)")
+    p.add_argument("--only", action="append", choices=list(GATES) + list(TABLES),
+                   help="run only this gate or table (repeatable; the tables run by default in the full mode only)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--update", default=None, help="replace the gates run now in this JSON (from an earlier --json), "
                                                   "keeping the others; each gate records its own machine/date")
@@ -228,10 +330,10 @@ def main(argv=None) -> int:
           f", load {m.get('load_avg_1m', '?')}", flush=True)
     failed = False
     full_tables = {"implementation": {"with_numpy": True}, "end_to_end": {"names": M.CROPPERS + (M.TEACHER_CROP,)}}
-    for name in a.only or list(GATES):
+    for name in a.only or list(GATES) + (list(TABLES) if mode == "full" else []):
         # the full mode also times the methods that are not gated, for the RESULTS.md tables
         kw = full_tables.get(name, {}) if mode == "full" else {}
-        r = GATES[name](rounds=ROUNDS[mode][name], **kw)
+        r = {**GATES, **TABLES}[name](rounds=ROUNDS[mode][name], **kw)
         r["machine"] = m  # the run's machine and date, kept when --update merges gates from several runs
         results["gates"].append(r)
         print(format_result(r), flush=True)

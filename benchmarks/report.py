@@ -72,6 +72,8 @@ def section_gates(gates: dict) -> str:
             "end_to_end": ">= 1"}
     for r in gates["gates"]:
         g = r["gate"]
+        if g.get("table"):
+            continue
         val = "-" if g.get("value") is None else f"{g['value']:.2f}"
         if g.get("per_peer"):
             val += " (" + ", ".join(f"{k.split(',')[0]} {v:.2f}" for k, v in g["per_peer"].items()) + ")"
@@ -169,6 +171,23 @@ def section_e2e(r: dict) -> str:
         sp = row.get("speedup_vs_vips")
         out.append(f"| {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | "
                    + ("-" if sp is None else f"{sp:.2f}x") + " |")
+    out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
+    return "\n".join(out)
+
+
+def section_split(r: dict) -> str:
+    """The split of one crop's time (``benchmarks/gates.py``'s ``split`` table, issue 22)."""
+    out = ["### 4. Where one crop's time goes (1 thread; not a gate)", ""]
+    out += [f"- {n}" for n in r["notes"]]
+    out += ["", "*decode*: Pillow's draft decode at the DCT scale gazecrop asks for (the floor of this path); "
+            "*prepare*: gazecrop's image step (open, decode, orientation, RGB array); *model*: the native core "
+            "on that array (its resize to the model input included); *placement*: the mass crop from the "
+            "model's outputs; *crop_box*: the public call end to end.", "",
+            "| photos | step | median ms | min ms | libvips / crop_box | crop_box / decode |", "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        sp, od = row.get("speedup_vs_vips"), row.get("over_decode")
+        out.append(f"| {row['photos']} | {row['method']} | {_ms(row['median_ms'])} | {_ms(row['min_ms'])} | "
+                   + ("-" if sp is None else f"{sp:.2f}x") + " | " + ("-" if od is None else f"{od:.2f}x") + " |")
     out += [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
     return "\n".join(out)
 
@@ -468,7 +487,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
     by = {r["suite"]: r for r in gates["gates"]}
     if "model_speedup" in by:
         parts += [section_model(by["model_speedup"], quality), ""]
-    for key, fn in (("implementation", section_impl), ("backbone", section_backbone), ("end_to_end", section_e2e)):
+    for key, fn in (("implementation", section_impl), ("backbone", section_backbone), ("end_to_end", section_e2e),
+                    ("end_to_end_split", section_split)):
         if key in by:
             parts += [fn(by[key]), ""]
     if quality:
