@@ -13,7 +13,7 @@ import harness as H
 import methods as M
 from conftest import run_gate
 
-ROUNDS = {M.TEACHER_CROP: 8, M.GAZECROP: 80, M.GAZECROP_SHIPPED: 80, M.VIPS: 80, M.SPECTRAL: 80, M.SMARTCROP: 20, M.CENTRE: 200}
+ROUNDS = {M.TEACHER_CROP: 8, M.GAZECROP: 80, M.GAZECROP_SYMMETRIC: 40, M.GAZECROP_SHIPPED: 80, M.VIPS: 80, M.SPECTRAL: 80, M.SMARTCROP: 20, M.CENTRE: 200}
 
 
 @pytest.fixture(scope="module")
