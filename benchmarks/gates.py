@@ -201,8 +201,24 @@ def large_photos(paths, out_dir: Path):
     return out
 
 
+def png_photos(paths, out_dir: Path):
+    """The same photos as PNGs in ``out_dir`` (made at run time): no DCT-scaled decoding, so the model input is
+    resized from the full image (:func:`table_split`)."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        q = out_dir / f"{Path(p).stem}.png"
+        if not q.is_file():
+            with Image.open(p) as im:
+                im.convert("RGB").save(q)
+        out.append(q)
+    return out
+
+
 def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
-    """Not a gate: the split of one crop's time (issue 22), on 1024x768 JPEGs and on 12 MP JPEGs made from them.
+    """Not a gate: the split of one crop's time (issue 22), on 1024x768 JPEGs, on 12 MP JPEGs and on PNGs made
+    from them.
 
     Rows per photo size, each timed interleaved over the same photos (1 thread): *decode* (Pillow opens the
     JPEG and decodes it in draft mode at the DCT scale gazecrop requests: the floor of this path), *prepare*
@@ -223,7 +239,8 @@ def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
     model = gz.load_model(str(mf.path), threads=1)
     heads = bool(getattr(model, "has_head_map", False))
     small, desc = H.photo_paths(n_photos)
-    notes = [f"photos: {desc}, and the same upscaled to {LARGE_SIZE[0]}x{LARGE_SIZE[1]} JPEGs at run time",
+    notes = [f"photos: {desc}, the same upscaled to {LARGE_SIZE[0]}x{LARGE_SIZE[1]} JPEGs and saved as PNGs at "
+             "run time",
              f"gazecrop model: {mf.label}" + (" (with its head map)" if heads else ""),
              f"placement rows: the default mass crop, 1 aspect ({H.END_TO_END_ASPECT}) and 4 ({', '.join(SPLIT_ASPECTS)})"]
     try:
@@ -234,7 +251,8 @@ def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
     if vips is None:
         skipped[M.VIPS] = "pyvips not installed"
     with tempfile.TemporaryDirectory(prefix="gazecrop-12mp-") as tmp:
-        for label, paths in (("1024x768", small), ("12 MP", large_photos(small, Path(tmp)))):
+        for label, paths in (("1024x768", small), ("12 MP", large_photos(small, Path(tmp))),
+                             ("1024x768 PNG", png_photos(small, Path(tmp)))):
             preps = [_prepare(str(p), input_size=model.input_size) for p in paths]
             outs = [model.log_density(pr.rgb, head_map=True) if heads else (model.log_density(pr.rgb), None)
                     for pr in preps]

@@ -177,9 +177,10 @@ def section_e2e(r: dict) -> str:
 
 def section_split(r: dict) -> str:
     """The split of one crop's time (``benchmarks/gates.py``'s ``split`` table, issue 22)."""
-    out = ["### 4. Where one crop's time goes (1 thread; not a gate)", ""]
+    out = ["### 3b. Where one crop's time goes (1 thread; not a gate)", ""]
     out += [f"- {n}" for n in r["notes"]]
-    out += ["", "*decode*: Pillow's draft decode at the DCT scale gazecrop asks for (the floor of this path); "
+    out += ["", "*decode*: Pillow's draft decode at the DCT scale gazecrop asks for (a PNG: the whole image; the "
+            "floor of this path); "
             "*prepare*: gazecrop's image step (open, decode, orientation, RGB array); *model*: the native core "
             "on that array (its resize to the model input included); *placement*: the mass crop from the "
             "model's outputs; *crop_box*: the public call end to end.", "",

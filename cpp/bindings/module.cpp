@@ -77,6 +77,29 @@ py::object run(const gazecrop::Model& model, const py::array& image, int threads
   return std::move(out);
 }
 
+// uint8 (H, W, C) -> uint8 (out_h, out_w, C), C in 1..4 (gazecrop::resize_bilinear_u8).
+py::array_t<std::uint8_t> resize(const py::array& image, int out_h, int out_w) {
+  if (!image.dtype().equal(py::dtype::of<std::uint8_t>()))
+    throw py::type_error("image dtype must be uint8, got " + std::string(py::str(image.dtype())));
+  if (image.ndim() != 3 || image.shape(2) < 1 || image.shape(2) > 4)
+    throw py::value_error("image must be uint8 (H, W, C) with C in 1..4, got shape " + shape_str(image));
+  if (!(image.flags() & py::array::c_style))
+    throw py::value_error("image must be C-contiguous (use numpy.ascontiguousarray)");
+  const py::ssize_t h = image.shape(0), w = image.shape(1), c = image.shape(2);
+  if (h < 1 || w < 1 || h > 65536 || w > 65536)
+    throw py::value_error("image size " + std::to_string(h) + "x" + std::to_string(w) + " not supported");
+  if (out_h < 1 || out_w < 1 || out_h > 65536 || out_w > 65536)
+    throw py::value_error("output size " + std::to_string(out_h) + "x" + std::to_string(out_w) + " not in 1..65536");
+  py::array_t<std::uint8_t> out({py::ssize_t(out_h), py::ssize_t(out_w), c});
+  const auto* src = static_cast<const std::uint8_t*>(image.data());
+  std::uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gazecrop::resize_bilinear_u8(src, int(h), int(w), int(c), dst, out_h, out_w);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -166,5 +189,9 @@ PYBIND11_MODULE(_core, m) {
       "_kernel_self_test", [] { return gazecrop::kernels::kernel_self_test(); },
       "Test hook: every kernels.def kernel against a naive loop over tile-edge sizes; [(name, 'ok' | "
       "'skipped: ...' | failure)].");
+  m.def("resize", &resize, py::arg("image").noconvert(), py::arg("height"), py::arg("width"),
+        "Resize uint8 (H, W, C) pixels (C 1..4, C-contiguous) to uint8 (height, width, C): antialiased bilinear, "
+        "bit for bit Pillow's Image.resize((width, height), Image.BILINEAR, reducing_gap=None). The GIL is "
+        "released during the resize.");
   m.def("version", [] { return std::string(gazecrop::version()); }, "Version of the native core.");
 }

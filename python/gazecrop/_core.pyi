@@ -48,6 +48,11 @@ def supported_kernel_sets() -> List[str]:
     """Kernel sets this build and CPU can run, best last: e.g. ['scalar', 'avx2', 'avx512'] on x86-64,
     ['scalar', 'neon'] on AArch64."""
 
+def resize(image: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
+    """uint8 (H, W, C) (C 1..4, C-contiguous) -> uint8 (height, width, C): antialiased bilinear, bit for bit
+    Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None); GIL released. TypeError for
+    another dtype, ValueError for another shape or a side outside 1..65536 (gazecrop.model.resize_rgb)."""
+
 def version() -> str: ...
 
 def _peak_gflops(name: str) -> float:

@@ -131,13 +131,12 @@ def detect_heads(paths: Sequence[Path], *, log=print) -> Dict[str, List[List[int
 def model_input(net: Network, path) -> Tuple[np.ndarray, Tuple[int, int]]:
     """uint8 (h, w, 3) model-size input of a photo (as :meth:`gazecrop.Model.log_density` resizes it) and its
     displayed size ``(W, H)``."""
-    from PIL import Image
-
     from .._image import _prepare
+    from ..model import resize_rgb
 
     prep = _prepare(path)
     h, w = net.input_size(prep.rgb.shape[0], prep.rgb.shape[1])
-    return np.asarray(Image.fromarray(prep.rgb).resize((w, h), Image.BILINEAR, reducing_gap=None)), prep.size
+    return resize_rgb(prep.rgb, h, w), prep.size
 
 
 def collect(paths: Sequence[Path], net: Network, faces: Dict[str, List[List[int]]], *, log=print) -> List[HeadMap]:
