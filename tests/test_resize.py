@@ -79,12 +79,20 @@ def test_views_same_size_and_errors():
         resize_rgb(a[:, :, 0], 10, 10)
     with pytest.raises(ValueError, match="shape"):
         resize_rgb(np.zeros((4, 4, 5), np.uint8), 2, 2)
-    with pytest.raises(ValueError, match="output size"):
+    with pytest.raises(ValueError, match="output height 0"):
         resize_rgb(a, 0, 10)
-    with pytest.raises(ValueError, match="output size"):
+    with pytest.raises(ValueError, match="output width 70000"):
         resize_rgb(a, 10, 70000)
+    with pytest.raises(ValueError, match="output width 1099511627776"):
+        resize_rgb(a, 10, 2**40)
     with pytest.raises(ValueError, match="image size"):
         resize_rgb(np.zeros((0, 4, 3), np.uint8), 2, 2)
+    with pytest.raises(ValueError, match=r"shape \(\)"):
+        resize_rgb(np.zeros((), np.uint8), 3, 3)
+    for bad in (5.7, np.float32(5.0), "5", True, np.True_, None):
+        with pytest.raises(TypeError, match="height must be an int"):
+            resize_rgb(a, bad, 10)
+    assert resize_rgb(a, np.int64(5), np.uint16(7)).shape == (5, 7, 3)
 
 
 def test_model_inputs_are_resized_by_the_core(monkeypatch):

@@ -191,7 +191,8 @@ PYBIND11_MODULE(_core, m) {
       "'skipped: ...' | failure)].");
   m.def("resize", &resize, py::arg("image").noconvert(), py::arg("height"), py::arg("width"),
         "Resize uint8 (H, W, C) pixels (C 1..4, C-contiguous) to uint8 (height, width, C): antialiased bilinear, "
-        "bit for bit Pillow's Image.resize((width, height), Image.BILINEAR, reducing_gap=None). The GIL is "
-        "released during the resize.");
+        "bit for bit Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None) for 1 and 3 "
+        "channels (L, RGB; Pillow premultiplies alpha for LA / RGBA, this does not). The GIL is released during the "
+        "resize.");
   m.def("version", [] { return std::string(gazecrop::version()); }, "Version of the native core.");
 }

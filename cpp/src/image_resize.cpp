@@ -31,6 +31,7 @@
 #endif
 
 #include "gazecrop/gazecrop.h"
+#include "kernels/kernels.h"  // cpu_features(): the core's one CPUID reading
 
 namespace gazecrop {
 namespace {
@@ -161,8 +162,7 @@ __attribute__((target("avx2"))) void mac_avx2(const std::uint8_t* col, int C, co
 // AVX2 when the CPU has it and the core's kernel set is not forced to "scalar" (GAZECROP_ISA, set_kernel_set).
 MacFn mac_function() {
 #if GAZECROP_RESIZE_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2 && std::strcmp(kernel_set(), "scalar") != 0) return mac_avx2;
+  if (kernels::cpu_features().avx2 && std::strcmp(kernel_set(), "scalar") != 0) return mac_avx2;
 #endif
   return mac_generic;
 }

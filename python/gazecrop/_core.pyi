@@ -50,8 +50,9 @@ def supported_kernel_sets() -> List[str]:
 
 def resize(image: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
     """uint8 (H, W, C) (C 1..4, C-contiguous) -> uint8 (height, width, C): antialiased bilinear, bit for bit
-    Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None); GIL released. TypeError for
-    another dtype, ValueError for another shape or a side outside 1..65536 (gazecrop.model.resize_rgb)."""
+    Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None) for C 1 and 3; GIL released.
+    TypeError for another dtype, ValueError for another shape or a side outside 1..65536. Checks its size
+    arguments less strictly than gazecrop.model.resize_rgb (use that)."""
 
 def version() -> str: ...
 

@@ -31,24 +31,38 @@ def default_model_path() -> str:
 def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize pixels the way every model input is resized: antialiased bilinear in the native core.
 
-    Bit for bit Pillow 13's ``Image.resize((width, height), Image.BILINEAR, reducing_gap=None)`` (its
-    triangle filter widened by the scale when shrinking, 22-bit fixed-point coefficients, the horizontal pass
-    first unless the height loses more than twice the pixels the width loses; earlier Pillow releases always
-    ran the horizontal pass first, which differs by 1 in a few pixels for such sizes), and 4-10x faster on
-    one core (``cpp/src/image_resize.cpp``).
+    For 1 and 3 channels (L, RGB), bit for bit Pillow 13's ``Image.resize((width, height), Image.BILINEAR,
+    reducing_gap=None)`` (its triangle filter widened by the scale when shrinking, 22-bit fixed-point
+    coefficients, the horizontal pass first unless the height shrinks and loses more than twice the pixels
+    the width loses; earlier Pillow releases always ran the horizontal pass first, which differs by 1 in a few
+    pixels for such sizes), and 4-10x faster on one core (``cpp/src/image_resize.cpp``). 2 and 4 channels are
+    filtered channel by channel (Pillow premultiplies alpha for LA / RGBA; this does not).
 
     Args:
-        rgb: uint8 (H, W, C) pixels, C 1 to 4 (any strides; copied to C order when needed).
-        height, width: output size in pixels, 1 to 65536.
+        rgb: uint8 (H, W, C) pixels, C 1 to 4, sides 1 to 65536 (any strides; copied to C order when needed;
+            a masked array's mask is ignored).
+        height, width: output size in pixels, ints 1 to 65536 (the output is allocated whole: 65536 x 65536
+            x 4 bytes is 16 GiB).
     Returns:
         uint8 (height, width, C); a copy when the size does not change.
     Raises:
-        TypeError: not a uint8 array. ValueError: another shape, a side over 65536, or an output side under 1.
+        TypeError: not a uint8 array, or a size that is not an int (bools and floats included).
+        ValueError: another shape, an input side over 65536, or an output side outside 1..65536.
+        MemoryError: the output cannot be allocated.
     """
     from . import _core
 
     if not isinstance(rgb, np.ndarray):
         raise TypeError(f"expected a uint8 (H, W, C) array, got {type(rgb).__name__}")
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"image dtype must be uint8, got {rgb.dtype}")
+    if rgb.ndim != 3:
+        raise ValueError(f"image must be uint8 (H, W, C) with C in 1..4, got shape {rgb.shape}")
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+        if not 1 <= int(v) <= 65536:
+            raise ValueError(f"output {name} {int(v)} not in 1..65536")
     return _core.resize(np.ascontiguousarray(rgb), int(height), int(width))
 
 

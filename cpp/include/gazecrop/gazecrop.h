@@ -146,8 +146,9 @@ std::vector<std::string> supported_kernel_sets();
 const char* version();
 
 // Resizes an interleaved uint8 image (in_h x in_w x channels, 1 to 4 channels, rows contiguous) to out_h x
-// out_w x channels at dst: antialiased bilinear, bit for bit Pillow's Image.resize(size, Image.BILINEAR,
-// reducing_gap=None) (a triangle filter widened by the scale when shrinking; libImaging's Resample.c rule).
+// out_w x channels at dst: antialiased bilinear, bit for bit Pillow 13's Image.resize(size, Image.BILINEAR,
+// reducing_gap=None) for 1 and 3 channels (a triangle filter widened by the scale when shrinking; libImaging's
+// Resample.c rule and Pillow 13's pass order); every channel is filtered on its own (no alpha premultiplying).
 // Copies when the sizes are equal. Throws std::invalid_argument for sizes under 1 or sides over 65536.
 void resize_bilinear_u8(const std::uint8_t* src, int in_h, int in_w, int channels, std::uint8_t* dst, int out_h,
                         int out_w);
