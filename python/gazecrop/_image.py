@@ -441,14 +441,17 @@ def _prepare(image: ImageInput, *, input_size: Optional[Callable[[int, int], Tup
         im = _open_path(image, _limit(max_pixels))
         try:
             full = im.size
-            swap = _orientation(im) in (5, 6, 7, 8)  # transposes: width and height exchange
+            orientation = _orientation(im)
+            swap = orientation in (5, 6, 7, 8)  # transposes: width and height exchange
             displayed = (full[1], full[0]) if swap else full
             if input_size is not None and isinstance(im, JpegImageFile):  # JPEG and MPO
                 h, w = input_size(displayed[1], displayed[0])
                 req = (h, w) if swap else (w, h)  # draft works in stored orientation
                 im.draft(im.mode, (max(1, int(req[0])), max(1, int(req[1]))))
             _load(im, what)
-            out, applied = _transpose(im)
+            # upright (orientation 1, or none readable): exif_transpose would only copy the pixels (to_rgb
+            # copies them anyway; a 1024x768 PNG spent 0.35 ms there)
+            out, applied = (im, True) if orientation == 1 else _transpose(im)
             if not applied:
                 displayed = full
             rgb = to_rgb(out, background)
