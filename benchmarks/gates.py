@@ -186,32 +186,22 @@ LARGE_SIZE = (4032, 3024)
 """(width, height) of the 12-megapixel JPEGs of :func:`table_split`, made at run time from the 1024x768 photos."""
 
 
-def large_photos(paths, out_dir: Path):
-    """JPEGs of :data:`LARGE_SIZE` (quality 90, 4:2:0) upscaled (bicubic) from ``paths`` into ``out_dir``: the
-    12 MP inputs of :func:`table_split`; made at run time, never committed."""
+def derived_photos(paths, out_dir: Path, kind: str):
+    """The photos of ``paths`` made into the other inputs of :func:`table_split` in ``out_dir`` at run time
+    (never committed): ``kind`` "12mp", JPEGs of :data:`LARGE_SIZE` (bicubic upscale, quality 90, 4:2:0), or
+    "png", the same pixels as PNGs (no DCT-scaled decoding, so the model input is resized from the full image)."""
     from PIL import Image
 
     out = []
     for p in paths:
-        q = out_dir / f"{Path(p).stem}-12mp.jpg"
+        q = out_dir / f"{Path(p).stem}-{kind}.{'jpg' if kind == '12mp' else 'png'}"
         if not q.is_file():
             with Image.open(p) as im:
-                im.convert("RGB").resize(LARGE_SIZE, Image.BICUBIC).save(q, quality=90)
-        out.append(q)
-    return out
-
-
-def png_photos(paths, out_dir: Path):
-    """The same photos as PNGs in ``out_dir`` (made at run time): no DCT-scaled decoding, so the model input is
-    resized from the full image (:func:`table_split`)."""
-    from PIL import Image
-
-    out = []
-    for p in paths:
-        q = out_dir / f"{Path(p).stem}.png"
-        if not q.is_file():
-            with Image.open(p) as im:
-                im.convert("RGB").save(q)
+                rgb = im.convert("RGB")
+                if kind == "12mp":
+                    rgb.resize(LARGE_SIZE, Image.BICUBIC).save(q, quality=90)
+                else:
+                    rgb.save(q)
         out.append(q)
     return out
 
@@ -221,7 +211,7 @@ def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
     from them.
 
     Rows per photo size, each timed interleaved over the same photos (1 thread): *decode* (Pillow opens the
-    JPEG and decodes it in draft mode at the DCT scale gazecrop requests: the floor of this path), *prepare*
+    file and decodes it, a JPEG in draft mode at the DCT scale gazecrop requests: the floor of this path), *prepare*
     (``gazecrop``'s whole image step: open, draft decode, orientation, RGB array), *model* (the native core on
     the prepared array, head map included when the file has one), *placement* (the default ``mass`` crop from
     the model's outputs: one aspect, and the four of :data:`SPLIT_ASPECTS`), *crop_box* (the public call, end
@@ -243,16 +233,12 @@ def table_split(rounds: int = 10, n_photos: int = 4) -> dict:
              "run time",
              f"gazecrop model: {mf.label}" + (" (with its head map)" if heads else ""),
              f"placement rows: the default mass crop, 1 aspect ({H.END_TO_END_ASPECT}) and 4 ({', '.join(SPLIT_ASPECTS)})"]
-    try:
-        vips = M.croppers((M.VIPS,))[0].get(M.VIPS)
-    except H.Unavailable:  # pragma: no cover - croppers() reports it as skipped
-        vips = None
-    rows, skipped = [], {}
-    if vips is None:
-        skipped[M.VIPS] = "pyvips not installed"
+    found, skipped = M.croppers((M.VIPS,))  # libvips missing: skipped, with the reason
+    vips = found.get(M.VIPS)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="gazecrop-12mp-") as tmp:
-        for label, paths in (("1024x768", small), ("12 MP", large_photos(small, Path(tmp))),
-                             ("1024x768 PNG", png_photos(small, Path(tmp)))):
+        for label, paths in (("1024x768", small), ("12 MP", derived_photos(small, Path(tmp), "12mp")),
+                             ("1024x768 PNG", derived_photos(small, Path(tmp), "png"))):
             preps = [_prepare(str(p), input_size=model.input_size) for p in paths]
             outs = [model.log_density(pr.rgb, head_map=True) if heads else (model.log_density(pr.rgb), None)
                     for pr in preps]
