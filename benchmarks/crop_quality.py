@@ -65,7 +65,7 @@ except ImportError:
 from gazecrop import datasets as gds  # noqa: E402
 from gazecrop import metrics  # noqa: E402
 from gazecrop._atomic import atomic_open  # noqa: E402
-from gazecrop.api import mirror_average  # noqa: E402
+from gazecrop.api import mirror_average, mirror_average_heads  # noqa: E402
 
 C = importlib.import_module("gazecrop.crop")  # the module (gazecrop.crop is the function)
 
@@ -309,11 +309,11 @@ def evaluate(model, samples: Sequence[gds.Sample], aspects: Sequence[str] = ASPE
         if mgrid is not None:
             grids[SYMMETRIC] = mirror_average(grid, mgrid)
         heads = {}
-        if with_heads:  # as gazecrop.predict: the head map's boxes; symmetric: the mean logit with the mirror's
+        if with_heads:  # as gazecrop.predict: the head map's boxes (symmetric: of the flip-averaged head map)
             grids[NO_HEADS] = grid
             heads[DEFAULT] = C.heads_from_map(hmap, size)
             if mgrid is not None:
-                heads[SYMMETRIC] = C.heads_from_map((hmap + mhmap[:, ::-1]) * np.float32(0.5), size)
+                heads[SYMMETRIC] = C.heads_from_map(mirror_average_heads(hmap, mhmap), size)
         for m, g in grids.items():
             kw = {**RULES.get(m, {}), "heads": heads.get(m, ())}
             res = C.choose_crops(g, size, aspects, candidates=2 if m == DEFAULT else 1, **kw)

@@ -35,7 +35,7 @@ from .crop import (DEFAULT_STRATEGY, AspectLike, CropBox, CropResult, Strategy, 
 from .model import load_model
 
 __all__ = ["Prediction", "predict", "saliency_map", "crop_box", "crops", "crop", "thumbnail", "default_model",
-           "SaliencyModel", "mirror_average", "pad_image", "FITS", "Fit", "Keep", "Boost", "Focal"]
+           "SaliencyModel", "mirror_average", "mirror_average_heads", "pad_image", "FITS", "Fit", "Keep", "Boost", "Focal"]
 
 Keep = Optional[Iterable[Tuple[int, int, int, int]]]
 """``keep``: boxes ``(left, top, width, height)`` the crop must contain (:func:`gazecrop.crop.choose_crop`)."""
@@ -155,6 +155,20 @@ def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) ->
     return (np.logaddexp(a, b[:, ::-1]) - np.float32(np.log(2.0))).astype(np.float32)
 
 
+def mirror_average_heads(head_logits: np.ndarray, mirrored_head_logits: np.ndarray) -> np.ndarray:
+    """Flip-averaged head map: the mean of the photo's head logits and the mirror of its mirror image's, float32
+    (hh, hw) (``+`` is commutative bit for bit, so mirror-equivariant like :func:`mirror_average`).
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    a = np.asarray(head_logits, dtype=np.float32)
+    b = np.asarray(mirrored_head_logits, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two (h, w) grids of one shape, got {a.shape} and {b.shape}")
+    return ((a + b[:, ::-1]) * np.float32(0.5)).astype(np.float32)
+
+
 def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = False,
             max_pixels: Optional[int] = None, focal: Focal = None) -> Prediction:
     """Run the saliency model once on an image (twice with ``symmetric``; not at all with ``focal``).
@@ -203,8 +217,8 @@ def predict(image: ImageInput, *, model: ModelLike = None, symmetric: bool = Fal
     if symmetric:
         grid_m, heads_m = run(np.ascontiguousarray(prep.rgb[:, ::-1]))
         grid = mirror_average(grid, grid_m)
-        if heads is not None:  # the mean logit of the photo and its mirror: mirror-equivariant as the density
-            heads = ((heads + heads_m[:, ::-1]) * np.float32(0.5)).astype(np.float32)
+        if heads is not None:
+            heads = mirror_average_heads(heads, heads_m)
     return Prediction(log_density=grid, size=prep.size, head_map=heads)
 
 
