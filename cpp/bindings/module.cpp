@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cerrno>
+#include <optional>
 #include <string>
 
 #include "gazecrop/gazecrop.h"
@@ -98,6 +100,37 @@ py::array_t<std::uint8_t> resize(const py::array& image, int out_h, int out_w) {
     gazecrop::resize_bilinear_u8(src, int(h), int(w), int(c), dst, out_h, out_w);
   }
   return out;
+}
+
+// float64 (h, w) density, maximum 1 -> (point, peaks, per box size (ranked boxes, cut)) (gazecrop::place_crops).
+py::tuple place(const py::array& density, int width, int height, const std::vector<std::array<int, 2>>& boxes,
+                const std::vector<std::array<int, 4>>& heads, std::optional<double> object_yield, int candidates) {
+  if (!density.dtype().equal(py::dtype::of<double>()))
+    throw py::type_error("density dtype must be float64, got " + std::string(py::str(density.dtype())));
+  if (density.ndim() != 2) throw py::value_error("density must be a 2-D (h, w) grid, got shape " + shape_str(density));
+  if (!(density.flags() & py::array::c_style))
+    throw py::value_error("density must be C-contiguous (use numpy.ascontiguousarray)");
+  if (density.shape(0) > (1 << 22) || density.shape(1) > (1 << 22))
+    throw py::value_error("density grid " + shape_str(density) + " too large");
+  gazecrop::PlacementOptions opt;
+  opt.object_rule = object_yield.has_value();
+  opt.object_yield = object_yield.value_or(0.0);
+  opt.candidates = candidates;
+  opt.heads = heads;
+  gazecrop::Placement pl;
+  {
+    py::gil_scoped_release release;
+    pl = gazecrop::place_crops(static_cast<const double*>(density.data()), int(density.shape(0)),
+                               int(density.shape(1)), width, height, boxes, opt);
+  }
+  py::list peaks, out;
+  for (const auto& p : pl.peaks) peaks.append(py::make_tuple(p.x, p.y, p.strength));
+  for (const auto& b : pl.boxes) {
+    py::list ranked;
+    for (const auto& r : b.ranked) ranked.append(py::make_tuple(r.left, r.top, r.score));
+    out.append(py::make_tuple(ranked, b.cut));
+  }
+  return py::make_tuple(py::make_tuple(pl.point_x, pl.point_y), peaks, out);
 }
 
 }  // namespace
@@ -194,5 +227,13 @@ PYBIND11_MODULE(_core, m) {
         "bit for bit Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None) for 1 and 3 "
         "channels (L, RGB; Pillow premultiplies alpha for LA / RGBA, this does not). The GIL is released during the "
         "resize.");
+  m.def("place", &place, py::arg("density").noconvert(), py::arg("width"), py::arg("height"), py::arg("boxes"),
+        py::arg("heads"), py::arg("object_yield"), py::arg("candidates"),
+        "The 'mass' crop placement of gazecrop.crop for the largest box of each size (gazecrop::place_crops): "
+        "density float64 (h, w), C-contiguous, finite, >= 0, maximum exactly 1 (exp(log_density - max)); boxes "
+        "[(width, height)], each spanning the image's width or height; heads [(left, top, right, bottom)]; "
+        "object_yield a float >= 0 or None (no object rule); candidates >= 1. Returns ((x, y) salient point, "
+        "[(x, y, strength)] peaks, [([(left, top, score)] ranked boxes, cut)] per box). ValueError / TypeError "
+        "for bad arguments. The GIL is released during the placement.");
   m.def("version", [] { return std::string(gazecrop::version()); }, "Version of the native core.");
 }

@@ -1,6 +1,6 @@
 """Typed stub of the native core module ``gazecrop._core`` (cpp/bindings/module.cpp)."""
 
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,16 @@ def resize(image: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray
     Pillow 13's Image.resize((width, height), Image.BILINEAR, reducing_gap=None) for C 1 and 3; GIL released.
     TypeError for another dtype, ValueError for another shape or a side outside 1..65536. Checks its size
     arguments less strictly than gazecrop.model.resize_rgb (use that)."""
+
+def place(density: npt.NDArray[np.float64], width: int, height: int, boxes: Sequence[Tuple[int, int]],
+          heads: Sequence[Tuple[int, int, int, int]], object_yield: Optional[float], candidates: int
+          ) -> Tuple[Tuple[int, int], List[Tuple[int, int, float]],
+                     List[Tuple[List[Tuple[int, int, float]], float]]]:
+    """The default crop placement for the largest box of each size (gazecrop.crop's 'mass' rule, bit for bit):
+    density float64 (h, w), C-contiguous, finite, >= 0, maximum exactly 1; boxes (width, height) spanning the
+    image's width or height; heads (left, top, right, bottom); object_yield >= 0 or None. Returns ((x, y)
+    salient point, [(x, y, strength)] peaks, per box ([(left, top, score)] ranked boxes, cut)). TypeError /
+    ValueError for bad arguments; GIL released. Called by gazecrop.crop.choose_crops (use that)."""
 
 def version() -> str: ...
 

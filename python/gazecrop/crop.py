@@ -67,12 +67,16 @@ Import names with ``from gazecrop.crop import choose_crop`` (or ``importlib.impo
 the package attribute ``gazecrop.crop`` is the public function :func:`gazecrop.crop`, which shadows this
 module after ``import gazecrop``.
 
-numpy only.
+Implementation: numpy, and the native core for the default options: :func:`choose_crops` hands the ``"mass"``
+rule for the largest box (no ``margin``, ``zoom``, ``keep`` or ``boost``) to ``gazecrop._core.place``
+(``cpp/src/placement.cpp``), which computes this module's numbers bit for bit (every sum in the same order)
+about ten times faster; this module's code is its reference and runs every other option.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from numbers import Real
 from typing import Iterable, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
@@ -415,6 +419,18 @@ def _cumulative(index: Tuple[np.ndarray, ...], n_grid: int) -> np.ndarray:
     return np.cumsum(m, axis=0, out=m)
 
 
+def _row_sum(weights: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``weights @ d`` for float64 (n,) weights and an (n, w) grid, the rows added in order (a running sum, not
+    BLAS, whose order is its own): (w,). The native placement (``cpp/src/placement.cpp``) adds in the same order,
+    so both give the same bits."""
+    return np.cumsum(weights[:, None] * d, axis=0)[-1]
+
+
+def _col_sum(d: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``d @ weights`` for an (h, n) grid and float64 (n,) weights, the columns added in order: (h,)."""
+    return np.cumsum(d * weights[None, :], axis=1)[:, -1]
+
+
 def _check_size(size: Sequence[int]) -> Tuple[int, int]:
     try:
         W, H = (int(v) for v in size)
@@ -425,23 +441,34 @@ def _check_size(size: Sequence[int]) -> Tuple[int, int]:
     return W, H
 
 
+NO_PIXEL_MASS = "log_density has no mass at the image's pixels (every cell they interpolate is -inf)"
+
+
+def _unit_density(log_density: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The checked float64 (h, w) log-density grid and its density relative to the maximum, ``exp(ld - max)``
+    (maximum exactly 1).
+
+    Raises:
+        ValueError: not a non-empty 2-D grid, NaN or +inf in it, or -inf everywhere."""
+    ld = np.asarray(log_density, dtype=np.float64)
+    if ld.ndim != 2 or ld.shape[0] < 1 or ld.shape[1] < 1:
+        raise ValueError(f"log_density must be a 2-D (h, w) grid, got shape {ld.shape}")
+    if np.isnan(ld).any() or np.isposinf(ld).any():
+        raise ValueError("log_density contains NaN or +inf")
+    m = float(ld.max())
+    if not math.isfinite(m):
+        raise ValueError("log_density is -inf everywhere (no mass)")
+    return ld, np.exp(ld - m)
+
+
 class _Density:
     """The grid density and the separable summed-area table of its pixel-resolution upsampling."""
 
     def __init__(self, log_density: np.ndarray, size: Sequence[int],
                  boost: Sequence[Tuple["CropBox", float]] = ()) -> None:
-        ld = np.asarray(log_density, dtype=np.float64)
-        if ld.ndim != 2 or ld.shape[0] < 1 or ld.shape[1] < 1:
-            raise ValueError(f"log_density must be a 2-D (h, w) grid, got shape {ld.shape}")
-        if np.isnan(ld).any() or np.isposinf(ld).any():
-            raise ValueError("log_density contains NaN or +inf")
-        m = float(ld.max())
-        if not math.isfinite(m):
-            raise ValueError("log_density is -inf everywhere (no mass)")
+        self.grid, self.d = _unit_density(log_density)
         self.W, self.H = _check_size(size)
-        self.grid = ld
-        self.d = np.exp(ld - m)  # (h, w), max 1
-        h, w = ld.shape
+        h, w = self.d.shape
         self.iy, self.ix = _upsample_index(self.H, h), _upsample_index(self.W, w)
         self._tables: dict = {}  # cumulative weights per axis, shared with the mirror image
         self._prefix: dict = {}  # 1-D prefix sums of pixel masses, per band (not shared)
@@ -449,7 +476,9 @@ class _Density:
         self._tables[("full", 1)] = _axis_weights(self.ix, w)
         # boosts as (left, top, right, bottom, weight): each adds weight x the map's own mass, spread evenly
         self.boost = tuple((b.left, b.top, b.right, b.bottom, float(w)) for b, w in boost)
-        self._set_total(float(self._tables[("full", 0)] @ self.d @ self._tables[("full", 1)]))
+        self._set_total(self._raw_total())
+        if not self.raw_total > 0:
+            raise ValueError(NO_PIXEL_MASS)
         self._point: Optional[Tuple[int, int]] = None
         self._cell: Optional[Tuple[float, float]] = None
         self._mirror: Optional["_Density"] = None
@@ -462,12 +491,16 @@ class _Density:
             m.__dict__.update(self.__dict__)
             m.d = np.ascontiguousarray(self.d[:, ::-1])
             m.boost = tuple((self.W - r, t, self.W - l, b, w) for l, t, r, b, w in self.boost)
-            m._set_total(float(self._tables[("full", 0)] @ m.d @ self._tables[("full", 1)]))
+            m._set_total(m._raw_total())
             m._point = m._cell = m._object = None
             m._prefix = {}
             m._mirror = self
             self._mirror = m
         return self._mirror
+
+    def _raw_total(self) -> float:
+        """The map's own mass (unnormalised): the pixel-resolution density summed, rows then columns in order."""
+        return float(np.cumsum(_row_sum(self._tables[("full", 0)], self.d) * self._tables[("full", 1)])[-1])
 
     def _set_total(self, raw: float) -> None:
         """``raw`` is the map's own mass (unnormalised); :attr:`total` adds the boosts' (weight x raw each)."""
@@ -549,7 +582,10 @@ class _Density:
         p = self._prefix.get(key)
         if p is None:
             s = np.array([start])
-            v = (self._band(0, s, length) @ self.d)[0] if one_row else self.d @ self._band(1, s, length)[0]
+            if one_row:
+                v = _row_sum(self._band(0, s, length)[0], self.d)
+            else:
+                v = _col_sum(self.d, self._band(1, s, length)[0])
             p = np.concatenate([[0.0], np.cumsum(_lerp(v, self.ix if one_row else self.iy, 0))])
             self._prefix[key] = p
         return p
@@ -682,7 +718,7 @@ def _peaks(dens: _Density, max_peaks: int, min_strength: float, radius: float) -
         x = float(grid_to_image(c, w, dens.W))
         y = float(grid_to_image(r, h, dens.H))
         px = dens.to_pixel(r, c)
-        if px not in pixels and all((x - kx) ** 2 + (y - ky) ** 2 >= r2 for _, _, kx, ky in kept):
+        if px not in pixels and all((x - kx) * (x - kx) + (y - ky) * (y - ky) >= r2 for _, _, kx, ky in kept):
             kept.append((r, c, x, y))
             pixels.add(px)
             if len(kept) >= max_peaks:
@@ -1197,8 +1233,18 @@ def _result(dens: _Density, aspect: AspectLike, peaks: Tuple[Peak, ...], opts: d
         if keep:  # the position nearest the strategy's own that holds the most of the keep regions
             box = _nearest_keeping(keep, box, W, H)
         cands = [Candidate(box, dens.box_mass(box))]
+    return _crop_result(a, (W, H), cands, close, clamped, _cut(dens, box), dens.point(), peaks,
+                        max(bw, bh) / max(bw0, bh0), opts)
+
+
+def _crop_result(a: float, size: Tuple[int, int], cands: List[Candidate], close: bool, clamped: bool, cut: float,
+                 point: Tuple[int, int], peaks: Tuple[Peak, ...], scale: float, opts: dict) -> CropResult:
+    """The :class:`CropResult` of a placed box (``cands[0]``) with the advice, the share kept and the padding
+    advice; scores clamped into [0, 1]."""
+    W, H = size
+    keep = opts["keep_rects"]
     cands = [Candidate(c.box, min(1.0, max(0.0, c.score))) for c in cands]
-    score = cands[0].score
+    box, score = cands[0]
     kept = None
     if keep:
         kept = float(_keep_area(keep, np.array([box.top]), np.array([box.left]), box.height, box.width)[0, 0]
@@ -1209,11 +1255,43 @@ def _result(dens: _Density, aspect: AspectLike, peaks: Tuple[Peak, ...], opts: d
         advice = f"the aspect {a:.3g} is within {ASPECT_TOLERANCE:.0%} of the image's own ({W / H:.3g})"
     elif score >= MASS_ADVICE and opts["focal"] is None:
         advice = f"keeps {score:.1%} of what people look at"
-    return CropResult(aspect=a, box=box, salient_point=dens.point(), score=score, peaks=peaks,
-                      keep_whole=advice is not None, advice=advice, strategy=strategy, close=close,
-                      candidates=tuple(cands), clamped=clamped, cut=_cut(dens, box),
-                      scale=max(bw, bh) / max(bw0, bh0), kept=kept,
+    return CropResult(aspect=a, box=box, salient_point=point, score=score, peaks=peaks,
+                      keep_whole=advice is not None, advice=advice, strategy=opts["strategy"], close=close,
+                      candidates=tuple(cands), clamped=clamped, cut=cut, scale=scale, kept=kept,
                       pad=bool(close or near or (kept is not None and kept < 1.0)))
+
+
+def _native(opts: dict) -> bool:
+    """Whether the native placement (``gazecrop._core.place``, :func:`_place_native`) runs these options: the
+    ``"mass"`` rule for the largest box, without ``margin``, ``zoom``, ``keep`` or ``boost`` (the defaults;
+    the rest runs here in Python). ``GAZECROP_PLACEMENT=python`` forces this module's own code (tests)."""
+    return (opts["strategy"] == "mass" and opts["margin"] is None and opts["zoom"] is None and not opts["keep"]
+            and not opts["boost"] and os.environ.get("GAZECROP_PLACEMENT", "native") != "python")
+
+
+def _place_native(log_density: np.ndarray, size: Tuple[int, int], aspects: List[AspectLike],
+                  opts: dict) -> List[CropResult]:
+    """:func:`choose_crops` for :func:`_native` options: the same rule run by the core (``cpp/src/placement.cpp``,
+    bit for bit this module's numbers; ``tests/test_native_placement.py``)."""
+    from . import _core
+
+    W, H = size
+    _, d = _unit_density(log_density)
+    ratios = [parse_aspect(a) for a in aspects]
+    sizes = [_box_size(W, H, a) for a in ratios]
+    point, peaks, placed = _core.place(d, W, H, [(bw, bh) for bw, bh, _ in sizes], list(opts["heads"]),
+                                       opts["object_yield"], opts["candidates"])
+    if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
+        point = _focal_pixel(opts["focal"], W, H)
+        peaks = [(*point, 1.0)]
+    peaks = tuple(Peak(*p) for p in peaks)
+    out = []
+    for a, (bw, bh, clamped), (ranked, cut) in zip(ratios, sizes, placed):
+        cands = [Candidate(CropBox(left, top, bw, bh), score) for left, top, score in ranked]
+        close = len(cands) > 1 and cands[1].score >= CLOSE_RATIO * cands[0].score
+        out.append(_crop_result(a, (W, H), cands[:opts["candidates"]], close, clamped, cut, point, peaks, 1.0,
+                                opts))
+    return out
 
 
 def _nearest_keeping(keep: Tuple[Tuple[int, int, int, int], ...], box: CropBox, W: int, H: int) -> CropBox:
@@ -1383,19 +1461,26 @@ def choose_crops(log_density: Optional[np.ndarray], size: Sequence[int], aspects
         log_density = focal_log_density((W, H), opts["focal"])
     elif log_density is None:
         raise ValueError("log_density is needed unless focal is given")
-    dens = _Density(log_density, (W, H), opts["boost"])
-    if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
-        x, y = opts["focal"]
-        dens._point = (min(W - 1, math.floor(x + 0.5)), min(H - 1, math.floor(y + 0.5)))
-        peaks: Tuple[Peak, ...] = (Peak(*dens._point, 1.0),)
-    else:
-        peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
     opts["keep_rects"] = _keep_rects(opts["keep"])
     hs = () if heads is None else tuple(_int_box(h, "head box") for h in _box_list(heads, "heads"))
     for h in hs:
         _check_inside(h, W, H, "head box")
     opts["heads"] = tuple((h.left, h.top, h.right, h.bottom) for h in hs)
+    if _native(opts):
+        return _place_native(log_density, (W, H), aspects, opts)
+    dens = _Density(log_density, (W, H), opts["boost"])
+    if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
+        dens._point = _focal_pixel(opts["focal"], W, H)
+        peaks: Tuple[Peak, ...] = (Peak(*dens._point, 1.0),)
+    else:
+        peaks = _peaks(dens, 5, 0.1, 0.1 * max(dens.W, dens.H))
     return [_result(dens, a, peaks, opts) for a in aspects]
+
+
+def _focal_pixel(focal: Tuple[float, float], W: int, H: int) -> Tuple[int, int]:
+    """The pixel of a focal point ``(x, y)`` (the salient point of a ``focal`` crop)."""
+    x, y = focal
+    return min(W - 1, math.floor(x + 0.5)), min(H - 1, math.floor(y + 0.5))
 
 
 def choose_crop(log_density: Optional[np.ndarray], size: Sequence[int], aspect: AspectLike, *,

@@ -9,6 +9,7 @@
 // thread pool serves one call at a time, concurrent calls get their own).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -152,5 +153,57 @@ const char* version();
 // Copies when the sizes are equal. Throws std::invalid_argument for sizes under 1 or sides over 65536.
 void resize_bilinear_u8(const std::uint8_t* src, int in_h, int in_w, int channels, std::uint8_t* dst, int out_h,
                         int out_w);
+
+// ---- Crop placement (python/gazecrop/crop.py's "mass" rule for the largest box of each aspect ratio) ----
+//
+// The box of each size keeping the most saliency mass of the bilinear upsampling of the grid density to the
+// width x height image (mirror-averaged, so a mirrored map gets the mirrored box), under the object rule (no
+// edge through the most salient object, hold it whole unless a box without it keeps more than
+// 1 + object_yield times the mass) and the head rule (no edge through a head a box can hold while that keeps
+// >= 0.98 of the mass), ties to the box centre nearest the object's then the image's centre; then up to
+// `candidates - 1` distinct runners-up (non-maximum suppression). Bit for bit the numbers of crop.py's rule
+// (the same double expressions in the same order; placement.cpp is built without FMA contraction).
+
+struct PlacementOptions {
+  bool object_rule = true;    // false: python's object_yield=None (pure mass; may cut through the object)
+  double object_yield = 0.1;  // >= 0; +inf never yields
+  int candidates = 1;         // >= 1: boxes returned per size (at least 2 are ranked, for the close flag)
+  // Heads as pixel rectangles {left, top, right, bottom} (exclusive right / bottom) inside the image.
+  std::vector<std::array<int, 4>> heads;
+};
+
+struct PlacedBox {
+  int left, top;
+  double score;  // mirror-averaged share of the saliency mass inside the box, in [0, 1] up to rounding
+};
+
+struct SalientPeak {
+  int x, y;         // pixel
+  double strength;  // density relative to the maximum, in (0, 1]
+};
+
+struct BoxPlacement {
+  std::vector<PlacedBox> ranked;  // the chosen box first, then distinct runners-up (max(2, candidates) at most)
+  double cut;                     // highest density on the chosen box's inner edges relative to the maximum
+};
+
+struct Placement {
+  int point_x, point_y;              // the salient point (pixel of the grid maximum)
+  std::vector<SalientPeak> peaks;    // up to 5 distinct local maxima, strongest first (the first: the point)
+  std::vector<BoxPlacement> boxes;   // one per requested box size, in order
+};
+
+// `density`: grid_h x grid_w doubles, row-major, >= 0 and finite with maximum exactly 1 (exp(log_density -
+// max)); box_sizes: {width, height} pairs, each the largest box of its aspect ratio (width == image width or
+// height == image height). Throws std::invalid_argument for anything else (sizes over 1 << 20 pixels a side
+// or grids over 1 << 22 cells included).
+Placement place_crops(const double* density, int grid_h, int grid_w, int width, int height,
+                      const std::vector<std::array<int, 2>>& box_sizes, const PlacementOptions& options = {});
+
+// As above from a float log-density grid (any normalisation, natural log; NaN and +inf refused, -inf is no
+// mass): the density is exp(log_density - max) computed with std::exp (crop.py uses numpy's exp, which may
+// differ in the last bit).
+Placement place_crops_log(const float* log_density, int grid_h, int grid_w, int width, int height,
+                          const std::vector<std::array<int, 2>>& box_sizes, const PlacementOptions& options = {});
 
 }  // namespace gazecrop
