@@ -1,9 +1,11 @@
 // gazecrop embedding example: load a .gzw model, run it on an RGB image buffer, print the salient point
-// (the argmax of the log-density) in image pixel coordinates.
+// (the argmax of the log-density) in image pixel coordinates and the 16:9 crop box the default placement
+// chooses (gazecrop::place_crops_log: from pixels to box without Python).
 //
 //   gazecrop_example model.gzw [image.ppm]     (binary P6 PPM, maxval 255; default: a synthetic image)
 #include <gazecrop/gazecrop.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -73,6 +75,13 @@ int main(int argc, char** argv) {
     std::printf("image %dx%d -> log-density grid %dx%d (total mass %.6f)\n", w, h, d.width, d.height, mass);
     std::printf("grid argmax row %d col %d\n", gi, gj);
     std::printf("salient point x=%.1f y=%.1f\n", x, y);
+    // The crop: the model's grid covers the whole image, so the placement maps it onto the w x h pixels.
+    const std::array<int, 2> box = gazecrop::largest_box_size(w, h, 16.0 / 9.0);
+    const gazecrop::Placement placed =
+        gazecrop::place_crops_log(d.data.data(), d.height, d.width, w, h, {box});
+    const gazecrop::PlacedBox& b = placed.boxes[0].ranked[0];
+    std::printf("crop 16:9 left=%d top=%d width=%d height=%d score=%.6f\n", b.left, b.top, box[0], box[1],
+                b.score);
     return 0;
   } catch (const gazecrop::FormatError& e) {
     std::cerr << "invalid model file: " << e.what() << "\n";

@@ -539,6 +539,18 @@ void check_arguments(int grid_h, int grid_w, int width, int height, const std::v
 
 }  // namespace
 
+std::array<int, 2> largest_box_size(int width, int height, double aspect) {
+  if (width < 1 || height < 1) throw std::invalid_argument("largest_box_size: the image size must be positive");
+  if (!(aspect > 0.0) || !std::isfinite(aspect))
+    throw std::invalid_argument("largest_box_size: the aspect ratio must be positive and finite");
+  if (double(width) >= aspect * height) {
+    const double side = std::nearbyint(height * aspect);
+    return {int(std::max(1.0, std::min(double(width), side))), height};
+  }
+  const double side = std::nearbyint(width / aspect);
+  return {width, int(std::max(1.0, std::min(double(height), side)))};
+}
+
 Placement place_crops(const double* density, int grid_h, int grid_w, int width, int height,
                       const std::vector<std::array<int, 2>>& box_sizes, const PlacementOptions& options) {
   check_arguments(grid_h, grid_w, width, height, box_sizes, options);

@@ -193,6 +193,11 @@ struct Placement {
   std::vector<BoxPlacement> boxes;   // one per requested box size, in order
 };
 
+// {width, height} of the largest box of aspect ratio `aspect` (width / height, > 0 and finite) in a width x
+// height image: one side the image's, the other rounded to the nearest pixel (halves to even) and at least 1
+// (python's gazecrop.crop.largest_box_size). Throws std::invalid_argument for a bad size or aspect.
+std::array<int, 2> largest_box_size(int width, int height, double aspect);
+
 // `density`: grid_h x grid_w doubles, row-major, >= 0 and finite with maximum exactly 1 (exp(log_density -
 // max)); box_sizes: {width, height} pairs, each the largest box of its aspect ratio (width == image width or
 // height == image height). Throws std::invalid_argument for anything else (sizes over 1 << 20 pixels a side
