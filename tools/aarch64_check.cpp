@@ -10,13 +10,17 @@
 //    (NumPy reference or PyTorch golden) within the case's bound (abs: max |out - ref|; rel: max
 //    |out - ref| / max(|ref|, 1); golden: max |out - ref|), and each set against the scalar set within the same
 //    bound; the best set again on 2 threads must give the same bits.
+// 3. Every crop placement of FIXTURES/placement.txt (gazecrop.crop's Python reference on random grids) through
+//    place_crops, which must give the same boxes, scores, peaks and cut measures bit for bit.
 // Prints one summary line per part; exits 1 on the first failures (all printed), 0 otherwise.
 #include <gazecrop/gazecrop.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -74,6 +78,58 @@ std::vector<float> run(const gazecrop::Model& m, const Case& c, const std::vecto
   else
     m.run(gazecrop::ImageF32{f32.data(), c.h, c.w}, out.data(), out.size(), opt);
   return out;
+}
+
+double hex(const std::string& s) { return std::strtod(s.c_str(), nullptr); }
+
+// Part 3: one line of placement.txt (tools/aarch64_fixtures.py placement_cases); the first difference, or "".
+std::string check_placement(const std::string& dir, const std::string& line) {
+  std::istringstream in(line);
+  int id = 0, gh = 0, gw = 0, W = 0, H = 0, k = 0, nbox = 0, nhead = 0;
+  std::string oy, bar;
+  in >> id >> gh >> gw >> W >> H >> k >> oy >> nbox;
+  std::vector<std::array<int, 2>> boxes(std::size_t(std::max(nbox, 0)));
+  for (auto& b : boxes) in >> b[0] >> b[1];
+  gazecrop::PlacementOptions opt;
+  opt.object_rule = oy != "none";
+  opt.object_yield = opt.object_rule ? hex(oy) : 0.0;
+  opt.candidates = k;
+  in >> nhead;
+  opt.heads.resize(std::size_t(std::max(nhead, 0)));
+  for (auto& h : opt.heads) in >> h[0] >> h[1] >> h[2] >> h[3];
+  const std::vector<double> d =
+      read_raw<double>(dir + "/placement" + std::to_string(id) + ".grid", std::size_t(gh) * std::size_t(gw));
+  const gazecrop::Placement p = gazecrop::place_crops(d.data(), gh, gw, W, H, boxes, opt);
+  const std::string name = "placement " + std::to_string(id) + ": ";
+  int px = 0, py = 0, npeak = 0;
+  in >> bar >> px >> py >> npeak;
+  if (px != p.point_x || py != p.point_y) return name + "salient point";
+  if (npeak != int(p.peaks.size())) return name + "number of peaks";
+  for (const auto& pk : p.peaks) {
+    int x = 0, y = 0;
+    std::string st;
+    in >> x >> y >> st;
+    if (x != pk.x || y != pk.y || hex(st) != pk.strength) return name + "peak";
+  }
+  in >> bar;
+  for (const auto& b : p.boxes) {
+    int nrank = 0;
+    in >> nrank;
+    const std::size_t expected = std::min(b.ranked.size(), std::size_t(k));  // CropResult keeps `candidates`
+    if (std::size_t(nrank) != expected) return name + "number of candidates";
+    for (std::size_t r = 0; r < expected; ++r) {
+      int left = 0, top = 0;
+      std::string sc;
+      in >> left >> top >> sc;
+      const double score = std::min(1.0, std::max(0.0, b.ranked[r].score));  // clamped as CropResult's
+      if (left != b.ranked[r].left || top != b.ranked[r].top || hex(sc) != score) return name + "ranked box";
+    }
+    std::string cut;
+    in >> cut;
+    if (hex(cut) != b.cut) return name + "cut";
+  }
+  if (!in) return name + "malformed line";
+  return "";
 }
 
 }  // namespace
@@ -180,6 +236,24 @@ int main(int argc, char** argv) {
     for (const auto& [s, v] : per_set) std::printf("  %s %.3g", s.c_str(), v);
     std::printf("\n");
   }
+  // 3. crop placements
+  std::ifstream placements(dir + "/placement.txt");
+  int placed = 0;
+  while (placements && std::getline(placements, line)) {
+    if (line.empty()) continue;
+    try {
+      const std::string diff = check_placement(dir, line);
+      if (!diff.empty()) {
+        std::printf("FAIL: %s differs from gazecrop.crop\n", diff.c_str());
+        ++failures;
+      }
+    } catch (const std::exception& e) {
+      std::printf("FAIL: placement: %s\n", e.what());
+      ++failures;
+    }
+    ++placed;
+  }
+  std::printf("crop placements: %d compared bit for bit with gazecrop.crop\n", placed);
   std::printf("%s\n", failures ? "aarch64_check: FAILED" : "aarch64_check: all passed");
   return failures ? 1 : 0;
 }

@@ -13,13 +13,19 @@ Writes, as raw little-endian files the C++ program reads without NumPy:
 - ``manifest.txt``, one case per line: ``name model input_kind h w out_h out_w mode bound`` (model relative to
   OUTDIR; input ``name.in``: float32 (3, h, w) for ``f32``, uint8 (h, w, 3) for ``u8``; expected output
   ``name.ref``: float32 (out_h, out_w); mode ``abs``, ``rel`` or ``golden``);
-- ``seeds/``: the .gzw files the loader fuzzing starts from.
+- ``seeds/``: the .gzw files the loader fuzzing starts from;
+- ``placement.txt``: crop placements (``gazecrop.crop.choose_crops`` with the default options, run by its Python
+  reference, ``GAZECROP_PLACEMENT=python``) on random grids, one per line (:func:`placement_cases`), which the
+  core's ``place_crops`` must give bit for bit (floats written as hex).
 
 Needs NumPy and the gazecrop sources (``PYTHONPATH=python``), not the native core.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -154,6 +160,49 @@ def network_cases():
     return out
 
 
+def placement_cases(out: Path, n: int = 60) -> int:
+    """``placement.txt`` and its ``placement{i}.grid`` files (float64 (h, w) density, maximum 1): per line
+    ``i gh gw W H candidates object_yield nbox (bw bh)* nhead (l t r b)* | px py npeak (x y strength)* |
+    (nrank (left top score)* cut)*`` with object_yield ``none`` or a hex float, scores and strengths as hex
+    floats, the scores clamped into [0, 1] and the ranked boxes cut to ``candidates``, as ``CropResult`` has
+    them. Returns the number of cases."""
+    crop = importlib.import_module("gazecrop.crop")  # the module (gazecrop.crop is the function)
+    os.environ["GAZECROP_PLACEMENT"] = "python"
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(n):
+        gh, gw = (int(v) for v in rng.integers(1, 33, 2))
+        ld = rng.normal(size=(gh, gw)) * rng.uniform(0.2, 4)
+        if i % 4 == 1:
+            ld = np.round(ld)  # plateaus and ties
+        if i % 4 == 2:
+            ld = ld + ld[:, ::-1]  # its own mirror image
+        W, H = (int(v) for v in rng.integers(1, 1400, 2))
+        aspects = [float(np.exp(rng.uniform(-1.5, 1.5))) for _ in range(int(rng.integers(1, 4)))]
+        heads = []
+        for _ in range(int(rng.integers(0, 3))):
+            left, top = int(rng.integers(0, W)), int(rng.integers(0, H))
+            heads.append((left, top, int(rng.integers(1, W - left + 1)), int(rng.integers(1, H - top + 1))))
+        k = int(rng.integers(1, 4))
+        oy = [None, 0.0, 0.1, math.inf][i % 4]
+        res = crop.choose_crops(ld, (W, H), aspects, heads=heads, candidates=k, object_yield=oy)
+        _, d = crop._unit_density(ld)
+        d.tofile(out / f"placement{i}.grid")
+        fields = [i, gh, gw, W, H, k, "none" if oy is None else float(oy).hex(), len(res)]
+        fields += [v for r in res for v in (r.box.width, r.box.height)]
+        fields += [len(heads)] + [v for h in heads for v in (h[0], h[1], h[0] + h[2], h[1] + h[3])]
+        fields += ["|", *res[0].salient_point, len(res[0].peaks)]
+        fields += [v for p in res[0].peaks for v in (p.x, p.y, float(p.strength).hex())]
+        fields += ["|"]
+        for r in res:
+            fields += [len(r.candidates)] + [v for c in r.candidates for v in (c.box.left, c.box.top, c.score.hex())]
+            fields += [float(r.cut).hex()]
+        lines.append(" ".join(str(v) for v in fields))
+    del os.environ["GAZECROP_PLACEMENT"]
+    (out / "placement.txt").write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
 def main(outdir: str) -> None:
     out = Path(outdir)
     (out / "seeds").mkdir(parents=True, exist_ok=True)
@@ -192,7 +241,9 @@ def main(outdir: str) -> None:
     for f in sorted((ROOT / "tests" / "data").glob("*.gzw")):
         shutil.copy(f, out / "seeds" / f.name)
     (out / "manifest.txt").write_text("\n".join(lines) + "\n")
-    print(f"aarch64 fixtures: {len(lines)} cases, {len(list((out / 'seeds').iterdir()))} fuzz seeds in {out}")
+    placements = placement_cases(out)
+    print(f"aarch64 fixtures: {len(lines)} cases, {placements} crop placements, "
+          f"{len(list((out / 'seeds').iterdir()))} fuzz seeds in {out}")
 
 
 if __name__ == "__main__":
