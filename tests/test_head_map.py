@@ -74,6 +74,25 @@ def test_core_head_map_matches_the_reference_on_every_kernel_set(seed):
         core.set_kernel_set(before)
 
 
+def test_without_the_head_map_the_core_skips_its_ops(tmp_path):
+    # GAZECROP_PROFILE prints one line per step run: the head map's own ops run only when it is asked for
+    import subprocess
+    import sys
+
+    net = _v3(1)
+    path = tmp_path / "v3.gzw"
+    weights.write_weights(path, net)
+    plain = len(without_head_map(net).ops)
+    code = ("import sys, numpy as np; from gazecrop import _core; m = _core.Model(sys.argv[1]); "
+            "img = np.zeros((37, 53, 3), np.uint8); m.run(img, fuse=False); print('--', file=sys.stderr); "
+            "m.run(img, head_map=True, fuse=False)")
+    err = subprocess.run([sys.executable, "-c", code, str(path)], env={**__import__("os").environ,
+                         "GAZECROP_PROFILE": "1"}, capture_output=True, text=True, check=True).stderr
+    without, with_heads = err.split("--\n")
+    steps = [sum(1 for line in part.splitlines() if line.startswith("gazecrop: op ")) for part in (without, with_heads)]
+    assert steps == [plain, len(net.ops)] and plain < len(net.ops), (steps, err)
+
+
 def test_a_model_without_a_head_map_refuses_to_return_one():
     m = core.Model.from_bytes(weights.to_bytes(random_network(np.random.default_rng(0))))
     assert not m.has_head_map

@@ -114,6 +114,32 @@ def test_a_map_without_mass_at_the_pixels_is_refused(which):
         crop.choose_crop(np.array([[0.0, -np.inf, -np.inf, 0.0]]), (1, 1), "1:1")
 
 
+def test_maps_the_core_does_not_take_as_they_are_still_place_alike():
+    # (review findings) a transposed map (Fortran order after exp), a huge candidates count, and a grid too big
+    # for the core's profiles (runs in Python): the same results as the reference
+    g = grid_from("smooth", 24, 32, np.random.default_rng(3))
+    for args, kwargs in [((np.rot90(g), (768, 1024), ["16:9", "1:1"]), {}),
+                         ((g.T, (30, 40), ["2:1"]), dict(candidates=2**40)),
+                         ((np.ones((64, 512)), (1 << 14, 1 << 12), ["1:1"]), {})]:
+        ref, nat = both(*args, **kwargs)
+        assert isinstance(ref, list) and nat == ref
+    opts = crop.check_options()
+    assert crop._native(opts, (24, 32), (4032, 3024))
+    assert not crop._native(opts, (1, 1 << 14), (1, 1 << 15))  # 2^29 interpolations: Python's numpy
+
+
+def test_the_binding_copies_unaligned_and_huge_grids_safely():
+    raw = np.zeros(4 * 5 * 8 + 1, np.uint8)
+    d = raw[1:].view(np.float64).reshape(4, 5)  # misaligned by one byte
+    d[...] = unit()
+    assert not d.flags.aligned
+    assert _core.place(d, 50, 40, [(50, 20)], [], 0.1, 1) == _core.place(unit(), 50, 40, [(50, 20)], [], 0.1, 1)
+    with pytest.raises(ValueError, match="too large"):
+        _core.place(np.ones((1 << 12, (1 << 10) + 1)), 10, 10, [(10, 5)], [], 0.1, 1)
+    with pytest.raises(ValueError, match="too much work"):
+        _core.place(np.ones((1, 1 << 20)), 1, 1 << 20, [(1, 1)], [], 0.1, 1)
+
+
 def test_only_the_default_options_go_to_the_core(monkeypatch):
     calls = []
     real = _core.place

@@ -6,8 +6,10 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "gazecrop/gazecrop.h"
 #include "kernels/kernels.h"    // benchmark hook only (cpp/src): peak_gflops
@@ -110,8 +112,12 @@ py::tuple place(const py::array& density, int width, int height, const std::vect
   if (density.ndim() != 2) throw py::value_error("density must be a 2-D (h, w) grid, got shape " + shape_str(density));
   if (!(density.flags() & py::array::c_style))
     throw py::value_error("density must be C-contiguous (use numpy.ascontiguousarray)");
-  if (density.shape(0) > (1 << 22) || density.shape(1) > (1 << 22))
-    throw py::value_error("density grid " + shape_str(density) + " too large");
+  if (density.shape(0) * density.shape(1) > (py::ssize_t(1) << 22))
+    throw py::value_error("density grid " + shape_str(density) + " too large (at most 2^22 cells)");
+  // Copied while the GIL is held: an unaligned buffer (numpy allows one) is read byte-wise, and another thread
+  // changing the array cannot race the placement.
+  std::vector<double> grid(std::size_t(density.shape(0)) * std::size_t(density.shape(1)));
+  if (!grid.empty()) std::memcpy(grid.data(), density.data(), grid.size() * sizeof(double));
   gazecrop::PlacementOptions opt;
   opt.object_rule = object_yield.has_value();
   opt.object_yield = object_yield.value_or(0.0);
@@ -120,8 +126,8 @@ py::tuple place(const py::array& density, int width, int height, const std::vect
   gazecrop::Placement pl;
   {
     py::gil_scoped_release release;
-    pl = gazecrop::place_crops(static_cast<const double*>(density.data()), int(density.shape(0)),
-                               int(density.shape(1)), width, height, boxes, opt);
+    pl = gazecrop::place_crops(grid.data(), int(density.shape(0)), int(density.shape(1)), width, height, boxes,
+                               opt);
   }
   py::list peaks, out;
   for (const auto& p : pl.peaks) peaks.append(py::make_tuple(p.x, p.y, p.strength));

@@ -66,6 +66,8 @@ struct Model::Impl {
   std::vector<std::unique_ptr<detail::Op>> ops;    // one per file op; op i writes value i + 1
   std::vector<std::unique_ptr<detail::Op>> fused;  // fused inverted residuals, built on ops' packed weights
   Program plain, fused_program;                     // op by op; with the fusions (RunOptions::fuse)
+  // The same without the steps only the head map needs (run when the caller does not ask for the head map).
+  Program plain_main, fused_main;
   // One thread pool per model, kept between calls (threads > 1). A call that finds it taken by another
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
@@ -127,7 +129,7 @@ struct Model::Impl {
       own = std::make_unique<detail::ThreadPool>(opt.threads);  // threads == 1: no workers are started
       pp = own.get();
     }
-    const Program& prog = opt.fuse ? fused_program : plain;
+    const Program& prog = opt.fuse ? (head_out ? fused_program : fused_main) : (head_out ? plain : plain_main);
     for (std::size_t n = 0; n < count; ++n)
       run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per,
               head_out ? head_out + n * head_per : nullptr, *pp);
@@ -194,6 +196,24 @@ void finish_program(Program& p, std::size_t num_values) {
   p.last_use.assign(num_values, -1);
   for (std::size_t i = 0; i < p.steps.size(); ++i)
     for (int v : p.steps[i].inputs) p.last_use[std::size_t(v)] = int(i);
+}
+
+// `p` without the steps whose outputs the log-density (the last value) does not depend on: the head map's own
+// ops (format version 3), skipped when the caller does not ask for the head map.
+Program main_only(const Program& p, std::size_t num_values) {
+  std::vector<char> needed(num_values, 0);
+  needed[num_values - 1] = 1;
+  std::vector<char> keep(p.steps.size(), 0);
+  for (std::size_t i = p.steps.size(); i-- > 0;) {
+    if (!needed[std::size_t(p.steps[i].out)]) continue;
+    keep[i] = 1;
+    for (int v : p.steps[i].inputs) needed[std::size_t(v)] = 1;
+  }
+  Program out;
+  for (std::size_t i = 0; i < p.steps.size(); ++i)
+    if (keep[i]) out.steps.push_back(p.steps[i]);
+  finish_program(out, num_values);
+  return out;
 }
 
 // The fused program: runs of file ops forming an inverted residual ([1x1 expand ->] depthwise -> 1x1 project
@@ -273,6 +293,8 @@ std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t s
   }
   finish_program(impl->plain, pw.ops.size() + 1);
   fuse(*impl);
+  impl->plain_main = main_only(impl->plain, pw.ops.size() + 1);
+  impl->fused_main = main_only(impl->fused_program, pw.ops.size() + 1);
   return impl;
 }
 

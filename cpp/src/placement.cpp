@@ -37,6 +37,7 @@ constexpr double kPeakStrength = 0.1;
 constexpr double kPeakRadius = 0.1;
 constexpr int kMaxSide = 1 << 20;
 constexpr long long kMaxCells = 1LL << 22;
+constexpr long long kMaxWork = 1LL << 32;  // width x grid rows + height x grid columns (the profiles' cost)
 
 // crop._upsample_index: bilinear interpolation of a grid axis at the pixel centres, built for the first half
 // and mirrored for the rest.
@@ -521,6 +522,10 @@ void check_arguments(int grid_h, int grid_w, int width, int height, const std::v
   if (width < 1 || height < 1 || width > kMaxSide || height > kMaxSide)
     throw std::invalid_argument("placement: image size " + std::to_string(width) + "x" + std::to_string(height) +
                                 " must be 1 to 2^20 pixels a side");
+  if ((long long)width * grid_h + (long long)height * grid_w > kMaxWork)
+    throw std::invalid_argument("placement: a " + std::to_string(grid_h) + "x" + std::to_string(grid_w) +
+                                " grid on a " + std::to_string(width) + "x" + std::to_string(height) +
+                                " image is too much work (width x grid rows + height x grid columns over 2^32)");
   for (const auto& s : sizes) {
     if (s[0] < 1 || s[1] < 1 || s[0] > width || s[1] > height || (s[0] != width && s[1] != height))
       throw std::invalid_argument("placement: box " + std::to_string(s[0]) + "x" + std::to_string(s[1]) +

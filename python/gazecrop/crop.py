@@ -1261,12 +1261,23 @@ def _crop_result(a: float, size: Tuple[int, int], cands: List[Candidate], close:
                       pad=bool(close or near or (kept is not None and kept < 1.0)))
 
 
-def _native(opts: dict) -> bool:
+NATIVE_WORK = 1 << 28
+"""The native placement takes grids and images whose profiles cost at most this many interpolations
+(``W * h + H * w``: grid rows times image width plus grid columns times image height; a model's 24x32 grid on a
+12 MP photo needs 0.2 M); bigger ones (a full-resolution map as the grid) run in Python, which vectorises them."""
+
+
+def _native(opts: dict, grid_shape: Tuple[int, ...], size: Tuple[int, int]) -> bool:
     """Whether the native placement (``gazecrop._core.place``, :func:`_place_native`) runs these options: the
     ``"mass"`` rule for the largest box, without ``margin``, ``zoom``, ``keep`` or ``boost`` (the defaults;
-    the rest runs here in Python). ``GAZECROP_PLACEMENT=python`` forces this module's own code (tests)."""
+    the rest runs here in Python), on a grid and image within :data:`NATIVE_WORK`. ``GAZECROP_PLACEMENT=python``
+    forces this module's own code (tests)."""
+    if len(grid_shape) != 2:
+        return False  # the reference's error message
+    (h, w), (W, H) = grid_shape, size
     return (opts["strategy"] == "mass" and opts["margin"] is None and opts["zoom"] is None and not opts["keep"]
-            and not opts["boost"] and os.environ.get("GAZECROP_PLACEMENT", "native") != "python")
+            and not opts["boost"] and W * h + H * w <= NATIVE_WORK
+            and os.environ.get("GAZECROP_PLACEMENT", "native") != "python")
 
 
 def _place_native(log_density: np.ndarray, size: Tuple[int, int], aspects: List[AspectLike],
@@ -1279,8 +1290,9 @@ def _place_native(log_density: np.ndarray, size: Tuple[int, int], aspects: List[
     _, d = _unit_density(log_density)
     ratios = [parse_aspect(a) for a in aspects]
     sizes = [_box_size(W, H, a) for a in ratios]
-    point, peaks, placed = _core.place(d, W, H, [(bw, bh) for bw, bh, _ in sizes], list(opts["heads"]),
-                                       opts["object_yield"], opts["candidates"])
+    # (a transposed map's exp keeps its memory order; the ranked list ends long before 2**31 boxes)
+    point, peaks, placed = _core.place(np.ascontiguousarray(d), W, H, [(bw, bh) for bw, bh, _ in sizes],
+                                       list(opts["heads"]), opts["object_yield"], min(opts["candidates"], 2**31 - 1))
     if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
         point = _focal_pixel(opts["focal"], W, H)
         peaks = [(*point, 1.0)]
@@ -1466,7 +1478,7 @@ def choose_crops(log_density: Optional[np.ndarray], size: Sequence[int], aspects
     for h in hs:
         _check_inside(h, W, H, "head box")
     opts["heads"] = tuple((h.left, h.top, h.right, h.bottom) for h in hs)
-    if _native(opts):
+    if _native(opts, np.shape(log_density), (W, H)):
         return _place_native(log_density, (W, H), aspects, opts)
     dens = _Density(log_density, (W, H), opts["boost"])
     if opts["focal"] is not None:  # the point itself, not the grid cell nearest it
