@@ -126,6 +126,22 @@ std::vector<double> pixel_prefix(const std::vector<double>& v, const AxisIndex& 
   return p;
 }
 
+// max over i < n of a[i] * w0 + b[i] * w1 (crop._lerp_rows_max for one pixel): four running maxima, so the
+// products of neighbouring i overlap (the maximum of the same values, so the same bits).
+double lerp_max(const double* a, const double* b, double w0, double w1, int n) {
+  constexpr double lowest = -std::numeric_limits<double>::infinity();
+  double m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    m0 = std::max(m0, a[i] * w0 + b[i] * w1);
+    m1 = std::max(m1, a[i + 1] * w0 + b[i + 1] * w1);
+    m2 = std::max(m2, a[i + 2] * w0 + b[i + 2] * w1);
+    m3 = std::max(m3, a[i + 3] * w0 + b[i + 3] * w1);
+  }
+  for (; i < n; ++i) m0 = std::max(m0, a[i] * w0 + b[i] * w1);
+  return std::max(std::max(m0, m1), std::max(m2, m3));
+}
+
 struct Range {
   int lo, hi;  // inclusive
 };
@@ -200,21 +216,15 @@ class Placer {
   // crop._Density.profiles / object_box / focus.
   void profiles_and_object() {
     std::vector<double> cols(W_), rows(H_);
-    for (int x = 0; x < W_; ++x) {
-      const int c0 = ix_.i0[x], c1 = ix_.i1[x];
-      const double w0 = ix_.w0[x], w1 = ix_.w1[x];
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int r = 0; r < g_.h; ++r) mx = std::max(mx, g_.at(r, c0) * w0 + g_.at(r, c1) * w1);
-      cols[x] = mx;
-    }
-    for (int y = 0; y < H_; ++y) {
-      const double* a = &g_.d[std::size_t(iy_.i0[y]) * g_.w];
-      const double* b = &g_.d[std::size_t(iy_.i1[y]) * g_.w];
-      const double w0 = iy_.w0[y], w1 = iy_.w1[y];
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int c = 0; c < g_.w; ++c) mx = std::max(mx, a[c] * w0 + b[c] * w1);
-      rows[y] = mx;
-    }
+    std::vector<double> t(g_.d.size());  // the grid transposed: a grid column's cells contiguous
+    for (int r = 0; r < g_.h; ++r)
+      for (int c = 0; c < g_.w; ++c) t[std::size_t(c) * g_.h + r] = g_.at(r, c);
+    for (int x = 0; x < W_; ++x)
+      cols[x] = lerp_max(&t[std::size_t(ix_.i0[x]) * g_.h], &t[std::size_t(ix_.i1[x]) * g_.h], ix_.w0[x], ix_.w1[x],
+                         g_.h);
+    for (int y = 0; y < H_; ++y)
+      rows[y] = lerp_max(&g_.d[std::size_t(iy_.i0[y]) * g_.w], &g_.d[std::size_t(iy_.i1[y]) * g_.w], iy_.w0[y],
+                         iy_.w1[y], g_.w);
     ox_ = object_run(cols);
     oy_ = object_run(rows);
     fx_ = double(ox_.lo + ox_.hi + 1) / 2;
