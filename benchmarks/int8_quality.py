@@ -1,0 +1,179 @@
+"""Would an int8 trunk keep the model's quality? A simulation before the int8 kernels (issue 22, item 2).
+
+``python benchmarks/int8_quality.py [--model weights/candidate-lite0/gazecrop-fast.gzw] [--calibration 64]
+[--activations per-tensor|per-channel] [--images N] [--json OUT]``
+
+Runs the NumPy reference (:mod:`gazecrop.reference`) twice per val image of the eye-tracking data: in float32,
+and with the quantisation of ``docs/int8-plan.md`` simulated ("fake quantisation": every quantised number is
+rounded to its int8 grid and used as float): weights symmetric int8 per output channel (``s_w[m] = max|w[m]| /
+127``), activations int8 with a zero point, their ranges calibrated on ``--calibration`` train images (min /
+max of each value; ReLU6 outputs use [0, 6]), per tensor (the plan) or per channel (for comparison). The
+trunk is every op up to the last inverted residual (the last depthwise convolution, its projection and skip
+add): its input, outputs and weights are quantised; the readout, blur, centre bias and log-softmax stay
+float32 on the dequantised trunk values, as the plan keeps them.
+
+Reports, pooled over the val images (``gazecrop.evaluate``): information gain over the centre bias (bit per
+fixation) and AUC-Judd for both, and how often the default crop (``gazecrop.crop.choose_crop``, 1:1, 16:9, 9:16,
+2:1) moves by more than 1 % of the image side; against the issue's quality bar (IG within 0.01 bit, AUC within
+0.002, >= 97 % of crops within 1 %). A simulation rounds like the planned kernels but accumulates in float32,
+so it bounds the quantisation error, not the kernels' exact bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# the centre bias of the information gain: the checkout's (an installed package does not carry it)
+os.environ.setdefault("GAZECROP_CENTRE_BIAS", str(ROOT / "weights" / "teacher" / "centre_bias.npz"))
+
+from gazecrop import datasets as gds  # noqa: E402
+from gazecrop import reference, weights  # noqa: E402
+from gazecrop.evaluate import evaluate  # noqa: E402
+from gazecrop.model import resize_rgb  # noqa: E402
+
+crop = importlib.import_module("gazecrop.crop")  # the module (gazecrop.crop is the function)
+ASPECTS = ("1:1", "16:9", "9:16", "2:1")
+QUALITY_BAR = {"ig": 0.01, "auc": 0.002, "crops": 0.97}
+
+
+def trunk_end(net: weights.Network) -> int:
+    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add)."""
+    last = max((i for i, op in enumerate(net.ops) if op.kind == "depthwise_conv2d"), default=None)
+    if last is None:
+        raise SystemExit("int8_quality: the network has no depthwise convolution (no inverted-residual trunk)")
+    end = last + 2  # the depthwise op and its 1x1 projection
+    if end < len(net.ops) and net.ops[end].kind == "add":
+        end += 1
+    return end
+
+
+def quantise_weights(net: weights.Network, n_ops: int) -> weights.Network:
+    """A copy whose first ``n_ops`` conv / depthwise weights are rounded to int8 per output channel."""
+    import copy
+
+    q = copy.deepcopy(net)
+    for op in q.ops[:n_ops]:
+        if op.kind in ("conv2d", "depthwise_conv2d"):
+            name, w = op.tensors[0]
+            s = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+            s = np.where(s > 0, s / 127.0, 1.0).astype(np.float32)[:, None, None, None]
+            op.tensors[0] = (name, (np.clip(np.round(w / s), -127, 127) * s).astype(np.float32))
+    return q
+
+
+def model_input(net: weights.Network, img: np.ndarray) -> np.ndarray:
+    h, w = net.input_size(img.shape[0], img.shape[1])
+    return resize_rgb(img, h, w)
+
+
+def fp32_values(net: weights.Network, img: np.ndarray, n_ops: int) -> List[np.ndarray]:
+    return reference.values(net, model_input(net, img), upto=n_ops)
+
+
+def calibrate(net: weights.Network, samples, n_ops: int, per_channel: bool) -> Dict[int, Tuple[np.ndarray, ...]]:
+    """Value id -> (low, high) over the calibration images (per channel: arrays (C, 1, 1))."""
+    axes = (1, 2) if per_channel else (0, 1, 2)
+    lo: Dict[int, np.ndarray] = {}
+    hi: Dict[int, np.ndarray] = {}
+    for s in samples:
+        for v, x in enumerate(fp32_values(net, gds.load_image(s), n_ops)):
+            a, b = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
+            lo[v] = a if v not in lo else np.minimum(lo[v], a)
+            hi[v] = b if v not in hi else np.maximum(hi[v], b)
+    out = {}
+    for v in lo:
+        if v > 0 and net.ops[v - 1].kind in ("conv2d", "depthwise_conv2d") and net.ops[v - 1].ip(5) == 3:
+            out[v] = (np.zeros_like(lo[v]), np.full_like(hi[v], 6.0))  # ReLU6: the fixed range
+        else:
+            out[v] = (np.minimum(lo[v], 0.0), np.maximum(hi[v], 0.0))  # 0 exactly representable (padding)
+    return out
+
+
+def fake_quant(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """int8 with a zero point over [lo, hi]: ``q = clip(round(x / s) + z, -128, 127)``, back to ``(q - z) s``."""
+    s = np.maximum((hi - lo) / 255.0, 1e-12)
+    z = np.round(-128.0 - lo / s)
+    q = np.clip(np.round(x / s) + z, -128, 127)
+    return ((q - z) * s).astype(np.float32)
+
+
+def int8_log_density(net_q: weights.Network, img: np.ndarray, n_ops: int, ranges) -> np.ndarray:
+    vals = [fake_quant(reference.preprocess(net_q, model_input(net_q, img)), *ranges[0])]
+    for i, op in enumerate(net_q.ops):
+        y = reference._run_op(op, vals)
+        if i + 1 <= n_ops:
+            y = fake_quant(y, *ranges[i + 1])
+        vals.append(y)
+    return vals[-1][0].astype(np.float32)
+
+
+def crop_moves(grid_a: np.ndarray, grid_b: np.ndarray, size: Tuple[int, int]) -> List[bool]:
+    """Per aspect: whether the default crop moves by more than 1 % of the image side between the two maps."""
+    out = []
+    for ra, rb in zip(crop.choose_crops(grid_a, size, ASPECTS), crop.choose_crops(grid_b, size, ASPECTS)):
+        dx, dy = abs(ra.box.left - rb.box.left), abs(ra.box.top - rb.box.top)
+        out.append(dx > 0.01 * size[0] or dy > 0.01 * size[1])
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"))
+    p.add_argument("--calibration", type=int, default=64, help="train images for the activation ranges")
+    p.add_argument("--activations", choices=("per-tensor", "per-channel"), default="per-tensor")
+    p.add_argument("--images", type=int, default=None, help="val images (default: all)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    net = weights.read_weights(args.model)
+    n_ops = trunk_end(net)
+    train = gds.load_datasets(split="train")
+    step = max(1, len(train) // args.calibration)
+    calib = train[::step][:args.calibration]
+    t0 = time.time()
+    ranges = calibrate(net, calib, n_ops, args.activations == "per-channel")
+    net_q = quantise_weights(net, n_ops)
+    val = gds.load_datasets(split="val")[:args.images]
+    grids: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def fp32(s, img):
+        g = reference.run(net, model_input(net, img))
+        gq = int8_log_density(net_q, img, n_ops, ranges)
+        grids[s.key] = (g, gq)
+        return crop.resample_log_density(g, (s.width, s.height)).astype(np.float64)
+
+    def int8(s, img):
+        return crop.resample_log_density(grids[s.key][1], (s.width, s.height)).astype(np.float64)
+
+    res = evaluate([("fp32", fp32), ("int8 (simulated)", int8)], val, log=lambda m: print(m, file=sys.stderr))
+    moved = [m for s in val for m in crop_moves(*grids[s.key], (s.width, s.height))]
+    a, b = res["fp32"]["pooled"], res["int8 (simulated)"]["pooled"]
+    out = {"model": str(args.model), "trunk_ops": n_ops, "activations": args.activations,
+           "calibration_images": len(calib), "val_images": len(val), "fp32": a, "int8": b,
+           "ig_drop": a["ig"] - b["ig"], "auc_drop": a["auc"] - b["auc"],
+           "crops_within_1pct": 1.0 - float(np.mean(moved)), "seconds": time.time() - t0}
+    out["passes"] = bool(out["ig_drop"] <= QUALITY_BAR["ig"] and out["auc_drop"] <= QUALITY_BAR["auc"]
+                         and out["crops_within_1pct"] >= QUALITY_BAR["crops"])
+    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, activations {args.activations}, "
+          f"{len(calib)} calibration images, {len(val)} val images")
+    print(f"  IG  fp32 {a['ig']:.4f}  int8 {b['ig']:.4f}  drop {out['ig_drop']:+.4f} bit/fix (bar 0.01)")
+    print(f"  AUC fp32 {a['auc']:.4f}  int8 {b['auc']:.4f}  drop {out['auc_drop']:+.4f} (bar 0.002)")
+    print(f"  crops within 1 % of the side: {out['crops_within_1pct']:.1%} of {len(moved)} (bar 97 %)")
+    print(f"  quality bar: {'met' if out['passes'] else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
