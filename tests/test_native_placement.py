@@ -128,6 +128,65 @@ def test_maps_the_core_does_not_take_as_they_are_still_place_alike():
     assert not crop._native(opts, (1, 1 << 14), (1, 1 << 15))  # 2^29 interpolations: Python's numpy
 
 
+def test_grids_and_images_beyond_the_core_run_in_python_alike(monkeypatch):
+    # (new-user findings) a full-resolution map over 2^22 cells, and images beyond the core's limits
+    opts = crop.check_options()
+    assert not crop._native(opts, (1800, 2400), (2400, 1800))  # 4.3 M cells
+    assert crop._native(opts, (2048, 2048), (2048, 2048))
+    g = np.zeros((2049, 2048))
+    ref, nat = both(g, (4, 3), ["1:1"])
+    assert isinstance(ref, list) and nat == ref
+    with pytest.raises(ValueError, match="1 to 1048576 pixels a side"):
+        crop.choose_crop(np.zeros((2, 2)), ((1 << 20) + 1, 2), "1:1")
+
+
+@pytest.mark.parametrize("size, error", [
+    ((320.9, 240), TypeError), (("320", "240"), TypeError), ("32", TypeError), (b"\x20\x18", TypeError),
+    ({320: 1, 240: 2}, TypeError), ((True, 240), TypeError), ((320,), TypeError), ((float("inf"), 240), TypeError),
+    ((0, 240), ValueError), ((2**40, 2**40), ValueError), ((np.int64(320), np.int32(240)), None),
+])
+def test_image_sizes_are_ints_within_range(size, error):
+    if error is None:
+        assert crop.choose_crop(np.zeros((3, 4)), size, "1:1").box.height == 240
+        return
+    with pytest.raises(error):
+        crop.choose_crop(np.zeros((3, 4)), size, "1:1")
+
+
+@pytest.mark.parametrize("grid", [np.zeros((3, 4), bool), np.array([["a", "b"]]), np.zeros((2, 2), "datetime64[s]"),
+                                  np.zeros((2, 2), [("a", "f8")]), np.zeros((2, 2), complex),
+                                  np.ma.masked_array(np.zeros((2, 2)), [[1, 0], [0, 0]]),
+                                  np.array([[None, 1.0]], object)])
+def test_grids_that_are_not_real_numbers_are_refused(grid):
+    with pytest.raises(TypeError, match="log_density"):
+        crop.choose_crop(grid, (40, 30), "1:1")
+
+
+def test_huge_numbers_give_value_errors_or_their_limit():
+    g = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="aspect"):
+        crop.choose_crop(g, (40, 30), 10**400)
+    with pytest.raises(ValueError, match="at most"):
+        crop.choose_crop(g, (40, 30), "9:16", boost=[((0, 0, 10, 10), 1e305)])
+    assert crop.choose_crop(g, (40, 30), "1:1", object_yield=10**400) == crop.choose_crop(g, (40, 30), "1:1",
+                                                                                           object_yield=math.inf)
+    crop.choose_crop(g, (40, 30), "9:16", boost=[((0, 0, 10, 10), crop.MAX_BOOST)] * 3)  # finite masses
+
+
+@pytest.mark.parametrize("value, native, warns", [("python", False, False), (" PYTHON ", False, False),
+                                                  ("", True, False), ("Native", True, False),
+                                                  ("garbage", True, True)])
+def test_the_placement_switch(monkeypatch, value, native, warns):
+    import warnings
+
+    monkeypatch.setenv("GAZECROP_PLACEMENT", value)
+    monkeypatch.setattr(crop, "_WARNED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert crop._native(crop.check_options(), (24, 32), (1024, 768)) == native
+    assert bool(caught) == warns and all("GAZECROP_PLACEMENT" in str(w.message) for w in caught)
+
+
 def test_the_binding_copies_unaligned_and_huge_grids_safely():
     raw = np.zeros(4 * 5 * 8 + 1, np.uint8)
     d = raw[1:].view(np.float64).reshape(4, 5)  # misaligned by one byte

@@ -71,7 +71,7 @@ def test_cli_fit_pads_thumbnails_as_the_api_does(fixed, tmp_path, capsys):
     (["--keep", "1,2,3,x"], "--keep '1,2,3,x': expected"),
     (["--keep", "0,0,0,5"], "--keep: keep box"),
     (["--boost", "1,2,3,4"], "--boost '1,2,3,4': expected L,T,W,H,WEIGHT"),
-    (["--boost", "1,2,3,4,0"], "--boost: boost weight must be finite and > 0"),
+    (["--boost", "1,2,3,4,0"], "--boost: boost weight must be > 0 and at most 1e+09"),
     (["--focal", "5"], "--focal '5': expected X,Y"),
     (["--focal=-1,5"], "--focal: focal"),
     (["--fit", "pad"], "--fit pad applies to --size thumbnails"),

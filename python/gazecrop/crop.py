@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from numbers import Real
 from typing import Iterable, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
@@ -92,7 +93,7 @@ __all__ = [
     "check_zoom", "check_options",
     "cut_through", "object_box", "MAX_POSITIONS", "check_regions", "focal_log_density", "FOCAL_SIGMA",
     "FOCAL_GRID", "HEAD_YIELD", "HEAD_UP", "HEAD_DOWN", "head_box", "heads_from_map", "HEAD_THRESHOLD",
-    "MIN_HEAD", "HEAD_GRID",
+    "MIN_HEAD", "HEAD_GRID", "MAX_SIDE", "MAX_BOOST",
 ]
 
 Strategy = Literal["mass", "point", "centre"]
@@ -154,6 +155,10 @@ HEAD_YIELD = 0.98
 
 HEAD_UP, HEAD_DOWN = 0.5, 0.1
 """A head (:func:`head_box`) is the face box grown up by half its height (hair) and down by a tenth (chin)."""
+
+MAX_BOOST = 1e9
+"""The largest ``boost`` weight (a billion times the map's own mass: far past any visible effect; larger
+weights overflowed the masses)."""
 
 FOCAL_SIGMA = 0.02
 """``focal``: the narrow map's standard deviation as a share of the image's long side (the box of the
@@ -307,7 +312,10 @@ def parse_aspect(aspect: AspectLike) -> float:
                 raise ValueError(f"aspect ratio {aspect!r}: both sides must be positive")
             value = num / den  # checked below: a quotient can still under- or overflow
     elif isinstance(aspect, Real):
-        value = float(aspect)
+        try:
+            value = float(aspect)
+        except OverflowError:
+            raise ValueError(f"aspect ratio must be positive and finite, got {aspect!r}") from None
     else:
         raise TypeError(f"aspect must be a number or a string like '16:9', got {type(aspect).__name__}")
     if not (math.isfinite(value) and value > 0):
@@ -431,13 +439,26 @@ def _col_sum(d: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.cumsum(d * weights[None, :], axis=1)[:, -1]
 
 
+MAX_SIDE = 1 << 20
+"""The longest image side the placement takes, in pixels (the native core's limit too)."""
+
+
 def _check_size(size: Sequence[int]) -> Tuple[int, int]:
+    """``(width, height)``: two ints (Python or numpy, not bools), each 1 to :data:`MAX_SIDE`.
+
+    Raises:
+        TypeError: not a pair of ints (a float, a string, a bool). ValueError: a side out of range."""
+    if isinstance(size, (str, bytes, dict)):
+        raise TypeError(f"size must be (width, height) ints, got {size!r}")
     try:
-        W, H = (int(v) for v in size)
+        W, H = size
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (width, height), got {size!r}") from None
-    if W < 1 or H < 1:
-        raise ValueError(f"image size must be positive, got {W}x{H}")
+        raise TypeError(f"size must be (width, height) ints, got {size!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (W, H)):
+        raise TypeError(f"size must be (width, height) ints, got {size!r}")
+    W, H = int(W), int(H)
+    if not (1 <= W <= MAX_SIDE and 1 <= H <= MAX_SIDE):
+        raise ValueError(f"image size must be 1 to {MAX_SIDE} pixels a side, got {W}x{H}")
     return W, H
 
 
@@ -450,7 +471,16 @@ def _unit_density(log_density: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
     Raises:
         ValueError: not a non-empty 2-D grid, NaN or +inf in it, or -inf everywhere."""
-    ld = np.asarray(log_density, dtype=np.float64)
+    if isinstance(log_density, np.ma.MaskedArray):
+        raise TypeError("log_density must be a plain array (a masked array's mask would be ignored)")
+    raw = np.asarray(log_density)
+    if raw.dtype.kind not in "iufO" or (raw.dtype.kind == "O" and not all(
+            isinstance(v, Real) and not isinstance(v, bool) for v in raw.flat)):
+        raise TypeError(f"log_density must hold real numbers, got dtype {raw.dtype}")
+    try:
+        ld = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError("log_density must hold real numbers") from None
     if ld.ndim != 2 or ld.shape[0] < 1 or ld.shape[1] < 1:
         raise ValueError(f"log_density must be a 2-D (h, w) grid, got shape {ld.shape}")
     if np.isnan(ld).any() or np.isposinf(ld).any():
@@ -1086,7 +1116,10 @@ def _check_yield(object_yield: Optional[float]) -> Optional[float]:
     if isinstance(object_yield, bool) or not isinstance(object_yield, Real):
         raise TypeError(f"object_yield must be a number >= 0 (inf: never yield) or None, "
                         f"got {type(object_yield).__name__}")
-    v = float(object_yield)
+    try:
+        v = float(object_yield)
+    except OverflowError:  # an int beyond every float: never yield, as inf
+        v = math.inf
     if not v >= 0.0:
         raise ValueError(f"object_yield must be >= 0 (inf: never yield) or None, got {object_yield!r}")
     return v
@@ -1261,6 +1294,10 @@ def _crop_result(a: float, size: Tuple[int, int], cands: List[Candidate], close:
                       pad=bool(close or near or (kept is not None and kept < 1.0)))
 
 
+NATIVE_CELLS = 1 << 22
+"""The native placement takes grids of at most this many cells (a full-resolution map over 4.2 MP runs in
+Python)."""
+
 NATIVE_WORK = 1 << 28
 """The native placement takes grids and images whose profiles cost at most this many interpolations
 (``W * h + H * w``: grid rows times image width plus grid columns times image height; a model's 24x32 grid on a
@@ -1276,8 +1313,25 @@ def _native(opts: dict, grid_shape: Tuple[int, ...], size: Tuple[int, int]) -> b
         return False  # the reference's error message
     (h, w), (W, H) = grid_shape, size
     return (opts["strategy"] == "mass" and opts["margin"] is None and opts["zoom"] is None and not opts["keep"]
-            and not opts["boost"] and W * h + H * w <= NATIVE_WORK
-            and os.environ.get("GAZECROP_PLACEMENT", "native") != "python")
+            and not opts["boost"] and h * w <= NATIVE_CELLS and W * h + H * w <= NATIVE_WORK
+            and _placement_setting() == "native")
+
+
+_WARNED: set = set()
+
+
+def _placement_setting() -> str:
+    """``GAZECROP_PLACEMENT``: "python" forces the reference, "native" (or unset) the core; case and spaces do
+    not matter; any other value warns once and means "native"."""
+    raw = os.environ.get("GAZECROP_PLACEMENT", "")
+    value = raw.strip().lower() or "native"
+    if value not in ("python", "native"):
+        if raw not in _WARNED:
+            _WARNED.add(raw)
+            warnings.warn(f"GAZECROP_PLACEMENT={raw!r} is neither 'python' nor 'native'; using native",
+                          RuntimeWarning, stacklevel=4)
+        value = "native"
+    return value
 
 
 def _place_native(log_density: np.ndarray, size: Tuple[int, int], aspects: List[AspectLike],
@@ -1363,8 +1417,9 @@ def check_regions(keep: Optional[Iterable[Sequence[int]]] = None,
                   focal: Optional[Tuple[float, float]] = None) -> dict:
     """The user's regions of :func:`choose_crops`, checked and normalised without the image's size:
     ``keep`` a tuple of :class:`CropBox`, ``boost`` a tuple of ``(CropBox, weight)``, ``focal`` an ``(x, y)``
-    pair of floats, or None. Boxes are ``(left, top, width, height)`` ints, weights finite and > 0, ``focal``
-    two finite numbers >= 0; whether they lie inside the image is checked when the size is known.
+    pair of floats, or None. Boxes are ``(left, top, width, height)`` ints, weights > 0 and at most
+    :data:`MAX_BOOST`, ``focal`` two finite numbers >= 0; whether they lie inside the image is checked when the
+    size is known.
 
     Raises:
         TypeError: a value of the wrong type (one box where a list is expected, a float coordinate).
@@ -1382,9 +1437,13 @@ def check_regions(keep: Optional[Iterable[Sequence[int]]] = None,
             raise TypeError(f"boost must be a list of (box, weight) pairs, got {item!r}") from None
         if isinstance(w, bool) or not isinstance(w, Real):
             raise TypeError(f"boost weight must be a number, got {w!r}")
-        if not (math.isfinite(float(w)) and float(w) > 0):
-            raise ValueError(f"boost weight must be finite and > 0, got {w!r}")
-        boosts.append((_int_box(b, "boost box"), float(w)))
+        try:
+            wf = float(w)
+        except OverflowError:
+            wf = math.inf
+        if not (0 < wf <= MAX_BOOST):
+            raise ValueError(f"boost weight must be > 0 and at most {MAX_BOOST:g}, got {w!r}")
+        boosts.append((_int_box(b, "boost box"), wf))
     point = None
     if focal is not None:
         try:
