@@ -112,7 +112,8 @@ py::tuple place(const py::array& density, int width, int height, const std::vect
   if (density.ndim() != 2) throw py::value_error("density must be a 2-D (h, w) grid, got shape " + shape_str(density));
   if (!(density.flags() & py::array::c_style))
     throw py::value_error("density must be C-contiguous (use numpy.ascontiguousarray)");
-  if (density.shape(0) * density.shape(1) > (py::ssize_t(1) << 22))
+  const py::ssize_t cells_max = py::ssize_t(1) << 22;
+  if (density.shape(0) > cells_max || density.shape(1) > cells_max || density.shape(0) * density.shape(1) > cells_max)
     throw py::value_error("density grid " + shape_str(density) + " too large (at most 2^22 cells)");
   // Copied while the GIL is held: an unaligned buffer (numpy allows one) is read byte-wise, and another thread
   // changing the array cannot race the placement.

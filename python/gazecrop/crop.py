@@ -470,7 +470,8 @@ def _unit_density(log_density: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     (maximum exactly 1).
 
     Raises:
-        ValueError: not a non-empty 2-D grid, NaN or +inf in it, or -inf everywhere."""
+        TypeError: not real numbers (bools, strings, complex numbers, a masked array). ValueError: not a
+        non-empty 2-D grid, NaN or +inf in it, or -inf everywhere."""
     if isinstance(log_density, np.ma.MaskedArray):
         raise TypeError("log_density must be a plain array (a masked array's mask would be ignored)")
     raw = np.asarray(log_density)
@@ -1307,8 +1308,8 @@ NATIVE_WORK = 1 << 28
 def _native(opts: dict, grid_shape: Tuple[int, ...], size: Tuple[int, int]) -> bool:
     """Whether the native placement (``gazecrop._core.place``, :func:`_place_native`) runs these options: the
     ``"mass"`` rule for the largest box, without ``margin``, ``zoom``, ``keep`` or ``boost`` (the defaults;
-    the rest runs here in Python), on a grid and image within :data:`NATIVE_WORK`. ``GAZECROP_PLACEMENT=python``
-    forces this module's own code (tests)."""
+    the rest runs here in Python), on a grid and image within :data:`NATIVE_CELLS` and :data:`NATIVE_WORK`
+    (:func:`_placement_setting`: ``GAZECROP_PLACEMENT=python`` forces this module's own code)."""
     if len(grid_shape) != 2:
         return False  # the reference's error message
     (h, w), (W, H) = grid_shape, size
