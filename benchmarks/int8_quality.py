@@ -1,7 +1,8 @@
 """Would an int8 trunk keep the model's quality? A simulation before the int8 kernels (issue 22, item 2).
 
 ``python benchmarks/int8_quality.py [--model weights/candidate-lite0/gazecrop-fast.gzw] [--calibration 64]
-[--activations per-tensor|per-channel] [--images N] [--json OUT]``
+[--quantise both|weights|activations] [--activations per-tensor|per-channel|depthwise-per-channel]
+[--relu6 fixed|calibrated] [--percentile P] [--reference-noise] [--images N] [--json OUT]``
 
 Runs the NumPy reference (:mod:`gazecrop.reference`) twice per val image of the eye-tracking data: in float32,
 and with the quantisation of ``docs/int8-plan.md`` simulated ("fake quantisation": every quantised number is
@@ -80,16 +81,27 @@ def fp32_values(net: weights.Network, img: np.ndarray, n_ops: int) -> List[np.nd
     return reference.values(net, model_input(net, img), upto=n_ops)
 
 
-def calibrate(net: weights.Network, samples, n_ops: int, per_channel: bool,
-              percentile: float = 100.0) -> Dict[int, Tuple[np.ndarray, ...]]:
-    """Value id -> (low, high) over the calibration images (per channel: arrays (C, 1, 1)): the min / max over
-    all images, or with ``percentile`` < 100 the mean over the images of each image's (100 - p, p) percentiles
-    (long tails clipped)."""
-    axes = (1, 2) if per_channel else (0, 1, 2)
+def per_channel_values(net: weights.Network, n_ops: int, activations: str) -> set:
+    """Value ids whose activation scale is per channel: all (``per-channel``), those read by a depthwise
+    convolution (``depthwise-per-channel``: the depthwise kernels run channel by channel, so there a per-channel
+    input scale costs nothing), or none (``per-tensor``)."""
+    if activations == "per-channel":
+        return set(range(n_ops + 1))
+    if activations == "depthwise-per-channel":
+        return {op.inputs[0] for op in net.ops[:n_ops] if op.kind == "depthwise_conv2d"}
+    return set()
+
+
+def calibrate(net: weights.Network, samples, n_ops: int, per_channel: set, percentile: float = 100.0,
+              relu6_fixed: bool = True) -> Dict[int, Tuple[np.ndarray, ...]]:
+    """Value id -> (low, high) over the calibration images (arrays (C, 1, 1) for the values in ``per_channel``):
+    the min / max over all images, or with ``percentile`` < 100 the mean over the images of each image's
+    (100 - p, p) percentiles (long tails clipped). ReLU6 outputs get [0, 6] unless ``relu6_fixed`` is False."""
     lo: Dict[int, np.ndarray] = {}
     hi: Dict[int, np.ndarray] = {}
     for s in samples:
         for v, x in enumerate(fp32_values(net, gds.load_image(s), n_ops)):
+            axes = (1, 2) if v in per_channel else (0, 1, 2)
             if percentile < 100:
                 a = np.percentile(x, 100 - percentile, axis=axes, keepdims=True) / len(samples)
                 b = np.percentile(x, percentile, axis=axes, keepdims=True) / len(samples)
@@ -100,7 +112,8 @@ def calibrate(net: weights.Network, samples, n_ops: int, per_channel: bool,
             hi[v] = b if v not in hi else np.maximum(hi[v], b)
     out = {}
     for v in lo:
-        if v > 0 and net.ops[v - 1].kind in ("conv2d", "depthwise_conv2d") and net.ops[v - 1].ip(5) == 3:
+        relu6 = v > 0 and net.ops[v - 1].kind in ("conv2d", "depthwise_conv2d") and net.ops[v - 1].ip(5) == 3
+        if relu6 and relu6_fixed:
             out[v] = (np.zeros_like(lo[v]), np.full_like(hi[v], 6.0))  # ReLU6: the fixed range
         else:
             out[v] = (np.minimum(lo[v], 0.0), np.maximum(hi[v], 0.0))  # 0 exactly representable (padding)
@@ -108,7 +121,10 @@ def calibrate(net: weights.Network, samples, n_ops: int, per_channel: bool,
 
 
 def fake_quant(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """int8 with a zero point over [lo, hi]: ``q = clip(round(x / s) + z, -128, 127)``, back to ``(q - z) s``."""
+    """int8 with a zero point over [lo, hi]: ``q = clip(round(x / s) + z, -128, 127)``, back to ``(q - z) s``;
+    an infinite range leaves ``x`` as it is (``--quantise weights``)."""
+    if not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)):
+        return x
     s = np.maximum((hi - lo) / 255.0, 1e-12)
     z = np.round(-128.0 - lo / s)
     q = np.clip(np.round(x / s) + z, -128, 127)
@@ -125,6 +141,17 @@ def int8_log_density(net_q: weights.Network, img: np.ndarray, n_ops: int, ranges
     return vals[-1][0].astype(np.float32)
 
 
+def jpeg95(img: np.ndarray) -> np.ndarray:
+    """The photo saved as a quality-95 JPEG and decoded again (a change nobody sees)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
 def crop_moves(grid_a: np.ndarray, grid_b: np.ndarray, size: Tuple[int, int]) -> List[bool]:
     """Per aspect: whether the default crop moves by more than 1 % of the image side between the two maps."""
     out = []
@@ -138,7 +165,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"))
     p.add_argument("--calibration", type=int, default=64, help="train images for the activation ranges")
-    p.add_argument("--activations", choices=("per-tensor", "per-channel"), default="per-tensor")
+    p.add_argument("--activations", choices=("per-tensor", "per-channel", "depthwise-per-channel"),
+                   default="per-tensor")
+    p.add_argument("--relu6", choices=("fixed", "calibrated"), default="fixed",
+                   help="ReLU6 outputs: the fixed range [0, 6] (the plan) or calibrated like the rest")
+    p.add_argument("--quantise", choices=("both", "weights", "activations"), default="both",
+                   help="what is rounded to int8 (the others stay float32): to see where the error comes from")
+    p.add_argument("--reference-noise", action="store_true",
+                   help="also: how often the float32 crop itself moves when the photo is saved again as a "
+                        "quality-95 JPEG (how strict the crop bar is)")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation ranges from this percentile per image, averaged (default 100: min / max)")
     p.add_argument("--images", type=int, default=None, help="val images (default: all)")
@@ -151,8 +186,11 @@ def main(argv=None) -> int:
     step = max(1, len(train) // args.calibration)
     calib = train[::step][:args.calibration]
     t0 = time.time()
-    ranges = calibrate(net, calib, n_ops, args.activations == "per-channel", args.percentile)
-    net_q = quantise_weights(net, n_ops)
+    ranges = calibrate(net, calib, n_ops, per_channel_values(net, n_ops, args.activations), args.percentile,
+                       args.relu6 == "fixed")
+    net_q = quantise_weights(net, n_ops) if args.quantise != "activations" else net
+    if args.quantise == "weights":
+        ranges = {v: (np.float32(-np.inf), np.float32(np.inf)) for v in ranges}  # fake_quant leaves these alone
     val = gds.load_datasets(split="val")[:args.images]
     grids: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
 
@@ -167,20 +205,31 @@ def main(argv=None) -> int:
 
     res = evaluate([("fp32", fp32), ("int8 (simulated)", int8)], val, log=lambda m: print(m, file=sys.stderr))
     moved = [m for s in val for m in crop_moves(*grids[s.key], (s.width, s.height))]
+    noise = None
+    if args.reference_noise:
+        noise = [m for s in val for m in crop_moves(grids[s.key][0], reference.run(net, model_input(
+            net, jpeg95(gds.load_image(s)))), (s.width, s.height))]
     a, b = res["fp32"]["pooled"], res["int8 (simulated)"]["pooled"]
     out = {"model": str(args.model), "trunk_ops": n_ops, "activations": args.activations,
-           "percentile": args.percentile,
+           "percentile": args.percentile, "relu6": args.relu6, "quantise": args.quantise,
            "calibration_images": len(calib), "val_images": len(val), "fp32": a, "int8": b,
            "ig_drop": a["ig"] - b["ig"], "auc_drop": a["auc"] - b["auc"],
            "crops_within_1pct": 1.0 - float(np.mean(moved)), "seconds": time.time() - t0}
+    if noise is not None:
+        out["fp32_jpeg95_crops_within_1pct"] = 1.0 - float(np.mean(noise))
     out["passes"] = bool(out["ig_drop"] <= QUALITY_BAR["ig"] and out["auc_drop"] <= QUALITY_BAR["auc"]
                          and out["crops_within_1pct"] >= QUALITY_BAR["crops"])
-    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, activations {args.activations}, ranges "
+    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, int8 {args.quantise}, activations "
+          f"{args.activations}, ReLU6 "
+          f"{args.relu6}, ranges "
           f"{'min / max' if args.percentile >= 100 else f'{args.percentile:g} percentile'}, {len(calib)} "
           f"calibration images, {len(val)} val images")
     print(f"  IG  fp32 {a['ig']:.4f}  int8 {b['ig']:.4f}  drop {out['ig_drop']:+.4f} bit/fix (bar 0.01)")
     print(f"  AUC fp32 {a['auc']:.4f}  int8 {b['auc']:.4f}  drop {out['auc_drop']:+.4f} (bar 0.002)")
     print(f"  crops within 1 % of the side: {out['crops_within_1pct']:.1%} of {len(moved)} (bar 97 %)")
+    if noise is not None:
+        print(f"  float32 itself, photo saved again as a quality-95 JPEG: crops within 1 %: "
+              f"{out['fp32_jpeg95_crops_within_1pct']:.1%} of {len(noise)}")
     print(f"  quality bar: {'met' if out['passes'] else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
