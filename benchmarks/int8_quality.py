@@ -1,8 +1,9 @@
 """Would an int8 trunk keep the model's quality? A simulation before the int8 kernels (issue 22, item 2).
 
 ``python benchmarks/int8_quality.py [--model weights/candidate-lite0/gazecrop-fast.gzw] [--calibration 64]
-[--quantise both|weights|activations] [--activations per-tensor|per-channel|depthwise-per-channel]
-[--relu6 fixed|calibrated] [--percentile P] [--reference-noise] [--images N] [--json OUT]``
+[--quantise both|weights|activations] [--weight-scale max|mse]
+[--activations per-tensor|per-channel|depthwise-per-channel] [--relu6 fixed|calibrated] [--percentile P]
+[--reference-noise] [--images N] [--json OUT]``
 
 Runs the NumPy reference (:mod:`gazecrop.reference`) twice per val image of the eye-tracking data: in float32,
 and with the quantisation of ``docs/int8-plan.md`` simulated ("fake quantisation": every quantised number is
@@ -58,16 +59,33 @@ def trunk_end(net: weights.Network) -> int:
     return end
 
 
-def quantise_weights(net: weights.Network, n_ops: int) -> weights.Network:
-    """A copy whose first ``n_ops`` conv / depthwise weights are rounded to int8 per output channel."""
+def weight_scales(w: np.ndarray, rule: str) -> np.ndarray:
+    """Per output channel scales (M,) of symmetric int8 weights: ``max |w| / 127`` (``max``), or the clipped
+    scale ``a max |w| / 127``, a in [0.5, 1] by steps of 0.01, with the least squared rounding error (``mse``)."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    top = np.abs(flat).max(axis=1)
+    top = np.where(top > 0, top, 127.0)
+    if rule == "max":
+        return top / 127.0
+    best, err = top / 127.0, np.full(len(top), np.inf)
+    for a in np.arange(0.5, 1.0001, 0.01):
+        s = a * top / 127.0
+        e = ((np.clip(np.round(flat / s[:, None]), -127, 127) * s[:, None] - flat) ** 2).sum(axis=1)
+        better = e < err
+        best, err = np.where(better, s, best), np.where(better, e, err)
+    return best
+
+
+def quantise_weights(net: weights.Network, n_ops: int, rule: str = "max") -> weights.Network:
+    """A copy whose first ``n_ops`` conv / depthwise weights are rounded to int8 per output channel
+    (:func:`weight_scales`)."""
     import copy
 
     q = copy.deepcopy(net)
     for op in q.ops[:n_ops]:
         if op.kind in ("conv2d", "depthwise_conv2d"):
             name, w = op.tensors[0]
-            s = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
-            s = np.where(s > 0, s / 127.0, 1.0).astype(np.float32)[:, None, None, None]
+            s = weight_scales(w, rule)[:, None, None, None]
             op.tensors[0] = (name, (np.clip(np.round(w / s), -127, 127) * s).astype(np.float32))
     return q
 
@@ -171,6 +189,8 @@ def main(argv=None) -> int:
                    help="ReLU6 outputs: the fixed range [0, 6] (the plan) or calibrated like the rest")
     p.add_argument("--quantise", choices=("both", "weights", "activations"), default="both",
                    help="what is rounded to int8 (the others stay float32): to see where the error comes from")
+    p.add_argument("--weight-scale", choices=("max", "mse"), default="max",
+                   help="per-channel weight scale: max |w| / 127 (the plan) or clipped for the least rounding error")
     p.add_argument("--reference-noise", action="store_true",
                    help="also: how often the float32 crop itself moves when the photo is saved again as a "
                         "quality-95 JPEG (how strict the crop bar is)")
@@ -188,7 +208,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     ranges = calibrate(net, calib, n_ops, per_channel_values(net, n_ops, args.activations), args.percentile,
                        args.relu6 == "fixed")
-    net_q = quantise_weights(net, n_ops) if args.quantise != "activations" else net
+    net_q = quantise_weights(net, n_ops, args.weight_scale) if args.quantise != "activations" else net
     if args.quantise == "weights":
         ranges = {v: (np.float32(-np.inf), np.float32(np.inf)) for v in ranges}  # fake_quant leaves these alone
     val = gds.load_datasets(split="val")[:args.images]
@@ -212,6 +232,7 @@ def main(argv=None) -> int:
     a, b = res["fp32"]["pooled"], res["int8 (simulated)"]["pooled"]
     out = {"model": str(args.model), "trunk_ops": n_ops, "activations": args.activations,
            "percentile": args.percentile, "relu6": args.relu6, "quantise": args.quantise,
+           "weight_scale": args.weight_scale,
            "calibration_images": len(calib), "val_images": len(val), "fp32": a, "int8": b,
            "ig_drop": a["ig"] - b["ig"], "auc_drop": a["auc"] - b["auc"],
            "crops_within_1pct": 1.0 - float(np.mean(moved)), "seconds": time.time() - t0}
@@ -219,7 +240,8 @@ def main(argv=None) -> int:
         out["fp32_jpeg95_crops_within_1pct"] = 1.0 - float(np.mean(noise))
     out["passes"] = bool(out["ig_drop"] <= QUALITY_BAR["ig"] and out["auc_drop"] <= QUALITY_BAR["auc"]
                          and out["crops_within_1pct"] >= QUALITY_BAR["crops"])
-    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, int8 {args.quantise}, activations "
+    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, int8 {args.quantise}, weight scale "
+          f"{args.weight_scale}, activations "
           f"{args.activations}, ReLU6 "
           f"{args.relu6}, ranges "
           f"{'min / max' if args.percentile >= 100 else f'{args.percentile:g} percentile'}, {len(calib)} "
