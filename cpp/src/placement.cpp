@@ -377,9 +377,7 @@ class Placer {
       d_centre[k] = (cx - double(W_) / 2) * (cx - double(W_) / 2) + (cy - double(H_) / 2) * (cy - double(H_) / 2);
     }
     auto best_of = [&](const std::vector<char>& mask) {
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int k = 0; k < n; ++k)
-        if (mask[k]) mx = std::max(mx, J[k]);
+      const double mx = masked_max(J, mask);
       int pick = -1;
       for (int k = 0; k < n; ++k) {
         if (!mask[k] || !(J[k] >= mx - kTieTolerance)) continue;

@@ -139,6 +139,17 @@ HEAD_LOGIT_LIMIT = np.float32(1e6)
 """Head-map logits are clipped to this magnitude (:attr:`Prediction.head_map`)."""
 
 
+def _grid_pair(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Two float32 (h, w) grids of one shape (a photo's and its mirror image's).
+
+    Raises:
+        ValueError: the shapes differ or are not 2-D."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two (h, w) grids of one shape, got {a.shape} and {b.shape}")
+    return a, b
+
+
 def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) -> np.ndarray:
     """Flip-averaged log-density: ``log((exp(a) + exp(mirror(b))) / 2)`` for ``a`` the map of a photo and
     ``b`` the map of its left-right mirror image (both (h, w) grids covering the image, log-densities).
@@ -148,10 +159,7 @@ def mirror_average(log_density: np.ndarray, mirrored_log_density: np.ndarray) ->
     Raises:
         ValueError: the shapes differ.
     """
-    a = np.asarray(log_density, dtype=np.float32)
-    b = np.asarray(mirrored_log_density, dtype=np.float32)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"expected two (h, w) grids of one shape, got {a.shape} and {b.shape}")
+    a, b = _grid_pair(log_density, mirrored_log_density)
     return (np.logaddexp(a, b[:, ::-1]) - np.float32(np.log(2.0))).astype(np.float32)
 
 
@@ -162,10 +170,7 @@ def mirror_average_heads(head_logits: np.ndarray, mirrored_head_logits: np.ndarr
     Raises:
         ValueError: the shapes differ.
     """
-    a = np.asarray(head_logits, dtype=np.float32)
-    b = np.asarray(mirrored_head_logits, dtype=np.float32)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"expected two (h, w) grids of one shape, got {a.shape} and {b.shape}")
+    a, b = _grid_pair(head_logits, mirrored_head_logits)
     return ((a + b[:, ::-1]) * np.float32(0.5)).astype(np.float32)
 
 
