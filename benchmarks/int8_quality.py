@@ -39,24 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GAZECROP_CENTRE_BIAS", str(ROOT / "weights" / "teacher" / "centre_bias.npz"))
 
 from gazecrop import datasets as gds  # noqa: E402
-from gazecrop import reference, weights  # noqa: E402
+from gazecrop import int8, reference, weights  # noqa: E402
 from gazecrop.evaluate import evaluate  # noqa: E402
 from gazecrop.model import resize_rgb  # noqa: E402
 
 crop = importlib.import_module("gazecrop.crop")  # the module (gazecrop.crop is the function)
 ASPECTS = ("1:1", "16:9", "9:16", "2:1")
 QUALITY_BAR = {"ig": 0.01, "auc": 0.002, "crops": 0.97}
-
-
-def trunk_end(net: weights.Network) -> int:
-    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add)."""
-    last = max((i for i, op in enumerate(net.ops) if op.kind == "depthwise_conv2d"), default=None)
-    if last is None:
-        raise SystemExit("int8_quality: the network has no depthwise convolution (no inverted-residual trunk)")
-    end = last + 2  # the depthwise op and its 1x1 projection
-    if end < len(net.ops) and net.ops[end].kind == "add":
-        end += 1
-    return end
 
 
 def weight_scales(w: np.ndarray, rule: str) -> np.ndarray:
@@ -76,17 +65,44 @@ def weight_scales(w: np.ndarray, rule: str) -> np.ndarray:
     return best
 
 
-def quantise_weights(net: weights.Network, n_ops: int, rule: str = "max") -> weights.Network:
+def quantise_weights(net: weights.Network, n_ops: int, rule: str = "max", keep=()) -> weights.Network:
     """A copy whose first ``n_ops`` conv / depthwise weights are rounded to int8 per output channel
-    (:func:`weight_scales`)."""
+    (:func:`weight_scales`), except the ops in ``keep`` (their weights stay float32)."""
     import copy
 
     q = copy.deepcopy(net)
-    for op in q.ops[:n_ops]:
-        if op.kind in ("conv2d", "depthwise_conv2d"):
+    for i, op in enumerate(q.ops[:n_ops]):
+        if op.kind in ("conv2d", "depthwise_conv2d") and i not in keep:
             name, w = op.tensors[0]
             s = weight_scales(w, rule)[:, None, None, None]
             op.tensors[0] = (name, (np.clip(np.round(w / s), -127, 127) * s).astype(np.float32))
+    return q
+
+
+def correct_biases(net: weights.Network, net_q: weights.Network, samples, n_ops: int, ranges) -> weights.Network:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization and
+    Bias Correction", arXiv:1906.04721, section 4.2, the empirical variant): op by op through the trunk, each
+    conv / depthwise bias of ``net_q`` minus the mean over the calibration images and pixels of its
+    pre-activation error ``conv(x, W_q) - conv(x, W)``, with ``x`` the quantised network's own (already
+    corrected, fake-quantised) input. Returns a copy of ``net_q``; a kernel needs nothing new (a bias)."""
+    import copy
+
+    q = copy.deepcopy(net_q)
+    vals = [[fake_quant(reference.preprocess(q, model_input(q, gds.load_image(s))), *ranges[0])] for s in samples]
+    for i, op in enumerate(q.ops[:n_ops]):
+        if op.kind in ("conv2d", "depthwise_conv2d"):
+            f = reference._conv if op.kind == "conv2d" else reference._depthwise
+            dw = op.tensors[0][1] - net.ops[i].tensors[0][1]
+            zero = np.zeros(dw.shape[0], np.float32)
+            err = np.zeros(dw.shape[0], np.float64)
+            for v in vals:
+                x = v[op.inputs[0]]
+                e = f(x, dw, zero, op.ip(3), reference.op_padding(op, x.shape[1], x.shape[2]), 0)
+                err += e.mean(axis=(1, 2), dtype=np.float64) / len(vals)
+            name, b = op.tensors[1]
+            op.tensors[1] = (name, (b - err).astype(np.float32))
+        for v in vals:
+            v.append(fake_quant(reference._run_op(op, v), *ranges[i + 1]))
     return q
 
 
@@ -179,6 +195,33 @@ def crop_moves(grid_a: np.ndarray, grid_b: np.ndarray, size: Tuple[int, int]) ->
     return out
 
 
+def sensitivity(net: weights.Network, n_ops: int, val, rule: str) -> List[dict]:
+    """Per conv / depthwise op of the trunk: only that op's weights int8 (everything else float32), over the
+    ``val`` samples: the crops moved by more than 1 % of the side and the mean total variation distance
+    ``0.5 sum |p - q|`` between the two saliency maps (densities on the output grid)."""
+    base = {}
+    for s in val:
+        img = gds.load_image(s)
+        base[s.key] = (img, reference.run(net, model_input(net, img)))
+    rows = []
+    for i, op in enumerate(net.ops[:n_ops]):
+        if op.kind not in ("conv2d", "depthwise_conv2d"):
+            continue
+        q = quantise_weights(net, n_ops, rule, keep=set(range(n_ops)) - {i})
+        moved, tv = [], []
+        for s in val:
+            img, g = base[s.key]
+            gq = reference.run(q, model_input(q, img))
+            moved += crop_moves(g, gq, (s.width, s.height))
+            tv.append(0.5 * float(np.abs(np.exp(g.astype(np.float64)) - np.exp(gq.astype(np.float64))).sum()))
+        w = op.tensors[0][1]
+        rows.append({"op": i, "kind": op.kind, "shape": list(w.shape), "crops_moved": float(np.mean(moved)),
+                     "tv": float(np.mean(tv))})
+        print(f"  op {i:2d} {op.kind:16s} {'x'.join(map(str, w.shape)):14s} crops moved "
+              f"{rows[-1]['crops_moved']:6.1%}  mean TV {rows[-1]['tv']:.5f}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"))
@@ -196,43 +239,83 @@ def main(argv=None) -> int:
                         "quality-95 JPEG (how strict the crop bar is)")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation ranges from this percentile per image, averaged (default 100: min / max)")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="correct each quantised op's bias for its mean error on the calibration images "
+                        "(:func:`correct_biases`)")
+    p.add_argument("--fp32-ops", default="",
+                   help="comma-separated op indices whose weights stay float32 (mixed precision)")
+    p.add_argument("--exact", action="store_true",
+                   help="instead of the simulation: the exact integer trunk of gazecrop.int8 (per-tensor "
+                        "activations, max |w| / 127 weight scales, bias correction unless --no-bias-correction)")
+    p.add_argument("--no-bias-correction", action="store_true", help="with --exact: calibrate without it")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="instead: per trunk op, only its weights int8 (:func:`sensitivity`) over --images val "
+                        "images (default 60)")
     p.add_argument("--images", type=int, default=None, help="val images (default: all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     net = weights.read_weights(args.model)
-    n_ops = trunk_end(net)
+    try:
+        n_ops = int8.trunk_end(net)
+    except ValueError as e:
+        raise SystemExit(f"int8_quality: {e}")
+    if args.sensitivity:
+        val = gds.load_datasets(split="val")[:args.images or 60]
+        print(f"{Path(args.model).name}: one op's weights int8 at a time, {len(val)} val images")
+        rows = sensitivity(net, n_ops, val, args.weight_scale)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model": str(args.model), "val_images": len(val),
+                                                   "ops": rows}, indent=1) + "\n")
+        return 0
+    keep = {int(k) for k in args.fp32_ops.split(",") if k.strip()}
+    if args.exact and (keep or args.activations != "per-tensor" or args.percentile < 100 or args.relu6 != "fixed"
+                       or args.quantise != "both" or args.weight_scale != "max" or args.bias_correction):
+        p.error("--exact runs gazecrop.int8's one scheme: no simulation options (--no-bias-correction only)")
+    if args.no_bias_correction and not args.exact:
+        p.error("--no-bias-correction goes with --exact (the simulation corrects only with --bias-correction)")
     train = gds.load_datasets(split="train")
     step = max(1, len(train) // args.calibration)
     calib = train[::step][:args.calibration]
     t0 = time.time()
-    ranges = calibrate(net, calib, n_ops, per_channel_values(net, n_ops, args.activations), args.percentile,
-                       args.relu6 == "fixed")
-    net_q = quantise_weights(net, n_ops, args.weight_scale) if args.quantise != "activations" else net
-    if args.quantise == "weights":
-        ranges = {v: (np.float32(-np.inf), np.float32(np.inf)) for v in ranges}  # fake_quant leaves these alone
+    if args.exact:
+        trunk = int8.calibrate(net, [model_input(net, gds.load_image(s)) for s in calib], n_ops,
+                               bias_correction=not args.no_bias_correction)
+    else:
+        ranges = calibrate(net, calib, n_ops, per_channel_values(net, n_ops, args.activations), args.percentile,
+                           args.relu6 == "fixed")
+    if not args.exact:
+        net_q = quantise_weights(net, n_ops, args.weight_scale, keep) if args.quantise != "activations" else net
+        if args.quantise == "weights":
+            ranges = {v: (np.float32(-np.inf), np.float32(np.inf)) for v in ranges}  # fake_quant leaves these
+        if args.bias_correction:
+            net_q = correct_biases(net, net_q, calib, n_ops, ranges)
     val = gds.load_datasets(split="val")[:args.images]
     grids: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
 
     def fp32(s, img):
         g = reference.run(net, model_input(net, img))
-        gq = int8_log_density(net_q, img, n_ops, ranges)
+        if args.exact:
+            gq = int8.run(net, trunk, model_input(net, img))
+        else:
+            gq = int8_log_density(net_q, img, n_ops, ranges)
         grids[s.key] = (g, gq)
         return crop.resample_log_density(g, (s.width, s.height)).astype(np.float64)
 
-    def int8(s, img):
+    def int8_grid(s, img):
         return crop.resample_log_density(grids[s.key][1], (s.width, s.height)).astype(np.float64)
 
-    res = evaluate([("fp32", fp32), ("int8 (simulated)", int8)], val, log=lambda m: print(m, file=sys.stderr))
+    label = "int8 (exact)" if args.exact else "int8 (simulated)"
+    res = evaluate([("fp32", fp32), (label, int8_grid)], val, log=lambda m: print(m, file=sys.stderr))
     moved = [m for s in val for m in crop_moves(*grids[s.key], (s.width, s.height))]
     noise = None
     if args.reference_noise:
         noise = [m for s in val for m in crop_moves(grids[s.key][0], reference.run(net, model_input(
             net, jpeg95(gds.load_image(s)))), (s.width, s.height))]
-    a, b = res["fp32"]["pooled"], res["int8 (simulated)"]["pooled"]
+    a, b = res["fp32"]["pooled"], res[label]["pooled"]
     out = {"model": str(args.model), "trunk_ops": n_ops, "activations": args.activations,
-           "percentile": args.percentile, "relu6": args.relu6, "quantise": args.quantise,
-           "weight_scale": args.weight_scale,
+           "exact": args.exact, "percentile": args.percentile, "relu6": args.relu6, "quantise": args.quantise,
+           "weight_scale": args.weight_scale, "bias_correction": args.bias_correction or (args.exact and not args.no_bias_correction), "fp32_ops": sorted(keep),
            "calibration_images": len(calib), "val_images": len(val), "fp32": a, "int8": b,
            "ig_drop": a["ig"] - b["ig"], "auc_drop": a["auc"] - b["auc"],
            "crops_within_1pct": 1.0 - float(np.mean(moved)), "seconds": time.time() - t0}
@@ -240,12 +323,17 @@ def main(argv=None) -> int:
         out["fp32_jpeg95_crops_within_1pct"] = 1.0 - float(np.mean(noise))
     out["passes"] = bool(out["ig_drop"] <= QUALITY_BAR["ig"] and out["auc_drop"] <= QUALITY_BAR["auc"]
                          and out["crops_within_1pct"] >= QUALITY_BAR["crops"])
-    print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, int8 {args.quantise}, weight scale "
-          f"{args.weight_scale}, activations "
-          f"{args.activations}, ReLU6 "
-          f"{args.relu6}, ranges "
-          f"{'min / max' if args.percentile >= 100 else f'{args.percentile:g} percentile'}, {len(calib)} "
-          f"calibration images, {len(val)} val images")
+    if args.exact:
+        print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, exact int8 (gazecrop.int8), bias correction "
+              f"{'off' if args.no_bias_correction else 'on'}, {len(calib)} calibration images, {len(val)} val images")
+    else:
+        print(f"{Path(args.model).name}: trunk = ops 0-{n_ops - 1}, int8 {args.quantise}, weight scale "
+              f"{args.weight_scale}{', bias-corrected' if args.bias_correction else ''}"
+              f"{', fp32 weights in ops ' + args.fp32_ops if keep else ''}, activations "
+              f"{args.activations}, ReLU6 "
+              f"{args.relu6}, ranges "
+              f"{'min / max' if args.percentile >= 100 else f'{args.percentile:g} percentile'}, {len(calib)} "
+              f"calibration images, {len(val)} val images")
     print(f"  IG  fp32 {a['ig']:.4f}  int8 {b['ig']:.4f}  drop {out['ig_drop']:+.4f} bit/fix (bar 0.01)")
     print(f"  AUC fp32 {a['auc']:.4f}  int8 {b['auc']:.4f}  drop {out['auc_drop']:+.4f} (bar 0.002)")
     print(f"  crops within 1 % of the side: {out['crops_within_1pct']:.1%} of {len(moved)} (bar 97 %)")

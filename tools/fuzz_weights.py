@@ -21,7 +21,8 @@ import zlib
 import numpy as np
 
 from gazecrop import _core, weights
-from gazecrop._testing import inverted_residual_net, random_network, readers_agree, student_like, with_head_map
+from gazecrop._testing import (inverted_residual_net, random_network, readers_agree, student_like, with_head_map,
+                               with_int8_trunk)
 
 INTERESTING = [0, 1, 2, 3, 7, 8, 9, 13, 16, 27, 63, 64, 65, 255, 256, 4096, 65536, 0x7FFFFFFF, 0x80000000,
                0xFFFFFFFF, 0xFFFFFFFE]
@@ -35,6 +36,8 @@ def seeds() -> list:
     nets += [inverted_residual_net(np.random.default_rng(s), stages=2, max_channels=9) for s in range(4)]
     # format version 3: a head map (a second output) on a random value
     nets += [with_head_map(nets[s], np.random.default_rng(10 + s)) for s in (0, 4, 5, 6)]
+    # format version 3: an int8 trunk (with and without a head map)
+    nets += [with_int8_trunk(nets[s], np.random.default_rng(20 + s)) for s in (5, 6, 11)]
     return [weights.to_bytes(n) for n in nets]
 
 

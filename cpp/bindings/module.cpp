@@ -187,6 +187,14 @@ PYBIND11_MODULE(_core, m) {
                              "model_version of the header ('' in version-1 files).")
       .def_property_readonly("format_version", [](const gazecrop::Model& self) { return self.info().format_version; },
                              "The file's format version (1, 2 or 3).")
+      .def_property_readonly("int8_ops", [](const gazecrop::Model& self) { return self.info().int8_ops; },
+                             "Ops in the file's int8 trunk (format version 3; 0 = none). Read and validated; this "
+                             "release runs every file in float32.")
+      .def_property_readonly("default_precision",
+                             [](const gazecrop::Model& self) {
+                               return std::string(self.info().default_precision == 1 ? "int8" : "fp32");
+                             },
+                             "The precision the file asks for by default: 'fp32' or 'int8' (format version 3).")
       .def(
           "output_size",
           [](const gazecrop::Model& self, int height, int width) {

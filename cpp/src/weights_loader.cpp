@@ -89,8 +89,8 @@ void used_params(std::uint32_t type, std::uint32_t version, int* ni, int* nf) {
 class Validator {
  public:
   Validator(OpRecord& op, std::size_t index, const std::vector<TensorRecord>& tensors,
-            const std::vector<int>& channels, std::uint32_t version)
-      : op_(op), i_(index), tensors_(tensors), channels_(channels), version_(version) {
+            const std::vector<int>& channels, std::uint32_t version, bool int8)
+      : op_(op), i_(index), tensors_(tensors), channels_(channels), version_(version), int8_(int8) {
     std::ostringstream s;
     s << "op " << index << " (" << op_name(op.op_type) << ")";
     where_ = s.str();
@@ -113,7 +113,9 @@ class Validator {
         range("padding", ip[4], 0, mode == 0 ? k / 2 : 0);
         const char* sides[4] = {"pad_top", "pad_bottom", "pad_left", "pad_right"};
         for (int j = 0; j < 4; ++j) range(sides[j], ip[7 + j], 0, mode == 1 ? k / 2 : 0);
-        expect_count(2);
+        expect_count(int8_ ? 4 : 2);
+        if (int8_ && act != 0 && act != 1 && act != 3)
+          fail(where_, ": activation ", act, " cannot run in the int8 trunk (0, 1 or 3)");
         if (dw) {
           if (cout != cin) fail(where_, ": out_channels ", cout, " != in_channels ", cin);
           if (act != 0 && act != 1 && act != 3) fail(where_, ": activation ", act, " not 0, 1 or 3");
@@ -123,10 +125,17 @@ class Validator {
           expect_shape(0, "weight", {std::uint32_t(cout), std::uint32_t(cin), std::uint32_t(k), std::uint32_t(k)});
         }
         expect_shape(1, "bias", {std::uint32_t(cout)});
+        if (int8_) {
+          const TensorRecord& w = tensor(0);
+          expect_shape(2, "int8 weight", std::vector<std::uint32_t>(w.shape, w.shape + w.ndim));
+          if (tensor(2).dtype != 2) fail(where_, ": tensor ", tensor(2).name, " must be int8 (dtype 2)");
+          expect_shape(3, "int8 scales and bias", {2, std::uint32_t(cout)});
+        }
         return int(cout);
       }
       case kAdd: {
         range("activation", ip[0], 0, 3);
+        if (int8_ && ip[0] == 2) fail(where_, ": activation 2 cannot run in the int8 trunk (0, 1 or 3)");
         const int c2 = channels_[op_.inputs[1]];
         if (c2 != c) fail(where_, ": inputs have ", c, " and ", c2, " channels");
         expect_count(0);
@@ -199,6 +208,18 @@ class Validator {
     }
   }
 
+  // Every tensor float32 except an int8 trunk convolution's third; ops other than conv2d, depthwise_conv2d
+  // and add cannot be in the trunk.
+  void check_dtypes() const {
+    if (int8_ && op_.op_type != kConv2d && op_.op_type != kDepthwiseConv2d && op_.op_type != kAdd)
+      fail(where_, ": cannot run in the int8 trunk (conv2d, depthwise_conv2d and add only)");
+    for (std::uint32_t j = 0; j < op_.num_tensors; ++j) {
+      const bool q = int8_ && j == 2;
+      if (tensor(j).dtype != (q ? 2u : 1u))
+        fail(where_, ": tensor ", tensor(j).name, " has dtype ", tensor(j).dtype, ", expected ", q ? 2 : 1);
+    }
+  }
+
  private:
   const TensorRecord& tensor(std::int64_t j) const { return tensors_[op_.first_tensor + std::size_t(j)]; }
   void range(const char* label, std::int64_t v, std::int64_t lo, std::int64_t hi) const {
@@ -228,6 +249,7 @@ class Validator {
   const std::vector<TensorRecord>& tensors_;
   const std::vector<int>& channels_;
   std::uint32_t version_;
+  bool int8_;
   std::string where_;
 };
 
@@ -271,6 +293,54 @@ std::uint32_t crc32(const std::uint8_t* data, std::size_t size) {
   return c ^ 0xFFFFFFFFu;
 }
 
+bool int8_multiplier(double real, std::int64_t* mult, int* shift) {
+  if (!(std::isfinite(real) && real > 0)) return false;
+  int e = 0;
+  const double f = std::frexp(real, &e);  // real = f 2^e, f in [0.5, 1)
+  std::int64_t m = std::int64_t(std::nearbyint(f * 2147483648.0));
+  if (m == (std::int64_t(1) << 31)) m = std::int64_t(1) << 30, ++e;
+  if (31 - e < 1 || 31 - e > 62) return false;
+  *mult = m;
+  *shift = 31 - e;
+  return true;
+}
+
+namespace {
+
+// The checks of gazecrop.int8.Int8Trunk.validate that need the tensor data: positive weight scales, every
+// requantisation factor within the fixed-point range, and int32 accumulators that cannot overflow.
+void check_int8_arithmetic(const ParsedWeights& pw) {
+  auto scale = [&](std::uint32_t v) { return v == 0 ? pw.int8.input_scale : pw.ops[v - 1].out_scale; };
+  for (std::uint32_t i = 0; i < pw.int8.ops; ++i) {
+    const OpRecord& op = pw.ops[i];
+    const std::string where = "int8 trunk: op " + std::to_string(i) + " (" + op_name(op.op_type) + ")";
+    std::int64_t mult = 0;
+    int shift = 0;
+    if (op.op_type == kAdd) {
+      const double big = std::max(double(scale(op.inputs[0])), double(scale(op.inputs[1])));
+      if (!int8_multiplier(big / double(op.out_scale), &mult, &shift))
+        fail(where, ": requantisation factor ", big / double(op.out_scale), " out of range");
+      continue;
+    }
+    const TensorRecord& w = pw.tensors[op.first_tensor];
+    const TensorRecord& par = pw.tensors[op.first_tensor + 3];
+    const std::size_t m_out = w.shape[0], k = std::size_t(w.values.size() / m_out);
+    const double sx = scale(op.inputs[0]), sy = op.out_scale;
+    for (std::size_t m = 0; m < m_out; ++m) {
+      const double sw = par.values[m], b = par.values[m_out + m];
+      if (!(sw > 0)) fail(where, ": weight scale ", sw, " of channel ", m, " must be > 0");
+      if (!int8_multiplier(sx * sw / sy, &mult, &shift))
+        fail(where, ": requantisation factor ", sx * sw / sy, " of channel ", m, " out of range");
+      const double bq = std::nearbyint(b / (sx * sw));
+      const double worst = std::fabs(bq) + 255.0 * 127.0 * double(k);
+      if (!(worst <= 2147483647.0))
+        fail(where, ": channel ", m, "'s accumulator can reach ", worst, " (> 2^31 - 1)");
+    }
+  }
+}
+
+}  // namespace
+
 ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
   if (data == nullptr && n != 0) fail("null data pointer");
   if (n < kMinFile) fail("file is ", n, " bytes, smaller than the minimum ", kMinFile, " (truncated?)");
@@ -280,10 +350,28 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
   const std::uint32_t header_bytes = rd_u32(data + 12), num_ops = rd_u32(data + 16), num_tensors = rd_u32(data + 20);
   const std::uint64_t data_offset = rd_u64(data + 24), file_size = rd_u64(data + 32);
   if (file_size != n) fail("file_size field ", file_size, " != actual size ", n, " (truncated or padded?)");
-  // Version 3: head_output at byte 40 (checked with the graph below); the rest of the header stays reserved.
+  // Version 3: head_output at byte 40 (checked with the graph below) and the int8 trunk's fields at 44..63 (all
+  // zero when there is no trunk).
   const std::uint32_t head_output = version >= 3 ? rd_u32(data + 40) : 0;
-  if (!all_zero(data + (version >= 3 ? 44 : 40), version >= 3 ? 20 : 24))
+  Int8Header int8;
+  if (version >= 3) {
+    int8.ops = rd_u32(data + 44);
+    int8.precision = rd_u32(data + 48);
+    int8.input_scale = rd_f32(data + 52);
+    int8.input_zero_point = rd_i32(data + 56);
+    int8.verdict = rd_u32(data + 60);
+  }
+  if (!all_zero(data + (version >= 3 ? 44 : 40), version >= 3 ? 20 : 24) && int8.ops == 0)
     fail("file header: reserved bytes are not zero");
+  if (int8.ops != 0) {
+    if (int8.ops >= num_ops) fail("int8_ops ", int8.ops, " not in 1..", num_ops - 1, " (the last op stays float)");
+    if (int8.precision > 1) fail("file header: precision ", int8.precision, " not 0 (fp32) or 1 (int8)");
+    if (int8.verdict > 2) fail("file header: int8_verdict ", int8.verdict, " not 0, 1 or 2");
+    if (!(std::isfinite(int8.input_scale) && int8.input_scale > 0))
+      fail("int8 trunk: input scale ", int8.input_scale, " must be finite and > 0");
+    if (int8.input_zero_point < -128 || int8.input_zero_point > 127)
+      fail("int8 trunk: input zero point ", int8.input_zero_point, " not in -128..127");
+  }
   const std::uint8_t* trailer = data + n - kTrailer;
   if (std::memcmp(trailer + 8, kEndMagic, 8) != 0 || rd_u32(trailer + 4) != 0)
     fail("bad trailer end_magic (truncated file?)");
@@ -348,8 +436,10 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     t.name.assign(reinterpret_cast<const char*>(r), len);
     const std::string where = "tensor " + std::to_string(j) + " (" + t.name + ")";
     if (!all_zero(r + 88, 8)) fail(where, ": reserved bytes are not zero");
-    const std::uint32_t dtype = rd_u32(r + 48);
-    if (dtype != 1) fail(where, ": unknown dtype ", dtype);
+    t.dtype = rd_u32(r + 48);
+    if (t.dtype != 1 && !(t.dtype == 2 && int8.ops != 0))
+      fail(where, ": unknown dtype ", t.dtype, t.dtype == 2 ? " (int8 needs an int8 trunk)" : "");
+    const std::uint64_t elem = t.dtype == 2 ? 1 : 4;
     t.ndim = rd_u32(r + 52);
     if (t.ndim < 1 || t.ndim > 4) fail(where, ": ndim ", t.ndim, " not in 1..4");
     std::uint64_t count = 1;
@@ -369,7 +459,8 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
            t.ndim);
     t.offset = rd_u64(r + 72);
     t.nbytes = rd_u64(r + 80);
-    if (t.nbytes != 4 * count) fail(where, ": nbytes ", t.nbytes, " != 4 * prod", shape_str(t), " = ", 4 * count);
+    if (t.nbytes != elem * count)
+      fail(where, ": nbytes ", t.nbytes, " != ", elem, " * prod", shape_str(t), " = ", elem * count);
     if (t.offset % kAlign) fail(where, ": offset ", t.offset, " not a multiple of ", kAlign);
     if (t.offset < data_offset || t.offset > end_data || t.nbytes > end_data - t.offset)
       fail(where, ": data at offset ", t.offset, " (", t.nbytes, " bytes) outside the data region [", data_offset,
@@ -395,7 +486,17 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     if (op.op_type < kConv2d || op.op_type > last_code)
       fail("op ", i, ": unknown op code ", op.op_type, " in a version-", version, " file");
     const std::string where = "op " + std::to_string(i) + " (" + op_name(op.op_type) + ")";
-    if (!all_zero(r + 116, 12)) fail(where, ": reserved bytes are not zero");
+    if (i < int8.ops) {  // the int8 trunk: the output value's quantisation, then 4 reserved bytes
+      op.out_scale = rd_f32(r + 116);
+      op.out_zero_point = rd_i32(r + 120);
+      if (!all_zero(r + 124, 4)) fail(where, ": reserved bytes are not zero");
+      if (!(std::isfinite(op.out_scale) && op.out_scale > 0))
+        fail(where, ": int8 output scale ", op.out_scale, " must be finite and > 0");
+      if (op.out_zero_point < -128 || op.out_zero_point > 127)
+        fail(where, ": int8 output zero point ", op.out_zero_point, " not in -128..127");
+    } else if (!all_zero(r + 116, 12)) {
+      fail(where, ": reserved bytes are not zero");
+    }
     op.num_inputs = rd_u32(r + 4);
     for (int k = 0; k < 4; ++k) op.inputs[k] = rd_u32(r + 8 + 4 * k);
     if (op.num_inputs < 1 || op.num_inputs > 4) fail(where, ": num_inputs ", op.num_inputs, " not in 1..4");
@@ -428,7 +529,9 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
       if (op.fparams[k] != 0.0f)
         fail(where, ": fparams[", k, "] = ", op.fparams[k], " but the op uses only ", nf);
     for (std::uint32_t k = 0; k < op.num_inputs; ++k) op.value_channels.push_back(channels[op.inputs[k]]);
-    op.out_channels = Validator(op, i, pw.tensors, channels, version).check();
+    Validator v(op, i, pw.tensors, channels, version, i < int8.ops);
+    op.out_channels = v.check();
+    v.check_dtypes();
     channels.push_back(op.out_channels);
   }
   if (next != num_tensors) fail("ops own ", next, " tensors but the table has ", num_tensors);
@@ -441,21 +544,36 @@ ParsedWeights parse_weights(const std::uint8_t* data, std::size_t n) {
     for (std::uint32_t i = 0; i < num_ops; ++i)
       for (std::uint32_t k = 0; k < pw.ops[i].num_inputs; ++k)
         if (pw.ops[i].inputs[k] == head_output) fail("head_output value ", head_output, " is read by op ", i);
+    if (head_output <= int8.ops)
+      fail("int8 trunk: the head map (value ", head_output, ") must be outside the trunk (ops 0..", int8.ops - 1, ")");
   }
   pw.info.head_output = int(head_output);
 
   // Tensor data (only now, after every offset was checked): copy out and reject non-finite values.
   for (std::uint32_t j = 0; j < num_tensors; ++j) {
     TensorRecord& t = pw.tensors[j];
+    const std::uint8_t* p = data + t.offset;
+    if (t.dtype == 2) {
+      t.q8.resize(std::size_t(t.nbytes));
+      for (std::size_t k = 0; k < t.q8.size(); ++k) {
+        t.q8[k] = std::int8_t(p[k]);
+        if (t.q8[k] == -128) fail("tensor ", j, " (", t.name, "): int8 weight -128 at element ", k, " (-127..127)");
+      }
+      continue;
+    }
     const std::size_t count = std::size_t(t.nbytes / 4);
     t.values.resize(count);
-    const std::uint8_t* p = data + t.offset;
     for (std::size_t k = 0; k < count; ++k) {
       const float v = rd_f32(p + 4 * k);
       if (!std::isfinite(v)) fail("tensor ", j, " (", t.name, "): non-finite value at element ", k);
       t.values[k] = v;
     }
   }
+  pw.int8 = int8;
+  pw.info.int8_ops = int(int8.ops);
+  pw.info.default_precision = int(int8.precision);
+  pw.info.int8_verdict = int(int8.verdict);
+  if (int8.ops != 0) check_int8_arithmetic(pw);
   return pw;
 }
 

@@ -34,7 +34,9 @@ struct TensorRecord {
   std::uint32_t shape[4] = {0, 0, 0, 0};
   std::uint64_t offset = 0;
   std::uint64_t nbytes = 0;
-  std::vector<float> values;  // copied out of the file (little-endian float32)
+  std::uint32_t dtype = 1;          // 1 float32, 2 int8 (version 3: an int8 trunk's convolution weights)
+  std::vector<float> values;        // float32 tensors, copied out of the file (little-endian)
+  std::vector<std::int8_t> q8;      // int8 tensors (values in -127..127)
 };
 
 struct OpRecord {
@@ -48,13 +50,29 @@ struct OpRecord {
   std::uint32_t num_tensors = 0;
   std::vector<int> value_channels;  // channels of each input value (filled by validation)
   int out_channels = 0;
+  float out_scale = 0.0f;           // version 3, int8 trunk ops: quantisation of the output value
+  std::int32_t out_zero_point = 0;
+};
+
+// Version 3's int8 trunk (docs/weights-format.md, "int8 trunk"; the arithmetic: python/gazecrop/int8.py).
+struct Int8Header {
+  std::uint32_t ops = 0;          // ops 0 .. ops - 1 run in int8; 0 = the file has no int8 trunk
+  std::uint32_t precision = 0;    // the file's default: 0 float32, 1 int8
+  float input_scale = 0.0f;       // quantisation of value 0
+  std::int32_t input_zero_point = 0;
+  std::uint32_t verdict = 0;      // 0 not evaluated, 1 met the quality bar, 2 did not
 };
 
 struct ParsedWeights {
   ModelInfo info{};
   std::vector<OpRecord> ops;
   std::vector<TensorRecord> tensors;
+  Int8Header int8;
 };
+
+// Fixed-point form (mult in [2^30, 2^31), shift) of a positive requantisation factor, as gazecrop.int8.multiplier;
+// false when shift would leave 1..62.
+bool int8_multiplier(double real, std::int64_t* mult, int* shift);
 
 // Validates `size` bytes of a .gzw file; throws FormatError.
 ParsedWeights parse_weights(const std::uint8_t* data, std::size_t size);

@@ -35,7 +35,14 @@ class Model:
         """model_version of the header ('' in version-1 files)."""
     @property
     def format_version(self) -> int:
-        """The file's format version (1 or 2)."""
+        """The file's format version (1, 2 or 3)."""
+    @property
+    def int8_ops(self) -> int:
+        """Ops in the file's int8 trunk (format version 3; 0 = none). Read and validated; this release runs every
+        file in float32."""
+    @property
+    def default_precision(self) -> str:
+        """The precision the file asks for by default: 'fp32' or 'int8' (format version 3)."""
 
 def kernel_set() -> str:
     """'avx512', 'avx2', 'neon' (AArch64) or 'scalar': the kernel set in use, the best this CPU and OS support

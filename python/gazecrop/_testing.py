@@ -184,6 +184,23 @@ def with_head_map(net, rng: np.random.Generator, hidden: int = 3):
                                  random_conv(rng, 1, hidden, 1)], value=v)
 
 
+def with_int8_trunk(net, rng: np.random.Generator, images: int = 2):
+    """A copy of ``net`` (with at least one depthwise convolution) with an int8 trunk (weights format version 3)
+    calibrated on ``images`` random uint8 images at the network's input size, a random default precision and
+    verdict: :func:`gazecrop.int8.calibrate`."""
+    import copy
+
+    from . import int8
+
+    q = copy.deepcopy(net)
+    h, w = q.input_size(3 * q.input_long_side // 4, q.input_long_side)
+    q.int8 = int8.calibrate(q, [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(images)])
+    q.precision = ("fp32", "int8")[int(rng.integers(0, 2))]
+    q.int8_verdict = int(rng.integers(0, 3))
+    q.validate()
+    return q
+
+
 def readers_agree(core, data: bytes) -> bool:
     """The fuzzing oracle: feed one candidate ``.gzw`` to the native core (``core`` = ``gazecrop._core``) and to
     the Python reader. Both must accept it or both reject it with ``WeightsFormatError``; an accepted file
@@ -203,12 +220,14 @@ def readers_agree(core, data: bytes) -> bool:
     except WeightsFormatError:
         core_ok = False
     try:
-        from_bytes(data)
+        net = from_bytes(data)
         py_ok = True
     except WeightsFormatError:
         py_ok = False
     assert core_ok == py_ok, f"readers disagree: core accepts={core_ok}, python accepts={py_ok}"
     if core_ok:
+        n8 = net.int8.n_ops if net.int8 is not None else 0
+        assert (model.int8_ops, model.default_precision) == (n8, net.precision), "readers disagree on the int8 trunk"
         try:
             oh, ow = model.output_size(16, 16)
             if oh * ow <= 4096:

@@ -46,6 +46,11 @@ VERSION = 3  # the newest version this module writes; a network is written with 
 VERSIONS = (1, 2, 3)
 
 FILE_HEADER = struct.Struct("<8sIIIIQQI20s")  # 64 bytes; the u32 at byte 40 is head_output (version 3)
+INT8_HEADER = struct.Struct("<IIfiI")  # header bytes 44..63 (version 3): int8_ops, precision, input scale / zp, verdict
+INT8_OP = struct.Struct("<fiI")  # an op record's last 12 bytes (version 3, int8 trunk ops): output scale / zp
+PRECISIONS = {"fp32": 0, "int8": 1}
+INT8_VERDICTS = {0: "not evaluated", 1: "met the quality bar", 2: "did not meet the quality bar"}
+DTYPES = {1: np.dtype("<f4"), 2: np.dtype("i1")}  # 2 = int8: version 3, int8 trunk weights only
 MODEL_INFO = struct.Struct("<3f3fII20s12s")  # 64 bytes
 OP_RECORD = struct.Struct("<II4II12i8fII12s")  # 128 bytes
 TENSOR_RECORD = struct.Struct("<48sII4IQQ8s")  # 96 bytes
@@ -152,6 +157,12 @@ class Network:
             ``[A-Za-z0-9_.+-]``; empty for version-1 files).
         head_output: value id of the head map, a second output (format version 3): float32 (1, h, w) logits
             that a cell of its grid, which covers the whole image, lies in a head; no op may read it. 0: none.
+        int8: the int8 form of the network's first ops (format version 3; :class:`gazecrop.int8.Int8Trunk`,
+            made by ``python -m gazecrop.train.calibrate``), or None.
+        precision: the precision the file asks callers to run by default, ``"fp32"`` or ``"int8"`` (int8 only
+            with ``int8``).
+        int8_verdict: whether the int8 path met the quality bar when calibrated (a key of
+            :data:`INT8_VERDICTS`: 0 not evaluated, 1 met, 2 not met); 0 without ``int8``.
     """
 
     mean: Tuple[float, float, float] = (127.0, 127.0, 127.0)
@@ -162,6 +173,9 @@ class Network:
     model_name: str = ""
     model_version: str = ""
     head_output: int = 0
+    int8: "Optional[object]" = None
+    precision: str = "fp32"
+    int8_verdict: int = 0
 
     # ------------------------------------------------------------------ builder
     def _add(self, op: Op) -> int:
@@ -204,9 +218,9 @@ class Network:
         return self._add(Op("add", [a, b], [ACTIVATIONS[activation]]))
 
     def format_version(self) -> int:
-        """The file version :func:`to_bytes` writes: 3 with a head map (``head_output``); else 1 when the
-        network uses only version-1 features and has no name or version, else 2."""
-        if self.head_output:
+        """The file version :func:`to_bytes` writes: 3 with a head map (``head_output``) or an int8 trunk; else 1
+        when the network uses only version-1 features and has no name or version, else 2."""
+        if self.head_output or self.int8 is not None:
             return 3
         if self.model_name or self.model_version:
             return 2
@@ -294,6 +308,19 @@ class Network:
             readers = [i for i, op in enumerate(self.ops) if h in op.inputs]
             if readers:
                 raise WeightsFormatError(f"head_output value {h} is read by op {readers[0]}")
+        if self.precision not in PRECISIONS or (self.precision == "int8" and self.int8 is None):
+            raise WeightsFormatError(f"precision {self.precision!r} must be 'fp32' or, with an int8 trunk, 'int8'")
+        if self.int8_verdict not in INT8_VERDICTS or (self.int8_verdict and self.int8 is None):
+            raise WeightsFormatError(f"int8_verdict {self.int8_verdict!r} must be 0, or 1 / 2 with an int8 trunk")
+        if self.int8 is not None:
+            from .int8 import Int8Trunk  # gazecrop.int8 reads this module
+
+            if not isinstance(self.int8, Int8Trunk):
+                raise WeightsFormatError(f"int8 must be a gazecrop.int8.Int8Trunk, got {type(self.int8).__name__}")
+            try:
+                self.int8.validate(self)
+            except ValueError as e:
+                raise WeightsFormatError(str(e)) from None
 
     def num_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates of the convolutions for a (height, width) input (FLOPs = 2 x MACs)."""
@@ -361,6 +388,9 @@ def _check_op(i: int, op: Op, chans: List[int], version: int = VERSION) -> int:
             raise WeightsFormatError(f"{where}: bad tensor name {name!r}")
         if not (1 <= t.ndim <= 4) or min(t.shape) < 1:
             raise WeightsFormatError(f"{where}: tensor {name} has bad shape {t.shape}")
+        if t.dtype == np.int8:
+            raise WeightsFormatError(f"{where}: tensor {name} is int8 (only an int8 trunk's convolutions have int8 "
+                                     "weights, as the third of their four tensors)")
         if not np.all(np.isfinite(t)):
             raise WeightsFormatError(f"{where}: tensor {name} has non-finite values")
     c = chans[op.inputs[0]]
@@ -467,36 +497,58 @@ def _check_op(i: int, op: Op, chans: List[int], version: int = VERSION) -> int:
 
 
 # ---------------------------------------------------------------------- writer
+def _file_tensors(net: Network) -> List[List[Tuple[str, np.ndarray]]]:
+    """Each op's tensors as stored: an int8 trunk's conv / depthwise ops add ``<weight>_q`` (int8, the weight's
+    shape) and ``<weight>_int8`` (float32 (2, M): weight scales, then the int8 path's bias)."""
+    out = []
+    for i, op in enumerate(net.ops):
+        ts = list(op.tensors)
+        t8 = net.int8
+        if t8 is not None and i < t8.n_ops and op.kind in ("conv2d", "depthwise_conv2d"):
+            base = op.tensors[0][0][:40]
+            ts += [(base + "_q", t8.weights[i]), (base + "_int8", np.stack([t8.weight_scales[i], t8.biases[i]]))]
+        out.append(ts)
+    return out
+
+
 def to_bytes(net: Network) -> bytes:
     """Serialise ``net`` (validated first) to the bytes of a ``.gzw`` file."""
     net.validate()
-    tensors = [t for op in net.ops for t in op.tensors]
+    per_op = _file_tensors(net)
+    tensors = [t for ts in per_op for t in ts]
     header_bytes = 128 + 128 * len(net.ops) + 96 * len(tensors)
     data_offset = _align(header_bytes)
     offsets = []
     pos = data_offset
     for _, t in tensors:
         offsets.append(pos)
-        pos = _align(pos + 4 * t.size)
+        pos = _align(pos + t.nbytes)
     file_size = pos + TRAILER.size
     buf = bytearray(file_size)
+    t8 = net.int8
+    int8_fields = b""
+    if t8 is not None:
+        int8_fields = INT8_HEADER.pack(t8.n_ops, PRECISIONS[net.precision], float(t8.scales[0]),
+                                       int(t8.zero_points[0]), net.int8_verdict)
     FILE_HEADER.pack_into(buf, 0, MAGIC, net.format_version(), header_bytes, len(net.ops), len(tensors), data_offset,
-                          file_size, net.head_output, b"")
+                          file_size, net.head_output, int8_fields)
     MODEL_INFO.pack_into(buf, 64, *map(float, net.mean), *map(float, net.std), net.input_long_side,
                          net.size_multiple, net.model_name.encode("ascii"), net.model_version.encode("ascii"))
     first = 0
-    for i, op in enumerate(net.ops):
+    for i, (op, ts) in enumerate(zip(net.ops, per_op)):
         ins = list(op.inputs) + [0] * (4 - len(op.inputs))
         ip = [int(v) for v in op.iparams] + [0] * (12 - len(op.iparams))
         fp = [float(v) for v in op.fparams] + [0.0] * (8 - len(op.fparams))
+        tail = INT8_OP.pack(float(t8.scales[i + 1]), int(t8.zero_points[i + 1]), 0) if t8 and i < t8.n_ops else b""
         OP_RECORD.pack_into(buf, 128 + 128 * i, OP_CODES[op.kind], len(op.inputs), *ins, i + 1, *ip, *fp,
-                            first, len(op.tensors), b"")
-        first += len(op.tensors)
+                            first, len(ts), tail)
+        first += len(ts)
     tbase = 128 + 128 * len(net.ops)
     for j, ((name, t), off) in enumerate(zip(tensors, offsets)):
         shape = list(t.shape) + [0] * (4 - t.ndim)
-        TENSOR_RECORD.pack_into(buf, tbase + 96 * j, name.encode("ascii"), 1, t.ndim, *shape, off, 4 * t.size, b"")
-        data = np.ascontiguousarray(t, dtype="<f4").tobytes()
+        dtype = 2 if t.dtype == np.int8 else 1
+        data = np.ascontiguousarray(t, dtype=DTYPES[dtype]).tobytes()
+        TENSOR_RECORD.pack_into(buf, tbase + 96 * j, name.encode("ascii"), dtype, t.ndim, *shape, off, len(data), b"")
         buf[off:off + len(data)] = data
     crc = zlib.crc32(memoryview(buf)[: file_size - TRAILER.size]) & 0xFFFFFFFF
     TRAILER.pack_into(buf, file_size - TRAILER.size, crc, 0, END_MAGIC)
@@ -532,8 +584,11 @@ def from_bytes(data: bytes) -> Network:
         raise WeightsFormatError(f"unsupported version {version} (this reader knows 1, 2 and 3)")
     if file_size != n:
         raise WeightsFormatError(f"file_size field {file_size} != actual size {n} (truncated or padded?)")
-    if any(res) or (version < 3 and head_output):
+    int8_ops = INT8_HEADER.unpack_from(res, 0)[0] if version >= 3 else 0
+    if (not int8_ops and any(res)) or (version < 3 and head_output):
         raise WeightsFormatError("file header: reserved bytes are not zero")
+    if int8_ops and not 1 <= int8_ops < num_ops:
+        raise WeightsFormatError(f"int8_ops {int8_ops} not in 1..{num_ops - 1} (the last op stays float)")
     crc, res2, end_magic = TRAILER.unpack_from(data, n - TRAILER.size)
     if end_magic != END_MAGIC or res2 != 0:
         raise WeightsFormatError("bad trailer end_magic (truncated file?)")
@@ -579,35 +634,44 @@ def from_bytes(data: bytes) -> Network:
         where = f"tensor {j} ({sname})"
         if any(tres):
             raise WeightsFormatError(f"{where}: reserved bytes are not zero")
-        if dtype != 1:
-            raise WeightsFormatError(f"{where}: unknown dtype {dtype}")
+        if dtype not in DTYPES or (dtype == 2 and not int8_ops):
+            raise WeightsFormatError(f"{where}: unknown dtype {dtype}" + (" (int8 needs an int8 trunk)" if dtype == 2
+                                                                          else ""))
         if not (1 <= ndim <= 4):
             raise WeightsFormatError(f"{where}: ndim {ndim} not in 1..4")
         shape = (s0, s1, s2, s3)[:ndim]
         if any(s < 1 for s in shape) or any((s0, s1, s2, s3)[ndim:]):
             raise WeightsFormatError(f"{where}: bad shape {(s0, s1, s2, s3)} for ndim {ndim}")
         count = math.prod(shape)
-        if nbytes != 4 * count:
-            raise WeightsFormatError(f"{where}: nbytes {nbytes} != 4 * prod{shape} = {4 * count}")
+        size = DTYPES[dtype].itemsize
+        if nbytes != size * count:
+            raise WeightsFormatError(f"{where}: nbytes {nbytes} != {size} * prod{shape} = {size * count}")
         if off % ALIGN:
             raise WeightsFormatError(f"{where}: offset {off} not a multiple of {ALIGN}")
         if off < data_offset or off + nbytes > end_data:
             raise WeightsFormatError(f"{where}: data [{off}, {off + nbytes}) outside the data region "
                                      f"[{data_offset}, {end_data})")
         regions.append((off, off + nbytes, sname))
-        arr = np.frombuffer(data, dtype="<f4", count=count, offset=off).reshape(shape).astype(np.float32)
+        arr = np.frombuffer(data, dtype=DTYPES[dtype], count=count, offset=off).reshape(shape)
+        arr = arr.astype(np.int8 if dtype == 2 else np.float32)
         tensors.append((sname, arr))
     regions.sort()
     for a, b in zip(regions, regions[1:]):
         if b[0] < a[1]:
             raise WeightsFormatError(f"tensors {a[2]} and {b[2]} overlap")
     nxt = 0
+    value_q = []
     for i in range(num_ops):
         rec = OP_RECORD.unpack_from(data, 128 + 128 * i)
         code, nin, ins, out, ip, fp, first, ntens, ores = rec[0], rec[1], rec[2:6], rec[6], rec[7:19], rec[19:27], rec[27], rec[28], rec[29]
         if code not in OP_NAMES:
             raise WeightsFormatError(f"op {i}: unknown op code {code}")
-        if any(ores):
+        if i < int8_ops:
+            out_q = INT8_OP.unpack(ores)
+            if out_q[2]:
+                raise WeightsFormatError(f"op {i}: reserved bytes are not zero")
+            value_q.append(out_q[:2])
+        elif any(ores):
             raise WeightsFormatError(f"op {i}: reserved bytes are not zero")
         if not (1 <= nin <= 4) or any(ins[nin:]):
             raise WeightsFormatError(f"op {i}: num_inputs {nin} invalid or unused input slots not zero")
@@ -620,10 +684,43 @@ def from_bytes(data: bytes) -> Network:
         net.ops.append(Op(OP_NAMES[code], list(ins[:nin]), list(ip), list(fp), tensors[first:nxt]))
     if nxt != num_tensors:
         raise WeightsFormatError(f"ops own {nxt} tensors but the table has {num_tensors}")
+    if int8_ops:
+        _read_int8(net, int8_ops, INT8_HEADER.unpack_from(res, 0), value_q)
     net.validate()
     if net.format_version() > version:
         raise WeightsFormatError(f"version-{version} file uses version-{net.format_version()} features")
     return net
+
+
+def _read_int8(net: Network, n: int, header: tuple, value_q: list) -> None:
+    """Move a version-3 file's int8 trunk (header fields, op records' output quantisation, the trunk convolutions'
+    third and fourth tensors) into ``net.int8`` / ``precision`` / ``int8_verdict``; checked by
+    :meth:`Network.validate`."""
+    from .int8 import Int8Trunk  # gazecrop.int8 reads this module
+
+    _, precision, in_scale, in_zp, verdict = header
+    codes = {v: k for k, v in PRECISIONS.items()}
+    if precision not in codes:
+        raise WeightsFormatError(f"file header: precision {precision} not 0 (fp32) or 1 (int8)")
+    if verdict not in INT8_VERDICTS:
+        raise WeightsFormatError(f"file header: int8_verdict {verdict} not 0, 1 or 2")
+    scales = np.array([in_scale] + [q[0] for q in value_q], np.float32)
+    zps = np.array([in_zp] + [q[1] for q in value_q], np.int32)
+    trunk = Int8Trunk(n, scales, zps)
+    for i, op in enumerate(net.ops[:n]):
+        if op.kind not in ("conv2d", "depthwise_conv2d"):
+            continue
+        if len(op.tensors) != 4:
+            raise WeightsFormatError(f"op {i} ({op.kind}): an int8 trunk convolution owns 4 tensors (weight, bias, "
+                                     f"int8 weight, scales and int8 bias), not {len(op.tensors)}")
+        (qn, wq), (pn, par) = op.tensors[2:]
+        m = op.tensors[0][1].shape[0]
+        if wq.dtype != np.int8 or par.dtype != np.float32 or par.shape != (2, m):
+            raise WeightsFormatError(f"op {i} ({op.kind}): tensors {qn}, {pn} must be int8 weights and float32 "
+                                     f"(2, {m}) scales and biases")
+        trunk.weights[i], trunk.weight_scales[i], trunk.biases[i] = wq, par[0].copy(), par[1].copy()
+        op.tensors = op.tensors[:2]
+    net.int8, net.precision, net.int8_verdict = trunk, codes[precision], verdict
 
 
 def read_weights(path: "os.PathLike[str] | str") -> Network:

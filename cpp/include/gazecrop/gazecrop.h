@@ -83,6 +83,10 @@ struct ModelInfo {
   int size_multiple;
   int format_version;         // 1, 2 or 3 (the file's `version`)
   int head_output = 0;        // version 3: value id of the head map (a second output), 0 = none
+  int int8_ops = 0;           // version 3: ops 0 .. int8_ops - 1 form an int8 trunk (0 = none; this release
+                              // validates it and runs float32: the int8 kernels are issue 22's next step)
+  int default_precision = 0;  // version 3: the precision the file asks for by default, 0 float32, 1 int8
+  int int8_verdict = 0;       // version 3: 0 not evaluated, 1 the int8 path met the quality bar, 2 it did not
   std::string name;           // model_name (version 2; empty in version-1 files)
   std::string model_version;  // model_version (version 2; empty in version-1 files)
 };

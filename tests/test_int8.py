@@ -1,0 +1,307 @@
+"""The int8 trunk's exact integer reference and its calibration (gazecrop.int8; issue 22, docs/int8-plan.md).
+
+The rules are checked against exact rational arithmetic (Python ints / fractions), the vectorised reference
+against an independent per-pixel loop written from the module docstring's formulas, and the calibrated trunk
+of a real model against the float reference."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gazecrop import int8, reference, weights
+from gazecrop._testing import random_conv, random_depthwise
+
+ROOT = Path(__file__).resolve().parents[1]
+LITE0 = ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"
+
+
+def _trunk_net(seed: int = 5) -> weights.Network:
+    """A small inverted-residual network: stem 3x3 / 2 "same" (ReLU6), expand 1x1, depthwise 5x5, project,
+    skip add (ReLU), depthwise 3x3 / 2 with per-side padding, then a float head (1x1, log-softmax)."""
+    rng = np.random.default_rng(seed)
+    net = weights.Network(input_long_side=64, size_multiple=8)
+    x = net.conv2d(0, *random_conv(rng, 8, 3, 3), stride=2, padding="same", activation="relu6", name="stem")
+    h = net.conv2d(x, *random_conv(rng, 13, 8, 1), activation="relu6", name="e")
+    h = net.depthwise_conv2d(h, *random_depthwise(rng, 13, 5), padding=2, name="dw")
+    h = net.conv2d(h, *random_conv(rng, 8, 13, 1), activation="none", name="p")
+    h = net.add(x, h, activation="relu")
+    h = net.depthwise_conv2d(h, *random_depthwise(rng, 8, 3), stride=2, padding=(0, 1, 1, 0), activation="none",
+                             name="dw2")
+    h = net.conv2d(h, *random_conv(rng, 1, 8, 1), activation="none", name="out")
+    net.log_softmax(h)
+    return net
+
+
+def _images(n: int, hw=(24, 40), seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ the rules
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=2.0 ** -31, max_value=2.0 ** 29, allow_nan=False, allow_infinity=False))
+def test_multiplier_is_the_nearest_31_bit_fraction(real):
+    mult, shift = int8.multiplier(real)
+    assert 2 ** 30 <= mult < 2 ** 31 and 1 <= shift <= 62
+    exact = Fraction(real) * 2 ** shift
+    assert abs(Fraction(mult) - exact) <= Fraction(1, 2)
+
+
+@pytest.mark.parametrize("real", [0.0, -1.0, math.inf, math.nan, 2.0 ** -40, 2.0 ** 31])
+def test_multiplier_out_of_range(real):
+    with pytest.raises(ValueError):
+        int8.multiplier(real)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(2 ** 31) + 1, 2 ** 31 - 1), st.integers(2 ** 30, 2 ** 31 - 1), st.integers(1, 62),
+       st.integers(-128, 127))
+def test_requantise_rounds_half_up(acc, mult, shift, z):
+    got = int(int8.requantise(np.array([acc], np.int64), mult, shift, z, -128, 127)[0])
+    exact = Fraction(acc * mult, 2 ** shift) + Fraction(1, 2)
+    want = min(127, max(-128, z + math.floor(exact)))
+    assert got == want
+
+
+def test_value_params_keep_zero_exact():
+    for lo, hi in [(-1.3, 4.2), (0.0, 6.0), (-7.0, 0.0), (0.2, 3.0), (-3.0, -1.0), (0.0, 0.0)]:
+        s, z = int8.value_params(lo, hi)
+        assert s > 0 and -128 <= z <= 127
+        assert int8.dequantise(np.array([z], np.int8), s, z)[0] == 0.0
+        lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
+        # the range's ends are within one step of the int8 grid's ends
+        assert float(s) * (-128 - z) <= lo0 + float(s) and float(s) * (127 - z) >= hi0 - float(s)
+    assert int8.value_params(0.0, 6.0) == (np.float32(6.0 / 255.0), -128)
+
+
+def test_quantise_weights_rounding():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    w[2] = 0.0
+    q, s = int8.quantise_weights(w)
+    assert q.dtype == np.int8 and s.dtype == np.float32 and q.shape == w.shape
+    assert q.min() >= -127 and s[2] == 1.0 and not q[2].any()
+    err = np.abs(q.astype(np.float64) * s[:, None, None, None] - w)
+    assert np.all(err <= s[:, None, None, None] * 0.5 + 1e-7)
+    assert np.all(np.abs(q.reshape(7, -1)).max(axis=1)[[0, 1, 3, 4, 5, 6]] == 127)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1e-4, 1e2), st.floats(1e-4, 1e2), st.floats(1e-4, 1e2))
+def test_add_multipliers(sa, sb, sy):
+    ma, mb, shift = int8.add_multipliers(sa, sb, sy)
+    assert max(ma, mb) < 2 ** 31 and 1 <= shift <= 62
+    for m, r in ((ma, sa / sy), (mb, sb / sy)):
+        assert abs(Fraction(m) - Fraction(r) * 2 ** shift) <= Fraction(1, 2)
+
+
+def test_input_table_matches_preprocess():
+    net = _trunk_net()
+    s, z = int8.value_params(-1.0, 1.0)
+    table = int8.input_table(net, float(s), z)
+    x = reference.preprocess(net, np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, axis=2))
+    want = np.clip(np.rint(x[:, 0, :] / s) + z, -128, 127)
+    np.testing.assert_array_equal(table, want)
+
+
+# ------------------------------------------------------------------------- an independent loop version
+
+
+def _loop_trunk(net: weights.Network, trunk: int8.Int8Trunk, image: np.ndarray):
+    """The module docstring's formulas, one output number at a time, in Python ints and fractions."""
+    def rint(fr: Fraction) -> int:  # round half to even
+        return round(fr)
+
+    mean = [np.float32(m) for m in net.mean]
+    std = [np.float32(s) for s in net.std]
+    s0, z0 = trunk.scales[0], int(trunk.zero_points[0])
+    h, w, _ = image.shape
+    x0 = np.empty((3, h, w), np.int64)
+    for c in range(3):
+        for i in range(h):
+            for j in range(w):
+                v = np.float32(np.float32(np.float32(image[i, j, c]) - mean[c]) / std[c])
+                x0[c, i, j] = min(127, max(-128, rint(Fraction(float(np.float32(v / s0)))) + z0))
+    vals = [x0]
+    for k, op in enumerate(net.ops[:trunk.n_ops]):
+        sy, zy = Fraction(float(trunk.scales[k + 1])), int(trunk.zero_points[k + 1])
+        act = op.ip(0) if op.kind == "add" else op.ip(5)
+        lo = max(-128, zy) if act in (1, 3) else -128
+        hi = min(127, zy + int(np.rint(6.0 / float(sy)))) if act == 3 else 127
+        if op.kind == "add":
+            a, b = (vals[v] for v in op.inputs)
+            ma, mb, shift = int8.add_multipliers(*(float(trunk.scales[v]) for v in op.inputs), float(sy))
+            za, zb = (int(trunk.zero_points[v]) for v in op.inputs)
+            out = np.empty_like(a)
+            for idx in np.ndindex(a.shape):
+                t = (int(a[idx]) - za) * ma + (int(b[idx]) - zb) * mb
+                out[idx] = min(hi, max(lo, zy + ((t + (1 << (shift - 1))) >> shift)))
+            vals.append(out)
+            continue
+        x = vals[op.inputs[0]]
+        sx, zx = Fraction(float(trunk.scales[op.inputs[0]])), int(trunk.zero_points[op.inputs[0]])
+        wq, ws, b = trunk.weights[k], trunk.weight_scales[k], trunk.biases[k]
+        m_out, kk, stride = wq.shape[0], wq.shape[2], op.ip(3)
+        pt, pb, pl, pr = weights.op_padding(op, x.shape[1], x.shape[2])
+        ho, wo = (x.shape[1] + pt + pb - kk) // stride + 1, (x.shape[2] + pl + pr - kk) // stride + 1
+        out = np.empty((m_out, ho, wo), np.int64)
+        for m in range(m_out):
+            sw = Fraction(float(ws[m]))
+            # double arithmetic of the spec, not exact fractions, for B[m] and the multiplier
+            big_b = int(np.rint(float(b[m]) / (float(sx) * float(sw))))
+            mult, shift = int8.multiplier(float(sx) * float(sw) / float(sy))
+            chans = [m] if op.kind == "depthwise_conv2d" else range(x.shape[0])
+            for i in range(ho):
+                for j in range(wo):
+                    acc = big_b
+                    for ci, c in enumerate(chans):
+                        for u in range(kk):
+                            for v in range(kk):
+                                r, q = i * stride + u - pt, j * stride + v - pl
+                                inside = 0 <= r < x.shape[1] and 0 <= q < x.shape[2]
+                                xv = int(x[c, r, q]) if inside else zx
+                                wv = int(wq[m, 0 if op.kind == "depthwise_conv2d" else ci, u, v])
+                                acc += wv * (xv - zx)
+                    assert abs(acc) < 2 ** 31
+                    out[m, i, j] = min(hi, max(lo, zy + ((acc * mult + (1 << (shift - 1))) >> shift)))
+        vals.append(out)
+    return vals
+
+
+def test_run_trunk_equals_the_loop_version():
+    net = _trunk_net()
+    trunk = int8.calibrate(net, _images(3), 6)
+    img = _images(1, (13, 21), seed=9)[0]  # odd sizes: "same" and per-side padding at work
+    got = int8.run_trunk(net, trunk, img)
+    want = _loop_trunk(net, trunk, img)
+    assert len(got) == len(want) == 7
+    for v, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == np.int8, v
+        np.testing.assert_array_equal(a.astype(np.int64), b, err_msg=f"value {v}")
+
+
+def test_int8_close_to_float():
+    net = _trunk_net()
+    imgs = _images(8)
+    trunk = int8.calibrate(net, imgs[:6], 6)
+    for img in imgs[6:]:
+        q = int8.run_trunk(net, trunk, img)
+        f = reference.values(net, img, upto=6)
+        for v in range(7):
+            deq = int8.dequantise(q[v], float(trunk.scales[v]), int(trunk.zero_points[v]))
+            rng = float(trunk.scales[v]) * 255
+            assert np.abs(deq - f[v]).max() <= 0.08 * rng, v  # a few steps of 1/255 of the range
+        g8, g = int8.run(net, trunk, img), reference.run(net, img)
+        assert g8.shape == g.shape and g8.dtype == np.float32
+        assert 0.5 * np.abs(np.exp(g8.astype(np.float64)) - np.exp(g.astype(np.float64))).sum() < 0.05
+
+
+def test_bias_correction_removes_the_mean_error():
+    net = _trunk_net()
+    imgs = _images(6)
+    plain = int8.calibrate(net, imgs, 6, bias_correction=False)
+    corrected = int8.calibrate(net, imgs, 6)
+    assert any(not np.array_equal(plain.biases[i], corrected.biases[i]) for i in plain.biases)
+
+    def mean_err(trunk, v):
+        errs = []
+        for img in imgs:
+            q = int8.run_trunk(net, trunk, img)[v]
+            f = reference.values(net, img, upto=6)[v]
+            errs.append((int8.dequantise(q, float(trunk.scales[v]), int(trunk.zero_points[v])) - f).mean(axis=(1, 2)))
+        return np.abs(np.mean(errs, axis=0)).mean()
+
+    # the projection without activation (value 4): its per-channel mean error shrinks
+    assert mean_err(corrected, 4) < mean_err(plain, 4)
+
+
+def test_trunk_end():
+    assert int8.trunk_end(_trunk_net()) == 7  # through dw2 and the 1x1 after it (no add follows)
+    net = weights.Network()
+    net.log_softmax(net.conv2d(0, *random_conv(np.random.default_rng(0), 1, 3, 1), activation="none"))
+    with pytest.raises(ValueError, match="no depthwise"):
+        int8.trunk_end(net)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_images():
+    net = _trunk_net()
+    trunk = int8.calibrate(net, _images(1), 6)
+    with pytest.raises(TypeError, match="uint8"):
+        int8.run_trunk(net, trunk, np.zeros((16, 16, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        int8.run_trunk(net, trunk, np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match="too small"):
+        int8.run_trunk(net, trunk, np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ValueError, match="no head map"):
+        int8.run(net, trunk, _images(1)[0], head_map=True)
+    with pytest.raises(ValueError, match="at least one image"):
+        int8.calibrate(net, [], 6)
+
+
+def test_validate_rejects():
+    net = _trunk_net()
+    good = int8.calibrate(net, _images(1), 6)
+
+    def broken(fn):
+        import copy
+
+        t = copy.deepcopy(good)
+        fn(t)
+        return t
+
+    cases = [
+        (lambda t: setattr(t, "n_ops", len(net.ops)), "the last op stays float"),
+        (lambda t: t.scales.__setitem__(2, 0.0), "scales must be finite"),
+        (lambda t: t.scales.__setitem__(2, np.nan), "scales must be finite"),
+        (lambda t: t.zero_points.__setitem__(1, 200), r"\[-128, 127\]"),
+        (lambda t: t.weights.pop(2), "needs int8 weights"),
+        (lambda t: t.weights.__setitem__(2, t.weights[2].astype(np.int16)), "needs int8 weights"),
+        (lambda t: t.weights[1].__setitem__((0, 0, 0, 0), -128), r"\[-127, 127\]"),
+        (lambda t: t.weight_scales.__setitem__(1, np.zeros(13, np.float32)), "weight scales"),
+        (lambda t: t.biases.__setitem__(3, np.full(8, np.inf, np.float32)), "finite biases"),
+        (lambda t: t.biases.__setitem__(3, np.full(8, 1e9, np.float32)), "accumulator"),
+        (lambda t: t.scales.__setitem__(4, 1e-30), "out of range"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match):
+            broken(fn).validate(net)
+    net_pool = weights.Network()
+    net_pool.log_softmax(net_pool.conv2d(net_pool.max_pool(0), *random_conv(np.random.default_rng(0), 1, 3, 1)))
+    t = int8.Int8Trunk(1, np.ones(2, np.float32), np.zeros(2, np.int32))
+    with pytest.raises(ValueError, match="cannot run in int8"):
+        t.validate(net_pool)
+    net_sp = weights.Network()
+    h = net_sp.depthwise_conv2d(0, *random_depthwise(np.random.default_rng(0), 3, 3), activation="none")
+    net_sp.ops[-1].iparams[5] = 2  # softplus
+    net_sp.log_softmax(net_sp.conv2d(h, *random_conv(np.random.default_rng(0), 1, 3, 1), activation="none"))
+    with pytest.raises(ValueError, match="activation 2"):
+        int8.Int8Trunk(1, np.ones(2, np.float32), np.zeros(2, np.int32)).validate(net_sp)
+
+
+# ------------------------------------------------------------------------------------------ a real model
+
+
+@pytest.mark.skipif(not LITE0.is_file(), reason="the Lite0 candidate model is not in this checkout")
+def test_lite0_candidate_calibrates():
+    from gazecrop.model import resize_rgb
+
+    net = weights.read_weights(LITE0)
+    rng = np.random.default_rng(0)
+    photo = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(ROOT / "examples" / "photo.jpg").convert("RGB"))
+    h, w = net.input_size(*photo.shape[:2])
+    x = resize_rgb(photo, h, w)
+    trunk = int8.calibrate(net, [x, rng.integers(0, 256, x.shape, dtype=np.uint8)])
+    assert trunk.n_ops == int8.trunk_end(net) == 39
+    g8, g = int8.run(net, trunk, x), reference.run(net, x)
+    assert 0.5 * np.abs(np.exp(g8.astype(np.float64)) - np.exp(g.astype(np.float64))).sum() < 0.05
