@@ -102,13 +102,15 @@ def callable_predictor(spec: str) -> Predictor:
     return lambda s, img: np.asarray(f(img), dtype=np.float64)
 
 
-def evaluate(predictors: Sequence[tuple[str, Predictor]], samples: Sequence[gds.Sample], log=print) -> dict:
-    """Run every predictor on every sample.
+def evaluate(predictors: Sequence[tuple[str, Predictor]], samples: Sequence[gds.Sample], log=print,
+             centre_bias=None) -> dict:
+    """Run every predictor on every sample; ``centre_bias`` (a :class:`gazecrop.centre_bias.CentreBias`) is the
+    information gain's baseline, default :func:`gazecrop.centre_bias.default_centre_bias`.
 
     Returns:
         ``{model: {dataset or "pooled": {metric: value, "images": k, "fixations": n}}}``.
     """
-    cb = default_centre_bias()
+    cb = centre_bias if centre_bias is not None else default_centre_bias()
     by_ds: dict = {}
     for s in samples:
         by_ds.setdefault(s.dataset, []).append(s)
