@@ -223,6 +223,15 @@ def test_bias_correction_removes_the_mean_error():
     assert mean_err(corrected, 4) < mean_err(plain, 4)
 
 
+def test_calibration_keeps_conv_factors_below_one_half():
+    net = _trunk_net()
+    net.ops[1].tensors[0] = ("e.weight", net.ops[1].tensors[0][1] * 400)  # a huge expand: s_w large
+    trunk = int8.calibrate(net, _images(2), 6)
+    for i, op in enumerate(net.ops[:6]):
+        if op.kind != "add":
+            assert all(32 <= s <= 62 for _, s in trunk.conv_multipliers(i, op.inputs[0]))
+
+
 def test_trunk_end():
     assert int8.trunk_end(_trunk_net()) == 7  # through dw2 and the 1x1 after it (no add follows)
     net = weights.Network()
@@ -272,6 +281,8 @@ def test_validate_rejects():
         (lambda t: t.biases.__setitem__(3, np.full(8, np.inf, np.float32)), "finite biases"),
         (lambda t: t.biases.__setitem__(3, np.full(8, 1e9, np.float32)), "accumulator"),
         (lambda t: t.scales.__setitem__(4, 1e-30), "out of range"),
+        (lambda t: t.scales.__setitem__(2, t.scales[1] * t.weight_scales[1].max() / 0.5), "out of range"),
+        (lambda t: t.scales.__setitem__(5, 1e-9), "out of range"),  # the add's factor over 2^21
     ]
     for fn, match in cases:
         with pytest.raises(ValueError, match=match):

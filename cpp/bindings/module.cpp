@@ -27,8 +27,17 @@ std::string shape_str(const py::array& a) {
 
 // One image (uint8 (H, W, 3) / float32 (3, H, W)) -> (h, w), or a batch (uint8 (N, H, W, 3) / float32
 // (N, 3, H, W)) -> (N, h, w).
-py::object run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse, bool head_map) {
+py::object run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse, bool head_map,
+               const py::object& precision) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
+  int prec = -1;
+  if (!precision.is_none()) {
+    const std::string p = py::isinstance<py::str>(precision) ? precision.cast<std::string>() : std::string("?");
+    if (p != "fp32" && p != "int8")
+      throw py::value_error("precision must be None (the file's default), 'fp32' or 'int8', got " +
+                            std::string(py::repr(precision)));
+    prec = p == "int8" ? 1 : 0;
+  }
   const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
   const bool f32 = image.dtype().equal(py::dtype::of<float>());
   if (!u8 && !f32)
@@ -68,6 +77,7 @@ py::object run(const gazecrop::Model& model, const py::array& image, int threads
   gazecrop::RunOptions opt;
   opt.threads = threads;
   opt.fuse = fuse;
+  opt.precision = prec;
   if (u8) {
     const gazecrop::ImageBatchU8 img{static_cast<const std::uint8_t*>(image.data()), int(count), int(h), int(w)};
     py::gil_scoped_release release;
@@ -172,13 +182,40 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("data"), "Load and validate the bytes of a .gzw file.")
       .def("run", &run, py::arg("image").noconvert(), py::arg("threads") = 1, py::arg("fuse") = true,
-           py::arg("head_map") = false,
+           py::arg("head_map") = false, py::arg("precision") = py::none(),
            "Run on uint8 (H, W, 3) RGB or float32 (3, H, W) pixels (0..255, C-contiguous); returns the float32 "
            "(h, w) log-density. A batch of same-size images, uint8 (N, H, W, 3) or float32 (N, 3, H, W), runs in "
            "one call and returns (N, h, w). fuse=False runs inverted residuals op by op instead of fused (the "
            "same result bit for bit; tests and benchmarks compare). head_map=True also returns the head map "
            "(format version 3): a tuple (log-density, head-map logits), each (h, w) or (N, h, w); ValueError when "
-           "the file has none. The GIL is released during the run.")
+           "the file has none. precision: None (the file's default; GAZECROP_PRECISION=fp32|int8 overrides it), "
+           "'fp32', or 'int8' (the int8 trunk of a calibrated file, format version 3; uint8 images only; "
+           "ValueError otherwise). The GIL is released during the run.")
+      .def(
+          "int8_values",
+          [](const gazecrop::Model& self, const py::array_t<std::uint8_t, py::array::c_style>& image) {
+            if (image.ndim() != 3 || image.shape(2) != 3)
+              throw py::value_error("image must be uint8 (H, W, 3), got shape " + shape_str(image));
+            if (image.shape(0) < 1 || image.shape(1) < 1 || image.shape(0) > 32768 || image.shape(1) > 32768)
+              throw py::value_error("image size not supported: " + shape_str(image));
+            const gazecrop::ImageU8 img{image.data(), int(image.shape(0)), int(image.shape(1))};
+            std::vector<std::vector<std::int8_t>> vals;
+            {
+              py::gil_scoped_release release;
+              vals = self.int8_values(img);
+            }
+            py::list out;
+            for (const auto& v : vals) {
+              py::array_t<std::int8_t> a(py::ssize_t(v.size()));
+              std::copy(v.begin(), v.end(), a.mutable_data());
+              out.append(a);
+            }
+            return out;
+          },
+          py::arg("image").noconvert(),
+          "The int8 trunk's values for a uint8 (H, W, 3) image on the current kernel set: value v's int8 (C, h, "
+           "w) bytes, flattened, for v = 0 .. int8_ops (tests compare them with gazecrop.int8.run_trunk). "
+           "ValueError without a trunk.")
       .def_property_readonly("has_head_map", &gazecrop::Model::has_head_map,
                              "Whether the file has a head map output (format version 3).")
       .def_property_readonly("name", [](const gazecrop::Model& self) { return self.info().name; },
@@ -188,8 +225,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("format_version", [](const gazecrop::Model& self) { return self.info().format_version; },
                              "The file's format version (1, 2 or 3).")
       .def_property_readonly("int8_ops", [](const gazecrop::Model& self) { return self.info().int8_ops; },
-                             "Ops in the file's int8 trunk (format version 3; 0 = none). Read and validated; this "
-                             "release runs every file in float32.")
+                             "Ops in the file's int8 trunk (format version 3; 0 = none).")
       .def_property_readonly("default_precision",
                              [](const gazecrop::Model& self) {
                                return std::string(self.info().default_precision == 1 ? "int8" : "fp32");

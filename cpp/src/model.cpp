@@ -10,6 +10,7 @@
 #include <string>
 
 #include "gazecrop/gazecrop.h"
+#include "int8_trunk.h"
 #include "kernels/kernels.h"
 #include "ops/op.h"
 #include "weights_loader.h"
@@ -55,10 +56,12 @@ struct Step {
   std::vector<int> inputs;
   int out;
   std::string label;
+  int first_op;  // the first file op the step runs (a fused step runs several)
 };
 struct Program {
   std::vector<Step> steps;
   std::vector<int> last_use;  // per value: index of the last step reading it (-1: none)
+  std::vector<int> from_int8;  // int8 programs: the trunk values (0 .. int8 ops) the steps read, dequantised
 };
 
 struct Model::Impl {
@@ -68,6 +71,11 @@ struct Model::Impl {
   Program plain, fused_program;                     // op by op; with the fusions (RunOptions::fuse)
   // The same without the steps only the head map needs (run when the caller does not ask for the head map).
   Program plain_main, fused_main;
+  // Format version 3 with an int8 trunk: the trunk, and the four programs above without the trunk's ops (run
+  // after it, on its dequantised values).
+  std::unique_ptr<detail::Int8Trunk> int8;
+  Program int8_plain, int8_fused, int8_plain_main, int8_fused_main;
+  int default_precision = 0;  // the file's, or GAZECROP_PRECISION's
   // One thread pool per model, kept between calls (threads > 1). A call that finds it taken by another
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
@@ -97,9 +105,25 @@ struct Model::Impl {
   // Runs `count` images of height x width; fill_input(n, frame) writes image n's preprocessed pixels;
   // image n's log-density goes to out + n * h * w and, when head_out is not null, its head map (version 3)
   // to head_out + n * hh * hw.
+  // Whether a run with `opt` takes the int8 trunk (`u8`: the images are uint8).
+  bool use_int8(const RunOptions& opt, bool u8) const {
+    if (opt.precision < -1 || opt.precision > 1)
+      throw std::invalid_argument("precision must be -1 (the file's default), 0 (float32) or 1 (int8), got " +
+                                  std::to_string(opt.precision));
+    if (opt.precision == 1) {
+      if (!int8) throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
+      if (!u8) throw std::invalid_argument("the int8 trunk runs on uint8 images, not float32 ones");
+      return true;
+    }
+    return opt.precision == -1 && int8 && u8 && default_precision == 1;
+  }
+
+  // Runs `count` images; with `u8` (uint8 (H, W, 3) images, `u8_stride` bytes apart) the int8 trunk may run
+  // (use_int8), else fill_input writes the float input. See run_one.
   template <typename Fill>
-  void run(std::size_t count, int height, int width, Fill fill_input, float* out, std::size_t out_len,
-           float* head_out, std::size_t head_len, const RunOptions& opt) const {
+  void run(std::size_t count, int height, int width, Fill fill_input, const std::uint8_t* u8, std::size_t u8_stride,
+           float* out, std::size_t out_len, float* head_out, std::size_t head_len, const RunOptions& opt) const {
+    const bool q8 = use_int8(opt, u8 != nullptr);
     if (opt.threads < 1 || opt.threads > 256)
       throw std::invalid_argument("threads must be in 1..256, got " + std::to_string(opt.threads));
     if (count < 1) throw std::invalid_argument("a batch needs at least one image");
@@ -129,15 +153,19 @@ struct Model::Impl {
       own = std::make_unique<detail::ThreadPool>(opt.threads);  // threads == 1: no workers are started
       pp = own.get();
     }
-    const Program& prog = opt.fuse ? (head_out ? fused_program : fused_main) : (head_out ? plain : plain_main);
+    const Program& prog =
+        q8 ? (opt.fuse ? (head_out ? int8_fused : int8_fused_main) : (head_out ? int8_plain : int8_plain_main))
+           : (opt.fuse ? (head_out ? fused_program : fused_main) : (head_out ? plain : plain_main));
     for (std::size_t n = 0; n < count; ++n)
-      run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, out + n * per,
-              head_out ? head_out + n * head_per : nullptr, *pp);
+      run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, q8 ? u8 + n * u8_stride : nullptr,
+              out + n * per, head_out ? head_out + n * head_per : nullptr, *pp);
   }
 
+  // One image: the float program `prog` after the input (fill_input), or, with `u8`, after the int8 trunk on
+  // the uint8 image (prog is then an int8 program: it reads the trunk's dequantised values).
   template <typename Fill>
-  void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, float* out, float* head_out,
-               detail::ThreadPool& pool) const {
+  void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, const std::uint8_t* u8,
+               float* out, float* head_out, detail::ThreadPool& pool) const {
     // GAZECROP_PROFILE: per-op time, FLOPs, bytes, GFLOP/s against the kernel set's measured peak, GB/s.
     static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;
     const detail::RunContext ctx{kernels::active_kernels(), pool};
@@ -154,9 +182,16 @@ struct Model::Impl {
       bufs[v].reset(std::size_t(s.c) * detail::frame_plane(s.h, s.w), false);
       frames[v] = Frame::make(bufs[v].data(), s.c, s.h, s.w);
     };
-    alloc(0);
-    fill_input(frames[0]);
-    detail::zero_ring(frames[0], 0, 3);
+    if (u8) {
+      int8->run(kernels::int8_kernels(ctx.kernels), pool, u8, shapes, prog.from_int8, [&](int v) {
+        alloc(std::size_t(v));
+        return frames[std::size_t(v)];
+      });
+    } else {
+      alloc(0);
+      fill_input(frames[0]);
+      detail::zero_ring(frames[0], 0, 3);
+    }
     std::vector<Frame> in;
     for (std::size_t i = 0; i < prog.steps.size(); ++i) {
       const Step& st = prog.steps[i];
@@ -192,15 +227,39 @@ struct Model::Impl {
 
 namespace {
 
-void finish_program(Program& p, std::size_t num_values) {
+// last_use; for an int8 program (int8_ops > 0), from_int8: the trunk values its steps read.
+void finish_program(Program& p, std::size_t num_values, int int8_ops = 0) {
   p.last_use.assign(num_values, -1);
+  p.from_int8.clear();
+  std::vector<char> read(num_values, 0);
   for (std::size_t i = 0; i < p.steps.size(); ++i)
-    for (int v : p.steps[i].inputs) p.last_use[std::size_t(v)] = int(i);
+    for (int v : p.steps[i].inputs) {
+      p.last_use[std::size_t(v)] = int(i);
+      read[std::size_t(v)] = 1;
+    }
+  for (int v = 0; v <= int8_ops && int8_ops > 0; ++v)
+    if (read[std::size_t(v)]) p.from_int8.push_back(v);
+}
+
+// The steps of `p` after an int8 trunk of `n` ops: steps wholly inside it are dropped; a fused step reaching
+// into it is replaced by `plain`'s steps of its ops from n on (they read the trunk's dequantised values).
+Program after_trunk(const Program& p, const Program& plain, int n, std::size_t num_values) {
+  Program t;
+  for (const Step& st : p.steps) {
+    if (st.out <= n) continue;
+    if (st.first_op >= n) {
+      t.steps.push_back(st);
+      continue;
+    }
+    for (int j = n; j < st.out; ++j) t.steps.push_back(plain.steps[std::size_t(j)]);
+  }
+  finish_program(t, num_values, n);
+  return t;
 }
 
 // `p` without the steps whose outputs the log-density (the last value) does not depend on: the head map's own
 // ops (format version 3), skipped when the caller does not ask for the head map.
-Program main_only(const Program& p, std::size_t num_values) {
+Program main_only(const Program& p, std::size_t num_values, int int8_ops = 0) {
   std::vector<char> needed(num_values, 0);
   needed[num_values - 1] = 1;
   std::vector<char> keep(p.steps.size(), 0);
@@ -212,7 +271,7 @@ Program main_only(const Program& p, std::size_t num_values) {
   Program out;
   for (std::size_t i = 0; i < p.steps.size(); ++i)
     if (keep[i]) out.steps.push_back(p.steps[i]);
-  finish_program(out, num_values);
+  finish_program(out, num_values, int8_ops);
   return out;
 }
 
@@ -253,7 +312,7 @@ void fuse(Model::Impl& m) {
       if (f) {
         if (add) ++last;
         f->label = "ops " + std::to_string(i) + "-" + std::to_string(last) + " (inverted_residual)";
-        m.fused_program.steps.push_back({f.get(), {block_in}, int(last + 1), f->label});
+        m.fused_program.steps.push_back({f.get(), {block_in}, int(last + 1), f->label, int(i)});
         m.fused.push_back(std::move(f));
         i = last + 1;
         continue;
@@ -288,13 +347,27 @@ std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t s
     }
     op->label = "op " + std::to_string(i) + " (" + detail::op_name(rec.op_type) + ")";
     for (std::uint32_t k = 0; k < rec.num_inputs; ++k) op->inputs.push_back(int(rec.inputs[k]));
-    impl->plain.steps.push_back({op.get(), op->inputs, int(i + 1), op->label});
+    impl->plain.steps.push_back({op.get(), op->inputs, int(i + 1), op->label, int(i)});
     impl->ops.push_back(std::move(op));
   }
   finish_program(impl->plain, pw.ops.size() + 1);
   fuse(*impl);
-  impl->plain_main = main_only(impl->plain, pw.ops.size() + 1);
-  impl->fused_main = main_only(impl->fused_program, pw.ops.size() + 1);
+  const std::size_t nv = pw.ops.size() + 1;
+  impl->plain_main = main_only(impl->plain, nv);
+  impl->fused_main = main_only(impl->fused_program, nv);
+  if (pw.int8.ops > 0) {
+    const int n = int(pw.int8.ops);
+    impl->int8 = std::make_unique<detail::Int8Trunk>(pw);
+    impl->int8_plain = after_trunk(impl->plain, impl->plain, n, nv);
+    impl->int8_fused = after_trunk(impl->fused_program, impl->plain, n, nv);
+    impl->int8_plain_main = main_only(impl->int8_plain, nv, n);
+    impl->int8_fused_main = main_only(impl->int8_fused, nv, n);
+    impl->default_precision = int(pw.int8.precision);
+    if (const char* env = std::getenv("GAZECROP_PRECISION")) {  // overrides the file's default
+      if (std::strcmp(env, "fp32") == 0) impl->default_precision = 0;
+      if (std::strcmp(env, "int8") == 0) impl->default_precision = 1;
+    }
+  }
   return impl;
 }
 
@@ -387,7 +460,7 @@ void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, floa
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (float(src[3 * std::size_t(j)]) - mi.mean[c]) / mi.std[c];
       }
-  }, out, out_len, head_out, head_len, options);
+  }, batch.data, image_bytes, out, out_len, head_out, head_len, options);
 }
 
 void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,
@@ -404,10 +477,22 @@ void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, flo
         float* dst = f.pixel(c, i, 0);
         for (int j = 0; j < f.w; ++j) dst[j] = (src[j] - mi.mean[c]) / mi.std[c];
       }
-  }, out, out_len, head_out, head_len, options);
+  }, nullptr, 0, out, out_len, head_out, head_len, options);
 }
 
 bool Model::has_head_map() const { return impl_->info.head_output != 0; }
+
+std::vector<std::vector<std::int8_t>> Model::int8_values(const ImageU8& image) const {
+  if (!impl_->int8) throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
+  if (!image.data) throw std::invalid_argument("image data is null");
+  const std::vector<Shape> shapes = impl_->plan(image.height, image.width);
+  std::vector<std::vector<std::int8_t>> out(std::size_t(impl_->int8->ops()) + 1);
+  detail::ThreadPool pool(1);
+  impl_->int8->run(kernels::int8_kernels(kernels::active_kernels()), pool, image.data, shapes, {},
+                   [](int) { return Frame(); },
+                   [&](int v, const std::vector<std::int8_t>& q) { out[std::size_t(v)] = q; });
+  return out;
+}
 
 void Model::head_map_size(int height, int width, int* out_height, int* out_width) const {
   if (!has_head_map()) throw std::invalid_argument("this model has no head map (format version 3)");

@@ -318,8 +318,8 @@ void check_int8_arithmetic(const ParsedWeights& pw) {
     int shift = 0;
     if (op.op_type == kAdd) {
       const double big = std::max(double(scale(op.inputs[0])), double(scale(op.inputs[1])));
-      if (!int8_multiplier(big / double(op.out_scale), &mult, &shift))
-        fail(where, ": requantisation factor ", big / double(op.out_scale), " out of range");
+      if (!int8_multiplier(big / double(op.out_scale), &mult, &shift) || shift < 10)
+        fail(where, ": requantisation factor ", big / double(op.out_scale), " out of range (shift 10..62)");
       continue;
     }
     const TensorRecord& w = pw.tensors[op.first_tensor];
@@ -329,8 +329,8 @@ void check_int8_arithmetic(const ParsedWeights& pw) {
     for (std::size_t m = 0; m < m_out; ++m) {
       const double sw = par.values[m], b = par.values[m_out + m];
       if (!(sw > 0)) fail(where, ": weight scale ", sw, " of channel ", m, " must be > 0");
-      if (!int8_multiplier(sx * sw / sy, &mult, &shift))
-        fail(where, ": requantisation factor ", sx * sw / sy, " of channel ", m, " out of range");
+      if (!int8_multiplier(sx * sw / sy, &mult, &shift) || shift < 32)
+        fail(where, ": requantisation factor ", sx * sw / sy, " of channel ", m, " out of range (shift 32..62)");
       const double bq = std::nearbyint(b / (sx * sw));
       const double worst = std::fabs(bq) + 255.0 * 127.0 * double(k);
       if (!(worst <= 2147483647.0))

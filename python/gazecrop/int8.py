@@ -21,10 +21,11 @@ Numbers (the single definition; the native kernels must reproduce :func:`run_tru
   ``M = s_x s_w[m] / s_y`` (double).
 - :func:`requantise`: ``y = clip(z_y + ((acc * mult + 2^(shift - 1)) >> shift), lo, hi)`` in int64 with an
   arithmetic shift (round half up), ``(mult, shift)`` from :func:`multiplier` (``mult`` in [2^30, 2^31),
-  ``shift`` in [1, 62]); ``lo, hi`` = [-128, 127] narrowed by the fused activation: ReLU ``lo = max(-128,
+  ``shift`` in [32, 62]: ``M < 0.5``, so the shifted value fits 31 bits and a kernel may take the high half of
+  the 64-bit product; :func:`calibrate` widens an output range where needed); ``lo, hi`` = [-128, 127] narrowed by the fused activation: ReLU ``lo = max(-128,
   z_y)``, ReLU6 also ``hi = min(127, z_y + rint(6 / s_y))``.
 - ``add``: ``y = clip(z_y + (((q_a - z_a) m_a + (q_b - z_b) m_b + 2^(shift - 1)) >> shift), lo, hi)``, one
-  shift for both inputs (:func:`add_multipliers`).
+  shift for both inputs (:func:`add_multipliers`), in [10, 62] (the sum fits 31 bits).
 - Dequantisation for the float ops: ``f32(q - z) * s`` in float32.
 
 ``rint`` rounds half to even (numpy ``rint``, C ``nearbyint`` in the default rounding mode). Only additions,
@@ -57,6 +58,10 @@ TRUNK_OPS = ("conv2d", "depthwise_conv2d", "add")
 """The op kinds an int8 trunk may contain."""
 TRUNK_ACTIVATIONS = (0, 1, 3)
 """Activation codes an int8 op may fuse: none, ReLU, ReLU6 (not softplus)."""
+CONV_SHIFTS = (32, 62)
+"""A convolution's requantisation shift range: factors ``M = s_x s_w[m] / s_y`` in about [2^-32, 0.5)."""
+ADD_SHIFTS = (10, 62)
+"""An add's shift range: the larger factor ``max(s_a, s_b) / s_y`` below 2^21."""
 ACC_LIMIT = 2 ** 31 - 1
 """int32 accumulators: ``|B[m]| + 255 * 127 * K`` must stay below this (checked by :func:`Int8Trunk.validate`)."""
 
@@ -101,7 +106,10 @@ class Int8Trunk:
             if act not in TRUNK_ACTIVATIONS:
                 raise ValueError(f"int8 trunk: op {i} ({op.kind}) fuses activation {act} (int8: 0, 1 or 3)")
             if op.kind == "add":
-                _ = add_multipliers(self._s(op.inputs[0]), self._s(op.inputs[1]), self._s(i + 1))
+                shift = add_multipliers(self._s(op.inputs[0]), self._s(op.inputs[1]), self._s(i + 1))[2]
+                if not ADD_SHIFTS[0] <= shift <= ADD_SHIFTS[1]:
+                    raise ValueError(f"int8 trunk: op {i} (add): requantisation factor out of range (shift "
+                                     f"{shift}, must be {ADD_SHIFTS[0]}..{ADD_SHIFTS[1]})")
                 continue
             w = self.weights.get(i)
             shape = op.tensors[0][1].shape
@@ -136,7 +144,13 @@ class Int8Trunk:
         """(mult, shift) per output channel of conv op ``i`` reading value ``v_in``, for ``M = s_x s_w[m] / s_y``
         (:func:`multiplier`)."""
         sx, sy = self._s(v_in), self._s(i + 1)
-        return [multiplier(sx * float(s) / sy) for s in self.weight_scales[i]]
+        out = [multiplier(sx * float(s) / sy) for s in self.weight_scales[i]]
+        for m, (_, shift) in enumerate(out):
+            if not CONV_SHIFTS[0] <= shift <= CONV_SHIFTS[1]:
+                raise ValueError(f"int8 trunk: op {i} channel {m}: requantisation factor "
+                                 f"{sx * float(self.weight_scales[i][m]) / sy:.6g} is out of range (shift {shift}, "
+                                 f"must be {CONV_SHIFTS[0]}..{CONV_SHIFTS[1]}: the factor below 0.5)")
+        return out
 
     def activation_bounds(self, i: int, act: int) -> Tuple[int, int]:
         """(lo, hi) of op ``i``'s int8 output under activation code ``act``."""
@@ -349,18 +363,28 @@ def calibrate(net: Network, images: Iterable[np.ndarray], n_ops: Optional[int] =
     scales = np.zeros(n + 1, np.float32)
     zps = np.zeros(n + 1, np.int32)
     for v in range(n + 1):
-        op = net.ops[v - 1] if v else None
-        relu6 = op is not None and (op.ip(0) if op.kind == "add" else op.ip(5)) == 3
-        scales[v], zps[v] = value_params(*(RELU6_RANGE if relu6 else (lo[v], hi[v])))
+        relu6 = v > 0 and _relu6(net.ops[v - 1])
+        if relu6:
+            lo[v], hi[v] = RELU6_RANGE
+        scales[v], zps[v] = value_params(lo[v], hi[v])
     trunk = Int8Trunk(n, scales, zps)
     for i, op in enumerate(net.ops[:n]):
         if op.kind in ("conv2d", "depthwise_conv2d"):
             trunk.weights[i], trunk.weight_scales[i] = quantise_weights(op.tensors[0][1])
             trunk.biases[i] = op.tensors[1][1].astype(np.float32).copy()
+            # keep every factor s_x s_w[m] / s_y below 0.5 (CONV_SHIFTS): widen the output's range if needed
+            need = float(scales[op.inputs[0]]) * float(trunk.weight_scales[i].max()) / 0.499
+            if float(scales[i + 1]) < need:
+                ratio = need / float(scales[i + 1])
+                scales[i + 1], zps[i + 1] = value_params(min(lo[i + 1], 0.0) * ratio, max(hi[i + 1], 0.0) * ratio)
     if bias_correction:
         _correct_biases(net, trunk, imgs)
     trunk.validate(net)
     return trunk
+
+
+def _relu6(op: Op) -> bool:
+    return (op.ip(0) if op.kind == "add" else op.ip(5)) == 3
 
 
 def _correct_biases(net: Network, trunk: Int8Trunk, imgs: List[np.ndarray]) -> None:

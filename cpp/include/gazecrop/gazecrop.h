@@ -66,6 +66,10 @@ struct RunOptions {
                     // one pool of this size between calls
   bool fuse = true;  // run inverted residuals fused (row bands, L2-resident expansion); false runs the file's
                      // ops one by one. Same result bit for bit on each kernel set (benchmarks and tests compare)
+  int precision = -1;  // -1: the file's default (format version 3; GAZECROP_PRECISION=fp32|int8 overrides it
+                       // for files with an int8 trunk), 0: float32, 1: the int8 trunk (uint8 images only;
+                       // std::invalid_argument for a file without one or a float image). A default of int8 on a
+                       // float image runs float32.
 };
 
 // float32 (height, width) log-density, row-major.
@@ -125,6 +129,10 @@ class Model {
   // false for files without one; head_map_size() then throws std::invalid_argument.
   bool has_head_map() const;
   void head_map_size(int height, int width, int* out_height, int* out_width) const;
+  // The int8 trunk's values (format version 3) for one uint8 image, on the given kernel set's int8 kernels:
+  // value v's int8 (C, H, W) bytes for v = 0 .. info().int8_ops (python/gazecrop/int8.py's run_trunk gives the
+  // same bytes; the tests compare). Throws std::invalid_argument without a trunk or on bad sizes.
+  std::vector<std::vector<std::int8_t>> int8_values(const ImageU8& image) const;
   // Both outputs in one run: log-densities as above, head maps at head_out + n * hh * hw (head_len floats in
   // all). Throws std::invalid_argument on bad sizes, or when the model has no head map.
   void run(const ImageBatchU8& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,

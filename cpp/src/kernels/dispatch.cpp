@@ -37,6 +37,8 @@ CpuFeatures detect() {
   // AVX-512F (CPUID.7.0:EBX bit 16), and the OS saves the opmask (XCR0 bit 5), ZMM_Hi256 (bit 6) and Hi16_ZMM
   // (bit 7) state: without those a kernel's zmm/k registers would be corrupted at a context switch.
   f.avx512f = f.avx2 && ((b >> 16) & 1) && (xcr0_lo & 0xE0) == 0xE0;
+  // AVX-512 BW (EBX bit 30), VL (EBX bit 31) and VNNI (ECX bit 11): the int8 kernels' VPDPBUSD and byte masks.
+  f.avx512vnni = f.avx512f && ((b >> 30) & 1) && ((b >> 31) & 1) && ((c >> 11) & 1);
 #endif
 #if defined(__aarch64__)
 #if defined(__linux__)
@@ -65,6 +67,15 @@ const KernelTable kAvx512 = {"avx512", f32_conv1x1_6x64_avx512, f32_conv3x3_6x64
 const KernelTable kNeon = {"neon", f32_conv1x1_6x16_neon, f32_conv3x3_6x16_neon, f32_softplus_x4_neon,
                            f32_gather_s2_x8_neon, f32_dwconv3x3_x4_neon, f32_dwconv5x5_x4_neon,
                            f32_fma_peak_12x4_neon, kMR, kNR};
+#endif
+
+const Int8KernelTable kInt8Scalar = {"scalar", s8_gemm_4x16c4_scalar, s8_dwconv_c1_scalar, s8_add_x1_scalar};
+#if defined(GAZECROP_HAVE_AVX2_KERNELS)
+const Int8KernelTable kInt8Avx2 = {"avx2", s8_gemm_2x16c4_avx2, s8_dwconv_c8_avx2, s8_add_x8_avx2};
+#endif
+#if defined(GAZECROP_HAVE_AVX512VNNI_KERNELS)
+const Int8KernelTable kInt8Avx512Vnni = {"avx512vnni", s8_gemm_8x16c4_avx512vnni, s8_dwconv_c16_avx512vnni,
+                                         s8_add_x16_avx512vnni};
 #endif
 
 const KernelTable* default_table() {
@@ -102,6 +113,17 @@ double measure_peak(const KernelTable& t) {
 }
 
 }  // namespace
+
+const Int8KernelTable& int8_kernels(const KernelTable& t) {
+#if defined(GAZECROP_HAVE_AVX512VNNI_KERNELS)
+  if (std::strcmp(t.name, "avx512") == 0 && cpu_features().avx512vnni) return kInt8Avx512Vnni;
+#endif
+#if defined(GAZECROP_HAVE_AVX2_KERNELS)
+  if ((std::strcmp(t.name, "avx512") == 0 || std::strcmp(t.name, "avx2") == 0) && cpu_features().avx2)
+    return kInt8Avx2;
+#endif
+  return kInt8Scalar;
+}
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = detect();

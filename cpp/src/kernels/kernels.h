@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace gazecrop {
 namespace kernels {
@@ -93,9 +94,86 @@ struct KernelTable {
   int nr;              // pixels per tile
 };
 
+// --- int8 (the int8 trunk, ../int8_trunk.cpp; the arithmetic is python/gazecrop/int8.py's) ---
+// Values are channels-last: pixel p's channels at p * pixel_stride, stored as u = q + 128 (unsigned bytes: VPDPBUSD
+// multiplies unsigned by signed bytes) with the zero point and clamp bounds in the same offset form (z + 128, in
+// 0 .. 255). Integer arithmetic is exact, so every set computes the same bytes as the scalar kernels.
+//
+// requantize: (int64(acc) * mult + 2^(shift - 1)) >> shift (arithmetic shift: round half up), mult in
+// [2^30, 2^31), shift in [1, 62] (gazecrop.int8.multiplier).
+std::int32_t requantize(std::int32_t acc, std::int32_t mult, std::int32_t shift);
+
+// GEMM of the 1x1 convolutions (and of im2col rows): for n < nc, m < mc (any; blocks of 16 output channels),
+//   acc = bias[m] + sum_{k < kc} w[(m / 16) * (kc / 4) * 64 + (k / 4) * 64 + (m % 16) * 4 + k % 4]
+//                                * x[n * x_stride + k]                                            (int32)
+//   y[n * y_stride + m] = clamp(zp + requantize(acc, mult[m], shift[m]), lo, hi)
+// kc a multiple of 4; the last block's rows past mc are zero. The packer folds -(128 + the input's zero point)
+// * sum_k w into bias. Writes exactly mc
+// bytes per pixel; reads x[n * x_stride + k] for k < kc only. Shift of every channel >= 32 (the conv rule).
+using S8GemmFn = void (*)(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
+                          std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
+                          const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
+                          std::uint8_t* y, std::size_t y_stride);
+// Depthwise K x K (3 or 5) convolution of one output row, stride s (1 or 2), padding already in memory (the
+// input's zero point): for j < w_out, c < ch,
+//   acc = bias[c] + sum_{u, v < K} w[(u * K + v) * w_stride + c] * x[u * x_row + (s j + v) * x_pixel + c]
+//   y[j * y_pixel + c] = clamp(zp + requantize(acc, mult[c], shift[c]), lo, hi)
+// (int32; the packer folds -(128 + the input's zero point) * sum_t w into bias). `w` int32, w_stride >= ch a multiple of
+// 16 with zero weights past ch. Reads only the named bytes; writes exactly ch bytes per pixel.
+using S8DwConvFn = void (*)(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
+                            std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
+                            const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
+                            int lo, int hi, std::uint8_t* y, std::size_t y_pixel);
+// Sum of two int8 values (the skip of an inverted residual): for i < n,
+//   y[i] = clamp(zp + ((int64(a[i] - za) * ma + int64(b[i] - zb) * mb + 2^(shift - 1)) >> shift), lo, hi)
+// ma, mb in [0, 2^31), shift in [1, 62] (gazecrop.int8.add_multipliers).
+using S8AddFn = void (*)(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
+                         std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+
+struct Int8KernelTable {
+  const char* name;  // "scalar", "avx2" or "avx512vnni" (AVX-512 F + BW + VL + VNNI)
+  S8GemmFn gemm;
+  S8DwConvFn dwconv;
+  S8AddFn add;
+};
+
+void s8_gemm_4x16c4_scalar(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
+                           const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
+                           const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);
+void s8_dwconv_c1_scalar(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
+                         std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
+                         const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp, int lo,
+                         int hi, std::uint8_t* y, std::size_t y_pixel);
+void s8_add_x1_scalar(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
+                      std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+void s8_gemm_2x16c4_avx2(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
+                         const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
+                         const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);
+void s8_dwconv_c8_avx2(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
+                       std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
+                       const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp, int lo,
+                       int hi, std::uint8_t* y, std::size_t y_pixel);
+void s8_add_x8_avx2(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
+                    std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+void s8_gemm_8x16c4_avx512vnni(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
+                               std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
+                               const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
+                               std::uint8_t* y, std::size_t y_stride);
+void s8_dwconv_c16_avx512vnni(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
+                              std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
+                              const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
+                              int lo, int hi, std::uint8_t* y, std::size_t y_pixel);
+void s8_add_x16_avx512vnni(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b,
+                           int zb, std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+
+// The int8 kernels that go with fp32 table `t`: scalar for "scalar" and "neon", AVX2 for "avx2", and for "avx512"
+// the AVX-512 VNNI ones when the CPU has AVX-512 BW + VNNI, else the AVX2 ones. Always exact (same bytes).
+const Int8KernelTable& int8_kernels(const KernelTable& t);
+
 struct CpuFeatures {
   bool avx2 = false;     // AVX2 + FMA3 and OS-enabled YMM state
   bool avx512f = false;  // AVX-512F (+ everything avx2 needs) and OS-enabled opmask, ZMM_Hi256, Hi16_ZMM state
+  bool avx512vnni = false;  // AVX-512 BW, VL (CPUID.7.0:EBX bits 30, 31) + VNNI (ECX bit 11) on top of avx512f
   bool neon = false;     // AArch64 Advanced SIMD (HWCAP_ASIMD; baseline on every 64-bit ARM CPU)
 };
 

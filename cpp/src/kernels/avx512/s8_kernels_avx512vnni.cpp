@@ -1,0 +1,222 @@
+// AVX-512 VNNI int8 kernels (kernels.h, "int8"), exact twins of ../scalar/s8_kernels_scalar.cpp (same bytes):
+// - GEMM, 8 pixels x 32 output channels per step (two blocks of 16), one VPDPBUSD (u8 x s8, four products per int32 lane, no
+//   saturation) per pixel and group of four input channels: the pixel's four (unsigned) activations broadcast against
+//   the 16 channels' packed weights;
+// - depthwise, 16 channels of one pixel per vector (masked byte loads, int32 lanes);
+// - add, 16 elements per step.
+// Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, vpsravq. Stores under a mask
+// (vpmovsdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (the GAZECROP_AVX512VNNI_SOURCES of CMakeLists.txt);
+// called only when cpu_features().avx512vnni.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+#include "../kernels.h"
+
+// GCC 12's _mm512_undefined_epi32() (the pass-through of unmasked intrinsics) trips -Wuninitialized once inlined
+// (GCC bug 105593); nothing here is uninitialised.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace gazecrop {
+namespace kernels {
+namespace {
+
+// requantize() on 16 lanes, any shift in [1, 62] per lane, with the per-lane constants prepared once.
+struct Rq16 {
+  __m512i mult, mult_odd, s_even, s_odd, r_even, r_odd;
+  Rq16() = default;
+  Rq16(__m512i mult_, __m512i shift) {
+    const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFF), one = _mm512_set1_epi64(1);
+    mult = mult_;
+    mult_odd = _mm512_srli_epi64(mult_, 32);
+    s_even = _mm512_and_si512(shift, lo32);
+    s_odd = _mm512_srli_epi64(shift, 32);
+    r_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(s_even, one));
+    r_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(s_odd, one));
+  }
+  __m512i operator()(__m512i v) const {
+    const __m512i pe = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), r_even), s_even);
+    const __m512i po =
+        _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), mult_odd), r_odd), s_odd);
+    return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+  }
+};
+
+inline void finish_store(std::uint8_t* y, __mmask16 km, __m512i acc, const Rq16& rq, __m512i vzp, __m512i vlo,
+                         __m512i vhi) {
+  __m512i v = _mm512_add_epi32(vzp, rq(acc));
+  v = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
+  _mm512_mask_cvtusepi32_storeu_epi8(y, km, v);  // values in 0 .. 255
+}
+
+inline __mmask16 lanes(std::size_t n) {
+  return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+}
+
+// NR pixels x NB blocks of 16 output channels: each pixel's four activations are broadcast once for all blocks.
+template <int NR, int NB>
+void gemm_tile(const __mmask16* km, std::size_t kc, const std::uint8_t* x, std::size_t xs, const std::int8_t* w,
+               std::size_t w_block, const __m512i* vb, const Rq16* rq, __m512i vzp, __m512i vlo, __m512i vhi,
+               std::uint8_t* y, std::size_t ys) {
+  __m512i acc[NR][NB];
+  for (int n = 0; n < NR; ++n)
+    for (int b = 0; b < NB; ++b) acc[n][b] = vb[b];
+  for (std::size_t k = 0; k < kc; k += 4) {
+    __m512i wv[NB];
+    for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(w + std::size_t(b) * w_block + (k / 4) * 64);
+    for (int n = 0; n < NR; ++n) {
+      std::int32_t raw;
+      std::memcpy(&raw, x + std::size_t(n) * xs + k, 4);
+      const __m512i xv = _mm512_set1_epi32(raw);
+      for (int b = 0; b < NB; ++b) acc[n][b] = _mm512_dpbusd_epi32(acc[n][b], xv, wv[b]);
+    }
+  }
+  for (int n = 0; n < NR; ++n)
+    for (int b = 0; b < NB; ++b)
+      finish_store(y + std::size_t(n) * ys + 16 * std::size_t(b), km[b], acc[n][b], rq[b], vzp, vlo, vhi);
+}
+
+template <int NB>
+void gemm_blocks(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t xs,
+                 const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift,
+                 int zp, int lo, int hi, std::uint8_t* y, std::size_t ys) {
+  // Channels past mc: bias 0, multiplier 2^30, shift 32 (a valid rule; never stored).
+  __mmask16 km[NB];
+  __m512i vb[NB];
+  const Rq16 unused(_mm512_set1_epi32(1 << 30), _mm512_set1_epi32(32));
+  Rq16 rq[NB] = {unused};
+  for (int b = 0; b < NB; ++b) {
+    const std::size_t m0 = 16 * std::size_t(b);
+    km[b] = lanes(mc > m0 ? mc - m0 : 0);
+    vb[b] = _mm512_maskz_loadu_epi32(km[b], bias + m0);
+    rq[b] = Rq16(_mm512_mask_loadu_epi32(_mm512_set1_epi32(1 << 30), km[b], mult + m0),
+                 _mm512_mask_loadu_epi32(_mm512_set1_epi32(32), km[b], shift + m0));
+  }
+  const std::size_t w_block = (kc / 4) * 64;
+  const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+  std::size_t n = 0;
+  for (; n + 8 <= nc; n += 8)
+    gemm_tile<8, NB>(km, kc, x + n * xs, xs, w, w_block, vb, rq, vzp, vlo, vhi, y + n * ys, ys);
+  const std::uint8_t* xn = x + n * xs;
+  std::uint8_t* yn = y + n * ys;
+  switch (nc - n) {
+    case 7: gemm_tile<7, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 6: gemm_tile<6, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 5: gemm_tile<5, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 4: gemm_tile<4, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 3: gemm_tile<3, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 2: gemm_tile<2, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 1: gemm_tile<1, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void s8_gemm_8x16c4_avx512vnni(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
+                               std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
+                               const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
+                               std::uint8_t* y, std::size_t y_stride) {
+  assert(mc >= 1 && kc % 4 == 0);
+  const std::size_t w_block = (kc / 4) * 64;
+  std::size_t m = 0;
+  for (; m + 16 < mc; m += 32)  // pairs of blocks (the last pair may be partial)
+    gemm_blocks<2>(std::min<std::size_t>(32, mc - m), nc, kc, x, x_stride, w + (m / 16) * w_block, bias + m,
+                   mult + m, shift + m, zp, lo, hi, y + m, y_stride);
+  if (m < mc)
+    gemm_blocks<1>(mc - m, nc, kc, x, x_stride, w + (m / 16) * w_block, bias + m, mult + m, shift + m, zp, lo, hi,
+                   y + m, y_stride);
+}
+
+namespace {
+
+// K x K depthwise of one output row, 16 channels per vector, 4 pixels per step (their accumulators independent).
+template <int K>
+void dw_row(std::size_t w_out, std::size_t ch, int stride, const std::uint8_t* x, std::size_t x_pixel,
+            std::size_t x_row, const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias,
+            const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y,
+            std::size_t y_pixel) {
+  constexpr int T = K * K;
+  std::size_t off[T];
+  for (int u = 0; u < K; ++u)
+    for (int v = 0; v < K; ++v) off[u * K + v] = std::size_t(u) * x_row + std::size_t(v) * x_pixel;
+  const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+  const std::size_t step = std::size_t(stride) * x_pixel;
+  for (std::size_t c = 0; c < ch; c += 16) {
+    const __mmask16 km = lanes(ch - c);
+    const __m512i vb = _mm512_maskz_loadu_epi32(km, bias + c);
+    const Rq16 rq(_mm512_mask_loadu_epi32(_mm512_set1_epi32(1 << 30), km, mult + c),
+                  _mm512_mask_loadu_epi32(_mm512_set1_epi32(32), km, shift + c));
+    __m512i wv[T];
+    for (int t = 0; t < T; ++t) wv[t] = _mm512_loadu_si512(w + std::size_t(t) * w_stride + c);
+    const std::uint8_t* xc = x + c;
+    std::size_t j = 0;
+    for (; j + 4 <= w_out; j += 4) {
+      __m512i a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+      const std::uint8_t* p = xc + j * step;
+      for (int t = 0; t < T; ++t) {
+        const std::uint8_t* q = p + off[t];
+        a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q)), wv[t]));
+        a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + step)), wv[t]));
+        a2 = _mm512_add_epi32(a2,
+                              _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + 2 * step)), wv[t]));
+        a3 = _mm512_add_epi32(a3,
+                              _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + 3 * step)), wv[t]));
+      }
+      std::uint8_t* yj = y + j * y_pixel + c;
+      finish_store(yj, km, a0, rq, vzp, vlo, vhi);
+      finish_store(yj + y_pixel, km, a1, rq, vzp, vlo, vhi);
+      finish_store(yj + 2 * y_pixel, km, a2, rq, vzp, vlo, vhi);
+      finish_store(yj + 3 * y_pixel, km, a3, rq, vzp, vlo, vhi);
+    }
+    for (; j < w_out; ++j) {
+      __m512i a0 = vb;
+      const std::uint8_t* p = xc + j * step;
+      for (int t = 0; t < T; ++t)
+        a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + off[t])), wv[t]));
+      finish_store(y + j * y_pixel + c, km, a0, rq, vzp, vlo, vhi);
+    }
+  }
+}
+
+}  // namespace
+
+void s8_dwconv_c16_avx512vnni(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
+                              std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
+                              const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
+                              int lo, int hi, std::uint8_t* y, std::size_t y_pixel) {
+  assert((k == 3 || k == 5) && (stride == 1 || stride == 2));
+  (k == 3 ? dw_row<3> : dw_row<5>)(w_out, ch, stride, x, x_pixel, x_row, w, w_stride, bias, mult, shift, zp, lo, hi,
+                                   y, y_pixel);
+}
+
+void s8_add_x16_avx512vnni(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b,
+                           int zb, std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y) {
+  assert(shift >= 10 && shift <= 62);
+  const __m512i vza = _mm512_set1_epi32(za), vzb = _mm512_set1_epi32(zb);
+  const __m512i vma = _mm512_set1_epi64(ma), vmb = _mm512_set1_epi64(mb);
+  const __m512i rnd = _mm512_set1_epi64(std::int64_t(1) << (shift - 1));
+  const __m512i cnt = _mm512_set1_epi64(shift);
+  const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+  for (std::size_t i = 0; i < n; i += 16) {
+    const __mmask16 km = lanes(n - i);
+    const __m512i da = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, a + i)), vza);
+    const __m512i db = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, b + i)), vzb);
+    __m512i te = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(da, vma), _mm512_mul_epi32(db, vmb)), rnd);
+    __m512i to = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(da, 32), vma),
+                                                   _mm512_mul_epi32(_mm512_srli_epi64(db, 32), vmb)), rnd);
+    te = _mm512_srav_epi64(te, cnt);
+    to = _mm512_srav_epi64(to, cnt);
+    __m512i v = _mm512_mask_blend_epi32(0xAAAA, te, _mm512_slli_epi64(to, 32));  // |result| < 2^30
+    v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(vzp, v), vlo), vhi);
+    _mm512_mask_cvtusepi32_storeu_epi8(y + i, km, v);
+  }
+}
+
+}  // namespace kernels
+}  // namespace gazecrop
