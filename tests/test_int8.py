@@ -281,7 +281,7 @@ def test_validate_rejects():
         (lambda t: t.biases.__setitem__(3, np.full(8, np.inf, np.float32)), "finite biases"),
         (lambda t: t.biases.__setitem__(3, np.full(8, 1e9, np.float32)), "accumulator"),
         (lambda t: t.scales.__setitem__(4, 1e-30), "out of range"),
-        (lambda t: t.scales.__setitem__(2, t.scales[1] * t.weight_scales[1].max() / 0.5), "out of range"),
+        (lambda t: t.scales.__setitem__(2, t.scales[1] * t.weight_scales[1].max() / 0.6), "out of range"),
         (lambda t: t.scales.__setitem__(5, 1e-9), "out of range"),  # the add's factor over 2^21
     ]
     for fn, match in cases:

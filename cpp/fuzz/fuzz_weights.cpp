@@ -39,6 +39,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<float> d(std::size_t(oh) * ow), h(std::size_t(hh) * hw);
         m.run(gazecrop::ImageBatchU8{rgb.data(), 1, 16, 16}, d.data(), d.size(), h.data(), h.size(), plain);
       }
+      if (m.info().int8_ops > 0) {  // version 3: the int8 trunk, fused tail and op by op
+        gazecrop::RunOptions q8;
+        q8.precision = 1;
+        (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16}, q8);
+        q8.fuse = false;
+        (void)m.run(gazecrop::ImageU8{rgb.data(), 16, 16}, q8);
+        (void)m.int8_values(gazecrop::ImageU8{rgb.data(), 16, 16});
+      }
     }
   } catch (const gazecrop::FormatError&) {
   } catch (const std::invalid_argument&) {

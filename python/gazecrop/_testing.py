@@ -205,7 +205,8 @@ def readers_agree(core, data: bytes) -> bool:
     """The fuzzing oracle: feed one candidate ``.gzw`` to the native core (``core`` = ``gazecrop._core``) and to
     the Python reader. Both must accept it or both reject it with ``WeightsFormatError``; an accepted file
     must run on a 16x16 uint8 image (float32 output of its ``output_size``, the same fused and op by op; with a
-    head map, the same log-density with it and the same head map fused and op by op) or refuse it with ValueError.
+    head map, the same log-density with it and the same head map fused and op by op; with an int8 trunk, the
+    trunk's bytes equal to :func:`gazecrop.int8.run_trunk`'s) or refuse it with ValueError.
 
     Returns:
         whether the file was accepted.
@@ -242,6 +243,15 @@ def readers_agree(core, data: bytes) -> bool:
                     assert np.array_equal(both[0], out, equal_nan=True), "the head map changed the log-density"
                     assert np.array_equal(both[1], plain_both[1], equal_nan=True), "fused and op-by-op head maps differ"
                     assert both[1].dtype == np.float32 and both[1].ndim == 2, (both[1].dtype, both[1].shape)
+                if n8:  # version 3 int8 trunk: the core's bytes are the exact reference's, fused or not
+                    from .int8 import run_trunk
+
+                    want = run_trunk(net, net.int8, img)
+                    got = model.int8_values(img)
+                    assert all(np.array_equal(g, w.reshape(-1)) for g, w in zip(got, want)), "int8 trunk differs"
+                    q = model.run(img, precision="int8")
+                    assert np.array_equal(q, model.run(img, precision="int8", fuse=False), equal_nan=True), \
+                        "fused and op-by-op int8 runs differ"
         except ValueError:
             pass
     return core_ok

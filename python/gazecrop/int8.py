@@ -164,17 +164,25 @@ class Int8Trunk:
 
 
 def trunk_end(net: Network) -> int:
-    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add).
+    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add),
+    or up to the first op before that which cannot run in int8 (a kind other than :data:`TRUNK_OPS`, a softplus).
 
     Raises:
-        ValueError: the network has no depthwise convolution (no inverted-residual trunk).
+        ValueError: the network has no depthwise convolution (no inverted-residual trunk), or its first op cannot
+            run in int8.
     """
     last = max((i for i, op in enumerate(net.ops) if op.kind == "depthwise_conv2d"), default=None)
     if last is None:
         raise ValueError("the network has no depthwise convolution (no inverted-residual trunk to run in int8)")
-    end = last + 2  # the depthwise op and its 1x1 projection
-    if end < len(net.ops) and net.ops[end].kind == "add":
-        end += 1
+    end = min(last + 2, len(net.ops) - 1)  # the depthwise op and its 1x1 projection (the last op stays float)
+    if end < len(net.ops) - 1 and net.ops[end].kind == "add" and end in net.ops[end].inputs:
+        end += 1  # the skip add reading the projection
+    for i, op in enumerate(net.ops[:end]):
+        if op.kind not in TRUNK_OPS or (op.ip(0) if op.kind == "add" else op.ip(5)) not in TRUNK_ACTIVATIONS:
+            end = i
+            break
+    if end < 1:
+        raise ValueError(f"op 0 ({net.ops[0].kind}) cannot run in int8: no trunk")
     return end
 
 

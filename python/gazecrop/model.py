@@ -75,13 +75,18 @@ class Model:
     Attributes:
         path: the file it was loaded from.
         network: the parsed :class:`~gazecrop.weights.Network` (validated by the Python reader too).
+        precision: None (the file's default precision, ``$GAZECROP_PRECISION`` overriding it), ``"fp32"``, or
+            ``"int8"``: the int8 trunk of a calibrated file (weights format version 3, made by ``python -m
+            gazecrop.train.calibrate``; :mod:`gazecrop.int8`), on uint8 images.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *, threads: int = 1) -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, threads: int = 1, precision: Optional[str] = None) -> None:
         from . import _core
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision not in (None, "fp32", "int8"):
+            raise ValueError(f"precision must be None, 'fp32' or 'int8', got {precision!r}")
         self.path = os.fspath(path)
         data = read_file(self.path)  # one read: the Python reader and the core parse the same bytes
         self.network: Network = _parse(self.path, data)
@@ -89,7 +94,10 @@ class Model:
             self._core = _core.Model.from_bytes(data)
         except ValueError as e:  # WeightsFormatError included: name the file
             raise type(e)(f"{self.path}: {e}") from e
+        if precision == "int8" and self.network.int8 is None:
+            raise ValueError(f"{self.path}: precision 'int8' needs an int8 trunk (python -m gazecrop.train.calibrate)")
         self.threads = int(threads)
+        self.precision = precision
 
     @property
     def model_name(self) -> str:
@@ -133,7 +141,8 @@ class Model:
 
         Raises:
             TypeError: dtype is not uint8 / float32, or ``head_map`` is not a bool. ValueError: wrong rank or
-            shape, image too small, or ``head_map`` for a model without one.
+            shape, image too small, ``head_map`` for a model without one, or a float32 image with
+            :attr:`precision` ``"int8"``.
         """
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
@@ -143,7 +152,7 @@ class Model:
             raise TypeError(f"image dtype must be uint8 (H, W, 3) or float32 (3, H, W), got {image.dtype}")
         image = np.ascontiguousarray(image)
         return self._core.run(image, threads=self.threads if threads is None else int(threads),
-                              head_map=bool(head_map))
+                              head_map=bool(head_map), precision=self.precision)
 
     def log_density(self, rgb: np.ndarray, *, threads: Optional[int] = None,
                     head_map: bool = False) -> "np.ndarray | Tuple[np.ndarray, np.ndarray]":
@@ -161,15 +170,19 @@ class Model:
         return self.run(rgb, threads=threads, head_map=head_map)
 
     def __repr__(self) -> str:
-        return f"Model({self.path!r}, input_long_side={self.input_long_side}, ops={len(self.network.ops)})"
+        p = "" if self.precision is None else f", precision={self.precision!r}"
+        return f"Model({self.path!r}, input_long_side={self.input_long_side}, ops={len(self.network.ops)}{p})"
 
 
-def load_model(path: "str | os.PathLike[str] | None" = None, *, threads: int = 1) -> Model:
-    """Load a ``.gzw`` saliency model (the bundled ``gazecrop-fast`` model when ``path`` is None).
+def load_model(path: "str | os.PathLike[str] | None" = None, *, threads: int = 1,
+               precision: Optional[str] = None) -> Model:
+    """Load a ``.gzw`` saliency model (the bundled ``gazecrop-fast`` model when ``path`` is None); ``precision`` as
+    :attr:`Model.precision`.
 
     Raises:
         FileNotFoundError (and other OSError): the file cannot be opened. NotRegularFileError (a ValueError):
         a FIFO, device or socket, refused before reading. WeightsFormatError (a ValueError): the file is
-        invalid; every such message starts with the file's path.
+        invalid; every such message starts with the file's path; ValueError: a bad ``precision``, or ``"int8"``
+        for a file without an int8 trunk.
     """
-    return Model(default_model_path() if path is None else path, threads=threads)
+    return Model(default_model_path() if path is None else path, threads=threads, precision=precision)
