@@ -35,8 +35,8 @@ SHIPPED_NOTE = ("weights/gazecrop-fast.gzw is not (yet) the pruned export (no we
                 "MACs beside it): it is timed as 'shipped interim model', not gated; the gates use the pruned "
                 "stand-in")
 
-ROUNDS = {"quick": {"model": 7, "implementation": 15, "backbone": 11, "end_to_end": 10, "split": 3},
-          "full": {"model": 21, "implementation": 45, "backbone": 31, "end_to_end": 30, "split": 10}}
+ROUNDS = {"quick": {"model": 7, "implementation": 15, "backbone": 11, "int8": 11, "end_to_end": 10, "split": 3},
+          "full": {"model": 21, "implementation": 45, "backbone": 31, "int8": 31, "end_to_end": 30, "split": 10}}
 
 
 def _rows(stats: Dict[str, H.Stats], info: Optional[dict] = None) -> list:
@@ -179,6 +179,34 @@ def gate_end_to_end(rounds: int = 20, names=(M.GAZECROP, M.VIPS), n_photos: int 
     return _result("end_to_end", _rows(stats, extra), skipped, gate, notes)
 
 
+def gate_int8(rounds: int = 11, photo: Optional[Path] = None) -> dict:
+    """Gate 5 (issue 22): the int8 trunk of the Lite0 student (``methods.INT8_FILE``) in the core against the same
+    file in float32 (best kernel set, 1 thread, the model's input size for the photo): int8 faster (the aim is
+    1.5x); ONNX Runtime float32 and its own int8 quantisation timed beside them (not gated)."""
+    paths, _ = H.photo_paths(1)
+    photo = photo or paths[0]
+    fns, skipped, info = M.int8_methods(photo)
+    gate = {"expr": "native core int8 trunk faster than its float32 on the Lite0 student: time(fp32) / time(int8)",
+            "threshold": 1.0, "value": None, "passed": None}
+    notes = []
+    if info.get("label"):
+        notes.append(f"{info['label']}, {2 * info['macs'] / 1e9:.3f} GFLOP at {info['input'][0]}x{info['input'][1]}, "
+                     f"batch 1, photo {photo.name} resized; the file's verdict {info['verdict']} (1: met the "
+                     f"quality bar), default precision {info['default_precision']}")
+    fp32 = info.get("core_fp32")
+    if M.CORE_INT8 not in fns or fp32 not in fns:
+        gate["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no core"
+        return _result("int8", [], skipped, gate, notes)
+    stats = H.interleaved(fns, rounds, warmup=2, inner={n: 5 for n in fns})
+    extra = {n: {"gflops": 2 * info["macs"] / st.median / 1e9, "speedup_of_core": H.paired_ratio(st, stats[M.CORE_INT8])}
+             for n, st in stats.items()}
+    gate["value"] = extra[fp32]["speedup_of_core"]
+    gate["per_peer"] = {n: extra[n]["speedup_of_core"] for n in (fp32, M.ORT, M.ORT_INT8) if n in extra}
+    gate["passed"] = gate["value"] > 1.0
+    notes.append(f"int8 / float32 in the core {gate['value']:.2f}x (aim 1.5x); kernel set {info.get('kernel_set')}")
+    return _result("int8", _rows(stats, extra), skipped, gate, notes)
+
+
 SPLIT_ASPECTS = ("16:9", "1:1", "4:5", "2:1")
 """The four aspects of the placement rows of :func:`table_split` (issue 22: four aspects in <= 0.3 ms)."""
 
@@ -280,7 +308,7 @@ TABLES = {"split": table_split}
 """Timed tables that gate nothing (run in the full mode and with ``--only``)."""
 
 GATES = {"model": gate_model_speedup, "implementation": gate_implementation, "backbone": gate_backbone,
-         "end_to_end": gate_end_to_end}
+         "int8": gate_int8, "end_to_end": gate_end_to_end}
 
 
 def format_result(r: dict) -> str:

@@ -274,6 +274,83 @@ def backbone_methods(photo: Path, *, stages: int = BACKBONE_STAGES):
     return fns, skipped, info
 
 
+INT8_FILE = H.WEIGHTS / "candidate-lite0" / "gazecrop-fast-int8.gzw"
+"""The Lite0 student with its int8 trunk (``python -m gazecrop.train.calibrate``; weights/candidate-lite0/MODEL_CARD.md)."""
+CORE_FP32 = "native core float32 (avx512), 1 thread"
+CORE_INT8 = "native core int8, 1 thread"
+ORT_INT8 = "ONNX Runtime int8 (its static QDQ quantisation), 1 thread"
+
+
+def int8_methods(photo: Path, path: Path = INT8_FILE):
+    """The int8 suite's methods on the calibrated Lite0 student at its input size for ``photo``: the core's int8
+    trunk and float32 path (best kernel set), ONNX Runtime float32 on the same weights and, where it runs, ORT's
+    own static int8 quantisation (QDQ, per-channel weights, calibrated on the same input). Returns (fns,
+    skipped, info)."""
+    fns: Dict[str, Callable[[], object]] = {}
+    skipped: Dict[str, str] = {}
+    info: dict = {}
+    if not Path(path).is_file():
+        skipped["int8"] = f"{path} is missing (python -m gazecrop.train.calibrate writes it)"
+        return fns, skipped, info
+    net = H.read_network(path)
+    rgb_full = H.photo_array(photo)
+    hw = net.input_size(rgb_full.shape[0], rgb_full.shape[1])
+    rgb = np.ascontiguousarray(H.resized(rgb_full, hw))
+    info.update(label=f"{Path(path).name} (EfficientNet-Lite0 student, int8 trunk ops 0-{net.int8.n_ops - 1})",
+                input=hw, macs=net.num_macs(*hw), verdict=net.int8_verdict, default_precision=net.precision)
+    try:
+        gz = H.import_gazecrop()
+        core = gz._core.Model(str(path))
+        best = gz._core.supported_kernel_sets()[-1]
+        info["kernel_set"] = best
+
+        def run(precision):
+            gz._core.set_kernel_set(best)
+            return core.run(rgb, threads=1, precision=precision)
+        fns[CORE_FP32.replace("avx512", best)] = lambda: run("fp32")
+        fns[CORE_INT8] = lambda: run("int8")
+        info["core_fp32"] = CORE_FP32.replace("avx512", best)
+    except H.Unavailable as e:
+        skipped["native core"] = str(e)
+    try:
+        module = H.torch_student(path)
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+        tmp = Path(tempfile.mkdtemp(prefix="gazecrop-int8-"))
+        fns[ORT] = ort_runner(module, x, tmp / "fp32.onnx")
+        try:
+            from onnxruntime import quantization as oq
+
+            class Reader(oq.CalibrationDataReader):
+                def __init__(self):
+                    self.left = [{"image": x.numpy()}]
+
+                def get_next(self):
+                    return self.left.pop() if self.left else None
+
+            import logging
+
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantiser's advice on pre-processing, once per tensor
+            try:
+                oq.quantize_static(str(tmp / "fp32.onnx"), str(tmp / "int8.onnx"), Reader(),
+                                   quant_format=oq.QuantFormat.QDQ, per_channel=True,
+                                   activation_type=oq.QuantType.QUInt8, weight_type=oq.QuantType.QInt8)
+            finally:
+                root.setLevel(level)
+            sess = ort_session(tmp / "int8.onnx")
+            feed = {sess.get_inputs()[0].name: x.numpy()}
+            sess.run(None, feed)
+            fns[ORT_INT8] = lambda: sess.run(None, feed)
+        except Exception as e:  # noqa: BLE001 - any failure of ORT's quantiser: report it, time the rest
+            skipped[ORT_INT8] = f"{type(e).__name__}: {e}"[:200]
+    except H.Unavailable as e:
+        skipped[ORT] = str(e)
+    return fns, skipped, info
+
+
 # ---------------------------------------------------------------------------------------------- suite 3
 
 GAZECROP = "gazecrop"

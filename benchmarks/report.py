@@ -69,7 +69,7 @@ def section_gates(gates: dict) -> str:
            + f"). Mode: `{gates['mode']}`.", ""]
     out += ["| gate | measured | needs | result |", "|---|---|---|---|"]
     need = {"model_speedup": ">= 10", "implementation": "> 1 (each peer)", "backbone": "> 1 (each peer)",
-            "end_to_end": ">= 1"}
+            "int8": "> 1 (aim 1.5)", "end_to_end": ">= 1"}
     for r in gates["gates"]:
         g = r["gate"]
         if g.get("table"):
@@ -160,6 +160,17 @@ so the quality table compares placement only):
 - centre crop: the image size from the file header, the centred box;
 - vanilla teacher + mass crop (tables only, not gated): the teacher member behind gazecrop's model interface, so
   `gazecrop.crop_box` decodes, resizes to 384x512, runs it in PyTorch (1 thread) and places the `mass` crop."""
+
+
+def section_int8(r: dict) -> str:
+    out = ["### 2c. int8 trunk (the Lite0 student calibrated by `python -m gazecrop.train.calibrate`, batch 1, "
+           "1 thread)", ""]
+    m = r.get("machine")
+    if m:
+        out.append(f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, "
+                   f"load average {m.get('load_avg_1m', '?')}")
+    out += [f"- {n}" for n in r["notes"]]
+    return "\n".join(out + _impl_table(r, "time / time(core int8)"))
 
 
 def section_e2e(r: dict) -> str:
@@ -488,7 +499,8 @@ def build(gates: dict, quality: Optional[dict], suites: Optional[dict], thumbor:
     by = {r["suite"]: r for r in gates["gates"]}
     if "model_speedup" in by:
         parts += [section_model(by["model_speedup"], quality), ""]
-    for key, fn in (("implementation", section_impl), ("backbone", section_backbone), ("end_to_end", section_e2e),
+    for key, fn in (("implementation", section_impl), ("backbone", section_backbone), ("int8", section_int8),
+                    ("end_to_end", section_e2e),
                     ("end_to_end_split", section_split)):
         if key in by:
             parts += [fn(by[key]), ""]
