@@ -2,7 +2,7 @@
 // - GEMM, 8 pixels x 32 output channels per step (two blocks of 16), one VPDPBUSD (u8 x s8, four products per int32 lane, no
 //   saturation) per pixel and group of four input channels: the pixel's four (unsigned) activations broadcast against
 //   the 16 channels' packed weights;
-// - depthwise, 16 channels of one pixel per vector (masked byte loads, int32 lanes);
+// - depthwise, 16 channels per vector (masked byte loads, int32 lanes), 4 pixels per step sharing their loads;
 // - add, 16 elements per step.
 // Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, vpsravq. Stores under a mask
 // (vpmovsdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (the GAZECROP_AVX512VNNI_SOURCES of CMakeLists.txt);
@@ -135,50 +135,47 @@ void s8_gemm_8x16c4_avx512vnni(std::size_t mc, std::size_t nc, std::size_t kc, c
 
 namespace {
 
-// K x K depthwise of one output row, 16 channels per vector, 4 pixels per step (their accumulators independent).
-template <int K>
-void dw_row(std::size_t w_out, std::size_t ch, int stride, const std::uint8_t* x, std::size_t x_pixel,
-            std::size_t x_row, const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias,
-            const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y,
-            std::size_t y_pixel) {
-  constexpr int T = K * K;
-  std::size_t off[T];
-  for (int u = 0; u < K; ++u)
-    for (int v = 0; v < K; ++v) off[u * K + v] = std::size_t(u) * x_row + std::size_t(v) * x_pixel;
+// K x K depthwise of one output row, 16 channels per vector, P = 4 pixels of stride S per step: each window row's
+// S (P - 1) + K input pixels are loaded and widened once and shared by the four outputs' taps.
+template <int K, int S>
+void dw_row(std::size_t w_out, std::size_t ch, const std::uint8_t* x, std::size_t x_pixel, std::size_t x_row,
+            const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias, const std::int32_t* mult,
+            const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_pixel) {
+  constexpr int P = 4, COLS = S * (P - 1) + K;
   const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
-  const std::size_t step = std::size_t(stride) * x_pixel;
+  const std::size_t step = std::size_t(S) * x_pixel;
   for (std::size_t c = 0; c < ch; c += 16) {
     const __mmask16 km = lanes(ch - c);
     const __m512i vb = _mm512_maskz_loadu_epi32(km, bias + c);
     const Rq16 rq(_mm512_mask_loadu_epi32(_mm512_set1_epi32(1 << 30), km, mult + c),
                   _mm512_mask_loadu_epi32(_mm512_set1_epi32(32), km, shift + c));
-    __m512i wv[T];
-    for (int t = 0; t < T; ++t) wv[t] = _mm512_loadu_si512(w + std::size_t(t) * w_stride + c);
+    const std::int32_t* wc = w + c;
     const std::uint8_t* xc = x + c;
     std::size_t j = 0;
-    for (; j + 4 <= w_out; j += 4) {
-      __m512i a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+    for (; j + P <= w_out; j += P) {
+      __m512i acc[P] = {vb, vb, vb, vb};
       const std::uint8_t* p = xc + j * step;
-      for (int t = 0; t < T; ++t) {
-        const std::uint8_t* q = p + off[t];
-        a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q)), wv[t]));
-        a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + step)), wv[t]));
-        a2 = _mm512_add_epi32(a2,
-                              _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + 2 * step)), wv[t]));
-        a3 = _mm512_add_epi32(a3,
-                              _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, q + 3 * step)), wv[t]));
+      for (int u = 0; u < K; ++u) {
+        __m512i col[COLS];
+        for (int q = 0; q < COLS; ++q)
+          col[q] = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(q) * x_pixel));
+        for (int v = 0; v < K; ++v) {
+          const __m512i wv = _mm512_loadu_si512(wc + std::size_t(u * K + v) * w_stride);
+          for (int i = 0; i < P; ++i) acc[i] = _mm512_add_epi32(acc[i], _mm512_mullo_epi32(col[S * i + v], wv));
+        }
       }
       std::uint8_t* yj = y + j * y_pixel + c;
-      finish_store(yj, km, a0, rq, vzp, vlo, vhi);
-      finish_store(yj + y_pixel, km, a1, rq, vzp, vlo, vhi);
-      finish_store(yj + 2 * y_pixel, km, a2, rq, vzp, vlo, vhi);
-      finish_store(yj + 3 * y_pixel, km, a3, rq, vzp, vlo, vhi);
+      for (int i = 0; i < P; ++i) finish_store(yj + std::size_t(i) * y_pixel, km, acc[i], rq, vzp, vlo, vhi);
     }
     for (; j < w_out; ++j) {
       __m512i a0 = vb;
       const std::uint8_t* p = xc + j * step;
-      for (int t = 0; t < T; ++t)
-        a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + off[t])), wv[t]));
+      for (int u = 0; u < K; ++u)
+        for (int v = 0; v < K; ++v) {
+          const __m512i xv =
+              _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(v) * x_pixel));
+          a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(xv, _mm512_loadu_si512(wc + std::size_t(u * K + v) * w_stride)));
+        }
       finish_store(y + j * y_pixel + c, km, a0, rq, vzp, vlo, vhi);
     }
   }
@@ -191,8 +188,8 @@ void s8_dwconv_c16_avx512vnni(std::size_t w_out, std::size_t ch, int k, int stri
                               const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
                               int lo, int hi, std::uint8_t* y, std::size_t y_pixel) {
   assert((k == 3 || k == 5) && (stride == 1 || stride == 2));
-  (k == 3 ? dw_row<3> : dw_row<5>)(w_out, ch, stride, x, x_pixel, x_row, w, w_stride, bias, mult, shift, zp, lo, hi,
-                                   y, y_pixel);
+  const auto fn = k == 3 ? (stride == 1 ? dw_row<3, 1> : dw_row<3, 2>) : (stride == 1 ? dw_row<5, 1> : dw_row<5, 2>);
+  fn(w_out, ch, x, x_pixel, x_row, w, w_stride, bias, mult, shift, zp, lo, hi, y, y_pixel);
 }
 
 void s8_add_x16_avx512vnni(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b,
