@@ -247,6 +247,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("kernel_set", [] { return std::string(gazecrop::kernel_set()); },
         "Name of the kernel set in use: 'avx512', 'avx2', 'neon' (AArch64) or 'scalar' (the best this CPU and OS "
         "support; GAZECROP_ISA=scalar|avx2|avx512|neon forces one at import).");
+  m.def("int8_kernel_set", [] { return std::string(gazecrop::int8_kernel_set()); },
+        "The int8 kernels that go with the kernel set in use: 'avx512vnni' (a file's int8 default runs only on "
+        "these: faster than float32), 'avx2' or 'scalar' (exact, slower: int8 only when asked for).");
   m.def(
       "set_kernel_set",
       [](const std::string& name) {

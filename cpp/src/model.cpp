@@ -75,7 +75,8 @@ struct Model::Impl {
   // after it, on its dequantised values).
   std::unique_ptr<detail::Int8Trunk> int8;
   Program int8_plain, int8_fused, int8_plain_main, int8_fused_main;
-  int default_precision = 0;  // the file's, or GAZECROP_PRECISION's
+  int file_precision = 0;     // the file's default precision (0 float32, 1 int8)
+  int env_precision = -1;     // GAZECROP_PRECISION=fp32|int8 (-1: not set)
   // One thread pool per model, kept between calls (threads > 1). A call that finds it taken by another
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
@@ -115,7 +116,11 @@ struct Model::Impl {
       if (!u8) throw std::invalid_argument("the int8 trunk runs on uint8 images, not float32 ones");
       return true;
     }
-    return opt.precision == -1 && int8 && u8 && default_precision == 1;
+    if (opt.precision == 0 || !int8 || !u8) return false;
+    // The default: GAZECROP_PRECISION when set; else the file's, int8 only where the int8 kernels beat float32
+    // (AVX-512 VNNI), so that a file calibrated for int8 never runs slower on another CPU.
+    if (env_precision != -1) return env_precision == 1;
+    return file_precision == 1 && kernels::int8_kernels(kernels::active_kernels()).faster_than_fp32;
   }
 
   // Runs `count` images; with `u8` (uint8 (H, W, 3) images, `u8_stride` bytes apart) the int8 trunk may run
@@ -362,10 +367,10 @@ std::shared_ptr<const Model::Impl> build(const std::uint8_t* data, std::size_t s
     impl->int8_fused = after_trunk(impl->fused_program, impl->plain, n, nv);
     impl->int8_plain_main = main_only(impl->int8_plain, nv, n);
     impl->int8_fused_main = main_only(impl->int8_fused, nv, n);
-    impl->default_precision = int(pw.int8.precision);
+    impl->file_precision = int(pw.int8.precision);
     if (const char* env = std::getenv("GAZECROP_PRECISION")) {  // overrides the file's default
-      if (std::strcmp(env, "fp32") == 0) impl->default_precision = 0;
-      if (std::strcmp(env, "int8") == 0) impl->default_precision = 1;
+      if (std::strcmp(env, "fp32") == 0) impl->env_precision = 0;
+      if (std::strcmp(env, "int8") == 0) impl->env_precision = 1;
     }
   }
   return impl;
@@ -518,6 +523,7 @@ LogDensity Model::run(const ImageF32& image, const RunOptions& options) const {
 }
 
 const char* kernel_set() { return kernels::active_kernels().name; }
+const char* int8_kernel_set() { return kernels::int8_kernels(kernels::active_kernels()).name; }
 bool set_kernel_set(const std::string& name) { return kernels::set_kernel_set(name.c_str()); }
 std::vector<std::string> supported_kernel_sets() {
   std::vector<std::string> out;

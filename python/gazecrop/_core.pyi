@@ -48,6 +48,10 @@ def kernel_set() -> str:
     """'avx512', 'avx2', 'neon' (AArch64) or 'scalar': the kernel set in use, the best this CPU and OS support
     (GAZECROP_ISA=scalar|avx2|avx512|neon forces one at import)."""
 
+def int8_kernel_set() -> str:
+    """The int8 kernels that go with the kernel set in use: 'avx512vnni' (a file's int8 default runs only on these:
+    faster than float32), 'avx2' or 'scalar' (exact, slower: int8 only when asked for)."""
+
 def set_kernel_set(name: str) -> None:
     """Switch the process-wide kernel set (tests, benchmarks); ValueError when unsupported here."""
 

@@ -66,10 +66,11 @@ struct RunOptions {
                     // one pool of this size between calls
   bool fuse = true;  // run inverted residuals fused (row bands, L2-resident expansion); false runs the file's
                      // ops one by one. Same result bit for bit on each kernel set (benchmarks and tests compare)
-  int precision = -1;  // -1: the file's default (format version 3; GAZECROP_PRECISION=fp32|int8 overrides it
-                       // for files with an int8 trunk), 0: float32, 1: the int8 trunk (uint8 images only;
-                       // std::invalid_argument for a file without one or a float image). A default of int8 on a
-                       // float image runs float32.
+  int precision = -1;  // -1: the default: GAZECROP_PRECISION=fp32|int8 when set, else the file's (format
+                       // version 3), whose int8 applies where the int8 kernels beat float32 (AVX-512 VNNI; on
+                       // other CPUs float32 runs); 0: float32; 1: the int8 trunk on any kernel set (uint8
+                       // images only; std::invalid_argument for a file without one or a float image). A float
+                       // image runs float32 by default.
 };
 
 // float32 (height, width) log-density, row-major.
@@ -150,6 +151,9 @@ class Model {
 // Name of the kernel set in use: "avx512", "avx2", "neon" (AArch64) or "scalar" (the best the CPU and OS
 // support; GAZECROP_ISA=scalar|avx2|avx512|neon forces one at startup).
 const char* kernel_set();
+// The int8 kernels that go with the kernel set in use: "avx512vnni" (the only ones a file's int8 default runs on:
+// faster than float32), "avx2" or "scalar" (exact, slower than float32: int8 only when asked for).
+const char* int8_kernel_set();
 // Switches the process-wide kernel set (for tests); false when unknown or not supported by this CPU.
 bool set_kernel_set(const std::string& name);
 // Kernel sets this build and CPU can run, best last (e.g. {"scalar", "avx2", "avx512"}; {"scalar", "neon"} on

@@ -69,13 +69,13 @@ const KernelTable kNeon = {"neon", f32_conv1x1_6x16_neon, f32_conv3x3_6x16_neon,
                            f32_fma_peak_12x4_neon, kMR, kNR};
 #endif
 
-const Int8KernelTable kInt8Scalar = {"scalar", s8_gemm_4x16c4_scalar, s8_dwconv_c1_scalar, s8_add_x1_scalar};
+const Int8KernelTable kInt8Scalar = {"scalar", s8_gemm_4x16c4_scalar, s8_dwconv_c1_scalar, s8_add_x1_scalar, false};
 #if defined(GAZECROP_HAVE_AVX2_KERNELS)
-const Int8KernelTable kInt8Avx2 = {"avx2", s8_gemm_2x16c4_avx2, s8_dwconv_c8_avx2, s8_add_x8_avx2};
+const Int8KernelTable kInt8Avx2 = {"avx2", s8_gemm_2x16c4_avx2, s8_dwconv_c8_avx2, s8_add_x8_avx2, false};
 #endif
 #if defined(GAZECROP_HAVE_AVX512VNNI_KERNELS)
 const Int8KernelTable kInt8Avx512Vnni = {"avx512vnni", s8_gemm_8x16c4_avx512vnni, s8_dwconv_c16_avx512vnni,
-                                         s8_add_x16_avx512vnni};
+                                         s8_add_x16_avx512vnni, true};
 #endif
 
 const KernelTable* default_table() {

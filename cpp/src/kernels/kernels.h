@@ -135,6 +135,7 @@ struct Int8KernelTable {
   S8GemmFn gemm;
   S8DwConvFn dwconv;
   S8AddFn add;
+  bool faster_than_fp32;  // measured on the Lite0 student (docs/int8-plan.md): a file's int8 default applies
 };
 
 void s8_gemm_4x16c4_scalar(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,

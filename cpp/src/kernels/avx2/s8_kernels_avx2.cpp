@@ -48,11 +48,21 @@ inline __m128i finish8(__m256i acc, __m256i mult, __m256i shift, __m256i vzp, __
 inline void store_bytes(std::uint8_t* y, std::size_t n, __m128i bytes) {
   if (n == 16) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y), bytes);
+  } else if (n == 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y), bytes);
   } else {
     alignas(16) std::uint8_t tmp[16];
     _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
-    std::memcpy(y, tmp, n);
+    for (std::size_t i = 0; i < n; ++i) y[i] = tmp[i];
   }
+}
+
+// n <= 8 bytes into the low lanes of an xmm (the rest zero), reading only those bytes.
+inline __m128i load_bytes(const std::uint8_t* p, std::size_t n) {
+  if (n == 8) return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  std::uint64_t raw = 0;
+  for (std::size_t i = 0; i < n; ++i) raw |= std::uint64_t(p[i]) << (8 * i);
+  return _mm_cvtsi64_si128(std::int64_t(raw));
 }
 
 template <int NR>
@@ -141,9 +151,7 @@ void s8_dwconv_c8_avx2(std::size_t w_out, std::size_t ch, int k, int stride, con
       __m256i acc = vb;
       for (int t = 0; t < taps; ++t) {
         const std::uint8_t* p = xj + off[t];
-        std::int64_t raw = 0;
-        std::memcpy(&raw, p, nc);  // only the channels asked for
-        const __m256i xv = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(raw));
+        const __m256i xv = _mm256_cvtepu8_epi32(load_bytes(p, nc));  // only the channels asked for
         const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + std::size_t(t) * w_stride + c));
         acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
       }
@@ -166,11 +174,8 @@ void s8_add_x8_avx2(std::size_t n, const std::uint8_t* a, int za, std::int32_t m
   std::size_t i = 0;
   for (; i < n; i += 8) {
     const std::size_t nc = std::min<std::size_t>(8, n - i);
-    std::int64_t ra = 0, rb = 0;
-    std::memcpy(&ra, a + i, nc);
-    std::memcpy(&rb, b + i, nc);
-    const __m256i da = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(ra)), vza);
-    const __m256i db = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(rb)), vzb);
+    const __m256i da = _mm256_sub_epi32(_mm256_cvtepu8_epi32(load_bytes(a + i, nc)), vza);
+    const __m256i db = _mm256_sub_epi32(_mm256_cvtepu8_epi32(load_bytes(b + i, nc)), vzb);
     __m256i te = _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epi32(da, vma), _mm256_mul_epi32(db, vmb)), off);
     __m256i to = _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(da, 32), vma),
                                                    _mm256_mul_epi32(_mm256_srli_epi64(db, 32), vmb)), off);
