@@ -135,13 +135,16 @@ def _impl_table(r: dict, ratio: str) -> list:
     return out + [f"\nSkipped: {k}: {v}" for k, v in r["skipped"].items()]
 
 
+def _measured_on(r: dict) -> list:
+    """The machine line of a suite measured on its own (``gates.py --update``)."""
+    m = r.get("machine")
+    return [f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, load average "
+            f"{m.get('load_avg_1m', '?')}, kernel set by default `{m.get('kernel_set', '?')}`"] if m else []
+
+
 def section_backbone(r: dict) -> str:
     out = ["### 2b. Pretrained backbone (EfficientNet-Lite0 cut after stage 5, ImageNet weights, batch 1, 1 thread)", ""]
-    m = r.get("machine")
-    if m:
-        out.append(f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, "
-                   f"load average {m.get('load_avg_1m', '?')}, kernel set by default `{m.get('kernel_set', '?')}`")
-    out += [f"- {n}" for n in r["notes"]]
+    out += _measured_on(r) + [f"- {n}" for n in r["notes"]]
     return "\n".join(out + _impl_table(r, "time / time(best core)"))
 
 
@@ -165,11 +168,7 @@ so the quality table compares placement only):
 def section_int8(r: dict) -> str:
     out = ["### 2c. int8 trunk (the Lite0 student calibrated by `python -m gazecrop.train.calibrate`, batch 1, "
            "1 thread)", ""]
-    m = r.get("machine")
-    if m:
-        out.append(f"- measured on **{m['cpu']}** ({m.get('flags', '')}), {m['date']}, commit `{m['commit']}`, "
-                   f"load average {m.get('load_avg_1m', '?')}")
-    out += [f"- {n}" for n in r["notes"]]
+    out += _measured_on(r) + [f"- {n}" for n in r["notes"]]
     return "\n".join(out + _impl_table(r, "time / time(core int8)"))
 
 

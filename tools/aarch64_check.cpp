@@ -12,7 +12,10 @@
 //    bound; the best set again on 2 threads must give the same bits.
 // 3. Every crop placement of FIXTURES/placement.txt (gazecrop.crop's Python reference on random grids) through
 //    place_crops, which must give the same boxes, scores, peaks and cut measures bit for bit.
+// 4. Every int8 trunk of FIXTURES/int8.txt (random inverted-residual networks calibrated for int8): each trunk
+//    value's bytes on every kernel set equal to those of the exact reference, gazecrop.int8.run_trunk.
 // Prints one summary line per part; exits 1 on the first failures (all printed), 0 otherwise.
+
 #include <gazecrop/gazecrop.h>
 
 #include <algorithm>
@@ -254,6 +257,37 @@ int main(int argc, char** argv) {
     ++placed;
   }
   std::printf("crop placements: %d compared bit for bit with gazecrop.crop\n", placed);
+  // 4. int8 trunks: every value's bytes on every kernel set (the int8 kernels that go with it) equal to the
+  // exact reference's (gazecrop.int8.run_trunk).
+  std::ifstream int8s(dir + "/int8.txt");
+  int n8 = 0;
+  while (int8s && std::getline(int8s, line)) {
+    if (line.empty()) continue;
+    std::istringstream in(line);
+    int id = 0, h = 0, w = 0;
+    std::size_t total = 0;
+    in >> id >> h >> w >> total;
+    const std::string base = dir + "/int8" + std::to_string(id);
+    try {
+      const gazecrop::Model m = gazecrop::Model::load(base + ".gzw");
+      const std::vector<std::uint8_t> img = read_raw<std::uint8_t>(base + ".in", std::size_t(h) * w * 3);
+      const std::vector<std::int8_t> want = read_raw<std::int8_t>(base + ".q", total);
+      for (const auto& s : sets) {
+        gazecrop::set_kernel_set(s);
+        std::vector<std::int8_t> got;
+        for (const auto& v : m.int8_values(gazecrop::ImageU8{img.data(), h, w})) got.insert(got.end(), v.begin(), v.end());
+        if (got != want) {
+          std::printf("FAIL: int8 trunk %d on %s differs from gazecrop.int8.run_trunk\n", id, s.c_str());
+          ++failures;
+        }
+      }
+    } catch (const std::exception& e) {
+      std::printf("FAIL: int8 trunk %d: %s\n", id, e.what());
+      ++failures;
+    }
+    ++n8;
+  }
+  std::printf("int8 trunks: %d compared byte for byte with gazecrop.int8.run_trunk on each kernel set\n", n8);
   std::printf("%s\n", failures ? "aarch64_check: FAILED" : "aarch64_check: all passed");
   return failures ? 1 : 0;
 }

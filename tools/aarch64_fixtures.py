@@ -203,6 +203,31 @@ def placement_cases(out: Path, n: int = 60) -> int:
     return len(lines)
 
 
+def int8_cases(out: Path, n: int = 8) -> int:
+    """Random inverted-residual networks with calibrated int8 trunks (gazecrop._testing.with_int8_trunk) and uint8
+    images: ``int8{i}.gzw``, ``int8{i}.in`` (H, W, 3) and ``int8{i}.q``, every trunk value's int8 bytes from the
+    exact reference (gazecrop.int8.run_trunk), concatenated; one line ``i h w bytes`` per case in int8.txt."""
+    from gazecrop import int8
+    from gazecrop._testing import inverted_residual_net, with_int8_trunk
+
+    lines = []
+    for i in range(n):
+        rng = np.random.default_rng(300 + i)
+        net = with_int8_trunk(inverted_residual_net(rng, stages=2, max_channels=19), rng)
+        h, w = int(rng.integers(8, 70)), int(rng.integers(8, 70))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        try:
+            q = np.concatenate([v.reshape(-1) for v in int8.run_trunk(net, net.int8, img)])
+        except ValueError:  # too small for this network
+            continue
+        weights.write_weights(out / f"int8{i}.gzw", net)
+        img.tofile(out / f"int8{i}.in")
+        q.astype(np.int8).tofile(out / f"int8{i}.q")
+        lines.append(f"{i} {h} {w} {q.size}")
+    (out / "int8.txt").write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
 def main(outdir: str) -> None:
     out = Path(outdir)
     (out / "seeds").mkdir(parents=True, exist_ok=True)
@@ -242,7 +267,8 @@ def main(outdir: str) -> None:
         shutil.copy(f, out / "seeds" / f.name)
     (out / "manifest.txt").write_text("\n".join(lines) + "\n")
     placements = placement_cases(out)
-    print(f"aarch64 fixtures: {len(lines)} cases, {placements} crop placements, "
+    n8 = int8_cases(out)
+    print(f"aarch64 fixtures: {len(lines)} cases, {placements} crop placements, {n8} int8 trunks, "
           f"{len(list((out / 'seeds').iterdir()))} fuzz seeds in {out}")
 
 

@@ -138,34 +138,21 @@ struct Int8KernelTable {
   bool faster_than_fp32;  // measured on the Lite0 student (docs/int8-plan.md): a file's int8 default applies
 };
 
-void s8_gemm_4x16c4_scalar(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
-                           const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
-                           const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);
-void s8_dwconv_c1_scalar(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
-                         std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
-                         const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp, int lo,
-                         int hi, std::uint8_t* y, std::size_t y_pixel);
-void s8_add_x1_scalar(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
-                      std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
-void s8_gemm_2x16c4_avx2(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
-                         const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
-                         const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);
-void s8_dwconv_c8_avx2(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
-                       std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
-                       const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp, int lo,
-                       int hi, std::uint8_t* y, std::size_t y_pixel);
-void s8_add_x8_avx2(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
-                    std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
-void s8_gemm_8x16c4_avx512vnni(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
-                               std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
-                               const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
-                               std::uint8_t* y, std::size_t y_stride);
-void s8_dwconv_c16_avx512vnni(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
-                              std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
-                              const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
-                              int lo, int hi, std::uint8_t* y, std::size_t y_pixel);
-void s8_add_x16_avx512vnni(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b,
-                           int zb, std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+// The int8 kernels of each set (same signatures as S8GemmFn, S8DwConvFn, S8AddFn).
+#define GAZECROP_S8_KERNELS(gemm, dwconv, add)                                                                  \
+  void gemm(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,        \
+            const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, \
+            int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);                                     \
+  void dwconv(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x, std::size_t x_pixel, \
+              std::size_t x_row, const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias,         \
+              const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y,     \
+              std::size_t y_pixel);                                                                             \
+  void add(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,         \
+           std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
+GAZECROP_S8_KERNELS(s8_gemm_4x16c4_scalar, s8_dwconv_c1_scalar, s8_add_x1_scalar)
+GAZECROP_S8_KERNELS(s8_gemm_2x16c4_avx2, s8_dwconv_c8_avx2, s8_add_x8_avx2)
+GAZECROP_S8_KERNELS(s8_gemm_8x16c4_avx512vnni, s8_dwconv_c16_avx512vnni, s8_add_x16_avx512vnni)
+#undef GAZECROP_S8_KERNELS
 
 // The int8 kernels that go with fp32 table `t`: scalar for "scalar" and "neon", AVX2 for "avx2", and for "avx512"
 // the AVX-512 VNNI ones when the CPU has AVX-512 BW + VNNI, else the AVX2 ones. Always exact (same bytes).
