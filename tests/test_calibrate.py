@@ -73,6 +73,36 @@ def test_bad_arguments(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_outputs_are_checked_before_the_work(tmp_path, capsys):
+    src = tmp_path / "in.gzw"
+    src.write_bytes(LITE0.read_bytes() if LITE0.is_file() else b"x")
+    before = src.read_bytes()
+    (tmp_path / "folder").mkdir()
+    cases = [["--out", str(tmp_path / "o.gzw"), "--json", str(src)],          # the report over the input
+             ["--out", str(tmp_path / "o.gzw"), "--json", str(tmp_path / "o.gzw")],  # the report over the weights
+             ["--out", str(tmp_path / "folder")],
+             ["--out", str(tmp_path / "missing" / "o.gzw")],
+             ["--out", str(tmp_path / "o.gzw"), "--json", str(tmp_path / "missing" / "r.json")]]
+    for extra in cases:
+        with pytest.raises(SystemExit) as e:
+            calibrate.main([str(src), "--val", "0", *extra])
+        assert e.value.code == 2, extra
+    assert src.read_bytes() == before and not (tmp_path / "o.gzw").exists()
+
+
+@needs_data
+def test_a_failed_report_write_leaves_no_weights(tmp_path, monkeypatch, capsys):
+    out, rep = tmp_path / "o.gzw", tmp_path / "r.json"
+
+    def fail(path, data):
+        raise PermissionError(13, "denied", str(path))
+
+    monkeypatch.setattr(calibrate, "write_bytes", fail)
+    assert calibrate.main([str(LITE0), "--out", str(out), "--images", "1", "--val", "0", "--data", str(SHARED),
+                           "--json", str(rep)]) == 2
+    assert not out.exists() and not rep.exists() and "nothing written" in capsys.readouterr().err
+
+
 def test_trunk_end_of_the_lite0_candidate():
     if not LITE0.is_file():
         pytest.skip("the Lite0 candidate is absent")

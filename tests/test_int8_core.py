@@ -160,13 +160,54 @@ def test_gazecrop_precision_overrides_the_default(tmp_path, env, expect):
     assert (is8, is32) == (("True", "False") if expect == "int8" else ("False", "True"))
 
 
+def test_runs_int8_and_precision_in_use(tmp_path, monkeypatch):
+    import gazecrop
+
+    net = _int8net(precision="int8")
+    m = core.Model.from_bytes(weights.to_bytes(net))
+    fast = core.int8_kernel_set() == "avx512vnni"
+    assert m.runs_int8() == fast and m.runs_int8("int8") and not m.runs_int8("fp32")
+    with pytest.raises(ValueError, match="precision"):
+        m.runs_int8("int4")
+    assert not core.Model.from_bytes(weights.to_bytes(_trunk_net())).runs_int8()
+    path = tmp_path / "m.gzw"
+    weights.write_weights(path, net)
+    assert gazecrop.load_model(path).precision_in_use == ("int8" if fast else "fp32")
+    assert gazecrop.load_model(path, precision="fp32").precision_in_use == "fp32"
+    monkeypatch.setattr(gazecrop.model, "_WARNED_ENV", False)
+    monkeypatch.setenv("GAZECROP_PRECISION", "int4")
+    with pytest.warns(RuntimeWarning, match="GAZECROP_PRECISION"):
+        gazecrop.load_model(path)
+
+
+def test_int8_values_only_needs_the_trunk():
+    # a trunk that stops early (at a softplus add): a size too small for the ops after the trunk still gives the
+    # trunk's values, as gazecrop.int8.run_trunk does (found by review: seed 153)
+    rng = np.random.default_rng(153)
+    mc = int(rng.choice([2, 5, 17, 33, 48, 70]))
+    net = inverted_residual_net(rng, stages=int(rng.integers(1, 4)), max_channels=mc, max_expand=int(rng.integers(1, 7)))
+    if rng.random() < 0.4:
+        net = with_head_map(net, rng)
+    net = with_int8_trunk(net, rng)
+    m = core.Model.from_bytes(weights.to_bytes(net))
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="too small"):
+        m.run(img)
+    want = int8.run_trunk(net, net.int8, img)
+    got = m.int8_values(img)
+    assert len(got) == net.int8.n_ops + 1 < len(net.ops)
+    assert all(np.array_equal(g, w.reshape(-1)) for g, w in zip(got, want))
+
+
 def test_int8_values_bad_input():
     m = core.Model.from_bytes(weights.to_bytes(_int8net()))
     for bad in (np.zeros((16, 16), np.uint8), np.zeros((16, 16, 4), np.uint8)):
         with pytest.raises(ValueError):
             m.int8_values(bad)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="uint8"):
         m.int8_values(np.zeros((16, 16, 3), np.float32))
+    with pytest.raises(ValueError, match="contiguous"):
+        m.int8_values(np.zeros((16, 32, 3), np.uint8)[:, ::2])
     with pytest.raises(ValueError):
         m.int8_values(np.zeros((1, 1, 3), np.uint8))  # too small for the stride-2 stem
 

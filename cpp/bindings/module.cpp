@@ -25,19 +25,22 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// RunOptions::precision of a Python value: None -> -1, 'fp32' -> 0, 'int8' -> 1; ValueError otherwise.
+int precision_code(const py::object& precision) {
+  if (precision.is_none()) return -1;
+  const std::string p = py::isinstance<py::str>(precision) ? precision.cast<std::string>() : std::string("?");
+  if (p != "fp32" && p != "int8")
+    throw py::value_error("precision must be None (the default), 'fp32' or 'int8', got " +
+                          std::string(py::repr(precision)));
+  return p == "int8" ? 1 : 0;
+}
+
 // One image (uint8 (H, W, 3) / float32 (3, H, W)) -> (h, w), or a batch (uint8 (N, H, W, 3) / float32
 // (N, 3, H, W)) -> (N, h, w).
 py::object run(const gazecrop::Model& model, const py::array& image, int threads, bool fuse, bool head_map,
                const py::object& precision) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256, got " + std::to_string(threads));
-  int prec = -1;
-  if (!precision.is_none()) {
-    const std::string p = py::isinstance<py::str>(precision) ? precision.cast<std::string>() : std::string("?");
-    if (p != "fp32" && p != "int8")
-      throw py::value_error("precision must be None (the file's default), 'fp32' or 'int8', got " +
-                            std::string(py::repr(precision)));
-    prec = p == "int8" ? 1 : 0;
-  }
+  const int prec = precision_code(precision);
   const bool u8 = image.dtype().equal(py::dtype::of<std::uint8_t>());
   const bool f32 = image.dtype().equal(py::dtype::of<float>());
   if (!u8 && !f32)
@@ -193,12 +196,17 @@ PYBIND11_MODULE(_core, m) {
            "ValueError otherwise). The GIL is released during the run.")
       .def(
           "int8_values",
-          [](const gazecrop::Model& self, const py::array_t<std::uint8_t, py::array::c_style>& image) {
+          [](const gazecrop::Model& self, const py::array& image) {
+            if (!image.dtype().equal(py::dtype::of<std::uint8_t>()))
+              throw py::type_error("image dtype must be uint8 (H, W, 3), got " + std::string(py::str(image.dtype())));
             if (image.ndim() != 3 || image.shape(2) != 3)
               throw py::value_error("image must be uint8 (H, W, 3), got shape " + shape_str(image));
+            if (!(image.flags() & py::array::c_style))
+              throw py::value_error("image must be C-contiguous (use numpy.ascontiguousarray)");
             if (image.shape(0) < 1 || image.shape(1) < 1 || image.shape(0) > 32768 || image.shape(1) > 32768)
               throw py::value_error("image size not supported: " + shape_str(image));
-            const gazecrop::ImageU8 img{image.data(), int(image.shape(0)), int(image.shape(1))};
+            const gazecrop::ImageU8 img{static_cast<const std::uint8_t*>(image.data()), int(image.shape(0)),
+                                        int(image.shape(1))};
             std::vector<std::vector<std::int8_t>> vals;
             {
               py::gil_scoped_release release;
@@ -224,13 +232,24 @@ PYBIND11_MODULE(_core, m) {
                              "model_version of the header ('' in version-1 files).")
       .def_property_readonly("format_version", [](const gazecrop::Model& self) { return self.info().format_version; },
                              "The file's format version (1, 2 or 3).")
+      .def(
+          "runs_int8",
+          [](const gazecrop::Model& self, const py::object& precision) {
+            gazecrop::RunOptions opt;
+            opt.precision = precision_code(precision);
+            return self.runs_int8(opt);
+          },
+          py::arg("precision") = py::none(),
+          "Whether run(uint8 image, precision=precision) takes the int8 trunk in this process (the file's "
+          "default, GAZECROP_PRECISION and the kernel set applied); ValueError as run().")
       .def_property_readonly("int8_ops", [](const gazecrop::Model& self) { return self.info().int8_ops; },
                              "Ops in the file's int8 trunk (format version 3; 0 = none).")
       .def_property_readonly("default_precision",
                              [](const gazecrop::Model& self) {
                                return std::string(self.info().default_precision == 1 ? "int8" : "fp32");
                              },
-                             "The precision the file asks for by default: 'fp32' or 'int8' (format version 3).")
+                             "The precision the file asks for by default: 'fp32' or 'int8' (format version 3); "
+                             "what a run takes here: runs_int8().")
       .def(
           "output_size",
           [](const gazecrop::Model& self, int height, int width) {

@@ -82,7 +82,9 @@ struct Model::Impl {
   mutable std::mutex pool_mu;
   mutable std::unique_ptr<detail::ThreadPool> pool;
 
-  std::vector<Shape> plan(int height, int width) const {
+  // Shapes of values 0 .. upto (default: all); throws std::invalid_argument for an unsupported size or an op
+  // whose output would be below 1x1.
+  std::vector<Shape> plan(int height, int width, std::size_t upto = std::size_t(-1)) const {
     if (height < 1 || width < 1 || height > 32768 || width > 32768 ||
         std::int64_t(height) * width > (std::int64_t(1) << 26))
       throw std::invalid_argument("image size " + std::to_string(height) + "x" + std::to_string(width) +
@@ -90,6 +92,7 @@ struct Model::Impl {
     std::vector<Shape> shapes{{3, height, width}};
     std::vector<Shape> in;
     for (const auto& op : ops) {
+      if (shapes.size() > upto) break;
       in.clear();
       for (int v : op->inputs) in.push_back(shapes[std::size_t(v)]);
       shapes.push_back(op->out_shape(in));
@@ -487,10 +490,12 @@ void Model::run(const ImageBatchF32& batch, float* out, std::size_t out_len, flo
 
 bool Model::has_head_map() const { return impl_->info.head_output != 0; }
 
+bool Model::runs_int8(const RunOptions& options) const { return impl_->use_int8(options, true); }
+
 std::vector<std::vector<std::int8_t>> Model::int8_values(const ImageU8& image) const {
   if (!impl_->int8) throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
   if (!image.data) throw std::invalid_argument("image data is null");
-  const std::vector<Shape> shapes = impl_->plan(image.height, image.width);
+  const std::vector<Shape> shapes = impl_->plan(image.height, image.width, std::size_t(impl_->int8->ops()));
   std::vector<std::vector<std::int8_t>> out(std::size_t(impl_->int8->ops()) + 1);
   detail::ThreadPool pool(1);
   impl_->int8->run(kernels::int8_kernels(kernels::active_kernels()), pool, image.data, shapes, {},

@@ -14,12 +14,15 @@ class Model:
     def from_bytes(data: bytes) -> "Model":
         """Load and validate the bytes of a ``.gzw`` file."""
     def run(self, image: npt.NDArray[np.uint8] | npt.NDArray[np.float32], threads: int = 1,
-            fuse: bool = True) -> npt.NDArray[np.float32]:
+            fuse: bool = True, head_map: bool = False,
+            precision: Optional[str] = None) -> npt.NDArray[np.float32]:
         """uint8 (H, W, 3) RGB or float32 (3, H, W), pixel values 0..255, C-contiguous, no conversion ->
         float32 (h, w) log-density; a batch uint8 (N, H, W, 3) / float32 (N, 3, H, W) -> (N, h, w). TypeError
         on another dtype, ValueError on a wrong rank/shape or an image too small for the network. fuse=False
         runs inverted residuals op by op instead of fused in row bands (bitwise the same result). The GIL is
-        released during the run; the model keeps one thread pool between calls."""
+        released during the run; the model keeps one thread pool between calls. head_map=True also returns the
+        head map (format version 3). precision: None (the default: GAZECROP_PRECISION, else the file's, int8 only
+        on AVX-512 VNNI), 'fp32', or 'int8' (the int8 trunk; uint8 images only)."""
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
         """Output grid (h, w) for an input of height x width."""
     @property
@@ -42,7 +45,12 @@ class Model:
         file in float32."""
     @property
     def default_precision(self) -> str:
-        """The precision the file asks for by default: 'fp32' or 'int8' (format version 3)."""
+        """The precision the file asks for by default: 'fp32' or 'int8' (format version 3); what a run takes
+        here: runs_int8()."""
+    def runs_int8(self, precision: Optional[str] = None) -> bool:
+        """Whether run(uint8 image, precision=precision) takes the int8 trunk in this process."""
+    def int8_values(self, image: np.ndarray) -> List[np.ndarray]:
+        """The int8 trunk's values for a uint8 (H, W, 3) image: value v's int8 (C, h, w) bytes, flattened."""
 
 def kernel_set() -> str:
     """'avx512', 'avx2', 'neon' (AArch64) or 'scalar': the kernel set in use, the best this CPU and OS support

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from importlib import resources
 from typing import Optional, Tuple
 
@@ -66,6 +67,19 @@ def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return _core.resize(np.ascontiguousarray(rgb), int(height), int(width))
 
 
+_WARNED_ENV = False
+
+
+def _check_precision_env() -> None:
+    """Warn once when ``$GAZECROP_PRECISION`` holds something other than ``fp32`` / ``int8`` (the core ignores it)."""
+    global _WARNED_ENV
+    value = os.environ.get("GAZECROP_PRECISION")
+    if value not in (None, "fp32", "int8") and not _WARNED_ENV:
+        _WARNED_ENV = True
+        warnings.warn(f"GAZECROP_PRECISION={value!r} is ignored (use 'fp32' or 'int8'): the file's default runs",
+                      RuntimeWarning, stacklevel=3)
+
+
 class Model:
     """A saliency network loaded from a ``.gzw`` file and run by the native core.
 
@@ -87,6 +101,7 @@ class Model:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if precision not in (None, "fp32", "int8"):
             raise ValueError(f"precision must be None, 'fp32' or 'int8', got {precision!r}")
+        _check_precision_env()
         self.path = os.fspath(path)
         data = read_file(self.path)  # one read: the Python reader and the core parse the same bytes
         self.network: Network = _parse(self.path, data)
@@ -114,6 +129,13 @@ class Model:
         """Whether the file has a head map, a second output (weights format version 3): where heads are, for
         the crop layer's head rule (:func:`gazecrop.crop.heads_from_map`)."""
         return bool(self.network.head_output)
+
+    @property
+    def precision_in_use(self) -> str:
+        """What :meth:`run` takes on uint8 images in this process: ``"int8"`` or ``"fp32"`` (:attr:`precision`, else
+        ``$GAZECROP_PRECISION``, else the file's default, whose int8 applies only where the int8 kernels beat
+        float32: ``gazecrop._core.int8_kernel_set() == "avx512vnni"``)."""
+        return "int8" if self._core.runs_int8(precision=self.precision) else "fp32"
 
     @property
     def input_long_side(self) -> int:

@@ -134,6 +134,10 @@ class Model {
   // value v's int8 (C, H, W) bytes for v = 0 .. info().int8_ops (python/gazecrop/int8.py's run_trunk gives the
   // same bytes; the tests compare). Throws std::invalid_argument without a trunk or on bad sizes.
   std::vector<std::vector<std::int8_t>> int8_values(const ImageU8& image) const;
+  // Whether a run of uint8 images with `options` takes the int8 trunk here (RunOptions::precision's rule, with
+  // this process's GAZECROP_PRECISION and kernel set). Throws std::invalid_argument as run() would for
+  // precision 1 without a trunk or an unknown precision.
+  bool runs_int8(const RunOptions& options = {}) const;
   // Both outputs in one run: log-densities as above, head maps at head_out + n * hh * hw (head_len floats in
   // all). Throws std::invalid_argument on bad sizes, or when the model has no head map.
   void run(const ImageBatchU8& batch, float* out, std::size_t out_len, float* head_out, std::size_t head_len,

@@ -13,7 +13,8 @@
    the crops within 1 %.
 3. The file: ``OUT.gzw`` = the input network plus its int8 trunk (weights format version 3), the verdict (met /
    not met; not evaluated with ``--val 0``), and the default precision: ``auto`` (int8 when the bar was met),
-   or as given. Written atomically; the input is never overwritten (``--out`` must differ from it).
+   or as given. Written atomically, with ``--json`` both or neither; the input is never overwritten (``--out``
+   and ``--json`` must differ from it and from each other; their folders are checked before the slow work).
 
 Exit status 0 when the file was written (whatever the verdict), 2 on bad arguments or data.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,6 +104,29 @@ def compare(net: weights.Network, other: Callable[[np.ndarray], np.ndarray], val
     return out
 
 
+def _output_problem(src: Path, out: Path, report: Optional[Path]) -> Optional[str]:
+    """Why the outputs cannot be written, checked before the slow work (None: they can): each must differ from
+    the input and from each other (inputs are never overwritten), not be a folder, and go into a writable
+    folder."""
+    try:
+        outs = [("--out", out)] + ([("--json", report)] if report is not None else [])
+        for name, f in outs:
+            if f.resolve() == src.resolve():
+                return f"{name} must not be the input file (inputs are never overwritten)"
+            if f.is_dir():
+                return f"{name} {f} is a folder"
+            parent = f.resolve().parent
+            if not parent.is_dir():
+                return f"{name}: the folder {parent} does not exist"
+            if not os.access(parent, os.W_OK):
+                return f"{name}: the folder {parent} is not writable"
+        if report is not None and report.resolve() == out.resolve():
+            return "--json must differ from --out"
+    except OSError as e:
+        return str(e)
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gazecrop.train.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("weights", type=Path, help="the float .gzw (with at least one depthwise convolution)")
@@ -121,11 +146,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--images must be >= 1")
     if a.val is not None and a.val < 0:
         p.error("--val must be >= 0")
-    try:
-        if a.out.resolve() == a.weights.resolve():
-            p.error("--out must not be the input file (inputs are never overwritten)")
-    except OSError as e:
-        p.error(str(e))
+    problem = _output_problem(a.weights, a.out, a.json)
+    if problem:
+        p.error(problem)
     t0 = time.time()
     try:
         from ..centre_bias import default_centre_bias
@@ -159,9 +182,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     net.int8, net.int8_verdict = trunk, verdict
     net.precision = a.precision if a.precision != "auto" else ("int8" if verdict == 1 else "fp32")
     report.update(verdict=weights.INT8_VERDICTS[verdict], precision=net.precision, seconds=time.time() - t0)
-    weights.write_weights(a.out, net)
-    if a.json:
-        write_bytes(a.json, (json.dumps(report, indent=1) + "\n").encode())
+    written = []
+    try:  # both outputs or neither
+        weights.write_weights(a.out, net)
+        written.append(a.out)
+        if a.json:
+            write_bytes(a.json, (json.dumps(report, indent=1) + "\n").encode())
+    except OSError as e:
+        for f in written:
+            f.unlink(missing_ok=True)
+        print(f"calibrate: cannot write the outputs: {e} (nothing written)", file=sys.stderr)
+        return 2
     print(f"calibrate: wrote {a.out} (int8 trunk ops 0-{n_ops - 1}, default precision {net.precision})")
     return 0
 
