@@ -106,9 +106,6 @@ struct Model::Impl {
     return shapes;
   }
 
-  // Runs `count` images of height x width; fill_input(n, frame) writes image n's preprocessed pixels;
-  // image n's log-density goes to out + n * h * w and, when head_out is not null, its head map (version 3)
-  // to head_out + n * hh * hw.
   // Whether a run with `opt` takes the int8 trunk (`u8`: the images are uint8).
   bool use_int8(const RunOptions& opt, bool u8) const {
     if (opt.precision < -1 || opt.precision > 1)
@@ -126,8 +123,10 @@ struct Model::Impl {
     return file_precision == 1 && kernels::int8_kernels(kernels::active_kernels()).faster_than_fp32;
   }
 
-  // Runs `count` images; with `u8` (uint8 (H, W, 3) images, `u8_stride` bytes apart) the int8 trunk may run
-  // (use_int8), else fill_input writes the float input. See run_one.
+  // Runs `count` images of height x width; fill_input(n, frame) writes image n's preprocessed pixels, or, when
+  // the int8 trunk runs (use_int8; `u8`: the uint8 (H, W, 3) images, `u8_stride` bytes apart), the trunk reads
+  // them. Image n's log-density goes to out + n * h * w and, when head_out is not null, its head map (version 3)
+  // to head_out + n * hh * hw.
   template <typename Fill>
   void run(std::size_t count, int height, int width, Fill fill_input, const std::uint8_t* u8, std::size_t u8_stride,
            float* out, std::size_t out_len, float* head_out, std::size_t head_len, const RunOptions& opt) const {
