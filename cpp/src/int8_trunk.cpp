@@ -283,18 +283,21 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
                   st.w.data(), st.rq.bias.data(), st.rq.mult.data(), st.rq.shift.data(), zy, lo8, hi8,
                   y + lo.at(ri, 0), std::size_t(lo.cs));
         });
-      } else {  // im2col: one output row's windows, tap-major, each tap the input pixel's cs bytes
+      } else {  // im2col: each output row's windows, tap-major, each tap the input pixel's cs bytes
+        const std::size_t row_bytes = std::size_t(lo.w) * std::size_t(st.kc);
         pool.run(rows, [&](std::size_t r) {
           const int ri = int(r);
-          std::vector<std::uint8_t> col(std::size_t(lo.w) * std::size_t(st.kc) + kSlack);
+          // one row's windows (a few KB: stays in L1 for the GEMM); every byte is written below
+          const std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[row_bytes]);
+          std::uint8_t* col = buf.get();
           const std::size_t run = std::size_t(st.k) * std::size_t(li.cs);  // a window row: k pixels, contiguous
           for (int j = 0; j < lo.w; ++j)
             for (int u = 0; u < st.k; ++u) {
-              std::uint8_t* dst = col.data() + std::size_t(j) * st.kc + std::size_t(u) * run;
+              std::uint8_t* dst = col + std::size_t(j) * st.kc + std::size_t(u) * run;
               const std::uint8_t* src = x + li.at(ri * st.stride + u - p.top, j * st.stride - p.left);
               for (std::size_t b = 0; b < run; b += 4) std::memcpy(dst + b, src + b, 4);  // cs is a multiple of 4
             }
-          kt.gemm(std::size_t(st.cout), std::size_t(lo.w), std::size_t(st.kc), col.data(), std::size_t(st.kc),
+          kt.gemm(std::size_t(st.cout), std::size_t(lo.w), std::size_t(st.kc), col, std::size_t(st.kc),
                   st.w.data(), st.rq.bias.data(), st.rq.mult.data(), st.rq.shift.data(), zy, lo8, hi8,
                   y + lo.at(ri, 0), std::size_t(lo.cs));
         });
