@@ -185,7 +185,8 @@ def test_int8_values_only_needs_the_trunk():
     # trunk's values, as gazecrop.int8.run_trunk does (found by review: seed 153)
     rng = np.random.default_rng(153)
     mc = int(rng.choice([2, 5, 17, 33, 48, 70]))
-    net = inverted_residual_net(rng, stages=int(rng.integers(1, 4)), max_channels=mc, max_expand=int(rng.integers(1, 7)))
+    net = inverted_residual_net(rng, stages=int(rng.integers(1, 4)), max_channels=mc,
+                                max_expand=int(rng.integers(1, 7)))
     if rng.random() < 0.4:
         net = with_head_map(net, rng)
     net = with_int8_trunk(net, rng)

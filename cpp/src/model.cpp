@@ -112,7 +112,8 @@ struct Model::Impl {
       throw std::invalid_argument("precision must be -1 (the file's default), 0 (float32) or 1 (int8), got " +
                                   std::to_string(opt.precision));
     if (opt.precision == 1) {
-      if (!int8) throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
+      if (!int8)
+        throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
       if (!u8) throw std::invalid_argument("the int8 trunk runs on uint8 images, not float32 ones");
       return true;
     }
@@ -492,7 +493,8 @@ bool Model::has_head_map() const { return impl_->info.head_output != 0; }
 bool Model::runs_int8(const RunOptions& options) const { return impl_->use_int8(options, true); }
 
 std::vector<std::vector<std::int8_t>> Model::int8_values(const ImageU8& image) const {
-  if (!impl_->int8) throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
+  if (!impl_->int8)
+    throw std::invalid_argument("this model has no int8 trunk (format version 3, gazecrop.train.calibrate)");
   if (!image.data) throw std::invalid_argument("image data is null");
   const std::vector<Shape> shapes = impl_->plan(image.height, image.width, std::size_t(impl_->int8->ops()));
   std::vector<std::vector<std::int8_t>> out(std::size_t(impl_->int8->ops()) + 1);

@@ -22,8 +22,9 @@ Numbers (the single definition; the native kernels must reproduce :func:`run_tru
 - :func:`requantise`: ``y = clip(z_y + ((acc * mult + 2^(shift - 1)) >> shift), lo, hi)`` in int64 with an
   arithmetic shift (round half up), ``(mult, shift)`` from :func:`multiplier` (``mult`` in [2^30, 2^31),
   ``shift`` in [32, 62]: ``M < 0.5``, so the shifted value fits 31 bits and a kernel may take the high half of
-  the 64-bit product; :func:`calibrate` widens an output range where needed); ``lo, hi`` = [-128, 127] narrowed by the fused activation: ReLU ``lo = max(-128,
-  z_y)``, ReLU6 also ``hi = min(127, z_y + rint(6 / s_y))``.
+  the 64-bit product; :func:`calibrate` widens an output range where needed); ``lo, hi`` = [-128, 127]
+  narrowed by the fused activation: ReLU ``lo = max(-128, z_y)``, ReLU6 also ``hi = min(127, z_y + rint(6 /
+  s_y))``.
 - ``add``: ``y = clip(z_y + (((q_a - z_a) m_a + (q_b - z_b) m_b + 2^(shift - 1)) >> shift), lo, hi)``, one
   shift for both inputs (:func:`add_multipliers`), in [10, 62] (the sum fits 31 bits).
 - Dequantisation for the float ops: ``f32(q - z) * s`` in float32.
@@ -34,8 +35,9 @@ products and quotients of two doubles are used, so no fused multiply-add can cha
 Calibration (:func:`calibrate`): per-tensor min / max ranges over the calibration photos, then the empirical
 bias correction of Nagel et al. 2019 ("Data-Free Quantization Through Weight Equalization and Bias
 Correction", arXiv:1906.04721, section 4.2): op by op, each convolution's bias minus the mean over the photos
-and pixels of the error ``conv(x, s_w w_q) - conv(x, w)`` on the int8 path's own input ``x``. Without it, 3.5 %
-of the val crops move by more than 1 % of the image side; with it 2.3 % (``benchmarks/int8_quality.py``).
+and pixels of the error ``conv(x, s_w w_q) - conv(x, w)`` on the int8 path's own input ``x``. On the Lite0
+student, without it 3.3 % of the val crops move by more than 1 % of the image side, with it 2.5 %
+(``python benchmarks/int8_quality.py --exact [--no-bias-correction]``).
 """
 
 from __future__ import annotations

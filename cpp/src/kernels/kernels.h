@@ -108,8 +108,8 @@ std::int32_t requantize(std::int32_t acc, std::int32_t mult, std::int32_t shift)
 //                                * x[n * x_stride + k]                                            (int32)
 //   y[n * y_stride + m] = clamp(zp + requantize(acc, mult[m], shift[m]), lo, hi)
 // kc a multiple of 4; the last block's rows past mc are zero. The packer folds -(128 + the input's zero point)
-// * sum_k w into bias. Writes exactly mc
-// bytes per pixel; reads x[n * x_stride + k] for k < kc only. Shift of every channel >= 32 (the conv rule).
+// * sum_k w into bias. Writes exactly mc bytes per pixel; reads x[n * x_stride + k] for k < kc only. Every
+// channel's shift is in [32, 62] (the convolution rule).
 using S8GemmFn = void (*)(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
                           std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
                           const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
@@ -118,15 +118,15 @@ using S8GemmFn = void (*)(std::size_t mc, std::size_t nc, std::size_t kc, const 
 // input's zero point): for j < w_out, c < ch,
 //   acc = bias[c] + sum_{u, v < K} w[(u * K + v) * w_stride + c] * x[u * x_row + (s j + v) * x_pixel + c]
 //   y[j * y_pixel + c] = clamp(zp + requantize(acc, mult[c], shift[c]), lo, hi)
-// (int32; the packer folds -(128 + the input's zero point) * sum_t w into bias). `w` int32, w_stride >= ch a multiple of
-// 16 with zero weights past ch. Reads only the named bytes; writes exactly ch bytes per pixel.
+// (int32; the packer folds -(128 + the input's zero point) * sum_t w into bias). `w` int32, w_stride >= ch a
+// multiple of 16 with zero weights past ch. Reads only the named bytes; writes exactly ch bytes per pixel.
 using S8DwConvFn = void (*)(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,
                             std::size_t x_pixel, std::size_t x_row, const std::int32_t* w, std::size_t w_stride,
                             const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
                             int lo, int hi, std::uint8_t* y, std::size_t y_pixel);
 // Sum of two int8 values (the skip of an inverted residual): for i < n,
 //   y[i] = clamp(zp + ((int64(a[i] - za) * ma + int64(b[i] - zb) * mb + 2^(shift - 1)) >> shift), lo, hi)
-// ma, mb in [0, 2^31), shift in [1, 62] (gazecrop.int8.add_multipliers).
+// ma, mb in [0, 2^31), shift in [10, 62] (gazecrop.int8.add_multipliers; the result then fits 31 bits).
 using S8AddFn = void (*)(std::size_t n, const std::uint8_t* a, int za, std::int32_t ma, const std::uint8_t* b, int zb,
                          std::int32_t mb, int shift, int zp, int lo, int hi, std::uint8_t* y);
 
@@ -155,7 +155,7 @@ GAZECROP_S8_KERNELS(s8_gemm_8x16c4_avx512vnni, s8_dwconv_c16_avx512vnni, s8_add_
 #undef GAZECROP_S8_KERNELS
 
 // The int8 kernels that go with fp32 table `t`: scalar for "scalar" and "neon", AVX2 for "avx2", and for "avx512"
-// the AVX-512 VNNI ones when the CPU has AVX-512 BW + VNNI, else the AVX2 ones. Always exact (same bytes).
+// the AVX-512 VNNI ones when the CPU has AVX-512 BW + VL + VNNI, else the AVX2 ones. Always exact (same bytes).
 const Int8KernelTable& int8_kernels(const KernelTable& t);
 
 struct CpuFeatures {

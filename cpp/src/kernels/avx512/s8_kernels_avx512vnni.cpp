@@ -1,12 +1,12 @@
 // AVX-512 VNNI int8 kernels (kernels.h, "int8"), exact twins of ../scalar/s8_kernels_scalar.cpp (same bytes):
-// - GEMM, 8 pixels x 32 output channels per step (two blocks of 16), one VPDPBUSD (u8 x s8, four products per int32 lane, no
-//   saturation) per pixel and group of four input channels: the pixel's four (unsigned) activations broadcast against
-//   the 16 channels' packed weights;
+// - GEMM, 8 pixels x 32 output channels per step (two blocks of 16), one VPDPBUSD (u8 x s8, four products per
+//   int32 lane, no saturation) per pixel, block and group of four input channels: the pixel's four (unsigned)
+//   activations broadcast against the 16 channels' packed weights;
 // - depthwise, 16 channels per vector (masked byte loads, int32 lanes), 4 pixels per step sharing their loads;
 // - add, 16 elements per step.
 // Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, vpsravq. Stores under a mask
-// (vpmovsdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (the GAZECROP_AVX512VNNI_SOURCES of CMakeLists.txt);
-// called only when cpu_features().avx512vnni.
+// (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (GAZECROP_AVX512VNNI_SOURCES in
+// CMakeLists.txt); called only when cpu_features().avx512vnni.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -158,7 +158,8 @@ void dw_row(std::size_t w_out, std::size_t ch, const std::uint8_t* x, std::size_
       for (int u = 0; u < K; ++u) {
         __m512i col[COLS];
         for (int q = 0; q < COLS; ++q)
-          col[q] = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(q) * x_pixel));
+          col[q] = _mm512_cvtepu8_epi32(
+              _mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(q) * x_pixel));
         for (int v = 0; v < K; ++v) {
           const __m512i wv = _mm512_loadu_si512(wc + std::size_t(u * K + v) * w_stride);
           for (int i = 0; i < P; ++i) acc[i] = _mm512_add_epi32(acc[i], _mm512_mullo_epi32(col[S * i + v], wv));

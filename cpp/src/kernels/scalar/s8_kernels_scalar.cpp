@@ -58,7 +58,8 @@ void s8_dwconv_c1_scalar(std::size_t w_out, std::size_t ch, int k, int stride, c
       std::int32_t acc = bias[c];
       for (int u = 0; u < k; ++u)
         for (int v = 0; v < k; ++v)
-          acc += w[std::size_t(u * k + v) * w_stride + c] * std::int32_t(xj[std::size_t(u) * x_row + std::size_t(v) * x_pixel + c]);
+          acc += w[std::size_t(u * k + v) * w_stride + c] *
+                 std::int32_t(xj[std::size_t(u) * x_row + std::size_t(v) * x_pixel + c]);
       const std::int32_t r = zp + requantize(acc, mult[c], shift[c]);
       y[j * y_pixel + c] = std::uint8_t(std::min(std::max(r, lo), hi));
     }
