@@ -264,28 +264,13 @@ def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
-def _windows_int(x: np.ndarray, k: int, stride: int, pads, pad_value: int) -> Tuple[np.ndarray, int, int]:
-    """int32 (C, k, k, H', W') windows of an int8 (C, H, W) value padded with ``pad_value``."""
-    c, h, w = x.shape
-    pt, pb, pl, pr = pads
-    ho, wo = (h + pt + pb - k) // stride + 1, (w + pl + pr - k) // stride + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"input {h}x{w} too small for kernel {k}, stride {stride}")
-    xp = np.pad(x.astype(np.int32), ((0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
-    cols = np.empty((c, k, k, ho, wo), np.int32)
-    for u in range(k):
-        for v in range(k):
-            cols[:, u, v] = xp[:, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride]
-    return cols, ho, wo
-
-
 def _conv_acc(trunk: Int8Trunk, i: int, op: Op, x: np.ndarray) -> np.ndarray:
     """int64 (M, H', W') accumulators ``B[m] + sum w_q (q - z_x)`` of conv / depthwise op ``i``."""
     v = op.inputs[0]
     zx = int(trunk.zero_points[v])
     w = trunk.weights[i].astype(np.int64)
     k, stride = w.shape[2], op.ip(3)
-    cols, ho, wo = _windows_int(x, k, stride, op_padding(op, x.shape[1], x.shape[2]), zx)
+    cols, ho, wo = reference._windows(x, k, stride, op_padding(op, x.shape[1], x.shape[2]), zx, np.int32)
     cols = cols.astype(np.int64) - zx
     if op.kind == "conv2d":
         acc = w.reshape(w.shape[0], -1) @ cols.reshape(-1, ho * wo)

@@ -60,13 +60,14 @@ def preprocess(net: Network, image: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def _windows(x: np.ndarray, k: int, stride: int, pads) -> Tuple[np.ndarray, int, int]:
-    """Zero-padded (top, bottom, left, right) input's k x k strided windows: (C, k, k, H', W')."""
+def _windows(x: np.ndarray, k: int, stride: int, pads, pad_value=0, dtype=np.float32) -> Tuple[np.ndarray, int, int]:
+    """The (top, bottom, left, right)-padded input's k x k strided windows: ``dtype`` (C, k, k, H', W'); the padding
+    is ``pad_value`` (0; an int8 value's zero point in :mod:`gazecrop.int8`)."""
     c, h, wd = x.shape
     pt, pb, pl, pr = (pads,) * 4 if isinstance(pads, int) else pads
     ho, wo = _pad_out(h, k, stride, pt, pb), _pad_out(wd, k, stride, pl, pr)
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr)))
-    cols = np.empty((c, k, k, ho, wo), np.float32)
+    xp = np.pad(x.astype(dtype, copy=False), ((0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    cols = np.empty((c, k, k, ho, wo), dtype)
     for u in range(k):
         for v in range(k):
             cols[:, u, v] = xp[:, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride]
