@@ -61,7 +61,8 @@ const KernelTable kAvx2 = {"avx2", f32_conv1x1_6x16_avx2, f32_conv3x3_6x16_avx2,
 #if defined(GAZECROP_HAVE_AVX512_KERNELS)
 const KernelTable kAvx512 = {"avx512", f32_conv1x1_6x64_avx512, f32_conv3x3_6x64_avx512, f32_softplus_x16_avx512,
                              f32_gather_s2_x16_avx512, f32_dwconv3x3_x16_avx512, f32_dwconv5x5_x16_avx512,
-                             f32_fma_peak_12x16_avx512, kMR, 64};
+                             f32_fma_peak_12x16_avx512, kMR, 64, f32_conv1x1_rows_6x64_avx512,
+                             f32_conv3x3_rows_6x64_avx512};
 #endif
 #if defined(GAZECROP_HAVE_NEON_KERNELS)
 const KernelTable kNeon = {"neon", f32_conv1x1_6x16_neon, f32_conv3x3_6x16_neon, f32_softplus_x4_neon,

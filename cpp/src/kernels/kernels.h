@@ -29,6 +29,18 @@ using ConvFn = void (*)(std::size_t mr, std::size_t nc, std::size_t kc, const fl
                         std::ptrdiff_t row_stride, const float* w, const float* bias, float* y,
                         std::size_t y_stride, int act);
 
+// The same convolution over `rows` whole rows of w pixels (w a multiple of 16), row r's pixels at
+// r * row_stride + n (n < w) in both x and y (the padded plane layout: row_stride is the frame's row):
+//   y[m * y_stride + r * row_stride + n] = act(bias[m] + sum_{c, t} w[(c * taps + t) * mr + m] *
+//                                              x[c * x_stride + r * row_stride + offset(t) + n])
+// Writes exactly those mr x rows x w outputs (never the columns between rows); reads only the named inputs.
+// Each output element sees the same FMA sequence as under the set's ConvFn, so the two agree bit for bit.
+// Only sets whose ConvFn tile is wider than a typical late-stage row have one (AVX-512: 64 pixels); the
+// KernelTable entry is null elsewhere and the drivers run rows one ConvFn call each.
+using ConvRowsFn = void (*)(std::size_t mr, std::size_t rows, std::size_t w, std::size_t kc, const float* x,
+                            std::size_t x_stride, std::ptrdiff_t row_stride, const float* wt, const float* bias,
+                            float* y, std::size_t y_stride, int act);
+
 // Kernel activation codes (the `act` argument of ConvFn and DwConvFn). Not the file's codes: ops map
 // docs/weights-format.md activations onto these (softplus runs as a separate UnaryFn pass).
 constexpr int kActNone = 0;   // y = v
@@ -68,6 +80,9 @@ using PeakFn = double (*)(std::size_t iters, float* out);
   void name(std::size_t mr, std::size_t nc, std::size_t kc, const float* x, std::size_t x_stride, \
             std::ptrdiff_t row_stride, const float* w, const float* bias, float* y, std::size_t y_stride, \
             int act);
+#define GAZECROP_CONVROWS_KERNEL(name, isa)                                                                 \
+  void name(std::size_t mr, std::size_t rows, std::size_t w, std::size_t kc, const float* x, std::size_t x_stride, \
+            std::ptrdiff_t row_stride, const float* wt, const float* bias, float* y, std::size_t y_stride, int act);
 #define GAZECROP_UNARY_KERNEL(name, isa) void name(std::size_t n, float* x);
 #define GAZECROP_GATHER_KERNEL(name, isa) void name(std::size_t n, const float* src, float* dst);
 #define GAZECROP_DWCONV_KERNEL(name, isa)                                                                    \
@@ -76,6 +91,7 @@ using PeakFn = double (*)(std::size_t iters, float* out);
 #define GAZECROP_PEAK_KERNEL(name, isa) double name(std::size_t iters, float* out);
 #include "kernels.def"
 #undef GAZECROP_CONV_KERNEL
+#undef GAZECROP_CONVROWS_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
 #undef GAZECROP_DWCONV_KERNEL
@@ -92,6 +108,8 @@ struct KernelTable {
   PeakFn fma_peak;     // measures the set's peak (peak_gflops); no op calls it
   int mr;              // output channels per tile (the packer's tile)
   int nr;              // pixels per tile
+  ConvRowsFn conv1x1_rows = nullptr;  // whole rows of a multiple of 16 pixels (null: ConvFn row by row)
+  ConvRowsFn conv3x3_rows = nullptr;
 };
 
 // --- int8 (the int8 trunk, ../int8_trunk.cpp; the arithmetic is python/gazecrop/int8.py's) ---

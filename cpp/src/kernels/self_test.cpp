@@ -61,6 +61,60 @@ std::string test_conv(ConvFn fn, bool taps9) {
   return "ok";
 }
 
+// A rows kernel against the naive loop, and bit for bit against its set's ConvFn (`flat`) called row by row,
+// over 1..5 rows of 16..112 pixels with gaps of 2 or 5 floats between rows; nothing outside the rows written.
+std::string test_conv_rows(ConvRowsFn fn, ConvFn flat, bool taps9) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const int taps = taps9 ? 9 : 1;
+  for (std::size_t kc : {1, 3, 13, 27})
+    for (std::size_t mr = 1; mr <= 6; ++mr)
+      for (std::size_t w : {16, 32, 48, 64, 80, 112})
+        for (std::size_t rows : {1, 2, 3, 5})
+          for (int act = 0; act <= 2; ++act) {
+            const std::size_t row = w + ((w / 16 + rows + mr) % 2 ? 2 : 5), margin = row + 1;
+            const std::size_t plane = rows * row + 2 * margin + 16;
+            detail::AlignedBuffer x(kc * plane), wt(kc * taps * mr), y(mr * plane), ref(mr * plane);
+            std::vector<float> bias(mr);
+            for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = u(rng);
+            for (std::size_t i = 0; i < wt.size(); ++i) wt.data()[i] = u(rng);
+            for (float& b : bias) b = u(rng);
+            for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = ref.data()[i] = 12345.0f;
+            fn(mr, rows, w, kc, x.data() + margin, plane, std::ptrdiff_t(row), wt.data(), bias.data(),
+               y.data() + margin, plane, act);
+            for (std::size_t r = 0; r < rows; ++r)
+              flat(mr, w, kc, x.data() + margin + r * row, plane, std::ptrdiff_t(row), wt.data(), bias.data(),
+                   ref.data() + margin + r * row, plane, act);
+            for (std::size_t m = 0; m < mr; ++m)
+              for (std::size_t q = 0; q < plane; ++q) {
+                const float got = y.data()[m * plane + q];
+                std::ostringstream s;
+                s << "mr=" << mr << " rows=" << rows << " w=" << w << " kc=" << kc << " act=" << act << ": y[" << m
+                  << "][" << q << "] = " << got;
+                if (got != ref.data()[m * plane + q]) {
+                  s << ", the set's ConvFn row by row gives " << ref.data()[m * plane + q];
+                  return s.str();
+                }
+                const bool inside = q >= margin && (q - margin) / row < rows && (q - margin) % row < w;
+                if (!inside) continue;  // untouched: equal to ref's sentinel, checked above
+                double want = bias[m];
+                for (std::size_t c = 0; c < kc; ++c)
+                  for (int t = 0; t < taps; ++t) {
+                    const std::ptrdiff_t off = taps9 ? (t / 3 - 1) * std::ptrdiff_t(row) + (t % 3 - 1) : 0;
+                    want += double(wt.data()[(c * taps + t) * mr + m]) *
+                            x.data()[c * plane + std::size_t(std::ptrdiff_t(q) + off)];
+                  }
+                if (act && want < 0) want = 0;
+                if (act == 2 && want > 6) want = 6;
+                if (std::fabs(got - want) > 1e-5 * (1.0 + std::sqrt(double(kc * taps))) * (1.0 + std::fabs(want))) {
+                  s << ", expected " << want;
+                  return s.str();
+                }
+              }
+          }
+  return "ok";
+}
+
 std::string test_unary(UnaryFn fn) {
   for (std::size_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100}) {
     std::vector<float> v(n + 1);
@@ -164,6 +218,13 @@ std::string test_peak(PeakFn fn) {
   return "ok";
 }
 
+// The ConvFn of the same set and family as a rows kernel: "f32_conv1x1_rows_6x64_avx512" -> the table's conv1x1.
+ConvFn rows_flat_twin(const char* name) {
+  const char* isa = std::strrchr(name, '_') + 1;
+  const KernelTable* t = find_kernels(isa);
+  return std::strstr(name, "3x3") != nullptr ? t->conv3x3 : t->conv1x1;
+}
+
 bool isa_ok(const char* isa) { return std::strcmp(isa, "scalar") == 0 || find_kernels(isa) != nullptr; }
 
 }  // namespace
@@ -173,6 +234,9 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
 #define GAZECROP_CONV_KERNEL(name, isa)                                                           \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
                                         : test_conv(name, std::strstr(#name, "3x3") != nullptr));
+#define GAZECROP_CONVROWS_KERNEL(name, isa)                                                       \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
+                                        : test_conv_rows(name, rows_flat_twin(#name), std::strstr(#name, "3x3") != nullptr));
 #define GAZECROP_UNARY_KERNEL(name, isa) \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
 #define GAZECROP_GATHER_KERNEL(name, isa) \
@@ -185,6 +249,7 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
 #include "kernels.def"
 #undef GAZECROP_DWCONV_KERNEL
 #undef GAZECROP_CONV_KERNEL
+#undef GAZECROP_CONVROWS_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
 #undef GAZECROP_PEAK_KERNEL

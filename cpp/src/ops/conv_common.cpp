@@ -43,26 +43,36 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const kernels::ConvFn fn = taps9 ? ctx.kernels.conv3x3 : ctx.kernels.conv1x1;
   const int kact = kernel_act(act);
   const std::size_t nthreads = std::size_t(ctx.pool.size());
-  // Rows shorter than the kernel set's tile (nr: 64 pixels in AVX-512) would run only narrow masked tiles
-  // (6 x 16 = 6 accumulators): they take the flat range below, whose 64-pixel tiles outweigh the ring columns
-  // (Lite0-s5 backbone, AMD EPYC: 1x1 convolutions 74% of the AVX-512 peak that way against 58-66% row by row).
-  if (!taps9 && !gather && std::size_t(out.w) >= std::size_t(ctx.kernels.nr)) {
-    // 1x1 on the input planes: row by row over the interior only (the flat range would also compute the two
-    // ring columns of every row, 2 / (W + 2) of the work: 11% at W = 16). Chunks of whole rows, about 256
-    // pixels (a few per thread); each chunk runs every channel tile, rows innermost so a tile's weights
-    // stay in L1.
+  // Whole rows, interior only, where the set has a rows kernel and the width is a multiple of its 16-pixel
+  // vector (AVX-512: a tile's four vectors may come from different rows, so neither the ring columns nor short
+  // rows cost lanes), else for 1x1 rows at least the set's tile wide (nr; one ConvFn call per row). Rows
+  // shorter than nr without a rows kernel would run only narrow masked tiles (6 x 16 = 6 accumulators): they
+  // take the flat range below, whose 64-pixel tiles outweigh the ring columns (Lite0-s5 backbone, AMD EPYC:
+  // 1x1 convolutions 74% of the AVX-512 peak that way against 58-66% row by row).
+  const kernels::ConvRowsFn rows_fn = taps9 ? ctx.kernels.conv3x3_rows : ctx.kernels.conv1x1_rows;
+  const bool rows_kernel = !gather && rows_fn && out.w % 16 == 0;
+  if (rows_kernel || (!taps9 && !gather && std::size_t(out.w) >= std::size_t(ctx.kernels.nr))) {
+    // Chunks of whole rows, about 256 pixels (a few per thread); each chunk runs every channel tile, rows
+    // innermost so a tile's weights stay in L1.
     const std::size_t w = std::size_t(out.w), h = std::size_t(out.h);
+    const std::size_t kc = std::size_t(pc.cin);
     std::size_t rows = std::max<std::size_t>(1, 256 / w);
     if (nthreads > 1) rows = std::min(rows, std::max<std::size_t>(1, h / (4 * nthreads)));
     const std::size_t nchunks = (h + rows - 1) / rows;
     ctx.pool.run(nchunks, [&](std::size_t ci) {
       const std::size_t r0 = ci * rows, r1 = std::min(h, r0 + rows);
+      const std::size_t a0 = (r0 + 1) * out.row + 1;  // pixel (r0, 0)
       for (const PackedConv::Tile& t : pc.tiles) {
         float* yt = out.plane_ptr(c0 + t.m0);
+        if (rows_kernel) {
+          rows_fn(std::size_t(t.mr), r1 - r0, w, kc, x + a0, x_stride, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
+                  pc.bias.data() + t.m0, yt + a0, out.plane, kact);
+          continue;
+        }
         for (std::size_t r = r0; r < r1; ++r) {
-          const std::size_t a = (r + 1) * out.row + 1;  // pixel (r, 0)
-          fn(std::size_t(t.mr), w, std::size_t(pc.cin), x + a, x_stride, std::ptrdiff_t(out.row),
-             pc.w.data() + t.offset, pc.bias.data() + t.m0, yt + a, out.plane, kact);
+          const std::size_t a = a0 + (r - r0) * out.row;
+          fn(std::size_t(t.mr), w, kc, x + a, x_stride, std::ptrdiff_t(out.row), pc.w.data() + t.offset,
+             pc.bias.data() + t.m0, yt + a, out.plane, kact);
         }
       }
       if (act == 2)

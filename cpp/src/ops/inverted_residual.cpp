@@ -32,10 +32,11 @@ constexpr std::size_t kLead = 16;  // zero floats before row 0 of an E plane (co
 constexpr std::size_t kTail = 32;  // zero floats after the last row: column W + 1 and the dw over-read (16)
 
 // 1x1 `pc` (input planes x_stride apart, pixel (r, 0) of row r at x + r * row) over `rows` rows of `w` pixels
-// into y (planes y_stride apart, same row geometry), act = kernel code. As in conv_flat: rows at least the
-// kernel set's tile wide run row by row (interior only), narrower rows as one flat range, whose ring positions
-// between rows are zeroed afterwards; both in chunks of about kChunk pixels, each chunk running every channel
-// tile so that its input block stays in L1/L2 while one tile's weights stay in L1. The result is the same
+// into y (planes y_stride apart, same row geometry), act = kernel code. As in conv_flat: the set's rows kernel
+// where it has one and w is a multiple of 16, else rows at least the kernel set's tile wide row by row (both
+// interior only), narrower rows as one flat range, whose ring positions between rows are zeroed afterwards;
+// all in chunks of about kChunk pixels, each chunk running every channel tile so that its input block stays
+// in L1/L2 while one tile's weights stay in L1. The result is the same
 // whatever the path or chunking (each output element sees the same FMA sequence).
 constexpr std::size_t kChunk = 256;
 
@@ -48,13 +49,20 @@ void pointwise_rows(const kernels::KernelTable& kt, const PackedConv& pc, const 
       kt.conv1x1(std::size_t(t.mr), nc, kc, x + a, x_stride, std::ptrdiff_t(row), pc.w.data() + t.offset,
                  pc.bias.data() + t.m0, y + std::size_t(t.m0) * y_stride + a, y_stride, act);
   };
-  if (w >= std::size_t(kt.nr)) {
+  const bool rows_kernel = kt.conv1x1_rows && w % 16 == 0;  // see conv_flat
+  if (rows_kernel || w >= std::size_t(kt.nr)) {
     const std::size_t group = std::max<std::size_t>(1, kChunk / w);
     for (std::size_t r0 = 0; r0 < rows; r0 += group)
       for (const PackedConv::Tile& t : pc.tiles)
-        for (std::size_t r = r0; r < std::min(rows, r0 + group); ++r)
-          kt.conv1x1(std::size_t(t.mr), w, kc, x + r * row, x_stride, std::ptrdiff_t(row), pc.w.data() + t.offset,
-                     pc.bias.data() + t.m0, y + std::size_t(t.m0) * y_stride + r * row, y_stride, act);
+        if (rows_kernel)
+          kt.conv1x1_rows(std::size_t(t.mr), std::min(rows, r0 + group) - r0, w, kc, x + r0 * row, x_stride,
+                          std::ptrdiff_t(row), pc.w.data() + t.offset, pc.bias.data() + t.m0,
+                          y + std::size_t(t.m0) * y_stride + r0 * row, y_stride, act);
+        else
+          for (std::size_t r = r0; r < std::min(rows, r0 + group); ++r)
+            kt.conv1x1(std::size_t(t.mr), w, kc, x + r * row, x_stride, std::ptrdiff_t(row),
+                       pc.w.data() + t.offset, pc.bias.data() + t.m0, y + std::size_t(t.m0) * y_stride + r * row,
+                       y_stride, act);
     return;
   }
   const std::size_t n = (rows - 1) * row + w;

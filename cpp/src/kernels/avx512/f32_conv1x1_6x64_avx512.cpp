@@ -15,5 +15,12 @@ void f32_conv1x1_6x64_avx512(std::size_t mr, std::size_t nc, std::size_t kc, con
   conv_flat_avx512<1>(mr, nc, kc, x, x_stride, row_stride, w, bias, y, y_stride, act);
 }
 
+// The same family over whole rows (ConvRowsFn: w a multiple of 16), four 16-pixel vectors per tile across rows.
+void f32_conv1x1_rows_6x64_avx512(std::size_t mr, std::size_t rows, std::size_t w, std::size_t kc, const float* x,
+                                  std::size_t x_stride, std::ptrdiff_t row_stride, const float* wt,
+                                  const float* bias, float* y, std::size_t y_stride, int act) {
+  conv_rows_avx512<1>(mr, rows, w, kc, x, x_stride, row_stride, wt, bias, y, y_stride, act);
+}
+
 }  // namespace kernels
 }  // namespace gazecrop
