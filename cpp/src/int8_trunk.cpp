@@ -178,33 +178,43 @@ Int8Trunk::Int8Trunk(const ParsedWeights& pw) {
 
 Int8Trunk::~Int8Trunk() = default;
 
-void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const std::uint8_t* image,
+void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Workspace& ws, const std::uint8_t* image,
                     const std::vector<Shape>& shapes, const std::vector<int>& dequantise,
                     const std::function<Frame(int)>& out_frame,
                     const std::function<void(int, const std::vector<std::int8_t>&)>& int8_out) const {
-  // Not zeroed: the ring is filled with the zero point, every op writes the whole interior.
-  std::vector<std::unique_ptr<std::uint8_t[]>> vals(std::size_t(n_) + 1);
+  // Not zeroed: the ring is filled with the zero point, every op writes the whole interior. Every buffer goes
+  // back to the workspace at the end, also when a step throws.
+  std::vector<AlignedBuffer> bufs(std::size_t(n_) + 1);
+  struct GiveBack {
+    Workspace& ws;
+    std::vector<AlignedBuffer>& bufs;
+    ~GiveBack() {
+      for (AlignedBuffer& b : bufs) ws.give(std::move(b));
+    }
+  } give_back{ws, bufs};
+  std::vector<std::uint8_t*> vals(std::size_t(n_) + 1, nullptr);
   std::vector<char> keep(std::size_t(n_) + 1, 0);
   for (int v : dequantise) keep[std::size_t(v)] = 1;
   auto alloc = [&](int v) {  // the ring (and slack) = the zero point; every op writes the whole interior
     const QLayout l = QLayout::of(shapes[std::size_t(v)]);
-    std::unique_ptr<std::uint8_t[]>& buf = vals[std::size_t(v)];
-    buf.reset(new std::uint8_t[l.bytes]);
+    bufs[std::size_t(v)] = ws.take((l.bytes + sizeof(float) - 1) / sizeof(float));
+    std::uint8_t* const buf = reinterpret_cast<std::uint8_t*>(bufs[std::size_t(v)].data());
+    vals[std::size_t(v)] = buf;
     const std::uint8_t z = std::uint8_t(zp_[std::size_t(v)] + 128);
     const std::size_t edge = std::size_t(kRing) * std::size_t(l.cs), inner = std::size_t(l.w) * std::size_t(l.cs);
-    std::memset(buf.get(), z, l.at(0, 0));
+    std::memset(buf, z, l.at(0, 0));
     for (int i = 0; i < l.h; ++i) {
-      std::uint8_t* row = buf.get() + l.at(i, 0);
+      std::uint8_t* row = buf + l.at(i, 0);
       std::memset(row - edge, z, edge);
       std::memset(row + inner, z, edge);
     }
-    std::memset(buf.get() + l.at(l.h, 0) - edge, z, l.bytes - (l.at(l.h, 0) - edge));
+    std::memset(buf + l.at(l.h, 0) - edge, z, l.bytes - (l.at(l.h, 0) - edge));
     // The padding channels (cs > c) of interior pixels are left as they are: the GEMM reads them against zero
     // weights, the add sums them into padding channels, nothing else reads them.
   };
   auto emit = [&](int v) {
     const QLayout l = QLayout::of(shapes[std::size_t(v)]);
-    const std::uint8_t* q = vals[std::size_t(v)].get();
+    const std::uint8_t* q = vals[std::size_t(v)];
     if (keep[std::size_t(v)]) {
       const Frame f = out_frame(v);
       const float s = scale_[std::size_t(v)], z = float(zp_[std::size_t(v)] + 128);  // (q + 128) - (z + 128)
@@ -230,7 +240,7 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
   {
     alloc(0);
     const QLayout l = QLayout::of(shapes[0]);
-    std::uint8_t* q = vals[0].get();
+    std::uint8_t* q = vals[0];
     for (int i = 0; i < l.h; ++i) {
       const std::uint8_t* src = image + std::size_t(i) * std::size_t(l.w) * 3;
       std::uint8_t* dst = q + l.at(i, 0);
@@ -246,7 +256,7 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     alloc(st.out);
     const QLayout lo = QLayout::of(shapes[std::size_t(st.out)]);
-    std::uint8_t* y = vals[std::size_t(st.out)].get();
+    std::uint8_t* y = vals[std::size_t(st.out)];
     const int zy = zp_[std::size_t(st.out)] + 128, lo8 = st.lo + 128, hi8 = st.hi + 128;  // the stored form
     const std::size_t rows = std::size_t(lo.h);
     if (st.kind == Step::kAdd) {
@@ -255,8 +265,8 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
       if (la.h != lb.h || la.w != lb.w)
         throw std::invalid_argument("add: inputs have different grids " + std::to_string(la.h) + "x" +
                                     std::to_string(la.w) + " and " + std::to_string(lb.h) + "x" + std::to_string(lb.w));
-      const std::uint8_t* a = vals[std::size_t(st.inputs[0])].get();
-      const std::uint8_t* b = vals[std::size_t(st.inputs[1])].get();
+      const std::uint8_t* a = vals[std::size_t(st.inputs[0])];
+      const std::uint8_t* b = vals[std::size_t(st.inputs[1])];
       const int za = zp_[std::size_t(st.inputs[0])] + 128, zb = zp_[std::size_t(st.inputs[1])] + 128;
       pool.run(rows, [&](std::size_t r) {
         const int ri = int(r);
@@ -266,7 +276,7 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
     } else {
       const int vin = st.inputs[0];
       const QLayout li = QLayout::of(shapes[std::size_t(vin)]);
-      const std::uint8_t* x = vals[std::size_t(vin)].get();
+      const std::uint8_t* x = vals[std::size_t(vin)];
       const Pads p = st.pad.at(li.h, li.w);
       if (st.kind == Step::kDepthwise) {
         pool.run(rows, [&](std::size_t r) {
@@ -310,7 +320,7 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, const 
                    lo.c, lo.h, lo.w, ms);
     }
     for (int v : st.inputs)
-      if (last_use_[std::size_t(v)] == i) vals[std::size_t(v)].reset();
+      if (last_use_[std::size_t(v)] == i) ws.give(std::move(bufs[std::size_t(v)]));
   }
 }
 

@@ -34,8 +34,9 @@ class Int8Trunk {
   // Runs the trunk on one uint8 (H, W, 3) RGB image (row-major, `shapes` from the model's plan for H x W).
   // For each value v in `dequantise` (ids 0 .. ops()), writes its float32 planes x = s (q - z) into
   // out_frame(v) (interior; ring and tails zeroed). With `int8_out`, also hands every trunk value's int8
-  // (C, H, W) bytes to it (tests compare them with the Python reference).
-  void run(const kernels::Int8KernelTable& k, ThreadPool& pool, const std::uint8_t* image,
+  // (C, H, W) bytes to it (tests compare them with the Python reference). The values' buffers come from `ws`
+  // and go back to it.
+  void run(const kernels::Int8KernelTable& k, ThreadPool& pool, Workspace& ws, const std::uint8_t* image,
            const std::vector<Shape>& shapes, const std::vector<int>& dequantise,
            const std::function<Frame(int)>& out_frame,
            const std::function<void(int, const std::vector<std::int8_t>&)>& int8_out = nullptr) const;

@@ -81,6 +81,35 @@ struct Model::Impl {
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
   mutable std::unique_ptr<detail::ThreadPool> pool;
+  // Workspaces of finished runs (tensor.h), handed to the next ones: one per concurrent run at most; a run
+  // keeps its workspace for the next only when it holds at most kKeepWorkspace bytes (a huge input's
+  // activations are not held after its run).
+  static constexpr std::size_t kKeepWorkspace = std::size_t(64) << 20;
+  mutable std::mutex ws_mu;
+  mutable std::vector<std::unique_ptr<detail::Workspace>> workspaces;
+
+  // Holds one run's workspace: a finished run's (or a new one) on construction, given back (or dropped) at the
+  // end of the scope.
+  struct WorkspaceLease {
+    explicit WorkspaceLease(const Impl& m) : impl(m) {
+      std::lock_guard<std::mutex> g(impl.ws_mu);
+      if (impl.workspaces.empty()) {
+        ws = std::make_unique<detail::Workspace>();
+      } else {
+        ws = std::move(impl.workspaces.back());
+        impl.workspaces.pop_back();
+      }
+    }
+    WorkspaceLease(const WorkspaceLease&) = delete;
+    WorkspaceLease& operator=(const WorkspaceLease&) = delete;
+    ~WorkspaceLease() {
+      if (ws->bytes() > kKeepWorkspace) return;
+      std::lock_guard<std::mutex> g(impl.ws_mu);
+      impl.workspaces.push_back(std::move(ws));
+    }
+    const Impl& impl;
+    std::unique_ptr<detail::Workspace> ws;
+  };
 
   // Shapes of values 0 .. upto (default: all); throws std::invalid_argument for an unsupported size or an op
   // whose output would be below 1x1.
@@ -164,19 +193,20 @@ struct Model::Impl {
     const Program& prog =
         q8 ? (opt.fuse ? (head_out ? int8_fused : int8_fused_main) : (head_out ? int8_plain : int8_plain_main))
            : (opt.fuse ? (head_out ? fused_program : fused_main) : (head_out ? plain : plain_main));
+    const WorkspaceLease ws(*this);
     for (std::size_t n = 0; n < count; ++n)
       run_one(prog, shapes, [&](const Frame& f) { fill_input(n, f); }, q8 ? u8 + n * u8_stride : nullptr,
-              out + n * per, head_out ? head_out + n * head_per : nullptr, *pp);
+              out + n * per, head_out ? head_out + n * head_per : nullptr, *pp, *ws.ws);
   }
 
   // One image: the float program `prog` after the input (fill_input), or, with `u8`, after the int8 trunk on
   // the uint8 image (prog is then an int8 program: it reads the trunk's dequantised values).
   template <typename Fill>
   void run_one(const Program& prog, const std::vector<Shape>& shapes, Fill fill_input, const std::uint8_t* u8,
-               float* out, float* head_out, detail::ThreadPool& pool) const {
+               float* out, float* head_out, detail::ThreadPool& pool, detail::Workspace& ws) const {
     // GAZECROP_PROFILE: per-op time, FLOPs, bytes, GFLOP/s against the kernel set's measured peak, GB/s.
     static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;
-    const detail::RunContext ctx{kernels::active_kernels(), pool};
+    const detail::RunContext ctx{kernels::active_kernels(), pool, ws};
     const double peak = profile ? kernels::peak_gflops(ctx.kernels) * pool.size() : 0.0;
     double total_ms = 0, total_flops = 0, total_bytes = 0;
     if (profile)
@@ -184,14 +214,22 @@ struct Model::Impl {
                    shapes[0].h, shapes[0].w, ctx.kernels.name, pool.size(), peak);
     std::vector<AlignedBuffer> bufs(shapes.size());
     std::vector<Frame> frames(shapes.size());
+    // Every buffer goes back to the workspace at the end, also when an op throws.
+    struct GiveBack {
+      detail::Workspace& ws;
+      std::vector<AlignedBuffer>& bufs;
+      ~GiveBack() {
+        for (AlignedBuffer& b : bufs) ws.give(std::move(b));
+      }
+    } give_back{ws, bufs};
     auto alloc = [&](std::size_t v) {
       const Shape& s = shapes[v];
       // Not zeroed: every op writes all interior pixels and the runner zeroes ring and tails (zero_ring).
-      bufs[v].reset(std::size_t(s.c) * detail::frame_plane(s.h, s.w), false);
+      bufs[v] = ws.take(std::size_t(s.c) * detail::frame_plane(s.h, s.w));
       frames[v] = Frame::make(bufs[v].data(), s.c, s.h, s.w);
     };
     if (u8) {
-      int8->run(kernels::int8_kernels(ctx.kernels), pool, u8, shapes, prog.from_int8, [&](int v) {
+      int8->run(kernels::int8_kernels(ctx.kernels), pool, ws, u8, shapes, prog.from_int8, [&](int v) {
         alloc(std::size_t(v));
         return frames[std::size_t(v)];
       });
@@ -221,7 +259,7 @@ struct Model::Impl {
       }
       detail::zero_ring(frames[o], 0, frames[o].c);
       for (int v : st.inputs)
-        if (prog.last_use[std::size_t(v)] == int(i)) bufs[std::size_t(v)].release();
+        if (prog.last_use[std::size_t(v)] == int(i)) ws.give(std::move(bufs[std::size_t(v)]));
     }
     if (profile) print_profile_line("total", "", shapes.back(), total_ms, total_flops, total_bytes, peak);
     auto copy_out = [](const Frame& y, float* dst) {
@@ -499,7 +537,8 @@ std::vector<std::vector<std::int8_t>> Model::int8_values(const ImageU8& image) c
   const std::vector<Shape> shapes = impl_->plan(image.height, image.width, std::size_t(impl_->int8->ops()));
   std::vector<std::vector<std::int8_t>> out(std::size_t(impl_->int8->ops()) + 1);
   detail::ThreadPool pool(1);
-  impl_->int8->run(kernels::int8_kernels(kernels::active_kernels()), pool, image.data, shapes, {},
+  detail::Workspace ws;
+  impl_->int8->run(kernels::int8_kernels(kernels::active_kernels()), pool, ws, image.data, shapes, {},
                    [](int) { return Frame(); },
                    [&](int v, const std::vector<std::int8_t>& q) { out[std::size_t(v)] = q; });
   return out;

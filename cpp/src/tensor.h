@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 #include <utility>
+#include <vector>
 
 namespace gazecrop {
 namespace detail {
@@ -22,7 +23,7 @@ constexpr std::size_t kBufferAlign = 64;
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t count) { reset(count); }
+  explicit AlignedBuffer(std::size_t count, bool zero = true) { reset(count, zero); }
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
   AlignedBuffer(AlignedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
@@ -56,6 +57,51 @@ class AlignedBuffer {
  private:
   float* p_ = nullptr;
   std::size_t n_ = 0;
+};
+
+// The memory of a run, kept between runs (Model::Impl keeps a pool of them, one per concurrent run), so that a
+// run at a size seen before makes no allocator call and touches no fresh page: the values' buffers come from a
+// free list (the smallest that fits; a new one only when none does) and go back to it when their last reader
+// is done; scratch slots are each owned by one parallel task of one op at a time (an op sizes them, then
+// its tasks use slot i only). Without it, every run allocated its values and band buffers afresh: glibc serves
+// megabyte blocks with mmap or trims them back to the kernel, so a run could spend 10-15% of its time in page
+// faults (perf on the Lite0 backbone at 192x256, AMD EPYC, 2026-12-07), depending on the allocator's state.
+class Workspace {
+ public:
+  // A buffer of at least `count` floats (contents unspecified).
+  AlignedBuffer take(std::size_t count) {
+    std::size_t best = free_.size();
+    for (std::size_t i = 0; i < free_.size(); ++i)
+      if (free_[i].size() >= count && (best == free_.size() || free_[i].size() < free_[best].size())) best = i;
+    if (best == free_.size()) return AlignedBuffer(count, false);
+    AlignedBuffer b = std::move(free_[best]);
+    free_[best] = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void give(AlignedBuffer&& b) {
+    if (b.data()) free_.push_back(std::move(b));
+  }
+  // Makes slots [0, n) exist; call before the parallel region whose tasks use them.
+  void reserve_slots(std::size_t n) {
+    if (slots_.size() < n) slots_.resize(n);
+  }
+  // Slot i, at least `count` floats (contents unspecified; zeroed when `zero`).
+  float* slot(std::size_t i, std::size_t count, bool zero = false) {
+    AlignedBuffer& b = slots_[i];
+    if (b.size() < count) b.reset(count, false);
+    if (zero) std::memset(b.data(), 0, count * sizeof(float));
+    return b.data();
+  }
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (const AlignedBuffer& b : free_) n += b.size() * sizeof(float);
+    for (const AlignedBuffer& b : slots_) n += b.size() * sizeof(float);
+    return n;
+  }
+
+ private:
+  std::vector<AlignedBuffer> free_, slots_;
 };
 
 struct Shape {

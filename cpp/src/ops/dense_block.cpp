@@ -40,10 +40,10 @@ class DenseBlock final : public Op {
 
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     std::memcpy(out.data, in[0].data, std::size_t(c0_) * out.plane * sizeof(float));
-    AlignedBuffer tbuf;
-    tbuf.reset(std::size_t(max_b_) * out.plane, false);  // each layer writes it all (conv + zero_ring)
+    ctx.ws.reserve_slots(1);
+    float* const tbuf = ctx.ws.slot(0, std::size_t(max_b_) * out.plane);  // each layer writes it all (conv + zero_ring)
     for (const Layer& L : layers_) {
-      const Frame t = Frame::make(tbuf.data(), L.conv1.cout, out.h, out.w);
+      const Frame t = Frame::make(tbuf, L.conv1.cout, out.h, out.w);
       conv_flat(ctx, L.conv1, false, out.data, out.plane, t, 0, 1);
       zero_ring(t, 0, t.c);
       conv_flat(ctx, L.conv2, true, t.data, t.plane, out, L.cin, 1);

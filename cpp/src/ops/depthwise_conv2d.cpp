@@ -57,10 +57,11 @@ class DepthwiseConv2d final : public Op {
     const std::size_t srow = (cols + kernels::kDwOverRead + 15) / 16 * 16;
     const std::size_t kk = std::size_t(k_) * std::size_t(k_);
     const std::size_t nblocks = std::min<std::size_t>(std::size_t(c_), std::size_t(ctx.pool.size()) * 4);
+    ctx.ws.reserve_slots(nblocks);
     ctx.pool.run(nblocks, [&](std::size_t bi) {
       const std::size_t c0 = bi * std::size_t(c_) / nblocks, c1 = (bi + 1) * std::size_t(c_) / nblocks;
-      AlignedBuffer scratch;
-      if (!direct) scratch.reset(rows * srow);  // zeroed: padding rows / columns stay zero
+      // zeroed: padding rows / columns stay zero
+      float* const scratch = direct ? nullptr : ctx.ws.slot(bi, rows * srow, true);
       for (std::size_t c = c0; c < c1; ++c) {
         const float* src;
         std::size_t xrow;
@@ -74,9 +75,9 @@ class DepthwiseConv2d final : public Op {
             if (i < 0 || i >= x.h) continue;
             const std::size_t j0 = std::size_t(p.left);
             const std::size_t n = std::min<std::size_t>(std::size_t(x.w), cols > j0 ? cols - j0 : 0);
-            std::memcpy(scratch.data() + r * srow + j0, x.pixel(int(c), i, 0), n * sizeof(float));
+            std::memcpy(scratch + r * srow + j0, x.pixel(int(c), i, 0), n * sizeof(float));
           }
-          src = scratch.data();
+          src = scratch;
           xrow = srow;
         }
         fn(ho, wo, src, xrow, s_, w_.data() + c * kk, b_[c], out.pixel(int(c), 0, 0), out.row, act_);

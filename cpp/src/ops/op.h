@@ -18,6 +18,7 @@ namespace detail {
 struct RunContext {
   const kernels::KernelTable& kernels;
   ThreadPool& pool;
+  Workspace& ws;  // the run's reusable memory (scratch slots for an op's parallel tasks; see tensor.h)
 };
 
 // What one run of an op costs at given shapes (GAZECROP_PROFILE prints it beside the time): FLOPs (a multiply
