@@ -84,8 +84,11 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const std::size_t q0 = out.flat_begin(), q1 = out.flat_end(), n = q1 - q0;
   // Pixel chunks: a few per thread, a multiple of the kernel set's tile width (nr: 16 or 64, both divide 64);
   // each chunk runs every channel tile so its input block stays in L2 while one tile's weights stay in L1.
+  // im2col chunks are 512 pixels (the stems' 27 columns: 55 KB, in L2): the gather's per-chunk cost (a call per
+  // column row) made 128-pixel chunks 15-20% slower on the 3x3 stride-2 stems (AMD EPYC, per-op minima of the
+  // Lite0 backbone and the DenseNet student at 192x256; 1024 gained nothing more).
   const std::size_t nr = std::size_t(ctx.kernels.nr);
-  std::size_t chunk = gather ? 128 : 256;
+  std::size_t chunk = gather ? 512 : 256;
   if (nthreads > 1) chunk = std::min<std::size_t>(chunk, std::max<std::size_t>(64, (n / (4 * nthreads) + nr - 1) / nr * nr));
   const std::size_t nchunks = (n + chunk - 1) / chunk;
   // 3x3: the kernel walks the 9 taps itself; im2col columns: one tap per row of x.
