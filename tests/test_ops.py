@@ -183,13 +183,13 @@ def _kernel_names():
     """(name, kernel set) of every kernels.def entry."""
     if not os.path.exists(_KERNELS_DEF):  # tests run outside the source tree
         tiles = {"avx512": ("conv1x1_6x64", "conv3x3_6x64", "conv1x1_rows_6x64", "conv3x3_rows_6x64", "softplus_x16",
-                            "gather_s2_x16", "dwconv3x3_x16", "dwconv5x5_x16", "fma_peak_12x16"),
-                 "avx2": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "dwconv3x3_x8", "dwconv5x5_x8",
-                          "fma_peak_12x8"),
+                            "gather_s2_x16", "normalise_rgb_x16", "dwconv3x3_x16", "dwconv5x5_x16", "fma_peak_12x16"),
+                 "avx2": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "normalise_rgb_x8", "dwconv3x3_x8",
+                          "dwconv5x5_x8", "fma_peak_12x8"),
                  "neon": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x4", "gather_s2_x8", "dwconv3x3_x4", "dwconv5x5_x4",
                           "fma_peak_12x4"),
-                 "scalar": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "dwconv3x3_x8",
-                            "dwconv5x5_x8", "fma_peak_12x4")}
+                 "scalar": ("conv1x1_6x16", "conv3x3_6x16", "softplus_x8", "gather_s2_x8", "normalise_rgb_x1",
+                            "dwconv3x3_x8", "dwconv5x5_x8", "fma_peak_12x4")}
         return [(f"f32_{k}_{isa}", isa) for isa in KERNEL_SETS for k in tiles[isa]]
     with open(_KERNELS_DEF) as f:
         return re.findall(r"^GAZECROP_\w+_KERNEL\((\w+), *(\w+)\)", f.read(), re.M)

@@ -107,6 +107,7 @@ struct Kernel {
 const Kernel kKernels[] = {
 #define GAZECROP_CONV_KERNEL(name, isa) {#name, #isa, kernels::name, std::strstr(#name, "3x3") != nullptr},
 #define GAZECROP_CONVROWS_KERNEL(name, isa)  // timed through the models (benchmarks/kernel_sets.py)
+#define GAZECROP_RGB_KERNEL(name, isa)
 #define GAZECROP_UNARY_KERNEL(name, isa)
 #define GAZECROP_GATHER_KERNEL(name, isa)
 #define GAZECROP_DWCONV_KERNEL(name, isa)
@@ -129,6 +130,7 @@ const DwKernel kDwKernels[] = {
 #include "kernels/kernels.def"
 #undef GAZECROP_CONV_KERNEL
 #undef GAZECROP_CONVROWS_KERNEL
+#undef GAZECROP_RGB_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
 #undef GAZECROP_DWCONV_KERNEL

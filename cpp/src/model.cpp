@@ -498,14 +498,12 @@ void Model::run(const ImageBatchU8& batch, float* out, std::size_t out_len, floa
   if (batch.count < 1) throw std::invalid_argument("a batch needs at least one image");
   const ModelInfo& mi = impl_->info;
   const std::size_t image_bytes = std::size_t(batch.height) * std::size_t(batch.width) * 3;
+  const kernels::NormaliseRgbFn normalise = kernels::active_kernels().normalise_rgb;
   impl_->run(std::size_t(batch.count), batch.height, batch.width, [&](std::size_t n, const Frame& f) {
     const std::uint8_t* base = batch.data + n * image_bytes;
-    for (int c = 0; c < 3; ++c)
-      for (int i = 0; i < f.h; ++i) {
-        const std::uint8_t* src = base + (std::size_t(i) * f.w) * 3 + c;
-        float* dst = f.pixel(c, i, 0);
-        for (int j = 0; j < f.w; ++j) dst[j] = (float(src[3 * std::size_t(j)]) - mi.mean[c]) / mi.std[c];
-      }
+    for (int i = 0; i < f.h; ++i)
+      normalise(std::size_t(f.w), base + std::size_t(i) * std::size_t(f.w) * 3, mi.mean, mi.std, f.pixel(0, i, 0),
+                f.pixel(1, i, 0), f.pixel(2, i, 0));
   }, batch.data, image_bytes, out, out_len, head_out, head_len, options);
 }
 

@@ -52,22 +52,22 @@ CpuFeatures detect() {
 
 const KernelTable kScalar = {"scalar", f32_conv1x1_6x16_scalar, f32_conv3x3_6x16_scalar, f32_softplus_x8_scalar,
                              f32_gather_s2_x8_scalar, f32_dwconv3x3_x8_scalar, f32_dwconv5x5_x8_scalar,
-                             f32_fma_peak_12x4_scalar, kMR, kNR};
+                             f32_fma_peak_12x4_scalar, kMR, kNR, f32_normalise_rgb_x1_scalar};
 #if defined(GAZECROP_HAVE_AVX2_KERNELS)
 const KernelTable kAvx2 = {"avx2", f32_conv1x1_6x16_avx2, f32_conv3x3_6x16_avx2, f32_softplus_x8_avx2,
                            f32_gather_s2_x8_avx2, f32_dwconv3x3_x8_avx2, f32_dwconv5x5_x8_avx2,
-                           f32_fma_peak_12x8_avx2, kMR, kNR};
+                           f32_fma_peak_12x8_avx2, kMR, kNR, f32_normalise_rgb_x8_avx2};
 #endif
 #if defined(GAZECROP_HAVE_AVX512_KERNELS)
 const KernelTable kAvx512 = {"avx512", f32_conv1x1_6x64_avx512, f32_conv3x3_6x64_avx512, f32_softplus_x16_avx512,
                              f32_gather_s2_x16_avx512, f32_dwconv3x3_x16_avx512, f32_dwconv5x5_x16_avx512,
-                             f32_fma_peak_12x16_avx512, kMR, 64, f32_conv1x1_rows_6x64_avx512,
-                             f32_conv3x3_rows_6x64_avx512};
+                             f32_fma_peak_12x16_avx512, kMR, 64, f32_normalise_rgb_x16_avx512,
+                             f32_conv1x1_rows_6x64_avx512, f32_conv3x3_rows_6x64_avx512};
 #endif
 #if defined(GAZECROP_HAVE_NEON_KERNELS)
 const KernelTable kNeon = {"neon", f32_conv1x1_6x16_neon, f32_conv3x3_6x16_neon, f32_softplus_x4_neon,
                            f32_gather_s2_x8_neon, f32_dwconv3x3_x4_neon, f32_dwconv5x5_x4_neon,
-                           f32_fma_peak_12x4_neon, kMR, kNR};
+                           f32_fma_peak_12x4_neon, kMR, kNR, f32_normalise_rgb_x1_scalar};
 #endif
 
 const Int8KernelTable kInt8Scalar = {"scalar", s8_gemm_4x16c4_scalar, s8_dwconv_c1_scalar, s8_add_x1_scalar, false};

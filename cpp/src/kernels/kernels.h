@@ -68,6 +68,13 @@ using UnaryFn = void (*)(std::size_t n, float* x);
 // src[0 .. 2 (n - 1)].
 using GatherS2Fn = void (*)(std::size_t n, const float* src, float* dst);
 
+// The input step of a uint8 image: n interleaved RGB pixels (src[3 j + c]) to three float planes,
+//   dst_c[j] = (float(src[3 j + c]) - mean[c]) / std[c]      (c = 0, 1, 2: r, g, b; j < n)
+// one IEEE subtraction and division per value, so every set gives the same bits. Reads src[0 .. 3 n - 1],
+// writes exactly n floats per plane.
+using NormaliseRgbFn = void (*)(std::size_t n, const std::uint8_t* src, const float* mean, const float* std,
+                                float* r, float* g, float* b);
+
 // FMA-throughput loop (the kernel set's peak): kPeakChains independent accumulators of one vector each,
 // chain i starting at 2 + i in every lane, `iters` times a <- a * kPeakMul + kPeakAdd (one FMA, or a
 // multiply and an add in the scalar set, per chain and step). Writes lane 0 of chain i to out[i]
@@ -85,6 +92,9 @@ using PeakFn = double (*)(std::size_t iters, float* out);
             std::ptrdiff_t row_stride, const float* wt, const float* bias, float* y, std::size_t y_stride, int act);
 #define GAZECROP_UNARY_KERNEL(name, isa) void name(std::size_t n, float* x);
 #define GAZECROP_GATHER_KERNEL(name, isa) void name(std::size_t n, const float* src, float* dst);
+#define GAZECROP_RGB_KERNEL(name, isa)                                                                    \
+  void name(std::size_t n, const std::uint8_t* src, const float* mean, const float* std, float* r, float* g, \
+            float* b);
 #define GAZECROP_DWCONV_KERNEL(name, isa)                                                                    \
   void name(std::size_t h_out, std::size_t w_out, const float* x, std::size_t x_row, int stride, const float* w, \
             float bias, float* y, std::size_t y_row, int act);
@@ -94,6 +104,7 @@ using PeakFn = double (*)(std::size_t iters, float* out);
 #undef GAZECROP_CONVROWS_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
+#undef GAZECROP_RGB_KERNEL
 #undef GAZECROP_DWCONV_KERNEL
 #undef GAZECROP_PEAK_KERNEL
 
@@ -108,6 +119,7 @@ struct KernelTable {
   PeakFn fma_peak;     // measures the set's peak (peak_gflops); no op calls it
   int mr;              // output channels per tile (the packer's tile)
   int nr;              // pixels per tile
+  NormaliseRgbFn normalise_rgb;
   ConvRowsFn conv1x1_rows = nullptr;  // whole rows of a multiple of 16 pixels (null: ConvFn row by row)
   ConvRowsFn conv3x3_rows = nullptr;
 };

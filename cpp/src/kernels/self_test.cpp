@@ -115,6 +115,31 @@ std::string test_conv_rows(ConvRowsFn fn, ConvFn flat, bool taps9) {
   return "ok";
 }
 
+// An RGB normalisation kernel bit for bit against the formula, over widths around its vector widths, with
+// sentinels past n in each plane.
+std::string test_rgb(NormaliseRgbFn fn) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const float mean[3] = {123.675f, 116.28f, 103.53f}, sd[3] = {58.395f, 57.12f, 57.375f};
+  for (std::size_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 100, 257}) {
+    std::vector<std::uint8_t> src(3 * n);
+    for (std::uint8_t& v : src) v = std::uint8_t(byte(rng));
+    std::vector<float> out(3 * (n + 1), 777.0f);
+    fn(n, src.data(), mean, sd, out.data(), out.data() + (n + 1), out.data() + 2 * (n + 1));
+    for (int c = 0; c < 3; ++c)
+      for (std::size_t j = 0; j <= n; ++j) {
+        const float got = out[std::size_t(c) * (n + 1) + j];
+        const float want = j < n ? (float(src[3 * j + std::size_t(c)]) - mean[c]) / sd[c] : 777.0f;
+        if (got != want) {
+          std::ostringstream s;
+          s << "n=" << n << " channel " << c << " pixel " << j << ": " << got << ", expected " << want;
+          return s.str();
+        }
+      }
+  }
+  return "ok";
+}
+
 std::string test_unary(UnaryFn fn) {
   for (std::size_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100}) {
     std::vector<float> v(n + 1);
@@ -241,6 +266,8 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
 #define GAZECROP_GATHER_KERNEL(name, isa) \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_gather(name));
+#define GAZECROP_RGB_KERNEL(name, isa) \
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_rgb(name));
 #define GAZECROP_DWCONV_KERNEL(name, isa)                                                         \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
                                         : test_dwconv(name, std::strstr(#name, "5x5") != nullptr ? 5 : 3));
@@ -252,6 +279,7 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
 #undef GAZECROP_CONVROWS_KERNEL
 #undef GAZECROP_UNARY_KERNEL
 #undef GAZECROP_GATHER_KERNEL
+#undef GAZECROP_RGB_KERNEL
 #undef GAZECROP_PEAK_KERNEL
   return out;
 }
