@@ -2,7 +2,8 @@
 // - GEMM, 8 pixels x 32 output channels per step (two blocks of 16), one VPDPBUSD (u8 x s8, four products per
 //   int32 lane, no saturation) per pixel, block and group of four input channels: the pixel's four (unsigned)
 //   activations broadcast against the 16 channels' packed weights;
-// - depthwise, 16 channels per vector (masked byte loads, int32 lanes), 4 pixels per step sharing their loads;
+// - depthwise, 16 channels per vector (masked byte loads, int32 lanes), 4 pixels per step sharing their loads,
+//   two window rows per VPDPWSSD (int16 pairs);
 // - add, 16 elements per step.
 // Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, vpsravq. Stores under a mask
 // (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (GAZECROP_AVX512VNNI_SOURCES in
@@ -137,48 +138,65 @@ namespace {
 
 // K x K depthwise of one output row, 16 channels per vector, P = 4 pixels of stride S per step: each window row's
 // S (P - 1) + K input pixels are loaded and widened once and shared by the four outputs' taps.
+// P output pixels (stride S) of one 16-channel block: window rows in pairs (u, u + 1), each column of the pair
+// loaded once, its two rows' bytes interleaved and widened to int16 pairs (one int32 lane per channel: row u
+// low, row u + 1 high), then one VPDPWSSD per tap column and pixel multiplies both rows by the paired weights
+// `wp` (row u's weight low, row u + 1's high; an odd K's last row pairs with zero). The products (0..255 by
+// -128..127) and their sums are exact in int32, as in the scalar twin.
+template <int K, int S, int P>
+inline void dw_pixels(const std::uint8_t* p, std::size_t x_pixel, std::size_t x_row, __mmask16 km, const __m512i* wp,
+                      __m512i vb, const Rq16& rq, __m512i vzp, __m512i vlo, __m512i vhi, std::uint8_t* y,
+                      std::size_t y_pixel) {
+  constexpr int COLS = S * (P - 1) + K;
+  __m512i acc[P];
+  for (int i = 0; i < P; ++i) acc[i] = vb;
+  for (int u = 0; u < K; u += 2) {
+    __m512i col[COLS];
+    for (int q = 0; q < COLS; ++q) {
+      const std::uint8_t* pq = p + std::size_t(u) * x_row + std::size_t(q) * x_pixel;
+      const __m128i a = _mm_maskz_loadu_epi8(km, pq);
+      const __m128i b = u + 1 < K ? _mm_maskz_loadu_epi8(km, pq + x_row) : _mm_setzero_si128();
+      const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, b)),
+                                                 _mm_unpackhi_epi8(a, b), 1);
+      col[q] = _mm512_cvtepu8_epi16(ab);
+    }
+    for (int v = 0; v < K; ++v) {
+      const __m512i w = wp[(u / 2) * K + v];
+      for (int i = 0; i < P; ++i) acc[i] = _mm512_dpwssd_epi32(acc[i], col[S * i + v], w);
+    }
+  }
+  for (int i = 0; i < P; ++i) finish_store(y + std::size_t(i) * y_pixel, km, acc[i], rq, vzp, vlo, vhi);
+}
+
+// K x K depthwise of one output row, 16 channels per vector, 4 pixels per step (dw_pixels), then one at a time.
 template <int K, int S>
 void dw_row(std::size_t w_out, std::size_t ch, const std::uint8_t* x, std::size_t x_pixel, std::size_t x_row,
             const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias, const std::int32_t* mult,
             const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_pixel) {
-  constexpr int P = 4, COLS = S * (P - 1) + K;
+  constexpr int P = 4;
   const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+  const __m512i low16 = _mm512_set1_epi32(0xFFFF);
   const std::size_t step = std::size_t(S) * x_pixel;
   for (std::size_t c = 0; c < ch; c += 16) {
     const __mmask16 km = lanes(ch - c);
     const __m512i vb = _mm512_maskz_loadu_epi32(km, bias + c);
     const Rq16 rq(_mm512_mask_loadu_epi32(_mm512_set1_epi32(1 << 30), km, mult + c),
                   _mm512_mask_loadu_epi32(_mm512_set1_epi32(32), km, shift + c));
-    const std::int32_t* wc = w + c;
+    // The weights of rows u and u + 1 as int16 pairs (the int8 weights fit int16).
+    __m512i wp[((K + 1) / 2) * K];
+    for (int u = 0; u < K; u += 2)
+      for (int v = 0; v < K; ++v) {
+        const __m512i w0 = _mm512_loadu_si512(w + c + std::size_t(u * K + v) * w_stride);
+        const __m512i w1 = u + 1 < K ? _mm512_loadu_si512(w + c + std::size_t((u + 1) * K + v) * w_stride)
+                                     : _mm512_setzero_si512();
+        wp[(u / 2) * K + v] = _mm512_or_si512(_mm512_and_si512(w0, low16), _mm512_slli_epi32(w1, 16));
+      }
     const std::uint8_t* xc = x + c;
     std::size_t j = 0;
-    for (; j + P <= w_out; j += P) {
-      __m512i acc[P] = {vb, vb, vb, vb};
-      const std::uint8_t* p = xc + j * step;
-      for (int u = 0; u < K; ++u) {
-        __m512i col[COLS];
-        for (int q = 0; q < COLS; ++q)
-          col[q] = _mm512_cvtepu8_epi32(
-              _mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(q) * x_pixel));
-        for (int v = 0; v < K; ++v) {
-          const __m512i wv = _mm512_loadu_si512(wc + std::size_t(u * K + v) * w_stride);
-          for (int i = 0; i < P; ++i) acc[i] = _mm512_add_epi32(acc[i], _mm512_mullo_epi32(col[S * i + v], wv));
-        }
-      }
-      std::uint8_t* yj = y + j * y_pixel + c;
-      for (int i = 0; i < P; ++i) finish_store(yj + std::size_t(i) * y_pixel, km, acc[i], rq, vzp, vlo, vhi);
-    }
-    for (; j < w_out; ++j) {
-      __m512i a0 = vb;
-      const std::uint8_t* p = xc + j * step;
-      for (int u = 0; u < K; ++u)
-        for (int v = 0; v < K; ++v) {
-          const __m512i xv =
-              _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, p + std::size_t(u) * x_row + std::size_t(v) * x_pixel));
-          a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(xv, _mm512_loadu_si512(wc + std::size_t(u * K + v) * w_stride)));
-        }
-      finish_store(y + j * y_pixel + c, km, a0, rq, vzp, vlo, vhi);
-    }
+    for (; j + P <= w_out; j += P)
+      dw_pixels<K, S, P>(xc + j * step, x_pixel, x_row, km, wp, vb, rq, vzp, vlo, vhi, y + j * y_pixel + c, y_pixel);
+    for (; j < w_out; ++j)
+      dw_pixels<K, S, 1>(xc + j * step, x_pixel, x_row, km, wp, vb, rq, vzp, vlo, vhi, y + j * y_pixel + c, y_pixel);
   }
 }
 
