@@ -44,7 +44,8 @@ class Pool final : public Op {
             for (int q = 0; q < x.w; ++q) t[q] += row[q];
         }
         float* y = out.pixel(int(ch), i, 0);
-        // Windows fully inside the row take the unclipped loop (k known at compile time for 2 and 3).
+        // Windows fully inside the row take the unclipped loop (k known at compile time for 2 and 3, and the
+        // stride for 2).
         const int j_lo = std::min(out.w, (p_ + s_ - 1) / s_), j_hi = std::max(j_lo, std::min(out.w, (x.w + p_ - k_) / s_ + 1));
         auto edge = [&](int j) {
           const int q0 = std::max(0, j * s_ - p_), q1 = std::min(x.w, j * s_ - p_ + k_);
@@ -53,7 +54,9 @@ class Pool final : public Op {
           y[j] = max_ ? m : m * inv;
         };
         for (int j = 0; j < j_lo; ++j) edge(j);
-        if (k_ == 2) inner<2>(t, y, j_lo, j_hi, inv);
+        if (k_ == 2 && s_ == 2) inner<2, 2>(t, y, j_lo, j_hi, inv);
+        else if (k_ == 3 && s_ == 2) inner<3, 2>(t, y, j_lo, j_hi, inv);
+        else if (k_ == 2) inner<2>(t, y, j_lo, j_hi, inv);
         else if (k_ == 3) inner<3>(t, y, j_lo, j_hi, inv);
         else for (int j = j_lo; j < j_hi; ++j) edge(j);
         for (int j = j_hi; j < out.w; ++j) edge(j);
@@ -62,10 +65,13 @@ class Pool final : public Op {
   }
 
  private:
-  template <int K>
+  // S = 0: the op's stride at run time; S = 2 (the pools of the DenseNet students) known at compile time, so
+  // that the compiler vectorises the strided window loads.
+  template <int K, int S = 0>
   void inner(const float* t, float* y, int j0, int j1, float inv) const {
+    const int s = S ? S : s_;
     for (int j = j0; j < j1; ++j) {
-      const float* w = t + (j * s_ - p_);
+      const float* w = t + (j * s - p_);
       float m = w[0];
       for (int q = 1; q < K; ++q) m = max_ ? std::max(m, w[q]) : m + w[q];
       y[j] = max_ ? m : m * inv;
