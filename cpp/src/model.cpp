@@ -81,10 +81,12 @@ struct Model::Impl {
   // thread's run gets a pool of its own for that call, so concurrent runs never wait for each other.
   mutable std::mutex pool_mu;
   mutable std::unique_ptr<detail::ThreadPool> pool;
-  // Workspaces of finished runs (tensor.h), handed to the next ones: one per concurrent run at most; a run
-  // keeps its workspace for the next only when it holds at most kKeepWorkspace bytes (a huge input's
-  // activations are not held after its run).
-  static constexpr std::size_t kKeepWorkspace = std::size_t(64) << 20;
+  // Workspaces of finished runs (tensor.h), handed to the next ones. A finished run's workspace is kept when it
+  // holds at most kKeepWorkspace bytes (a huge input's activations are not held after its run), fewer than
+  // kKeepCount are kept and all kept ones stay within kKeepTotal bytes; otherwise it is freed (a burst of many
+  // concurrent runs does not leave a workspace per run behind).
+  static constexpr std::size_t kKeepWorkspace = std::size_t(64) << 20, kKeepTotal = std::size_t(256) << 20;
+  static constexpr std::size_t kKeepCount = 8;
   mutable std::mutex ws_mu;
   mutable std::vector<std::unique_ptr<detail::Workspace>> workspaces;
 
@@ -103,9 +105,16 @@ struct Model::Impl {
     WorkspaceLease(const WorkspaceLease&) = delete;
     WorkspaceLease& operator=(const WorkspaceLease&) = delete;
     ~WorkspaceLease() {
-      if (ws->bytes() > kKeepWorkspace) return;
+      const std::size_t bytes = ws->bytes();
+      if (bytes > kKeepWorkspace) return;
       std::lock_guard<std::mutex> g(impl.ws_mu);
-      impl.workspaces.push_back(std::move(ws));
+      std::size_t kept = bytes;
+      for (const auto& w : impl.workspaces) kept += w->bytes();
+      if (impl.workspaces.size() >= kKeepCount || kept > kKeepTotal) return;
+      try {
+        impl.workspaces.push_back(std::move(ws));
+      } catch (...) {  // cannot grow the list (out of memory): free the workspace instead
+      }
     }
     const Impl& impl;
     std::unique_ptr<detail::Workspace> ws;

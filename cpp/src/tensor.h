@@ -79,8 +79,15 @@ class Workspace {
     free_.pop_back();
     return b;
   }
-  void give(AlignedBuffer&& b) {
-    if (b.data()) free_.push_back(std::move(b));
+  // Back to the free list. Never throws (it runs in destructors, also while an exception unwinds): when the
+  // list cannot grow, the buffer is freed instead.
+  void give(AlignedBuffer&& b) noexcept {
+    if (!b.data()) return;
+    try {
+      free_.push_back(std::move(b));
+    } catch (...) {
+      b.release();
+    }
   }
   // Makes slots [0, n) exist; call before the parallel region whose tasks use them.
   void reserve_slots(std::size_t n) {

@@ -14,7 +14,7 @@ constexpr int kSpin = 2000;  // a few tens of microseconds of polling before sle
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { worker_main(); });
+  for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_main(t); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -26,7 +26,7 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::worker_main() {
+void ThreadPool::worker_main(int index) {
   std::size_t seen = 0;
   for (;;) {
     auto ready = [&] {
@@ -38,7 +38,7 @@ void ThreadPool::worker_main() {
       wake_.wait(lock, ready);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    const std::function<void(std::size_t)>* fn = nullptr;
+    const std::function<void(std::size_t, int)>* fn = nullptr;
     std::size_t n = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -50,7 +50,7 @@ void ThreadPool::worker_main() {
       }
     }
     if (!fn) continue;  // that job was already closed
-    for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) (*fn)(i);
+    for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) (*fn)(i, index);
     if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       done_.notify_one();
@@ -63,6 +63,14 @@ void ThreadPool::run(std::size_t n, const std::function<void(std::size_t)>& fn) 
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  run(n, std::function<void(std::size_t, int)>([&fn](std::size_t i, int) { fn(i); }));
+}
+
+void ThreadPool::run(std::size_t n, const std::function<void(std::size_t, int)>& fn) {
+  if (workers_.empty() || n <= 1) {
+    for (std::size_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     fn_ = &fn;
@@ -72,7 +80,7 @@ void ThreadPool::run(std::size_t n, const std::function<void(std::size_t)>& fn) 
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
+  for (std::size_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i, 0);
   {
     // Every task is claimed: close the job; only workers that joined can still be running tasks.
     std::lock_guard<std::mutex> lock(mu_);

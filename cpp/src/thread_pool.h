@@ -26,14 +26,17 @@ class ThreadPool {
 
   int size() const { return int(workers_.size()) + 1; }
   void run(std::size_t n, const std::function<void(std::size_t)>& fn);
+  // The same, also passing the index (0 .. size() - 1) of the thread running task i: tasks with different
+  // indices run concurrently, tasks with one index one after the other (per-thread scratch, Workspace slots).
+  void run(std::size_t n, const std::function<void(std::size_t, int)>& fn);
 
  private:
-  void worker_main();
+  void worker_main(int index);
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;
-  const std::function<void(std::size_t)>* fn_ = nullptr;
+  const std::function<void(std::size_t, int)>* fn_ = nullptr;
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
   std::atomic<std::size_t> generation_{0};

@@ -27,11 +27,14 @@ class CentreBias final : public Op {
     return c;
   }
 
-  void run(const RunContext&, const std::vector<Frame>& in, const Frame& out) const override {
+  void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const ResizeAxis ay = resize_axis(h0_, x.h), ax = resize_axis(w0_, x.w);
-    std::vector<double> m(std::size_t(x.h) * x.w);
-    std::vector<double> row(static_cast<std::size_t>(w0_));
+    // the resized map (h x w doubles) and one row of the stored map, in workspace slots 0 and 1
+    const std::size_t n = std::size_t(x.h) * x.w;
+    ctx.ws.reserve_slots(2);
+    double* const m = reinterpret_cast<double*>(ctx.ws.slot(0, 2 * n));
+    double* const row = reinterpret_cast<double*>(ctx.ws.slot(1, 2 * std::size_t(w0_)));
     for (int i = 0; i < x.h; ++i) {
       const double* a = &map_[std::size_t(ay.i0[i]) * w0_];
       const double* b = &map_[std::size_t(ay.i1[i]) * w0_];
@@ -39,9 +42,9 @@ class CentreBias final : public Op {
       for (int j = 0; j < x.w; ++j)
         m[std::size_t(i) * x.w + j] = row[ax.i0[j]] * (1.0 - ax.f[j]) + row[ax.i1[j]] * ax.f[j];
     }
-    const double mx = *std::max_element(m.begin(), m.end());
+    const double mx = *std::max_element(m, m + n);
     double s = 0.0;
-    for (double v : m) s += std::exp(v - mx);
+    for (std::size_t k = 0; k < n; ++k) s += std::exp(m[k] - mx);
     const double lse = mx + std::log(s);
     for (int i = 0; i < x.h; ++i) {
       const float* src = x.pixel(0, i, 0);

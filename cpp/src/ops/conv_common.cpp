@@ -93,16 +93,16 @@ void conv_flat(const RunContext& ctx, const PackedConv& pc, bool taps9, const fl
   const std::size_t nchunks = (n + chunk - 1) / chunk;
   // 3x3: the kernel walks the 9 taps itself; im2col columns: one tap per row of x.
   const std::size_t kc = taps9 ? std::size_t(pc.cin) : std::size_t(pc.cin) * std::size_t(pc.taps);
-  ctx.pool.run(nchunks, [&](std::size_t ci) {
+  if (gather) ctx.ws.reserve_slots(std::size_t(ctx.pool.size()));
+  ctx.pool.run(nchunks, [&](std::size_t ci, int thread) {
     const std::size_t a = q0 + ci * chunk, nc = std::min(chunk, q1 - a);
     const float* xa = gather ? nullptr : x + a;  // x is null when a gather supplies the columns
     std::size_t xs = x_stride;
-    AlignedBuffer cols;
-    if (gather) {  // columns for this chunk only: kc rows of nc floats, L1/L2-resident
+    if (gather) {  // columns for this chunk only: kc rows of nc floats, L1/L2-resident, in the thread's slot
       xs = (nc + 15) / 16 * 16;
-      cols.reset(kc * xs, false);  // the gather writes every column
-      (*gather)(a, nc, cols.data(), xs);
-      xa = cols.data();
+      float* const cols = ctx.ws.slot(std::size_t(thread), kc * ((chunk + 15) / 16 * 16));
+      (*gather)(a, nc, cols, xs);  // writes every column
+      xa = cols;
     }
     for (const PackedConv::Tile& t : pc.tiles) {
       fn(std::size_t(t.mr), nc, kc, xa, xs, std::ptrdiff_t(out.row), pc.w.data() + t.offset,

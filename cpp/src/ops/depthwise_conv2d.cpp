@@ -57,11 +57,11 @@ class DepthwiseConv2d final : public Op {
     const std::size_t srow = (cols + kernels::kDwOverRead + 15) / 16 * 16;
     const std::size_t kk = std::size_t(k_) * std::size_t(k_);
     const std::size_t nblocks = std::min<std::size_t>(std::size_t(c_), std::size_t(ctx.pool.size()) * 4);
-    ctx.ws.reserve_slots(nblocks);
-    ctx.pool.run(nblocks, [&](std::size_t bi) {
+    ctx.ws.reserve_slots(std::size_t(ctx.pool.size()));
+    ctx.pool.run(nblocks, [&](std::size_t bi, int thread) {
       const std::size_t c0 = bi * std::size_t(c_) / nblocks, c1 = (bi + 1) * std::size_t(c_) / nblocks;
-      // zeroed: padding rows / columns stay zero
-      float* const scratch = direct ? nullptr : ctx.ws.slot(bi, rows * srow, true);
+      // the thread's scratch plane, zeroed: padding rows / columns stay zero
+      float* const scratch = direct ? nullptr : ctx.ws.slot(std::size_t(thread), rows * srow, true);
       for (std::size_t c = c0; c < c1; ++c) {
         const float* src;
         std::size_t xrow;

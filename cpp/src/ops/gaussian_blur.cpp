@@ -34,8 +34,10 @@ class GaussianBlur final : public Op {
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const int h = x.h, w = x.w;
-    ctx.pool.run(std::size_t(x.c), [&](std::size_t ch) {
-      std::vector<double> tmp(std::size_t(h) * w);
+    ctx.ws.reserve_slots(std::size_t(ctx.pool.size()));
+    ctx.pool.run(std::size_t(x.c), [&](std::size_t ch, int thread) {
+      // h x w doubles in the thread's workspace slot
+      double* const tmp = reinterpret_cast<double*>(ctx.ws.slot(std::size_t(thread), 2 * std::size_t(h) * w));
       for (int i = 0; i < h; ++i) {
         const float* row = x.pixel(int(ch), i, 0);
         for (int j = 0; j < w; ++j) {

@@ -156,13 +156,14 @@ class InvertedResidual final : public Op {
     const std::size_t dplane = (R * orow + 15) / 16 * 16;
     // Segments of whole output rows, one per thread (each walks its bands in order to reuse the carried rows).
     const std::size_t nseg = std::min(nthreads, (ho + R - 1) / R);
-    ctx.ws.reserve_slots(2 * nseg);  // segment s: E in slot 2 s, D in slot 2 s + 1 (kept between runs)
-    ctx.pool.run(nseg, [&](std::size_t seg) {
+    ctx.ws.reserve_slots(2 * std::size_t(ctx.pool.size()));  // thread t: E in slot 2 t, D in slot 2 t + 1
+    ctx.pool.run(nseg, [&](std::size_t seg, int thread) {
       const std::size_t i_begin = seg * ho / nseg, i_end = (seg + 1) * ho / nseg;
       // Not zeroed whole: only what no step writes and the kernels read (leads, tails, the rings of every row);
       // every band writes all of its E rows (carried, expanded or zero) and D rows before reading them.
-      float* E = direct ? nullptr : ctx.ws.slot(2 * seg, std::size_t(ce) * eplane);
-      float* D = ctx.ws.slot(2 * seg + 1, std::size_t(ce) * dplane);
+      const std::size_t t = std::size_t(thread);
+      float* E = direct ? nullptr : ctx.ws.slot(2 * t, std::size_t(ce) * eplane);
+      float* D = ctx.ws.slot(2 * t + 1, std::size_t(ce) * dplane);
       for (int c = 0; c < ce; ++c) {
         if (!direct) {
           float* pe = E + std::size_t(c) * eplane;

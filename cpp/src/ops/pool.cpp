@@ -30,9 +30,9 @@ class Pool final : public Op {
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     const Frame& x = in[0];
     const float inv = 1.0f / float(k_ * k_);
-    ctx.pool.run(std::size_t(out.c), [&](std::size_t ch) {
-      std::vector<float> tmp(std::size_t(x.w));
-      float* t = tmp.data();
+    ctx.ws.reserve_slots(std::size_t(ctx.pool.size()));
+    ctx.pool.run(std::size_t(out.c), [&](std::size_t ch, int thread) {
+      float* const t = ctx.ws.slot(std::size_t(thread), std::size_t(x.w));  // the window rows' max / sum
       for (int i = 0; i < out.h; ++i) {
         const int r0 = std::max(0, i * s_ - p_), r1 = std::min(x.h, i * s_ - p_ + k_);
         std::memcpy(t, x.pixel(int(ch), r0, 0), std::size_t(x.w) * sizeof(float));

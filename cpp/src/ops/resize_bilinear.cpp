@@ -22,10 +22,12 @@ class ResizeBilinear final : public Op {
     const Frame& x = in[0];
     const ResizeAxis ay = resize_axis(x.h, out.h), ax = resize_axis(x.w, out.w);
     std::vector<float> fy(ay.f.begin(), ay.f.end()), fx(ax.f.begin(), ax.f.end());
-    ctx.pool.run(std::size_t(out.c), [&](std::size_t ch) {
+    ctx.ws.reserve_slots(std::size_t(ctx.pool.size()));
+    ctx.pool.run(std::size_t(out.c), [&](std::size_t ch, int thread) {
       if (x.h <= out.h) {
-        // Upsampling rows: resize each input row horizontally once, then blend row pairs (vectorisable).
-        std::vector<float> rows(std::size_t(x.h) * out.w);
+        // Upsampling rows: resize each input row horizontally once (into the thread's workspace slot), then
+        // blend row pairs (vectorisable).
+        float* const rows = ctx.ws.slot(std::size_t(thread), std::size_t(x.h) * out.w);
         for (int r = 0; r < x.h; ++r) {
           const float* a = x.pixel(int(ch), r, 0);
           float* d = &rows[std::size_t(r) * out.w];
@@ -43,7 +45,7 @@ class ResizeBilinear final : public Op {
         }
         return;
       }
-      std::vector<float> row(std::size_t(x.w));
+      float* const row = ctx.ws.slot(std::size_t(thread), std::size_t(x.w));
       for (int i = 0; i < out.h; ++i) {
         const float* a = x.pixel(int(ch), ay.i0[i], 0);
         const float* b = x.pixel(int(ch), ay.i1[i], 0);
