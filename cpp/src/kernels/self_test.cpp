@@ -63,7 +63,7 @@ std::string test_conv(ConvFn fn, bool taps9) {
 
 // A rows kernel against the naive loop, and bit for bit against its set's ConvFn (`flat`) called row by row,
 // over 1..5 rows of 16..112 pixels with gaps of 2 or 5 floats between rows; nothing outside the rows written.
-std::string test_conv_rows(ConvRowsFn fn, ConvFn flat, bool taps9) {
+[[maybe_unused]] std::string test_conv_rows(ConvRowsFn fn, ConvFn flat, bool taps9) {  // AVX-512 only
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1, 1);
   const int taps = taps9 ? 9 : 1;
@@ -244,7 +244,7 @@ std::string test_peak(PeakFn fn) {
 }
 
 // The ConvFn of the same set and family as a rows kernel: "f32_conv1x1_rows_6x64_avx512" -> the table's conv1x1.
-ConvFn rows_flat_twin(const char* name) {
+[[maybe_unused]] ConvFn rows_flat_twin(const char* name) {
   const char* isa = std::strrchr(name, '_') + 1;
   const KernelTable* t = find_kernels(isa);
   return std::strstr(name, "3x3") != nullptr ? t->conv3x3 : t->conv1x1;
