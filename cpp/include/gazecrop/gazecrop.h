@@ -5,8 +5,11 @@
 //   gazecrop::LogDensity d = model.run(gazecrop::ImageU8{rgb, h, w});  // h x w x 3 RGB bytes
 //   // d.data[i * d.width + j] = log p(i, j); sum of exp == 1
 //
-// A Model is immutable after load; run() is const and thread-safe (per-call scratch memory; the model's
-// thread pool serves one call at a time, concurrent calls get their own).
+// A Model's weights are immutable after load; run() is const and thread-safe: each call takes a workspace of its
+// own (activations and scratch) from the model's pool of finished calls' workspaces, or a new one, and gives it
+// back at the end, so repeated calls at sizes seen before allocate nothing; the model keeps at most 8 of them,
+// 256 MiB in all, and frees a call's workspace above 64 MiB. The model's thread pool serves one call at a
+// time, concurrent calls get their own.
 #pragma once
 
 #include <array>
