@@ -361,7 +361,8 @@ def main(argv=None) -> int:
     print(f"gazecrop speed gates ({mode}): {m['cpu']}, {m['cores']} cores, {m['date']}, commit {m['commit']}"
           f", load {m.get('load_avg_1m', '?')}", flush=True)
     failed = False
-    full_tables = {"implementation": {"with_numpy": True}, "end_to_end": {"names": M.CROPPERS + (M.TEACHER_CROP,)}}
+    full_tables = {"implementation": {"with_numpy": True},
+                   "end_to_end": {"names": M.CROPPERS + (M.GAZECROP_INT8, M.TEACHER_CROP)}}
     for name in a.only or list(GATES) + (list(TABLES) if mode == "full" else []):
         # the full mode also times the methods that are not gated, for the RESULTS.md tables
         kw = full_tables.get(name, {}) if mode == "full" else {}

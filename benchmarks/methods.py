@@ -357,6 +357,7 @@ GAZECROP = "gazecrop"
 GAZECROP_POINT = "gazecrop (point)"
 GAZECROP_SYMMETRIC = "gazecrop (symmetric=True)"
 GAZECROP_SHIPPED = "gazecrop (shipped interim model)"
+GAZECROP_INT8 = "gazecrop (int8 Lite0 candidate)"
 TEACHER_CROP = "vanilla teacher (PyTorch) + mass crop"
 SMARTCROP = "smartcrop.py"
 VIPS = "libvips attention"
@@ -526,6 +527,8 @@ def croppers(names: Sequence[str] = CROPPERS, model_path: Optional[Path] = None,
              TEACHER_CROP: lambda: _teacher_crop(teacher_memo)}
     if "shipped" in students:  # an interim default model that is not the pruned export (see harness.student_paths)
         build[GAZECROP_SHIPPED] = lambda: _gazecrop("mass", students["shipped"].path)
+    if INT8_FILE.is_file():  # the calibrated Lite0 candidate (not the default): end-to-end table only
+        build[GAZECROP_INT8] = lambda: _gazecrop("mass", INT8_FILE)
     for n in names:
         if n not in build:
             continue

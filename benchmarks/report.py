@@ -161,6 +161,8 @@ so the quality table compares placement only):
 - smartcrop.py: Pillow decode, `SmartCrop().crop(image, tw, th, min_scale=1.0)` with a 256-pixel target of the
   aspect (its usual thumbnail use: the analysis runs on a prescaled copy), the box scaled back by smartcrop;
 - centre crop: the image size from the file header, the centred box;
+- gazecrop (int8 Lite0 candidate) (table only, not gated; not the default): the same call with
+  `weights/candidate-lite0/gazecrop-fast-int8.gzw`, whose int8 trunk runs where the CPU has AVX-512 VNNI;
 - vanilla teacher + mass crop (tables only, not gated): the teacher member behind gazecrop's model interface, so
   `gazecrop.crop_box` decodes, resizes to 384x512, runs it in PyTorch (1 thread) and places the `mass` crop."""
 

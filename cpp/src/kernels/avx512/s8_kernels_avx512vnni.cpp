@@ -60,27 +60,40 @@ inline __mmask16 lanes(std::size_t n) {
 }
 
 // NR pixels x NB blocks of 16 output channels: each pixel's four activations are broadcast once for all blocks.
+// Accumulators are named variables, not an array (as in the float kernels, conv_flat_avx2.inc): with
+// acc[NR][NB], GCC 12 copied every accumulator between registers around each VPDPBUSD (perf annotate: the
+// copies took more samples than the VPDPBUSDs).
+#define GZ_S8_ACC(n) __m512i a##n##0 = vb[0], a##n##1 = NB > 1 ? vb[NB > 1 ? 1 : 0] : vb[0];
+#define GZ_S8_DOT(n)                                                                            \
+  if constexpr (NR > n) {                                                                       \
+    std::int32_t raw;                                                                           \
+    std::memcpy(&raw, x + std::size_t(n) * xs + k, 4);                                          \
+    const __m512i xv = _mm512_set1_epi32(raw);                                                  \
+    a##n##0 = _mm512_dpbusd_epi32(a##n##0, xv, w0);                                             \
+    if constexpr (NB > 1) a##n##1 = _mm512_dpbusd_epi32(a##n##1, xv, w1);                       \
+  }
+#define GZ_S8_OUT(n)                                                                            \
+  if constexpr (NR > n) {                                                                       \
+    finish_store(y + std::size_t(n) * ys, km[0], a##n##0, rq[0], vzp, vlo, vhi);                \
+    if constexpr (NB > 1) finish_store(y + std::size_t(n) * ys + 16, km[NB > 1 ? 1 : 0], a##n##1, \
+                                       rq[NB > 1 ? 1 : 0], vzp, vlo, vhi);                      \
+  }
 template <int NR, int NB>
 void gemm_tile(const __mmask16* km, std::size_t kc, const std::uint8_t* x, std::size_t xs, const std::int8_t* w,
                std::size_t w_block, const __m512i* vb, const Rq16* rq, __m512i vzp, __m512i vlo, __m512i vhi,
                std::uint8_t* y, std::size_t ys) {
-  __m512i acc[NR][NB];
-  for (int n = 0; n < NR; ++n)
-    for (int b = 0; b < NB; ++b) acc[n][b] = vb[b];
+  static_assert(NR >= 1 && NR <= 8 && (NB == 1 || NB == 2), "tile: 1..8 pixels, 1 or 2 blocks");
+  GZ_S8_ACC(0) GZ_S8_ACC(1) GZ_S8_ACC(2) GZ_S8_ACC(3) GZ_S8_ACC(4) GZ_S8_ACC(5) GZ_S8_ACC(6) GZ_S8_ACC(7)
   for (std::size_t k = 0; k < kc; k += 4) {
-    __m512i wv[NB];
-    for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(w + std::size_t(b) * w_block + (k / 4) * 64);
-    for (int n = 0; n < NR; ++n) {
-      std::int32_t raw;
-      std::memcpy(&raw, x + std::size_t(n) * xs + k, 4);
-      const __m512i xv = _mm512_set1_epi32(raw);
-      for (int b = 0; b < NB; ++b) acc[n][b] = _mm512_dpbusd_epi32(acc[n][b], xv, wv[b]);
-    }
+    const __m512i w0 = _mm512_loadu_si512(w + (k / 4) * 64);
+    const __m512i w1 = NB > 1 ? _mm512_loadu_si512(w + w_block + (k / 4) * 64) : w0;
+    GZ_S8_DOT(0) GZ_S8_DOT(1) GZ_S8_DOT(2) GZ_S8_DOT(3) GZ_S8_DOT(4) GZ_S8_DOT(5) GZ_S8_DOT(6) GZ_S8_DOT(7)
   }
-  for (int n = 0; n < NR; ++n)
-    for (int b = 0; b < NB; ++b)
-      finish_store(y + std::size_t(n) * ys + 16 * std::size_t(b), km[b], acc[n][b], rq[b], vzp, vlo, vhi);
+  GZ_S8_OUT(0) GZ_S8_OUT(1) GZ_S8_OUT(2) GZ_S8_OUT(3) GZ_S8_OUT(4) GZ_S8_OUT(5) GZ_S8_OUT(6) GZ_S8_OUT(7)
 }
+#undef GZ_S8_ACC
+#undef GZ_S8_DOT
+#undef GZ_S8_OUT
 
 template <int NB>
 void gemm_blocks(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t xs,
