@@ -5,8 +5,8 @@
 // - depthwise, 16 channels per vector (masked byte loads, int32 lanes), 4 pixels per step sharing their loads,
 //   two window rows per VPDPWSSD (int16 pairs);
 // - add, 16 elements per step.
-// Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, vpsravq. Stores under a mask
-// (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (GAZECROP_AVX512VNNI_SOURCES in
+// Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, the high halves, vpsravd.
+// Stores under a mask (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (GAZECROP_AVX512VNNI_SOURCES in
 // CMakeLists.txt); called only when cpu_features().avx512vnni.
 #include <immintrin.h>
 
@@ -27,24 +27,27 @@ namespace gazecrop {
 namespace kernels {
 namespace {
 
-// requantize() on 16 lanes, any shift in [1, 62] per lane, with the per-lane constants prepared once.
+// requantize() on 16 lanes for shifts in [32, 62] (every convolution's, kernels.h), with the per-lane constants
+// prepared once: the 64-bit (acc * mult + 2^(shift - 1)) of the even and odd lanes (vpmuldq), their high
+// halves (= floor(. / 2^32), two's complement) put together in one vector, then an arithmetic shift by
+// shift - 32 per 32-bit lane: floor(floor(x / 2^32) / 2^(s - 32)) = floor(x / 2^s). Eight operations per 16
+// outputs (a 64-bit shift per half and the re-interleave took nine).
 struct Rq16 {
-  __m512i mult, mult_odd, s_even, s_odd, r_even, r_odd;
+  __m512i mult, mult_odd, s_hi, r_even, r_odd;
   Rq16() = default;
   Rq16(__m512i mult_, __m512i shift) {
     const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFF), one = _mm512_set1_epi64(1);
     mult = mult_;
     mult_odd = _mm512_srli_epi64(mult_, 32);
-    s_even = _mm512_and_si512(shift, lo32);
-    s_odd = _mm512_srli_epi64(shift, 32);
+    s_hi = _mm512_sub_epi32(shift, _mm512_set1_epi32(32));
+    const __m512i s_even = _mm512_and_si512(shift, lo32), s_odd = _mm512_srli_epi64(shift, 32);
     r_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(s_even, one));
     r_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(s_odd, one));
   }
   __m512i operator()(__m512i v) const {
-    const __m512i pe = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), r_even), s_even);
-    const __m512i po =
-        _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), mult_odd), r_odd), s_odd);
-    return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(v, mult), r_even);
+    const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), mult_odd), r_odd);
+    return _mm512_srav_epi32(_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po), s_hi);
   }
 };
 
