@@ -88,6 +88,40 @@ def test_trunk_bytes_equal_the_reference(ks, name, net):
             np.testing.assert_allclose(hm, int8.run(net, net.int8, img, head_map=True)[1], rtol=0, atol=2e-5)
 
 
+def _rescaled_trunks(count: int = 40):
+    """Random inverted-residual trunks whose value scales are multiplied by random powers of two (2^-1 .. 2^8)
+    and whose zero points are random: requantisation shifts well above the calibrated ones (up to the 40s) and
+    every zero point; the ones the format rejects are skipped."""
+    out = []
+    for s in range(count):
+        rng = np.random.default_rng(7000 + s)
+        try:
+            net = with_int8_trunk(inverted_residual_net(rng, stages=2, max_channels=int(rng.integers(8, 40))), rng)
+            t = net.int8
+            t.scales = (t.scales * np.exp2(rng.integers(-1, 9, t.scales.shape))).astype(np.float32)
+            t.zero_points = rng.integers(-128, 128, t.zero_points.shape).astype(np.int32)
+            t.validate(net)
+            out.append((net, weights.to_bytes(net)))
+        except ValueError:
+            continue
+    return out
+
+
+RESCALED = _rescaled_trunks()
+
+
+@pytest.mark.parametrize("ks", SETS)
+def test_trunk_bytes_with_large_shifts_and_any_zero_point(ks):
+    # the VNNI requantisation takes the high halves of 64-bit products and shifts by (shift - 32): exact only
+    # if every rule holds for every shift, which these trunks exercise beyond the calibrated ones
+    assert len(RESCALED) >= 10
+    core.set_kernel_set(ks)
+    for net, data in RESCALED:
+        m = core.Model.from_bytes(data)
+        img = np.random.default_rng(len(data)).integers(0, 256, (29, 37, 3), dtype=np.uint8)
+        _check_trunk(m, net, img)
+
+
 @pytest.mark.skipif(not LITE0.is_file(), reason="the Lite0 candidate is absent")
 def test_lite0_candidate_on_the_sample_photo():
     from PIL import Image
