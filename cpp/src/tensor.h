@@ -60,10 +60,11 @@ class AlignedBuffer {
 };
 
 // The memory of a run, kept between runs (Model::Impl keeps a pool of them, one per concurrent run), so that a
-// run at a size seen before makes no allocator call and touches no fresh page: the values' buffers come from a
-// free list (the smallest that fits; a new one only when none does) and go back to it when their last reader
-// is done; scratch slots are each owned by one parallel task of one op at a time (an op sizes them, then
-// its tasks use slot i only). Without it, every run allocated its values and band buffers afresh: glibc serves
+// run at a size seen before makes no large allocation and touches no fresh page: the values' buffers come from
+// a free list (the smallest that fits; a new one only when none does) and go back to it when their last reader
+// is done; scratch slots belong to the threads of the run's pool (ThreadPool::run passes a task its thread's
+// index; an op reserves the slots before its parallel region, and its tasks use their thread's slot(s) only),
+// so one op's scratch is the next op's. Without it, every run allocated its values and band buffers afresh: glibc serves
 // megabyte blocks with mmap or trims them back to the kernel, so a run could spend 10-15% of its time in page
 // faults (perf on the Lite0 backbone at 192x256, AMD EPYC, 2026-12-07), depending on the allocator's state.
 class Workspace {
