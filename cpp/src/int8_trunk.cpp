@@ -301,11 +301,11 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
         pool.run(rows, [&](std::size_t r, int thread) {
           const int ri = int(r);
           // One row's windows (a few KB, the thread's slot: stays in L1 for the GEMM); every byte is written
-          // below. Window rows
-          // are copied in 16-byte blocks (the stem's 12-byte rows took 0.33 ms of a 192x256 run in 4-byte
-          // pieces): a block may run up to 15 bytes past its window row, into bytes a later copy rewrites
-          // (pixel j's rows in order, then pixel j + 1's; 16 bytes of slack past the last), and it reads up to
-          // 15 bytes past the row in the input, inside its ring (2 pixels) and the next row's, or kSlack.
+          // below. Window rows are copied in 16-byte blocks (the stem's 12-byte rows took 0.33 ms of a 192x256
+          // run in 4-byte pieces): a block may run up to 15 bytes past its window row, into bytes a later copy
+          // rewrites (pixel j's rows in order, then pixel j + 1's; 16 bytes of slack past the last), and it
+          // reads up to 15 bytes past the row in the input, inside its ring (2 pixels) and the next row's, or
+          // kSlack.
           static_assert(2 * kRing * 4 + kSlack >= 15, "im2col blocks read past a window row");
           std::uint8_t* const col = reinterpret_cast<std::uint8_t*>(
               ws.slot(std::size_t(thread), (row_bytes + 16 + sizeof(float) - 1) / sizeof(float)));

@@ -64,9 +64,10 @@ class AlignedBuffer {
 // a free list (the smallest that fits; a new one only when none does) and go back to it when their last reader
 // is done; scratch slots belong to the threads of the run's pool (ThreadPool::run passes a task its thread's
 // index; an op reserves the slots before its parallel region, and its tasks use their thread's slot(s) only),
-// so one op's scratch is the next op's. Without it, every run allocated its values and band buffers afresh: glibc serves
-// megabyte blocks with mmap or trims them back to the kernel, so a run could spend 10-15% of its time in page
-// faults (perf on the Lite0 backbone at 192x256, AMD EPYC, 2026-12-07), depending on the allocator's state.
+// so one op's scratch is the next op's. Without it, every run allocated its values and band buffers afresh:
+// glibc serves megabyte blocks with mmap or trims them back to the kernel, so a run could spend 10-15% of its
+// time in page faults (perf on the Lite0 backbone at 192x256, AMD EPYC, 2026-12-07), depending on the
+// allocator's state.
 class Workspace {
  public:
   // A buffer of at least `count` floats (contents unspecified).

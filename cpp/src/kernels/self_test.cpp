@@ -260,8 +260,9 @@ std::vector<std::pair<std::string, std::string>> kernel_self_test() {
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
                                         : test_conv(name, std::strstr(#name, "3x3") != nullptr));
 #define GAZECROP_CONVROWS_KERNEL(name, isa)                                                       \
-  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" \
-                                        : test_conv_rows(name, rows_flat_twin(#name), std::strstr(#name, "3x3") != nullptr));
+  out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here"   \
+                                        : test_conv_rows(name, rows_flat_twin(#name),                 \
+                                                         std::strstr(#name, "3x3") != nullptr));
 #define GAZECROP_UNARY_KERNEL(name, isa) \
   out.emplace_back(#name, !isa_ok(#isa) ? std::string("skipped: ") + #isa + " not supported here" : test_unary(name));
 #define GAZECROP_GATHER_KERNEL(name, isa) \

@@ -6,8 +6,8 @@
 //   two window rows per VPDPWSSD (int16 pairs);
 // - add, 16 elements per step.
 // Requantisation: 64-bit products of even / odd lanes (vpmuldq), rounding term, the high halves, vpsravd.
-// Stores under a mask (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (GAZECROP_AVX512VNNI_SOURCES in
-// CMakeLists.txt); called only when cpu_features().avx512vnni.
+// Stores under a mask (vpmovusdb). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+// (GAZECROP_AVX512VNNI_SOURCES in CMakeLists.txt); called only when cpu_features().avx512vnni.
 #include <immintrin.h>
 
 #include <algorithm>
