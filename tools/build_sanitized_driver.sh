@@ -14,14 +14,21 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer "-fsanitize=$sanitizer" -I"$roo
 isa=() objs=()
 case "$(uname -m)" in
   x86_64|amd64)
-    isa=(-DGAZECROP_HAVE_AVX2_KERNELS=1 -DGAZECROP_HAVE_AVX512_KERNELS=1)
+    isa=(-DGAZECROP_HAVE_AVX2_KERNELS=1 -DGAZECROP_HAVE_AVX512_KERNELS=1 -DGAZECROP_HAVE_AVX512VNNI_KERNELS=1)
     for f in "$src"/kernels/avx2/*.cpp; do
       g++ "${flags[@]}" -mavx2 -mfma -c "$f" -o "$tmp/$(basename "$f" .cpp).o"; objs+=("$tmp/$(basename "$f" .cpp).o")
     done
     for f in "$src"/kernels/avx512/*.cpp; do
-      g++ "${flags[@]}" -mavx512f -mavx2 -mfma -c "$f" -o "$tmp/$(basename "$f" .cpp).o"; objs+=("$tmp/$(basename "$f" .cpp).o")
+      # the int8 kernels' file needs AVX-512 BW + VL + VNNI as well (GAZECROP_AVX512VNNI_FLAGS in CMakeLists.txt)
+      case "$f" in
+        *vnni*) extra=(-mavx512bw -mavx512vl -mavx512vnni) ;;
+        *) extra=() ;;
+      esac
+      g++ "${flags[@]}" -mavx512f "${extra[@]}" -mavx2 -mfma -c "$f" -o "$tmp/$(basename "$f" .cpp).o"
+      objs+=("$tmp/$(basename "$f" .cpp).o")
     done ;;
 esac
 g++ "${flags[@]}" "${isa[@]}" "$driver" \
-  "$src"/model.cpp "$src"/weights_loader.cpp "$src"/thread_pool.cpp "$src"/ops/*.cpp "$src"/kernels/dispatch.cpp \
+  "$src"/model.cpp "$src"/weights_loader.cpp "$src"/thread_pool.cpp "$src"/int8_trunk.cpp "$src"/image_resize.cpp \
+  "$src"/placement.cpp "$src"/ops/*.cpp "$src"/kernels/dispatch.cpp \
   "$src"/kernels/scalar/*.cpp "${objs[@]}" -o "$output" -lpthread
