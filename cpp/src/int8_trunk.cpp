@@ -184,21 +184,14 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
                     const std::function<void(int, const std::vector<std::int8_t>&)>& int8_out) const {
   // Not zeroed: the ring is filled with the zero point, every op writes the whole interior. Every buffer goes
   // back to the workspace at the end, also when a step throws.
-  std::vector<AlignedBuffer> bufs(std::size_t(n_) + 1);
-  struct GiveBack {
-    Workspace& ws;
-    std::vector<AlignedBuffer>& bufs;
-    ~GiveBack() {
-      for (AlignedBuffer& b : bufs) ws.give(std::move(b));
-    }
-  } give_back{ws, bufs};
+  WorkspaceBuffers bufs(ws, std::size_t(n_) + 1);
   std::vector<std::uint8_t*> vals(std::size_t(n_) + 1, nullptr);
   std::vector<char> keep(std::size_t(n_) + 1, 0);
   for (int v : dequantise) keep[std::size_t(v)] = 1;
   auto alloc = [&](int v) {  // the ring (and slack) = the zero point; every op writes the whole interior
     const QLayout l = QLayout::of(shapes[std::size_t(v)]);
-    bufs[std::size_t(v)] = ws.take((l.bytes + sizeof(float) - 1) / sizeof(float));
-    std::uint8_t* const buf = reinterpret_cast<std::uint8_t*>(bufs[std::size_t(v)].data());
+    std::uint8_t* const buf =
+        reinterpret_cast<std::uint8_t*>(bufs.take(std::size_t(v), (l.bytes + sizeof(float) - 1) / sizeof(float)));
     vals[std::size_t(v)] = buf;
     const std::uint8_t z = std::uint8_t(zp_[std::size_t(v)] + 128);
     const std::size_t edge = std::size_t(kRing) * std::size_t(l.cs), inner = std::size_t(l.w) * std::size_t(l.cs);
@@ -328,7 +321,7 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
                    lo.c, lo.h, lo.w, ms);
     }
     for (int v : st.inputs)
-      if (last_use_[std::size_t(v)] == i) ws.give(std::move(bufs[std::size_t(v)]));
+      if (last_use_[std::size_t(v)] == i) bufs.give(std::size_t(v));
   }
 }
 

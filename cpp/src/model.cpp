@@ -29,7 +29,6 @@
 
 namespace gazecrop {
 
-using detail::AlignedBuffer;
 using detail::Frame;
 using detail::Shape;
 
@@ -221,21 +220,12 @@ struct Model::Impl {
     if (profile)
       std::fprintf(stderr, "gazecrop: profile %dx%d, kernel set %s, %d thread(s), peak %.1f GFLOP/s (FMA loop)\n",
                    shapes[0].h, shapes[0].w, ctx.kernels.name, pool.size(), peak);
-    std::vector<AlignedBuffer> bufs(shapes.size());
+    detail::WorkspaceBuffers bufs(ws, shapes.size());  // all back to the workspace at the end, also on a throw
     std::vector<Frame> frames(shapes.size());
-    // Every buffer goes back to the workspace at the end, also when an op throws.
-    struct GiveBack {
-      detail::Workspace& ws;
-      std::vector<AlignedBuffer>& bufs;
-      ~GiveBack() {
-        for (AlignedBuffer& b : bufs) ws.give(std::move(b));
-      }
-    } give_back{ws, bufs};
     auto alloc = [&](std::size_t v) {
       const Shape& s = shapes[v];
       // Not zeroed: every op writes all interior pixels and the runner zeroes ring and tails (zero_ring).
-      bufs[v] = ws.take(std::size_t(s.c) * detail::frame_plane(s.h, s.w));
-      frames[v] = Frame::make(bufs[v].data(), s.c, s.h, s.w);
+      frames[v] = Frame::make(bufs.take(v, std::size_t(s.c) * detail::frame_plane(s.h, s.w)), s.c, s.h, s.w);
     };
     if (u8) {
       int8->run(kernels::int8_kernels(ctx.kernels), pool, ws, u8, shapes, prog.from_int8, [&](int v) {
@@ -268,7 +258,7 @@ struct Model::Impl {
       }
       detail::zero_ring(frames[o], 0, frames[o].c);
       for (int v : st.inputs)
-        if (prog.last_use[std::size_t(v)] == int(i)) ws.give(std::move(bufs[std::size_t(v)]));
+        if (prog.last_use[std::size_t(v)] == int(i)) bufs.give(std::size_t(v));
     }
     if (profile) print_profile_line("total", "", shapes.back(), total_ms, total_flops, total_bytes, peak);
     auto copy_out = [](const Frame& y, float* dst) {

@@ -113,6 +113,28 @@ class Workspace {
   std::vector<AlignedBuffer> free_, slots_;
 };
 
+// Buffers taken from a workspace by index, each given back when its user is done (give) and all the rest when
+// this goes out of scope, also while an exception unwinds (a run's values, an op's temporary).
+class WorkspaceBuffers {
+ public:
+  WorkspaceBuffers(Workspace& ws, std::size_t n) : ws_(ws), bufs_(n) {}
+  WorkspaceBuffers(const WorkspaceBuffers&) = delete;
+  WorkspaceBuffers& operator=(const WorkspaceBuffers&) = delete;
+  ~WorkspaceBuffers() {
+    for (AlignedBuffer& b : bufs_) ws_.give(std::move(b));
+  }
+  // Buffer i := at least `count` floats from the workspace (contents unspecified).
+  float* take(std::size_t i, std::size_t count) {
+    bufs_[i] = ws_.take(count);
+    return bufs_[i].data();
+  }
+  void give(std::size_t i) { ws_.give(std::move(bufs_[i])); }
+
+ private:
+  Workspace& ws_;
+  std::vector<AlignedBuffer> bufs_;
+};
+
 struct Shape {
   int c = 0, h = 0, w = 0;
 };

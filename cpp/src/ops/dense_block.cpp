@@ -40,15 +40,12 @@ class DenseBlock final : public Op {
 
   void run(const RunContext& ctx, const std::vector<Frame>& in, const Frame& out) const override {
     std::memcpy(out.data, in[0].data, std::size_t(c0_) * out.plane * sizeof(float));
-    // The layers' 1x1 output, from the workspace (given back below, also when a layer throws); each layer
+    // The layers' 1x1 output, from the workspace (given back at the end, also when a layer throws); each layer
     // writes it all (conv + zero_ring).
-    struct Temp {
-      Workspace& ws;
-      AlignedBuffer b;
-      ~Temp() { ws.give(std::move(b)); }
-    } tbuf{ctx.ws, ctx.ws.take(std::size_t(max_b_) * out.plane)};
+    WorkspaceBuffers temp(ctx.ws, 1);
+    float* const tbuf = temp.take(0, std::size_t(max_b_) * out.plane);
     for (const Layer& L : layers_) {
-      const Frame t = Frame::make(tbuf.b.data(), L.conv1.cout, out.h, out.w);
+      const Frame t = Frame::make(tbuf, L.conv1.cout, out.h, out.w);
       conv_flat(ctx, L.conv1, false, out.data, out.plane, t, 0, 1);
       zero_ring(t, 0, t.c);
       conv_flat(ctx, L.conv2, true, t.data, t.plane, out, L.cin, 1);
