@@ -35,8 +35,8 @@ def _tensor(i: int) -> int:
     return 128 + 128 * 8 + 96 * i
 
 
-def _data(buf, j: int) -> int:
-    return struct.unpack_from("<Q", buf, _tensor(j) + 72)[0]
+def _data(buf, j: int, record=None) -> int:
+    return struct.unpack_from("<Q", buf, (record or _tensor)(j) + 72)[0]
 
 
 def _put(buf, offset, fmt, *values):
@@ -168,3 +168,73 @@ def test_version_2_file_with_int8_fields_rejected():
     for load in (weights.from_bytes, core.Model.from_bytes):
         with pytest.raises(gazecrop.WeightsFormatError, match="reserved"):
             load(bytes(fix_crc(data)))
+
+
+# ---------------------------------------------------------------------------------- a DenseNet's int8 trunk
+
+
+def _dense_int8net() -> weights.Network:
+    from test_int8 import _dense_net
+
+    net = _dense_net()
+    net.int8 = int8.calibrate(net, _images(2, (48, 64)))
+    net.precision = "int8"
+    return net
+
+
+DENSE = _dense_int8net()
+# ops 0 conv, 1 max_pool, 2 dense_block (2 layers), 3 conv, 4 avg_pool, 5 dense_block (1 layer): the trunk
+_FIRST = np.cumsum([0] + [len(ts) for ts in weights._file_tensors(DENSE)]).tolist()  # each op's first tensor
+
+
+def _dtensor(j: int) -> int:
+    return 128 + 128 * len(DENSE.ops) + 96 * j
+
+
+def _dense_cases():
+    c = []
+
+    def case(name, fn, match):
+        c.append(pytest.param(fn, match, id=name))
+
+    t2 = _FIRST[2]  # op 2: 8 float tensors, 4 x (int8 weight, scales and biases), the (2, 2) bottlenecks
+    mid = t2 + 16
+    case("dense-weight-minus-128", lambda b: _put(b, _data(b, t2 + 8, _dtensor), "<b", -128), "-128|127")
+    case("dense-int8-weight-as-float", lambda b: _put(b, _dtensor(t2 + 10) + 48, "<I", 1), "nbytes|dtype")
+    case("dense-scales-shape", lambda b: _put(b, _dtensor(t2 + 9) + 56, "<2I", 4, 2), r"shape|\(2, ")
+    case("dense-weight-scale-zero", lambda b: _put(b, _data(b, t2 + 9, _dtensor), "<f", 0.0), "scale")
+    case("dense-mid-scale-zero", lambda b: _put(b, _data(b, mid, _dtensor), "<f", 0.0), "bottleneck|scale")
+    case("dense-mid-scale-tiny", lambda b: _put(b, _data(b, mid, _dtensor), "<f", 1e-30), "out of range")
+    case("dense-mid-zero-point-fraction", lambda b: _put(b, _data(b, mid, _dtensor) + 8, "<f", 0.5), "zero point")
+    case("dense-mid-zero-point-range", lambda b: _put(b, _data(b, mid, _dtensor) + 8, "<f", 128.0), "zero point")
+    case("dense-mid-shape", lambda b: _put(b, _dtensor(mid) + 56, "<2I", 1, 4), "shape|bottleneck")
+    case("dense-zero-point-changed", lambda b: _put(b, _op(2) + 120, "<i", -100), "keep its input's scale")
+    case("pool-scale-changed", lambda b: _put(b, _op(1) + 116, "<f", 0.5), "keep its input's scale")
+    case("avg-pool-kernel-1", lambda b: _put(b, _op(4) + 28, "<i", 1), "kernel")
+    case("dense-float-tensors-only", lambda b: _put(_put(b, _op(2) + 112, "<I", 8), _op(3) + 108, "<I", t2 + 8),
+         "tensor|owns")
+    return c
+
+
+@pytest.mark.parametrize("mutate,match", _dense_cases())
+def test_dense_int8_corruption_rejected(mutate, match):
+    data = bytes(fix_crc(mutate(bytearray(weights.to_bytes(DENSE)))))
+    with pytest.raises(weights.WeightsFormatError, match=match):
+        weights.from_bytes(data)
+    with pytest.raises(gazecrop.WeightsFormatError, match=match):
+        core.Model.from_bytes(data)
+
+
+def test_dense_round_trip():
+    data = weights.to_bytes(DENSE)
+    back = weights.from_bytes(data)
+    assert weights.to_bytes(back) == data and back.int8.n_ops == 6
+    for i, d in DENSE.int8.dense.items():
+        e = back.int8.dense[i]
+        for a, b in zip(d.weights + d.weight_scales + d.biases, e.weights + e.weight_scales + e.biases):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(d.mid_scales, e.mid_scales)
+        np.testing.assert_array_equal(d.mid_zero_points, e.mid_zero_points)
+    assert [len(op.tensors) for op in back.ops] == [len(op.tensors) for op in DENSE.ops]  # the float view
+    m = core.Model.from_bytes(data)
+    assert (m.int8_ops, m.default_precision) == (6, "int8")

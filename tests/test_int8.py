@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gazecrop import int8, reference, weights
-from gazecrop._testing import random_conv, random_depthwise
+from gazecrop._testing import random_conv, random_depthwise, student_like
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE0 = ROOT / "weights" / "candidate-lite0" / "gazecrop-fast.gzw"
@@ -147,33 +147,73 @@ def _loop_trunk(net: weights.Network, trunk: int8.Int8Trunk, image: np.ndarray):
             vals.append(out)
             continue
         x = vals[op.inputs[0]]
-        sx, zx = Fraction(float(trunk.scales[op.inputs[0]])), int(trunk.zero_points[op.inputs[0]])
-        wq, ws, b = trunk.weights[k], trunk.weight_scales[k], trunk.biases[k]
-        m_out, kk, stride = wq.shape[0], wq.shape[2], op.ip(3)
-        pt, pb, pl, pr = weights.op_padding(op, x.shape[1], x.shape[2])
-        ho, wo = (x.shape[1] + pt + pb - kk) // stride + 1, (x.shape[2] + pl + pr - kk) // stride + 1
-        out = np.empty((m_out, ho, wo), np.int64)
-        for m in range(m_out):
-            sw = Fraction(float(ws[m]))
-            # double arithmetic of the spec, not exact fractions, for B[m] and the multiplier
-            big_b = int(np.rint(float(b[m]) / (float(sx) * float(sw))))
-            mult, shift = int8.multiplier(float(sx) * float(sw) / float(sy))
-            chans = [m] if op.kind == "depthwise_conv2d" else range(x.shape[0])
-            for i in range(ho):
-                for j in range(wo):
-                    acc = big_b
-                    for ci, c in enumerate(chans):
-                        for u in range(kk):
-                            for v in range(kk):
-                                r, q = i * stride + u - pt, j * stride + v - pl
-                                inside = 0 <= r < x.shape[1] and 0 <= q < x.shape[2]
-                                xv = int(x[c, r, q]) if inside else zx
-                                wv = int(wq[m, 0 if op.kind == "depthwise_conv2d" else ci, u, v])
-                                acc += wv * (xv - zx)
-                    assert abs(acc) < 2 ** 31
-                    out[m, i, j] = min(hi, max(lo, zy + ((acc * mult + (1 << (shift - 1))) >> shift)))
-        vals.append(out)
+        sx, zx = float(trunk.scales[op.inputs[0]]), int(trunk.zero_points[op.inputs[0]])
+        if op.kind in ("max_pool", "avg_pool"):
+            kk, stride, pad = op.ip(0), op.ip(1), op.ip(2) if op.kind == "max_pool" else 0
+            ho, wo = (x.shape[1] + 2 * pad - kk) // stride + 1, (x.shape[2] + 2 * pad - kk) // stride + 1
+            out = np.empty((x.shape[0], ho, wo), np.int64)
+            mult, shift = int8.multiplier(1.0 / (kk * kk))
+            for idx in np.ndindex(out.shape):
+                c, i, j = idx
+                win = [int(x[c, r, q]) for r in range(i * stride - pad, i * stride - pad + kk)
+                       for q in range(j * stride - pad, j * stride - pad + kk)
+                       if 0 <= r < x.shape[1] and 0 <= q < x.shape[2]]
+                if op.kind == "max_pool":
+                    out[idx] = max(win)
+                else:
+                    t = sum(v - zy for v in win)
+                    out[idx] = min(127, max(-128, zy + ((t * mult + (1 << (shift - 1))) >> shift)))
+            vals.append(out)
+            continue
+        if op.kind == "dense_block":
+            d = trunk.dense[k]
+            state = x
+            for li in range(op.ip(1)):
+                sm, zm = float(d.mid_scales[li]), int(d.mid_zero_points[li])
+                mid = _loop_conv(state, sx, zx, d.weights[2 * li], d.weight_scales[2 * li], d.biases[2 * li], 1,
+                                 (0, 0, 0, 0), sm, zm, max(-128, zm), 127, False)
+                new = _loop_conv(mid, sm, zm, d.weights[2 * li + 1], d.weight_scales[2 * li + 1],
+                                 d.biases[2 * li + 1], 1, (1, 1, 1, 1), float(sy), zy, max(-128, zy), 127, False)
+                state = np.concatenate([state, new], 0)
+            vals.append(state)
+            continue
+        vals.append(_loop_conv(x, sx, zx, trunk.weights[k], trunk.weight_scales[k], trunk.biases[k], op.ip(3),
+                               weights.op_padding(op, x.shape[1], x.shape[2]), float(sy), zy, lo, hi,
+                               op.kind == "depthwise_conv2d"))
     return vals
+
+
+def _loop_conv(x, sx: float, zx: int, wq, ws, b, stride: int, pads, sy: float, zy: int, lo: int, hi: int,
+               depthwise: bool):
+    """One int8 convolution by the formulas, one output number at a time (double arithmetic of the spec for
+    B[m] and the multiplier)."""
+    m_out, kk = wq.shape[0], wq.shape[2]
+    pt, pb, pl, pr = pads
+    ho, wo = (x.shape[1] + pt + pb - kk) // stride + 1, (x.shape[2] + pl + pr - kk) // stride + 1
+    out = np.empty((m_out, ho, wo), np.int64)
+    for m in range(m_out):
+        big_b = int(np.rint(float(b[m]) / (sx * float(ws[m]))))
+        mult, shift = int8.multiplier(sx * float(ws[m]) / sy)
+        chans = [m] if depthwise else range(x.shape[0])
+        for i in range(ho):
+            for j in range(wo):
+                acc = big_b
+                for ci, c in enumerate(chans):
+                    for u in range(kk):
+                        for v in range(kk):
+                            r, q = i * stride + u - pt, j * stride + v - pl
+                            inside = 0 <= r < x.shape[1] and 0 <= q < x.shape[2]
+                            xv = int(x[c, r, q]) if inside else zx
+                            acc += int(wq[m, 0 if depthwise else ci, u, v]) * (xv - zx)
+                assert abs(acc) < 2 ** 31
+                out[m, i, j] = min(hi, max(lo, zy + ((acc * mult + (1 << (shift - 1))) >> shift)))
+    return out
+
+
+def _dense_net(seed: int = 3) -> weights.Network:
+    """A small DenseNet (gazecrop._testing.student_like): stem, max pool, two dense blocks with a transition
+    (1x1 conv + 2x2 average pool) between them, then the float readout and head; int8 trunk = ops 0-5."""
+    return student_like(seed, stem=5, blocks=(((3, 4), (2, 5)), ((3, 3),)), readout=(4,), input_long_side=64)
 
 
 def test_run_trunk_equals_the_loop_version():
@@ -186,6 +226,41 @@ def test_run_trunk_equals_the_loop_version():
     for v, (a, b) in enumerate(zip(got, want)):
         assert a.dtype == np.int8, v
         np.testing.assert_array_equal(a.astype(np.int64), b, err_msg=f"value {v}")
+
+
+def test_dense_trunk_equals_the_loop_version():
+    net = _dense_net()
+    assert int8.trunk_end(net) == 6 and [op.kind for op in net.ops[:6]] == [
+        "conv2d", "max_pool", "dense_block", "conv2d", "avg_pool", "dense_block"]
+    trunk = int8.calibrate(net, _images(3, (48, 64)))
+    img = _images(1, (21, 27), seed=4)[0]  # odd sizes: the pools' windows clipped / dropped at the edges
+    got = int8.run_trunk(net, trunk, img)
+    want = _loop_trunk(net, trunk, img)
+    assert len(got) == len(want) == 7
+    for v, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == np.int8, v
+        np.testing.assert_array_equal(a.astype(np.int64), b, err_msg=f"value {v}")
+
+
+def test_dense_calibration_shares_one_quantisation_per_block():
+    net = _dense_net()
+    trunk = int8.calibrate(net, _images(3, (48, 64)))
+    # stem -> max pool -> block 1, and transition -> avg pool -> block 2: one (scale, zero point) each
+    for group in ((1, 2, 3), (4, 5, 6)):
+        assert len({(float(trunk.scales[v]), int(trunk.zero_points[v])) for v in group}) == 1, group
+    assert trunk.scales[3] != trunk.scales[6]
+    for i, d in trunk.dense.items():
+        assert len(d.weights) == 2 * net.ops[i].ip(1) and d.mid_scales.shape == (net.ops[i].ip(1),)
+    imgs = _images(4, (48, 64), seed=8)
+    for img in imgs:
+        q, f = int8.run_trunk(net, trunk, img), reference.values(net, img, upto=6)
+        for v in range(7):
+            deq = int8.dequantise(q[v], float(trunk.scales[v]), int(trunk.zero_points[v]))
+            # errors grow through a block's layers (random weights, noise images): within 12 % of the range
+            assert np.abs(deq - f[v]).max() <= 0.12 * float(trunk.scales[v]) * 255, v
+    plain = int8.calibrate(net, _images(3, (48, 64)), bias_correction=False)
+    assert any(not np.array_equal(a, b) for i in trunk.dense for a, b in zip(trunk.dense[i].biases,
+                                                                              plain.dense[i].biases))
 
 
 def test_int8_close_to_float():
@@ -236,8 +311,12 @@ def test_trunk_end():
     assert int8.trunk_end(_trunk_net()) == 7  # through dw2 and the 1x1 after it (no add follows)
     net = weights.Network()
     net.log_softmax(net.conv2d(0, *random_conv(np.random.default_rng(0), 1, 3, 1), activation="none"))
-    with pytest.raises(ValueError, match="no depthwise"):
+    with pytest.raises(ValueError, match="no depthwise convolution or dense block"):
         int8.trunk_end(net)
+    net = _dense_net()
+    assert int8.trunk_end(net) == 6  # through the last dense block
+    net.ops[4].iparams[0] = 1  # an average pool of kernel 1 cannot run in int8: the trunk stops before it
+    assert int8.trunk_end(net) == 4
 
 
 # ----------------------------------------------------------------------------------------- bad input
@@ -287,11 +366,40 @@ def test_validate_rejects():
     for fn, match in cases:
         with pytest.raises(ValueError, match=match):
             broken(fn).validate(net)
-    net_pool = weights.Network()
-    net_pool.log_softmax(net_pool.conv2d(net_pool.max_pool(0), *random_conv(np.random.default_rng(0), 1, 3, 1)))
+    net_blur = weights.Network()
+    x = net_blur.gaussian_blur(0, 1.0, 3.0, "zeros")
+    net_blur.log_softmax(net_blur.conv2d(x, *random_conv(np.random.default_rng(0), 1, 3, 1)))
     t = int8.Int8Trunk(1, np.ones(2, np.float32), np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="cannot run in int8"):
-        t.validate(net_pool)
+        t.validate(net_blur)
+    net_pool = weights.Network()
+    net_pool.log_softmax(net_pool.conv2d(net_pool.max_pool(0), *random_conv(np.random.default_rng(0), 1, 3, 1)))
+    int8.Int8Trunk(1, np.ones(2, np.float32), np.zeros(2, np.int32)).validate(net_pool)  # a pool: fine
+    with pytest.raises(ValueError, match="keep its input's scale"):
+        int8.Int8Trunk(1, np.array([1, 2], np.float32), np.zeros(2, np.int32)).validate(net_pool)
+    dnet = _dense_net()
+    dgood = int8.calibrate(dnet, _images(1, (48, 64)))
+
+    def dbroken(fn):
+        import copy
+
+        t = copy.deepcopy(dgood)
+        fn(t)
+        return t
+
+    dcases = [
+        (lambda t: t.dense.pop(2), "dense_block"),
+        (lambda t: t.dense[2].weights.pop(), "dense_block"),
+        (lambda t: t.dense[2].weights[1].__setitem__((0, 0, 0, 0), -128), r"\[-127, 127\]"),
+        (lambda t: setattr(t.dense[2], "mid_scales", np.zeros(2, np.float32)), "bottleneck"),
+        (lambda t: setattr(t.dense[2], "mid_zero_points", np.array([0, 300], np.int32)), "bottleneck"),
+        (lambda t: t.dense[2].mid_scales.__setitem__(0, 1e-30), "out of range"),
+        (lambda t: t.zero_points.__setitem__(3, 5), "keep its input's scale"),
+        (lambda t: t.scales.__setitem__(2, t.scales[2] * 2), "keep its input's scale"),
+    ]
+    for fn, match in dcases:
+        with pytest.raises(ValueError, match=match):
+            dbroken(fn).validate(dnet)
     net_sp = weights.Network()
     h = net_sp.depthwise_conv2d(0, *random_depthwise(np.random.default_rng(0), 3, 3), activation="none")
     net_sp.ops[-1].iparams[5] = 2  # softplus

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gazecrop import int8, weights
-from gazecrop._testing import inverted_residual_net, with_head_map, with_int8_trunk
+from gazecrop._testing import inverted_residual_net, random_network, student_like, with_head_map, with_int8_trunk
 
 from _native_helpers import core
 from test_int8 import _images, _trunk_net
@@ -47,6 +47,17 @@ def _nets():
         if s == 3:
             net = with_head_map(net, rng)
         out.append((f"ir{s}", with_int8_trunk(net, rng)))
+    # DenseNets: stem, pools (max with padding, 2x2 and other average pools), dense blocks of odd widths
+    out.append(("dense", with_int8_trunk(student_like(3, stem=7, blocks=(((5, 9), (3, 6)), ((6, 5),) * 3),
+                                                      readout=(4,), input_long_side=64), np.random.default_rng(9))))
+    seed = 0
+    while sum(n.startswith("rdense") for n, _ in out) < 3:
+        rng = np.random.default_rng(200 + seed)
+        seed += 1
+        try:  # random_network may start with a softplus stem or a kernel-1 average pool: no int8 trunk
+            out.append((f"rdense{seed}", with_int8_trunk(random_network(rng), rng)))
+        except ValueError:
+            continue
     return out
 
 

@@ -14,6 +14,10 @@
 
 #include "ops/op.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace gazecrop {
 namespace detail {
 
@@ -54,22 +58,177 @@ std::int32_t to_i32(double v, const std::string& where) {
   return std::int32_t(v);
 }
 
+// One convolution packed for the kernels: GEMM weights (1x1 and im2col rows) or depthwise ones, and the
+// requantisation of its output channels.
+struct ConvPack {
+  int cin = 0, cout = 0, k = 1, stride = 1, kc = 0;  // kc: the GEMM's K (a multiple of 4)
+  std::vector<std::int8_t> w;                        // GEMM: per block of 16 output channels, kc / 4 groups of 64 bytes
+  std::vector<std::int32_t> wdw;                     // depthwise: (k * k) x w_stride int32
+  std::size_t w_stride = 0;
+  Requant rq;
+};
+
+// Packs int8 weights `wq` ((M, C, k, k), or (M, 1, k, k) for a depthwise) with their (2, M) scales and biases
+// `par`, read at (sx, zx) and requantised to sy.
+ConvPack pack_conv(const TensorRecord& wq, const TensorRecord& par, int cin, int cout, int k, int stride, bool dw,
+                   double sx, int zx, double sy, const std::string& where) {
+  ConvPack c;
+  c.cin = cin;
+  c.cout = cout;
+  c.k = k;
+  c.stride = stride;
+  const int taps = k * k;
+  c.rq.bias.resize(std::size_t(cout));
+  c.rq.mult.resize(std::size_t(cout));
+  c.rq.shift.resize(std::size_t(cout));
+  const int per = dw ? taps : cin * taps;  // weights per output channel
+  for (int m = 0; m < cout; ++m) {
+    const double sw = par.values[std::size_t(m)], b = par.values[std::size_t(cout + m)];
+    std::int64_t mult = 0;
+    int shift = 0;
+    if (!int8_multiplier(sx * sw / sy, &mult, &shift) || shift < 32)
+      throw std::invalid_argument(where + ": requantisation factor out of range");
+    c.rq.mult[std::size_t(m)] = std::int32_t(mult);
+    c.rq.shift[std::size_t(m)] = shift;
+    std::int64_t wsum = 0;
+    for (int t = 0; t < per; ++t) wsum += wq.q8[std::size_t(m) * per + t];
+    // B[m] = nearbyint(b / (s_x s_w)) (double), minus the stored zero point's share: the kernels multiply the
+    // stored bytes q + 128.
+    const double big_b = std::nearbyint(b / (sx * sw));
+    const std::int64_t fold = std::int64_t(128 + zx) * wsum;
+    c.rq.bias[std::size_t(m)] = to_i32(big_b - double(fold), where);
+  }
+  if (dw) {
+    c.w_stride = std::size_t((cout + 15) / 16 * 16);
+    c.wdw.assign(std::size_t(taps) * c.w_stride, 0);
+    for (int m = 0; m < cout; ++m)
+      for (int t = 0; t < taps; ++t) c.wdw[std::size_t(t) * c.w_stride + m] = wq.q8[std::size_t(m) * taps + t];
+    return c;
+  }
+  const int cs_in = round4(cin);
+  c.kc = taps * cs_in;  // im2col order: tap-major, channels of the padded pixel within
+  const int blocks = (cout + 15) / 16;
+  c.w.assign(std::size_t(blocks) * std::size_t(c.kc / 4) * 64, 0);
+  for (int m = 0; m < cout; ++m) {
+    std::int8_t* blk = c.w.data() + std::size_t(m / 16) * std::size_t(c.kc / 4) * 64;
+    for (int ch = 0; ch < cin; ++ch)
+      for (int t = 0; t < taps; ++t) {
+        const int kk = t * cs_in + ch;
+        blk[std::size_t(kk / 4) * 64 + std::size_t(m % 16) * 4 + std::size_t(kk % 4)] =
+            wq.q8[(std::size_t(m) * cin + std::size_t(ch)) * taps + std::size_t(t)];
+      }
+  }
+  return c;
+}
+
+// One layer of an int8 dense block: the 1x1 convolution to the bottleneck, the 3x3 back to the state.
+struct DenseLayer {
+  int c_in = 0;     // the state's channels this layer reads
+  ConvPack conv1, conv2;
+  int mid_zp = 0;   // the bottleneck's zero point
+};
+
 }  // namespace
 
 struct Int8Trunk::Step {
-  enum Kind { kGemm, kIm2col, kDepthwise, kAdd } kind = kGemm;
+  enum Kind { kGemm, kIm2col, kDepthwise, kAdd, kMaxPool, kAvgPool, kDense } kind = kGemm;
   int out = 0;                         // value id written
   std::vector<int> inputs;             // value ids read
-  int k = 1, stride = 1, lo = -128, hi = 127;
+  int lo = -128, hi = 127;
   PadRule pad;
-  int cin = 0, cout = 0, kc = 0;       // GEMM: K (a multiple of 4)
-  std::vector<std::int8_t> w;          // GEMM: per block of 16 output channels, kc / 4 groups of 64 bytes
-  std::vector<std::int32_t> wdw;       // depthwise: (k * k) x w_stride int32
-  std::size_t w_stride = 0;
-  Requant rq;
+  ConvPack conv;                       // kGemm, kIm2col, kDepthwise
   std::int32_t ma = 0, mb = 0;         // add
   int add_shift = 0;
+  int pool_k = 0, pool_stride = 0, pool_pad = 0;
+  std::int32_t avg_mult = 0, avg_shift = 0;  // avg_pool: the multiplier of 1 / k^2
+  std::vector<DenseLayer> layers;      // kDense
 };
+
+namespace {
+
+// The ring (and slack) of an int8 value's buffer = the byte z; the interior is left as it is.
+void fill_ring(std::uint8_t* buf, const QLayout& l, std::uint8_t z) {
+  const std::size_t edge = std::size_t(kRing) * std::size_t(l.cs), inner = std::size_t(l.w) * std::size_t(l.cs);
+  std::memset(buf, z, l.at(0, 0));
+  for (int i = 0; i < l.h; ++i) {
+    std::uint8_t* row = buf + l.at(i, 0);
+    std::memset(row - edge, z, edge);
+    std::memset(row + inner, z, edge);
+  }
+  std::memset(buf + l.at(l.h, 0) - edge, z, l.bytes - (l.at(l.h, 0) - edge));
+}
+
+// top[c] = max(top[c], src[c]) and acc[c] += src[c] for c < n (the pools; SSE2 on every x86-64 CPU, else the
+// compiler's loop).
+void max_bytes(std::uint8_t* top, const std::uint8_t* src, int n) {
+  int c = 0;
+#if defined(__SSE2__)
+  for (; c + 16 <= n; c += 16) {
+    __m128i* t = reinterpret_cast<__m128i*>(top + c);
+    _mm_storeu_si128(t, _mm_max_epu8(_mm_loadu_si128(t), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))));
+  }
+#endif
+  for (; c < n; ++c) top[c] = std::max(top[c], src[c]);
+}
+
+void add_bytes(std::int16_t* acc, const std::uint8_t* src, int n) {  // n windows of at most 64 bytes: no overflow
+  int c = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  for (; c + 16 <= n; c += 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
+    __m128i* a = reinterpret_cast<__m128i*>(acc + c);
+    _mm_storeu_si128(a, _mm_add_epi16(_mm_loadu_si128(a), _mm_unpacklo_epi8(b, zero)));
+    _mm_storeu_si128(a + 1, _mm_add_epi16(_mm_loadu_si128(a + 1), _mm_unpackhi_epi8(b, zero)));
+  }
+#endif
+  for (; c < n; ++c) acc[c] = std::int16_t(acc[c] + src[c]);
+}
+
+// A 1x1 convolution (stride 1): each output row one GEMM over its pixels. The output pointer `y` and its
+// layout `lo` may address a channel slice of a wider value (a dense block's state).
+void run_gemm(const kernels::Int8KernelTable& kt, ThreadPool& pool, const ConvPack& c, const std::uint8_t* x,
+              const QLayout& li, int zy, int lo8, int hi8, std::uint8_t* y, const QLayout& lo) {
+  pool.run(std::size_t(lo.h), [&](std::size_t r) {
+    const int ri = int(r);
+    kt.gemm(std::size_t(c.cout), std::size_t(lo.w), std::size_t(c.kc), x + li.at(ri, 0), std::size_t(li.cs),
+            c.w.data(), c.rq.bias.data(), c.rq.mult.data(), c.rq.shift.data(), zy, lo8, hi8, y + lo.at(ri, 0),
+            std::size_t(lo.cs));
+  });
+}
+
+// A k x k convolution through im2col rows: each output row's windows, tap-major, each tap the input pixel's cs
+// bytes, then one GEMM. `y` / `lo` as run_gemm.
+void run_im2col(const kernels::Int8KernelTable& kt, ThreadPool& pool, Workspace& ws, const ConvPack& c, const Pads& p,
+                const std::uint8_t* x, const QLayout& li, int zy, int lo8, int hi8, std::uint8_t* y,
+                const QLayout& lo) {
+  const std::size_t row_bytes = std::size_t(lo.w) * std::size_t(c.kc);
+  const std::size_t run = std::size_t(c.k) * std::size_t(li.cs);  // a window row: k pixels, contiguous
+  const std::size_t blocks = (run + 15) / 16;
+  ws.reserve_slots(std::size_t(pool.size()));
+  pool.run(std::size_t(lo.h), [&](std::size_t r, int thread) {
+    const int ri = int(r);
+    // One row's windows (a few KB, the thread's slot: stays in L1 for the GEMM); every byte is written below.
+    // Window rows are copied in 16-byte blocks (the stem's 12-byte rows took 0.33 ms of a 192x256 run in 4-byte
+    // pieces): a block may run up to 15 bytes past its window row, into bytes a later copy rewrites (pixel j's
+    // rows in order, then pixel j + 1's; 16 bytes of slack past the last), and it reads up to 15 bytes past the
+    // row in the input, inside its ring (2 pixels) and the next row's, or kSlack.
+    static_assert(2 * kRing * 4 + kSlack >= 15, "im2col blocks read past a window row");
+    std::uint8_t* const col = reinterpret_cast<std::uint8_t*>(
+        ws.slot(std::size_t(thread), (row_bytes + 16 + sizeof(float) - 1) / sizeof(float)));
+    for (int j = 0; j < lo.w; ++j)
+      for (int u = 0; u < c.k; ++u) {
+        std::uint8_t* dst = col + std::size_t(j) * c.kc + std::size_t(u) * run;
+        const std::uint8_t* src = x + li.at(ri * c.stride + u - p.top, j * c.stride - p.left);
+        for (std::size_t b = 0; b < blocks; ++b) std::memcpy(dst + 16 * b, src + 16 * b, 16);
+      }
+    kt.gemm(std::size_t(c.cout), std::size_t(lo.w), std::size_t(c.kc), col, std::size_t(c.kc), c.w.data(),
+            c.rq.bias.data(), c.rq.mult.data(), c.rq.shift.data(), zy, lo8, hi8, y + lo.at(ri, 0),
+            std::size_t(lo.cs));
+  });
+}
+
+}  // namespace
 
 Int8Trunk::Int8Trunk(const ParsedWeights& pw) {
   n_ = int(pw.int8.ops);
@@ -105,71 +264,69 @@ Int8Trunk::Int8Trunk(const ParsedWeights& pw) {
     const int zy = zp_[std::size_t(i) + 1];
     st->lo = (act == 1 || act == 3) ? std::max(-128, zy) : -128;
     st->hi = act == 3 ? int(std::min(127.0, double(zy) + std::nearbyint(6.0 / sy))) : 127;
-    if (rec.op_type == kAdd) {
-      st->kind = Step::kAdd;
-      const double sa = scale_[rec.inputs[0]], sb = scale_[rec.inputs[1]];
-      std::int64_t mult = 0;
-      int shift = 0;
-      // gazecrop.int8.add_multipliers: the shift of the larger factor, both factors on it.
-      if (!int8_multiplier(std::max(sa / sy, sb / sy), &mult, &shift))
-        throw std::invalid_argument(where + ": add factor out of range");
-      st->ma = std::int32_t(std::nearbyint(std::ldexp(sa / sy, shift)));
-      st->mb = std::int32_t(std::nearbyint(std::ldexp(sb / sy, shift)));
-      st->add_shift = shift;
-      steps_.push_back(std::move(st));
-      continue;
-    }
-    const TensorRecord& wq = pw.tensors[rec.first_tensor + 2];
-    const TensorRecord& par = pw.tensors[rec.first_tensor + 3];
-    const bool dw = rec.op_type == kDepthwiseConv2d;
-    st->cin = rec.iparams[0];
-    st->cout = rec.iparams[1];
-    st->k = rec.iparams[2];
-    st->stride = rec.iparams[3];
-    st->pad = PadRule::from_record(rec);
-    const int m_out = st->cout, taps = st->k * st->k;
     const double sx = scale_[rec.inputs[0]];
     const int zx = zp_[rec.inputs[0]];
-    st->rq.bias.resize(std::size_t(m_out));
-    st->rq.mult.resize(std::size_t(m_out));
-    st->rq.shift.resize(std::size_t(m_out));
-    const int per = dw ? taps : st->cin * taps;  // weights per output channel
-    for (int m = 0; m < m_out; ++m) {
-      const double sw = par.values[std::size_t(m)], b = par.values[std::size_t(m_out + m)];
-      std::int64_t mult = 0;
-      int shift = 0;
-      if (!int8_multiplier(sx * sw / sy, &mult, &shift) || shift < 32)
-        throw std::invalid_argument(where + ": requantisation factor out of range");
-      st->rq.mult[std::size_t(m)] = std::int32_t(mult);
-      st->rq.shift[std::size_t(m)] = shift;
-      std::int64_t wsum = 0;
-      for (int t = 0; t < per; ++t) wsum += wq.q8[std::size_t(m) * per + t];
-      // B[m] = nearbyint(b / (s_x s_w)) (double), minus the stored zero point's share: the kernels multiply
-      // the stored bytes q + 128.
-      const double big_b = std::nearbyint(b / (sx * sw));
-      const std::int64_t fold = std::int64_t(128 + zx) * wsum;
-      st->rq.bias[std::size_t(m)] = to_i32(big_b - double(fold), where);
-    }
-    if (dw) {
-      st->kind = Step::kDepthwise;
-      st->w_stride = std::size_t((m_out + 15) / 16 * 16);
-      st->wdw.assign(std::size_t(taps) * st->w_stride, 0);
-      for (int m = 0; m < m_out; ++m)
-        for (int t = 0; t < taps; ++t) st->wdw[std::size_t(t) * st->w_stride + m] = wq.q8[std::size_t(m) * taps + t];
-    } else {
-      const int cs_in = round4(st->cin);
-      st->kind = st->k == 1 && st->stride == 1 ? Step::kGemm : Step::kIm2col;  // a 1x1 has no padding
-      st->kc = taps * cs_in;  // im2col order: tap-major, channels of the padded pixel within
-      const int blocks = (m_out + 15) / 16;
-      st->w.assign(std::size_t(blocks) * std::size_t(st->kc / 4) * 64, 0);
-      for (int m = 0; m < m_out; ++m) {
-        std::int8_t* blk = st->w.data() + std::size_t(m / 16) * std::size_t(st->kc / 4) * 64;
-        for (int c = 0; c < st->cin; ++c)
-          for (int t = 0; t < taps; ++t) {
-            const int kk = t * cs_in + c;
-            blk[std::size_t(kk / 4) * 64 + std::size_t(m % 16) * 4 + std::size_t(kk % 4)] =
-                wq.q8[(std::size_t(m) * st->cin + std::size_t(c)) * taps + std::size_t(t)];
-          }
+    switch (rec.op_type) {
+      case kAdd: {
+        st->kind = Step::kAdd;
+        const double sa = scale_[rec.inputs[0]], sb = scale_[rec.inputs[1]];
+        std::int64_t mult = 0;
+        int shift = 0;
+        // gazecrop.int8.add_multipliers: the shift of the larger factor, both factors on it.
+        if (!int8_multiplier(std::max(sa / sy, sb / sy), &mult, &shift))
+          throw std::invalid_argument(where + ": add factor out of range");
+        st->ma = std::int32_t(std::nearbyint(std::ldexp(sa / sy, shift)));
+        st->mb = std::int32_t(std::nearbyint(std::ldexp(sb / sy, shift)));
+        st->add_shift = shift;
+        break;
+      }
+      case kMaxPool:
+      case kAvgPool: {  // the output keeps the input's quantisation (checked by the loader)
+        st->kind = rec.op_type == kMaxPool ? Step::kMaxPool : Step::kAvgPool;
+        st->pool_k = rec.iparams[0];
+        st->pool_stride = rec.iparams[1];
+        st->pool_pad = rec.op_type == kMaxPool ? rec.iparams[2] : 0;
+        if (rec.op_type == kAvgPool) {  // gazecrop.int8: requantise(sum (q - z)) by the multiplier of 1 / k^2
+          std::int64_t mult = 0;
+          int shift = 0;
+          if (!int8_multiplier(1.0 / double(st->pool_k * st->pool_k), &mult, &shift) || shift < 32)
+            throw std::invalid_argument(where + ": avg_pool kernel out of range");
+          st->avg_mult = std::int32_t(mult);
+          st->avg_shift = shift;
+        }
+        break;
+      }
+      case kDenseBlock: {  // the state keeps the input's quantisation (checked by the loader)
+        st->kind = Step::kDense;
+        const int nl = rec.iparams[1];
+        const std::size_t f = rec.first_tensor, q = f + 4 * std::size_t(nl);
+        const TensorRecord& mid = pw.tensors[q + 4 * std::size_t(nl)];
+        int c = rec.iparams[0];
+        for (int l = 0; l < nl; ++l) {
+          DenseLayer d;
+          const TensorRecord& w1 = pw.tensors[f + 4 * std::size_t(l)];
+          const TensorRecord& w2 = pw.tensors[f + 4 * std::size_t(l) + 2];
+          const int b = int(w1.shape[0]), g = int(w2.shape[0]);
+          const double sm = mid.values[std::size_t(l)];
+          d.mid_zp = int(mid.values[std::size_t(nl + l)]);
+          d.c_in = c;
+          const std::string wl = where + " layer " + std::to_string(l);
+          d.conv1 = pack_conv(pw.tensors[q + 4 * std::size_t(l)], pw.tensors[q + 4 * std::size_t(l) + 1], c, b, 1, 1,
+                              false, sy, zy, sm, wl);
+          d.conv2 = pack_conv(pw.tensors[q + 4 * std::size_t(l) + 2], pw.tensors[q + 4 * std::size_t(l) + 3], b, g, 3,
+                              1, false, sm, d.mid_zp, sy, wl);
+          st->layers.push_back(std::move(d));
+          c += g;
+        }
+        break;
+      }
+      default: {  // conv2d, depthwise_conv2d
+        const bool dw = rec.op_type == kDepthwiseConv2d;
+        st->pad = PadRule::from_record(rec);
+        st->conv = pack_conv(pw.tensors[rec.first_tensor + 2], pw.tensors[rec.first_tensor + 3], rec.iparams[0],
+                             rec.iparams[1], rec.iparams[2], rec.iparams[3], dw, sx, zx, sy, where);
+        st->kind = dw ? Step::kDepthwise
+                      : (rec.iparams[2] == 1 && rec.iparams[3] == 1 ? Step::kGemm : Step::kIm2col);  // a 1x1: no padding
       }
     }
     steps_.push_back(std::move(st));
@@ -183,25 +340,19 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
                     const std::function<Frame(int)>& out_frame,
                     const std::function<void(int, const std::vector<std::int8_t>&)>& int8_out) const {
   // Not zeroed: the ring is filled with the zero point, every op writes the whole interior. Every buffer goes
-  // back to the workspace at the end, also when a step throws.
-  WorkspaceBuffers bufs(ws, std::size_t(n_) + 1);
+  // back to the workspace at the end, also when a step throws. Buffer n_ + 1: a dense block's bottleneck.
+  WorkspaceBuffers bufs(ws, std::size_t(n_) + 2);
+  const std::size_t kMid = std::size_t(n_) + 1;
   std::vector<std::uint8_t*> vals(std::size_t(n_) + 1, nullptr);
   std::vector<char> keep(std::size_t(n_) + 1, 0);
   for (int v : dequantise) keep[std::size_t(v)] = 1;
+  auto take = [&](std::size_t slot, const QLayout& l) {
+    return reinterpret_cast<std::uint8_t*>(bufs.take(slot, (l.bytes + sizeof(float) - 1) / sizeof(float)));
+  };
   auto alloc = [&](int v) {  // the ring (and slack) = the zero point; every op writes the whole interior
     const QLayout l = QLayout::of(shapes[std::size_t(v)]);
-    std::uint8_t* const buf =
-        reinterpret_cast<std::uint8_t*>(bufs.take(std::size_t(v), (l.bytes + sizeof(float) - 1) / sizeof(float)));
-    vals[std::size_t(v)] = buf;
-    const std::uint8_t z = std::uint8_t(zp_[std::size_t(v)] + 128);
-    const std::size_t edge = std::size_t(kRing) * std::size_t(l.cs), inner = std::size_t(l.w) * std::size_t(l.cs);
-    std::memset(buf, z, l.at(0, 0));
-    for (int i = 0; i < l.h; ++i) {
-      std::uint8_t* row = buf + l.at(i, 0);
-      std::memset(row - edge, z, edge);
-      std::memset(row + inner, z, edge);
-    }
-    std::memset(buf + l.at(l.h, 0) - edge, z, l.bytes - (l.at(l.h, 0) - edge));
+    vals[std::size_t(v)] = take(std::size_t(v), l);
+    fill_ring(vals[std::size_t(v)], l, std::uint8_t(zp_[std::size_t(v)] + 128));
     // The padding channels (cs > c) of interior pixels are left as they are: the GEMM reads them against zero
     // weights, the add sums them into padding channels, nothing else reads them.
   };
@@ -243,7 +394,8 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
     emit(0);
   }
   static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;  // per-op time on stderr
-  static const char* kind_names[] = {"int8 1x1", "int8 im2col", "int8 depthwise", "int8 add"};
+  static const char* kind_names[] = {"int8 1x1",      "int8 im2col",   "int8 depthwise", "int8 add",
+                                     "int8 max_pool", "int8 avg_pool", "int8 dense_block"};
   for (int i = 0; i < n_; ++i) {
     const Step& st = *steps_[std::size_t(i)];
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
@@ -252,67 +404,94 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
     std::uint8_t* y = vals[std::size_t(st.out)];
     const int zy = zp_[std::size_t(st.out)] + 128, lo8 = st.lo + 128, hi8 = st.hi + 128;  // the stored form
     const std::size_t rows = std::size_t(lo.h);
-    if (st.kind == Step::kAdd) {
-      const QLayout la = QLayout::of(shapes[std::size_t(st.inputs[0])]);
-      const QLayout lb = QLayout::of(shapes[std::size_t(st.inputs[1])]);
-      if (la.h != lb.h || la.w != lb.w)
-        throw std::invalid_argument("add: inputs have different grids " + std::to_string(la.h) + "x" +
-                                    std::to_string(la.w) + " and " + std::to_string(lb.h) + "x" + std::to_string(lb.w));
-      const std::uint8_t* a = vals[std::size_t(st.inputs[0])];
-      const std::uint8_t* b = vals[std::size_t(st.inputs[1])];
-      const int za = zp_[std::size_t(st.inputs[0])] + 128, zb = zp_[std::size_t(st.inputs[1])] + 128;
-      pool.run(rows, [&](std::size_t r) {
-        const int ri = int(r);
-        kt.add(std::size_t(lo.w) * std::size_t(lo.cs), a + la.at(ri, 0), za, st.ma, b + lb.at(ri, 0), zb, st.mb,
-               st.add_shift, zy, lo8, hi8, y + lo.at(ri, 0));
-      });
-    } else {
-      const int vin = st.inputs[0];
-      const QLayout li = QLayout::of(shapes[std::size_t(vin)]);
-      const std::uint8_t* x = vals[std::size_t(vin)];
-      const Pads p = st.pad.at(li.h, li.w);
-      if (st.kind == Step::kDepthwise) {
+    const int vin = st.inputs[0];
+    const QLayout li = QLayout::of(shapes[std::size_t(vin)]);
+    const std::uint8_t* x = vals[std::size_t(vin)];
+    switch (st.kind) {
+      case Step::kAdd: {
+        const QLayout lb = QLayout::of(shapes[std::size_t(st.inputs[1])]);
+        if (li.h != lb.h || li.w != lb.w)
+          throw std::invalid_argument("add: inputs have different grids " + std::to_string(li.h) + "x" +
+                                      std::to_string(li.w) + " and " + std::to_string(lb.h) + "x" +
+                                      std::to_string(lb.w));
+        const std::uint8_t* b = vals[std::size_t(st.inputs[1])];
+        const int za = zp_[std::size_t(vin)] + 128, zb = zp_[std::size_t(st.inputs[1])] + 128;
         pool.run(rows, [&](std::size_t r) {
           const int ri = int(r);
-          kt.dwconv(std::size_t(lo.w), std::size_t(st.cout), st.k, st.stride,
-                    x + li.at(ri * st.stride - p.top, -p.left), std::size_t(li.cs), li.row, st.wdw.data(),
-                    st.w_stride, st.rq.bias.data(), st.rq.mult.data(), st.rq.shift.data(), zy, lo8, hi8,
-                    y + lo.at(ri, 0), std::size_t(lo.cs));
+          kt.add(std::size_t(lo.w) * std::size_t(lo.cs), x + li.at(ri, 0), za, st.ma, b + lb.at(ri, 0), zb, st.mb,
+                 st.add_shift, zy, lo8, hi8, y + lo.at(ri, 0));
         });
-      } else if (st.kind == Step::kGemm) {
-        pool.run(rows, [&](std::size_t r) {
-          const int ri = int(r);
-          kt.gemm(std::size_t(st.cout), std::size_t(lo.w), std::size_t(st.kc), x + li.at(ri, 0), std::size_t(li.cs),
-                  st.w.data(), st.rq.bias.data(), st.rq.mult.data(), st.rq.shift.data(), zy, lo8, hi8,
-                  y + lo.at(ri, 0), std::size_t(lo.cs));
-        });
-      } else {  // im2col: each output row's windows, tap-major, each tap the input pixel's cs bytes
-        const std::size_t row_bytes = std::size_t(lo.w) * std::size_t(st.kc);
-        const std::size_t run = std::size_t(st.k) * std::size_t(li.cs);  // a window row: k pixels, contiguous
-        const std::size_t blocks = (run + 15) / 16;
-        ws.reserve_slots(std::size_t(pool.size()));
-        pool.run(rows, [&](std::size_t r, int thread) {
-          const int ri = int(r);
-          // One row's windows (a few KB, the thread's slot: stays in L1 for the GEMM); every byte is written
-          // below. Window rows are copied in 16-byte blocks (the stem's 12-byte rows took 0.33 ms of a 192x256
-          // run in 4-byte pieces): a block may run up to 15 bytes past its window row, into bytes a later copy
-          // rewrites (pixel j's rows in order, then pixel j + 1's; 16 bytes of slack past the last), and it
-          // reads up to 15 bytes past the row in the input, inside its ring (2 pixels) and the next row's, or
-          // kSlack.
-          static_assert(2 * kRing * 4 + kSlack >= 15, "im2col blocks read past a window row");
-          std::uint8_t* const col = reinterpret_cast<std::uint8_t*>(
-              ws.slot(std::size_t(thread), (row_bytes + 16 + sizeof(float) - 1) / sizeof(float)));
-          for (int j = 0; j < lo.w; ++j)
-            for (int u = 0; u < st.k; ++u) {
-              std::uint8_t* dst = col + std::size_t(j) * st.kc + std::size_t(u) * run;
-              const std::uint8_t* src = x + li.at(ri * st.stride + u - p.top, j * st.stride - p.left);
-              for (std::size_t b = 0; b < blocks; ++b) std::memcpy(dst + 16 * b, src + 16 * b, 16);
-            }
-          kt.gemm(std::size_t(st.cout), std::size_t(lo.w), std::size_t(st.kc), col, std::size_t(st.kc),
-                  st.w.data(), st.rq.bias.data(), st.rq.mult.data(), st.rq.shift.data(), zy, lo8, hi8,
-                  y + lo.at(ri, 0), std::size_t(lo.cs));
-        });
+        break;
       }
+      case Step::kMaxPool:  // the window's largest stored byte (q + 128 is monotone in q), padding never taken
+      case Step::kAvgPool: {
+        const int k = st.pool_k, s = st.pool_stride, pad = st.pool_pad, c = lo.c;
+        pool.run(rows, [&](std::size_t r) {
+          const int ri = int(r), u0 = std::max(0, ri * s - pad), u1 = std::min(li.h, ri * s - pad + k);
+          constexpr int kChunk = 256;
+          std::int16_t acc[kChunk];  // a window's sum of stored bytes: at most 64 x 255
+          std::uint8_t top[kChunk];
+          for (int j = 0; j < lo.w; ++j) {
+            const int v0 = std::max(0, j * s - pad), v1 = std::min(li.w, j * s - pad + k);
+            std::uint8_t* dst = y + lo.at(ri, j);
+            for (int c0 = 0; c0 < c; c0 += kChunk) {
+              const int n = std::min(kChunk, c - c0);
+              if (st.kind == Step::kMaxPool) {
+                std::memcpy(top, x + li.at(u0, v0) + c0, std::size_t(n));
+                for (int u = u0; u < u1; ++u)
+                  for (int v = v0; v < v1; ++v) max_bytes(top, x + li.at(u, v) + c0, n);
+                std::memcpy(dst + c0, top, std::size_t(n));
+                continue;
+              }
+              // sum (q - z) over the k x k window (no padding), requantised by the multiplier of 1 / k^2
+              std::memset(acc, 0, sizeof(acc[0]) * std::size_t(n));
+              for (int u = u0; u < u1; ++u)
+                for (int v = v0; v < v1; ++v) add_bytes(acc, x + li.at(u, v) + c0, n);
+              const std::int64_t mult = st.avg_mult, half = std::int64_t(1) << (st.avg_shift - 1);
+              for (int ch = 0; ch < n; ++ch) {  // kernels::requantize, inline
+                const std::int64_t q = (std::int64_t(acc[ch] - k * k * zy) * mult + half) >> st.avg_shift;
+                dst[c0 + ch] = std::uint8_t(std::min<std::int64_t>(255, std::max<std::int64_t>(0, zy + q)));
+              }
+            }
+          }
+        });
+        break;
+      }
+      case Step::kDense: {
+        // The state: the input's pixels (its cs bytes: a padding byte lands on a channel the first layer then
+        // writes), then each layer's new channels written in place after the ones it read.
+        pool.run(rows, [&](std::size_t r) {
+          const int ri = int(r);
+          for (int j = 0; j < lo.w; ++j) std::memcpy(y + lo.at(ri, j), x + li.at(ri, j), std::size_t(li.cs));
+        });
+        for (const DenseLayer& d : st.layers) {
+          const QLayout lm = QLayout::of(Shape{d.conv1.cout, lo.h, lo.w});
+          std::uint8_t* mid = take(kMid, lm);
+          fill_ring(mid, lm, std::uint8_t(d.mid_zp + 128));
+          // ReLU after both: the lower bound is the zero point (stored z + 128)
+          run_gemm(kt, pool, d.conv1, y, lo, d.mid_zp + 128, d.mid_zp + 128, 255, mid, lm);
+          run_im2col(kt, pool, ws, d.conv2, Pads{1, 1, 1, 1}, mid, lm, zy, zy, 255, y + d.c_in, lo);
+          bufs.give(kMid);
+        }
+        break;
+      }
+      case Step::kDepthwise: {
+        const ConvPack& c = st.conv;
+        const Pads p = st.pad.at(li.h, li.w);
+        pool.run(rows, [&](std::size_t r) {
+          const int ri = int(r);
+          kt.dwconv(std::size_t(lo.w), std::size_t(c.cout), c.k, c.stride, x + li.at(ri * c.stride - p.top, -p.left),
+                    std::size_t(li.cs), li.row, c.wdw.data(), c.w_stride, c.rq.bias.data(), c.rq.mult.data(),
+                    c.rq.shift.data(), zy, lo8, hi8, y + lo.at(ri, 0), std::size_t(lo.cs));
+        });
+        break;
+      }
+      case Step::kGemm:
+        run_gemm(kt, pool, st.conv, x, li, zy, lo8, hi8, y, lo);
+        break;
+      case Step::kIm2col:
+        run_im2col(kt, pool, ws, st.conv, st.pad.at(li.h, li.w), x, li, zy, lo8, hi8, y, lo);
+        break;
     }
     emit(st.out);
     if (profile) {

@@ -145,7 +145,9 @@ class Validator {
         const std::int64_t cin = ip[0], nl = ip[1], cout = ip[2];
         if (cin != c) fail(where_, ": in_channels ", cin, " != ", c, " channels of input value ", op_.inputs[0]);
         range("num_layers", nl, 1, 256);
-        if (op_.num_tensors != 4 * nl)
+        if (int8_ && op_.num_tensors != 8 * nl + 1)
+          fail(where_, ": ", op_.num_tensors, " tensors, an int8 trunk dense block owns 8 per layer + 1 = ", 8 * nl + 1);
+        if (!int8_ && op_.num_tensors != 4 * nl)
           fail(where_, ": ", op_.num_tensors, " tensors, expected 4 per layer = ", 4 * nl);
         std::int64_t cl = cin;
         for (std::int64_t l = 0; l < nl; ++l) {
@@ -165,6 +167,14 @@ class Validator {
           range("channels", cl, 1, kMaxChannels);
         }
         if (cl != cout) fail(where_, ": out_channels ", cout, " != ", cl, " (in_channels + growth)");
+        if (int8_) {  // per convolution its int8 weights and (2, M) scales and biases, then the (2, L) bottlenecks
+          for (std::int64_t j = 0; j < 2 * nl; ++j) {
+            const TensorRecord& w = tensor(2 * j);
+            expect_shape(4 * nl + 2 * j, "int8 weight", std::vector<std::uint32_t>(w.shape, w.shape + w.ndim));
+            expect_shape(4 * nl + 2 * j + 1, "int8 scales and bias", {2, w.shape[0]});
+          }
+          expect_shape(8 * nl, "bottleneck scales and zero points", {2, std::uint32_t(nl)});
+        }
         return int(cout);
       }
       case kAvgPool:
@@ -172,6 +182,8 @@ class Validator {
         range("kernel", ip[0], 1, 8);
         range("stride", ip[1], 1, 8);
         if (op_.op_type == kMaxPool) range("padding", ip[2], 0, ip[0] / 2);
+        if (int8_ && op_.op_type == kAvgPool && ip[0] < 2)
+          fail(where_, ": kernel ", ip[0], " cannot run in the int8 trunk (2 or more)");
         expect_count(0);
         return c;
       }
@@ -208,13 +220,16 @@ class Validator {
     }
   }
 
-  // Every tensor float32 except an int8 trunk convolution's third; ops other than conv2d, depthwise_conv2d
-  // and add cannot be in the trunk.
+  // Every tensor float32 except an int8 trunk convolution's third and a dense block's int8 weights (after its
+  // 4L float tensors, every other one); resize, concat and the head ops cannot be in the trunk.
   void check_dtypes() const {
-    if (int8_ && op_.op_type != kConv2d && op_.op_type != kDepthwiseConv2d && op_.op_type != kAdd)
-      fail(where_, ": cannot run in the int8 trunk (conv2d, depthwise_conv2d and add only)");
+    const bool dense = op_.op_type == kDenseBlock;
+    if (int8_ && op_.op_type != kConv2d && op_.op_type != kDepthwiseConv2d && op_.op_type != kAdd && !dense &&
+        op_.op_type != kMaxPool && op_.op_type != kAvgPool)
+      fail(where_, ": cannot run in the int8 trunk (conv2d, depthwise_conv2d, add, dense_block and pools only)");
+    const std::uint32_t nf = dense ? std::uint32_t(4 * op_.iparams[1]) : 2;  // float tensors before the int8 ones
     for (std::uint32_t j = 0; j < op_.num_tensors; ++j) {
-      const bool q = int8_ && j == 2;
+      const bool q = int8_ && j >= nf && (j - nf) % 2 == 0 && j + 1 < op_.num_tensors;
       if (tensor(j).dtype != (q ? 2u : 1u))
         fail(where_, ": tensor ", tensor(j).name, " has dtype ", tensor(j).dtype, ", expected ", q ? 2 : 1);
     }
@@ -307,6 +322,23 @@ bool int8_multiplier(double real, std::int64_t* mult, int* shift) {
 
 namespace {
 
+// One int8 convolution (float weight `w`, its (2, M) scales and int8-path biases `par`) read at scale sx and
+// written at sy: positive weight scales, factors within the convolution rule, int32 accumulators.
+void check_int8_conv(const std::string& where, const TensorRecord& w, const TensorRecord& par, double sx, double sy) {
+  std::int64_t mult = 0;
+  int shift = 0;
+  const std::size_t m_out = w.shape[0], k = std::size_t(w.values.size() / m_out);
+  for (std::size_t m = 0; m < m_out; ++m) {
+    const double sw = par.values[m], b = par.values[m_out + m];
+    if (!(sw > 0)) fail(where, ": weight scale ", sw, " of channel ", m, " must be > 0");
+    if (!int8_multiplier(sx * sw / sy, &mult, &shift) || shift < 32)
+      fail(where, ": requantisation factor ", sx * sw / sy, " of channel ", m, " out of range (shift 32..62)");
+    const double bq = std::nearbyint(b / (sx * sw));
+    const double worst = std::fabs(bq) + 255.0 * 127.0 * double(k);
+    if (!(worst <= 2147483647.0)) fail(where, ": channel ", m, "'s accumulator can reach ", worst, " (> 2^31 - 1)");
+  }
+}
+
 // The checks of gazecrop.int8.Int8Trunk.validate that need the tensor data: positive weight scales, every
 // requantisation factor within the fixed-point range, and int32 accumulators that cannot overflow.
 void check_int8_arithmetic(const ParsedWeights& pw) {
@@ -322,20 +354,32 @@ void check_int8_arithmetic(const ParsedWeights& pw) {
         fail(where, ": requantisation factor ", big / double(op.out_scale), " out of range (shift 10..62)");
       continue;
     }
-    const TensorRecord& w = pw.tensors[op.first_tensor];
-    const TensorRecord& par = pw.tensors[op.first_tensor + 3];
-    const std::size_t m_out = w.shape[0], k = std::size_t(w.values.size() / m_out);
-    const double sx = scale(op.inputs[0]), sy = op.out_scale;
-    for (std::size_t m = 0; m < m_out; ++m) {
-      const double sw = par.values[m], b = par.values[m_out + m];
-      if (!(sw > 0)) fail(where, ": weight scale ", sw, " of channel ", m, " must be > 0");
-      if (!int8_multiplier(sx * sw / sy, &mult, &shift) || shift < 32)
-        fail(where, ": requantisation factor ", sx * sw / sy, " of channel ", m, " out of range (shift 32..62)");
-      const double bq = std::nearbyint(b / (sx * sw));
-      const double worst = std::fabs(bq) + 255.0 * 127.0 * double(k);
-      if (!(worst <= 2147483647.0))
-        fail(where, ": channel ", m, "'s accumulator can reach ", worst, " (> 2^31 - 1)");
+    if (op.op_type == kMaxPool || op.op_type == kAvgPool || op.op_type == kDenseBlock) {
+      const std::uint32_t v = op.inputs[0];
+      const std::int32_t zin = v == 0 ? pw.int8.input_zero_point : pw.ops[v - 1].out_zero_point;
+      if (!(scale(v) == op.out_scale) || zin != op.out_zero_point)
+        fail(where, " must keep its input's scale and zero point (", scale(v), ", ", zin, "), has (", op.out_scale,
+             ", ", op.out_zero_point, ")");
     }
+    if (op.op_type == kMaxPool || op.op_type == kAvgPool) continue;
+    if (op.op_type == kDenseBlock) {
+      const std::uint32_t nl = std::uint32_t(op.iparams[1]);
+      const TensorRecord& mid = pw.tensors[op.first_tensor + 8 * nl];
+      for (std::uint32_t l = 0; l < nl; ++l) {
+        const float sm = mid.values[l], zm = mid.values[nl + l];
+        if (!(sm > 0)) fail(where, ": bottleneck ", l, "'s scale ", sm, " must be > 0");
+        if (!(zm == std::nearbyint(zm) && zm >= -128.0f && zm <= 127.0f))
+          fail(where, ": bottleneck ", l, "'s zero point ", zm, " not an integer in -128..127");
+        const double sb = op.out_scale;
+        check_int8_conv(where + " layer " + std::to_string(l) + " conv1", pw.tensors[op.first_tensor + 4 * l],
+                        pw.tensors[op.first_tensor + 4 * nl + 4 * l + 1], sb, sm);
+        check_int8_conv(where + " layer " + std::to_string(l) + " conv2", pw.tensors[op.first_tensor + 4 * l + 2],
+                        pw.tensors[op.first_tensor + 4 * nl + 4 * l + 3], sm, sb);
+      }
+      continue;
+    }
+    check_int8_conv(where, pw.tensors[op.first_tensor], pw.tensors[op.first_tensor + 3], scale(op.inputs[0]),
+                    op.out_scale);
   }
 }
 

@@ -185,7 +185,7 @@ def with_head_map(net, rng: np.random.Generator, hidden: int = 3):
 
 
 def with_int8_trunk(net, rng: np.random.Generator, images: int = 2):
-    """A copy of ``net`` (with at least one depthwise convolution) with an int8 trunk (weights format version 3)
+    """A copy of ``net`` (with an int8 trunk to calibrate: :func:`gazecrop.int8.trunk_end`) with an int8 trunk (weights format version 3)
     calibrated on ``images`` random uint8 images at the network's input size, a random default precision and
     verdict: :func:`gazecrop.int8.calibrate`."""
     import copy

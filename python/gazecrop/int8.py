@@ -27,6 +27,15 @@ Numbers (the single definition; the native kernels must reproduce :func:`run_tru
   s_y))``.
 - ``add``: ``y = clip(z_y + (((q_a - z_a) m_a + (q_b - z_b) m_b + 2^(shift - 1)) >> shift), lo, hi)``, one
   shift for both inputs (:func:`add_multipliers`), in [10, 62] (the sum fits 31 bits).
+- ``max_pool``: the window maximum of the stored ``q`` (padding never wins), output quantisation = input's.
+- ``avg_pool`` (kernel >= 2, no padding): ``y = clip(z + requantise(sum (q - z)))`` with the multiplier of
+  ``1 / k^2``, output quantisation = input's.
+- ``dense_block`` (DenseNet, Huang et al. 2017): one quantisation for the block's whole state, equal to its
+  input's (the concatenation of the block input and every layer's output stays one int8 tensor); per layer a
+  1x1 convolution of the state so far to the bottleneck ("mid", its own scale and zero point, ReLU) and a 3x3
+  convolution (padding 1, the mid's zero point) back to the state's quantisation (ReLU), each by the
+  convolution rule above. Calibration gives a block, its input and any pools and the convolution before them
+  one range (the union), so that pools and the block's first channels are copies.
 - Dequantisation for the float ops: ``f32(q - z) * s`` in float32.
 
 ``rint`` rounds half to even (numpy ``rint``, C ``nearbyint`` in the default rounding mode). Only additions,
@@ -51,13 +60,15 @@ import numpy as np
 from . import reference
 from .weights import Network, Op, op_padding
 
-__all__ = ["Int8Trunk", "trunk_end", "value_params", "quantise_weights", "multiplier", "add_multipliers",
+__all__ = ["Int8Trunk", "DenseInt8", "trunk_end", "value_params", "quantise_weights", "multiplier", "add_multipliers",
            "requantise", "input_table", "calibrate", "run_trunk", "run", "dequantise"]
 
 QMIN, QMAX = -128, 127
 RELU6_RANGE = (0.0, 6.0)
-TRUNK_OPS = ("conv2d", "depthwise_conv2d", "add")
+TRUNK_OPS = ("conv2d", "depthwise_conv2d", "add", "max_pool", "avg_pool", "dense_block")
 """The op kinds an int8 trunk may contain."""
+SHARED_OPS = ("max_pool", "avg_pool", "dense_block")
+"""Ops whose output has their (first) input's scale and zero point."""
 TRUNK_ACTIVATIONS = (0, 1, 3)
 """Activation codes an int8 op may fuse: none, ReLU, ReLU6 (not softplus)."""
 CONV_SHIFTS = (32, 62)
@@ -66,6 +77,26 @@ ADD_SHIFTS = (10, 62)
 """An add's shift range: the larger factor ``max(s_a, s_b) / s_y`` below 2^21."""
 ACC_LIMIT = 2 ** 31 - 1
 """int32 accumulators: ``|B[m]| + 255 * 127 * K`` must stay below this (checked by :func:`Int8Trunk.validate`)."""
+
+
+@dataclass
+class DenseInt8:
+    """The int8 form of one ``dense_block`` op of ``L`` layers (its output's scale and zero point are the
+    state's, :attr:`Int8Trunk.scales`).
+
+    Attributes:
+        weights: 2L int8 arrays, per layer the 1x1 convolution's (B, C_l, 1, 1) then the 3x3's (G, B, 3, 3),
+            values in [-127, 127].
+        weight_scales: 2L float32 (M,) per output channel scales, > 0.
+        biases: 2L float32 (M,) the int8 path's biases.
+        mid_scales: float32 (L,) the bottlenecks' scales, > 0. mid_zero_points: int32 (L,) in [-128, 127].
+    """
+
+    weights: List[np.ndarray]
+    weight_scales: List[np.ndarray]
+    biases: List[np.ndarray]
+    mid_scales: np.ndarray
+    mid_zero_points: np.ndarray
 
 
 @dataclass
@@ -80,6 +111,7 @@ class Int8Trunk:
             values in [-127, 127], for every conv / depthwise op of the trunk.
         weight_scales: op index -> float32 (M,) per output channel scales, > 0.
         biases: op index -> float32 (M,) the int8 path's bias (the float bias after bias correction).
+        dense: op index -> :class:`DenseInt8` for every dense_block op of the trunk.
     """
 
     n_ops: int
@@ -88,6 +120,7 @@ class Int8Trunk:
     weights: Dict[int, np.ndarray] = field(default_factory=dict)
     weight_scales: Dict[int, np.ndarray] = field(default_factory=dict)
     biases: Dict[int, np.ndarray] = field(default_factory=dict)
+    dense: Dict[int, DenseInt8] = field(default_factory=dict)
 
     def validate(self, net: Network) -> None:
         """Check this trunk against ``net``; raises ValueError naming the op or value and the numbers."""
@@ -113,24 +146,39 @@ class Int8Trunk:
                     raise ValueError(f"int8 trunk: op {i} (add): requantisation factor out of range (shift "
                                      f"{shift}, must be {ADD_SHIFTS[0]}..{ADD_SHIFTS[1]})")
                 continue
-            w = self.weights.get(i)
-            shape = op.tensors[0][1].shape
-            if w is None or w.dtype != np.int8 or w.shape != shape:
-                raise ValueError(f"int8 trunk: op {i} needs int8 weights of shape {shape}")
-            if np.any(w == QMIN):
-                raise ValueError(f"int8 trunk: op {i}'s weights must be in [-127, 127]")
-            ws, b = self.weight_scales.get(i), self.biases.get(i)
-            m = shape[0]
-            if ws is None or ws.shape != (m,) or not (np.all(np.isfinite(ws)) and np.all(ws > 0)):
-                raise ValueError(f"int8 trunk: op {i} needs {m} finite weight scales > 0")
-            if b is None or b.shape != (m,) or not np.all(np.isfinite(b)):
-                raise ValueError(f"int8 trunk: op {i} needs {m} finite biases")
-            sx = np.float64(self.scales[op.inputs[0]])
-            bq = np.rint(b.astype(np.float64) / (sx * ws.astype(np.float64)))  # as int_bias, before any cast
-            worst = float(np.abs(bq).max()) + 255.0 * 127.0 * float(np.prod(shape[1:]))
-            if not worst <= ACC_LIMIT:
-                raise ValueError(f"int8 trunk: op {i}'s accumulator can reach {worst:.4g} (> 2^31 - 1)")
-            self.conv_multipliers(i, op.inputs[0])  # raises when a factor is out of range
+            if op.kind in SHARED_OPS:
+                v = op.inputs[0]
+                if self._s(v) != self._s(i + 1) or int(self.zero_points[v]) != int(self.zero_points[i + 1]):
+                    raise ValueError(f"int8 trunk: op {i} ({op.kind}) must keep its input's scale and zero point "
+                                     f"({self._s(v)!r}, {int(self.zero_points[v])}), has ({self._s(i + 1)!r}, "
+                                     f"{int(self.zero_points[i + 1])})")
+            if op.kind == "avg_pool" and op.ip(0) < 2:
+                raise ValueError(f"int8 trunk: op {i} (avg_pool): kernel {op.ip(0)} (int8: 2 or more)")
+            if op.kind == "dense_block":
+                self._validate_dense(i, op)
+                continue
+            if op.kind in ("conv2d", "depthwise_conv2d"):
+                _check_conv(f"op {i}", self.weights.get(i), self.weight_scales.get(i), self.biases.get(i),
+                            op.tensors[0][1].shape, self._s(op.inputs[0]), self._s(i + 1))
+
+    def _validate_dense(self, i: int, op: Op) -> None:
+        d = self.dense.get(i)
+        nl = op.ip(1)
+        if d is None or not (len(d.weights) == len(d.weight_scales) == len(d.biases) == 2 * nl):
+            raise ValueError(f"int8 trunk: op {i} (dense_block) needs int8 weights, scales and biases for its "
+                             f"{2 * nl} convolutions")
+        ms, mz = np.asarray(d.mid_scales), np.asarray(d.mid_zero_points)
+        if ms.shape != (nl,) or mz.shape != (nl,):
+            raise ValueError(f"int8 trunk: op {i} (dense_block) needs {nl} bottleneck scales and zero points")
+        if not (np.all(np.isfinite(ms)) and np.all(ms > 0)) or np.any(mz < QMIN) or np.any(mz > QMAX):
+            raise ValueError(f"int8 trunk: op {i} (dense_block): bottleneck scales must be finite and > 0, zero "
+                             "points in [-128, 127]")
+        sb = self._s(i + 1)
+        for j in range(2 * nl):
+            li, second = divmod(j, 2)
+            s_in, s_out = (float(ms[li]), sb) if second else (sb, float(ms[li]))
+            _check_conv(f"op {i} layer {li} conv{second + 1}", d.weights[j], d.weight_scales[j], d.biases[j],
+                        op.tensors[2 * j][1].shape, s_in, s_out)
 
     def _s(self, v: int) -> float:
         return float(self.scales[v])
@@ -138,21 +186,12 @@ class Int8Trunk:
     def int_bias(self, i: int, v_in: int) -> np.ndarray:
         """int64 (M,) ``B[m] = rint(b[m] / (s_x s_w[m]))`` of conv op ``i`` reading value ``v_in`` (double
         arithmetic)."""
-        sx = np.float64(self.scales[v_in])
-        return np.rint(self.biases[i].astype(np.float64) / (sx * self.weight_scales[i].astype(np.float64))
-                       ).astype(np.int64)
+        return _int_bias(self.biases[i], self.weight_scales[i], self._s(v_in))
 
     def conv_multipliers(self, i: int, v_in: int) -> List[Tuple[int, int]]:
         """(mult, shift) per output channel of conv op ``i`` reading value ``v_in``, for ``M = s_x s_w[m] / s_y``
         (:func:`multiplier`)."""
-        sx, sy = self._s(v_in), self._s(i + 1)
-        out = [multiplier(sx * float(s) / sy) for s in self.weight_scales[i]]
-        for m, (_, shift) in enumerate(out):
-            if not CONV_SHIFTS[0] <= shift <= CONV_SHIFTS[1]:
-                raise ValueError(f"int8 trunk: op {i} channel {m}: requantisation factor "
-                                 f"{sx * float(self.weight_scales[i][m]) / sy:.6g} is out of range (shift {shift}, "
-                                 f"must be {CONV_SHIFTS[0]}..{CONV_SHIFTS[1]}: the factor below 0.5)")
-        return out
+        return _conv_multipliers(f"op {i}", self.weight_scales[i], self._s(v_in), self._s(i + 1))
 
     def activation_bounds(self, i: int, act: int) -> Tuple[int, int]:
         """(lo, hi) of op ``i``'s int8 output under activation code ``act``."""
@@ -165,27 +204,76 @@ class Int8Trunk:
         return lo, hi
 
 
+def _check_conv(where: str, w, ws, b, shape, s_x: float, s_y: float) -> None:
+    """The int8 form of one convolution (weights ``w``, scales ``ws``, biases ``b``; float weight ``shape``) read
+    at scale ``s_x`` and written at ``s_y``: raises ValueError naming ``where``."""
+    if w is None or w.dtype != np.int8 or w.shape != shape:
+        raise ValueError(f"int8 trunk: {where} needs int8 weights of shape {shape}")
+    if np.any(w == QMIN):
+        raise ValueError(f"int8 trunk: {where}'s weights must be in [-127, 127]")
+    m = shape[0]
+    if ws is None or ws.shape != (m,) or not (np.all(np.isfinite(ws)) and np.all(ws > 0)):
+        raise ValueError(f"int8 trunk: {where} needs {m} finite weight scales > 0")
+    if b is None or b.shape != (m,) or not np.all(np.isfinite(b)):
+        raise ValueError(f"int8 trunk: {where} needs {m} finite biases")
+    bq = np.rint(b.astype(np.float64) / (np.float64(s_x) * ws.astype(np.float64)))  # as _int_bias, before a cast
+    worst = float(np.abs(bq).max()) + 255.0 * 127.0 * float(np.prod(shape[1:]))
+    if not worst <= ACC_LIMIT:
+        raise ValueError(f"int8 trunk: {where}'s accumulator can reach {worst:.4g} (> 2^31 - 1)")
+    _conv_multipliers(where, ws, s_x, s_y)  # raises when a factor is out of range
+
+
+def _int_bias(b: np.ndarray, ws: np.ndarray, s_x: float) -> np.ndarray:
+    """int64 (M,) ``B[m] = rint(b[m] / (s_x s_w[m]))`` (double arithmetic)."""
+    return np.rint(b.astype(np.float64) / (np.float64(s_x) * ws.astype(np.float64))).astype(np.int64)
+
+
+def _conv_multipliers(where: str, ws: np.ndarray, s_x: float, s_y: float) -> List[Tuple[int, int]]:
+    """(mult, shift) per output channel for ``M = s_x s_w[m] / s_y`` (:func:`multiplier`); ValueError when a
+    shift is outside :data:`CONV_SHIFTS`."""
+    out = [multiplier(s_x * float(s) / s_y) for s in ws]
+    for m, (_, shift) in enumerate(out):
+        if not CONV_SHIFTS[0] <= shift <= CONV_SHIFTS[1]:
+            raise ValueError(f"int8 trunk: {where} channel {m}: requantisation factor {s_x * float(ws[m]) / s_y:.6g} "
+                             f"is out of range (shift {shift}, must be {CONV_SHIFTS[0]}..{CONV_SHIFTS[1]}: the "
+                             "factor below 0.5)")
+    return out
+
+
 def trunk_end(net: Network) -> int:
-    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add),
-    or up to the first op before that which cannot run in int8 (a kind other than :data:`TRUNK_OPS`, a softplus).
+    """Number of ops of the int8 trunk: through the last depthwise convolution's projection (and its skip add) of
+    an inverted-residual network, through the last dense block of a DenseNet, or up to the first op before that
+    which cannot run in int8 (a kind other than :data:`TRUNK_OPS`, a softplus, an average pool of kernel 1).
 
     Raises:
-        ValueError: the network has no depthwise convolution (no inverted-residual trunk), or its first op cannot
+        ValueError: the network has neither a depthwise convolution nor a dense block, or its first op cannot
             run in int8.
     """
-    last = max((i for i, op in enumerate(net.ops) if op.kind == "depthwise_conv2d"), default=None)
-    if last is None:
-        raise ValueError("the network has no depthwise convolution (no inverted-residual trunk to run in int8)")
-    end = min(last + 2, len(net.ops) - 1)  # the depthwise op and its 1x1 projection (the last op stays float)
-    if end < len(net.ops) - 1 and net.ops[end].kind == "add" and end in net.ops[end].inputs:
-        end += 1  # the skip add reading the projection
+    last_dw = max((i for i, op in enumerate(net.ops) if op.kind == "depthwise_conv2d"), default=None)
+    last_db = max((i for i, op in enumerate(net.ops) if op.kind == "dense_block"), default=None)
+    if last_dw is None and last_db is None:
+        raise ValueError("the network has no depthwise convolution or dense block (no trunk to run in int8)")
+    if last_dw is not None:
+        end = min(last_dw + 2, len(net.ops) - 1)  # the depthwise op and its 1x1 projection (the last op stays float)
+        if end < len(net.ops) - 1 and net.ops[end].kind == "add" and end in net.ops[end].inputs:
+            end += 1  # the skip add reading the projection
+    else:
+        end = min(last_db + 1, len(net.ops) - 1)
     for i, op in enumerate(net.ops[:end]):
-        if op.kind not in TRUNK_OPS or (op.ip(0) if op.kind == "add" else op.ip(5)) not in TRUNK_ACTIVATIONS:
+        if not _int8_op(op):
             end = i
             break
     if end < 1:
         raise ValueError(f"op 0 ({net.ops[0].kind}) cannot run in int8: no trunk")
     return end
+
+
+def _int8_op(op: Op) -> bool:
+    if op.kind not in TRUNK_OPS:
+        return False
+    if op.kind == "avg_pool":
+        return op.ip(0) >= 2
+    return op.kind in SHARED_OPS or (op.ip(0) if op.kind == "add" else op.ip(5)) in TRUNK_ACTIVATIONS
 
 
 def value_params(lo: float, hi: float) -> Tuple[np.float32, int]:
@@ -264,25 +352,41 @@ def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
-def _conv_acc(trunk: Int8Trunk, i: int, op: Op, x: np.ndarray) -> np.ndarray:
-    """int64 (M, H', W') accumulators ``B[m] + sum w_q (q - z_x)`` of conv / depthwise op ``i``."""
-    v = op.inputs[0]
-    zx = int(trunk.zero_points[v])
-    w = trunk.weights[i].astype(np.int64)
-    k, stride = w.shape[2], op.ip(3)
-    cols, ho, wo = reference._windows(x, k, stride, op_padding(op, x.shape[1], x.shape[2]), zx, np.int32)
-    cols = cols.astype(np.int64) - zx
-    if op.kind == "conv2d":
-        acc = w.reshape(w.shape[0], -1) @ cols.reshape(-1, ho * wo)
-    else:
+def _conv_int8(x: np.ndarray, z_x: int, w: np.ndarray, bias: np.ndarray, ms, stride: int, pads, z_y: int,
+               lo: int, hi: int, depthwise: bool = False) -> np.ndarray:
+    """One int8 convolution: ``requantise(B + sum w_q (q - z_x))`` of int8 (C, H, W) ``x`` (padding ``z_x``)
+    with int8 weights ``w``, int64 (M,) biases ``B`` and (M, 2) (mult, shift)."""
+    w = w.astype(np.int64)
+    k = w.shape[2]
+    cols, ho, wo = reference._windows(x, k, stride, pads, z_x, np.int32)
+    cols = cols.astype(np.int64) - z_x
+    if depthwise:
         acc = np.einsum("cuvij,cuv->cij", cols, w[:, 0]).reshape(w.shape[0], ho * wo)
-    return (acc + trunk.int_bias(i, v)[:, None]).reshape(w.shape[0], ho, wo)
+    else:
+        acc = w.reshape(w.shape[0], -1) @ cols.reshape(-1, ho * wo)
+    acc = (acc + bias[:, None]).reshape(w.shape[0], ho, wo)
+    ms = np.asarray(ms, np.int64)
+    return requantise(acc, ms[:, 0, None, None], ms[:, 1, None, None], z_y, lo, hi)
+
+
+def _dense_layer(trunk: Int8Trunk, i: int, li: int, state: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Layer ``li`` of int8 dense block op ``i`` on the int8 state so far: (the bottleneck, the new channels)."""
+    d = trunk.dense[i]
+    sb, zb = trunk._s(i + 1), int(trunk.zero_points[i + 1])
+    sm, zm = float(d.mid_scales[li]), int(d.mid_zero_points[li])
+    j = 2 * li
+    mid = _conv_int8(state, zb, d.weights[j], _int_bias(d.biases[j], d.weight_scales[j], sb),
+                     _conv_multipliers(f"op {i}", d.weight_scales[j], sb, sm), 1, 0, zm, max(QMIN, zm), QMAX)
+    new = _conv_int8(mid, zm, d.weights[j + 1], _int_bias(d.biases[j + 1], d.weight_scales[j + 1], sm),
+                     _conv_multipliers(f"op {i}", d.weight_scales[j + 1], sm, sb), 1, 1, zb, max(QMIN, zb), QMAX)
+    return mid, new
 
 
 def _run_int8_op(trunk: Int8Trunk, i: int, op: Op, vals: List[np.ndarray]) -> np.ndarray:
     z = int(trunk.zero_points[i + 1])
+    x = vals[op.inputs[0]]
     if op.kind == "add":
-        a, b = vals[op.inputs[0]], vals[op.inputs[1]]
+        a, b = x, vals[op.inputs[1]]
         if a.shape != b.shape:
             raise ValueError(f"add: inputs have different shapes {a.shape} and {b.shape}")
         va, vb = op.inputs
@@ -290,9 +394,23 @@ def _run_int8_op(trunk: Int8Trunk, i: int, op: Op, vals: List[np.ndarray]) -> np
         acc = ((a.astype(np.int64) - int(trunk.zero_points[va])) * ma
                + (b.astype(np.int64) - int(trunk.zero_points[vb])) * mb)
         return requantise(acc, 1, shift, z, *trunk.activation_bounds(i, op.ip(0)))
-    acc = _conv_acc(trunk, i, op, vals[op.inputs[0]])
-    ms = np.array(trunk.conv_multipliers(i, op.inputs[0]), np.int64)
-    return requantise(acc, ms[:, 0, None, None], ms[:, 1, None, None], z, *trunk.activation_bounds(i, op.ip(5)))
+    if op.kind == "max_pool":  # exact in float32; the -inf padding never wins
+        return reference._pool(x.astype(np.float32), op.ip(0), op.ip(1), op.ip(2), "max").astype(np.int8)
+    if op.kind == "avg_pool":
+        k, s = op.ip(0), op.ip(1)
+        ho, wo = reference.out_size(x.shape[1], k, s, 0), reference.out_size(x.shape[2], k, s, 0)
+        xz = x.astype(np.int64) - z
+        acc = sum(xz[:, u:u + s * (ho - 1) + 1:s, v:v + s * (wo - 1) + 1:s] for u in range(k) for v in range(k))
+        mult, shift = multiplier(1.0 / (k * k))
+        return requantise(acc, mult, shift, z, QMIN, QMAX)
+    if op.kind == "dense_block":
+        feats = [x]
+        for li in range(op.ip(1)):
+            feats.append(_dense_layer(trunk, i, li, np.concatenate(feats, 0))[1])
+        return np.concatenate(feats, 0)
+    return _conv_int8(x, int(trunk.zero_points[op.inputs[0]]), trunk.weights[i], trunk.int_bias(i, op.inputs[0]),
+                      trunk.conv_multipliers(i, op.inputs[0]), op.ip(3), op_padding(op, x.shape[1], x.shape[2]), z,
+                      *trunk.activation_bounds(i, op.ip(5)), depthwise=op.kind == "depthwise_conv2d")
 
 
 def run_trunk(net: Network, trunk: Int8Trunk, image: np.ndarray) -> List[np.ndarray]:
@@ -332,9 +450,12 @@ def calibrate(net: Network, images: Iterable[np.ndarray], n_ops: Optional[int] =
               bias_correction: bool = True) -> Int8Trunk:
     """Calibrate the int8 trunk of ``net`` on model inputs (uint8 (H, W, 3), already at the model's input size).
 
-    Ranges: per value, min / max over the images of the float reference's values (ReLU6 outputs: [0, 6]).
-    Then, with ``bias_correction``, each convolution's bias is corrected op by op for its mean error on the
-    int8 path (Nagel et al. 2019, arXiv:1906.04721, section 4.2; module docstring).
+    Ranges: per value (and per dense-block bottleneck), min / max over the images of the float reference's
+    values (ReLU6 outputs: [0, 6]); the values that must share a quantisation (a pool's or dense block's input
+    and output, :data:`SHARED_OPS`) get the union of their ranges. Every range is widened where needed so that
+    each convolution's factor ``s_x s_w / s_y`` stays below 0.5. Then, with ``bias_correction``, each
+    convolution's bias is corrected op by op (layer by layer in a dense block) for its mean error on the int8
+    path (Nagel et al. 2019, arXiv:1906.04721, section 4.2; module docstring).
 
     Args:
         net: the float network. images: the calibration inputs (a few dozen training photos).
@@ -350,28 +471,77 @@ def calibrate(net: Network, images: Iterable[np.ndarray], n_ops: Optional[int] =
     if not imgs:
         raise ValueError("calibration needs at least one image")
     n = trunk_end(net) if n_ops is None else int(n_ops)
-    lo = np.full(n + 1, np.inf)
-    hi = np.full(n + 1, -np.inf)
+    ops = net.ops[:n]
+    # Ranges, keyed by value id (int) or (op, layer) for a dense block's bottleneck.
+    lo: Dict[object, float] = {}
+    hi: Dict[object, float] = {}
+
+    def seen(key, x: np.ndarray) -> None:
+        lo[key] = min(lo.get(key, np.inf), float(x.min()))
+        hi[key] = max(hi.get(key, -np.inf), float(x.max()))
+
     for img in imgs:
-        for v, x in enumerate(reference.values(net, img, upto=n)):
-            lo[v], hi[v] = min(lo[v], float(x.min())), max(hi[v], float(x.max()))
-    scales = np.zeros(n + 1, np.float32)
-    zps = np.zeros(n + 1, np.int32)
-    for v in range(n + 1):
-        relu6 = v > 0 and _relu6(net.ops[v - 1])
-        if relu6:
+        vals = reference.values(net, img, upto=n)
+        for v, x in enumerate(vals):
+            seen(v, x)
+        for i, op in enumerate(ops):
+            if op.kind == "dense_block":
+                for li, (mid, _) in enumerate(reference.dense_layers(op, vals[op.inputs[0]])):
+                    seen((i, li), mid)
+    for v in range(1, n + 1):
+        if _relu6(ops[v - 1]):
             lo[v], hi[v] = RELU6_RANGE
-        scales[v], zps[v] = value_params(lo[v], hi[v])
-    trunk = Int8Trunk(n, scales, zps)
-    for i, op in enumerate(net.ops[:n]):
+    group = {k: k for k in lo}  # union-find: the values that share one quantisation
+
+    def root(k):
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    for i, op in enumerate(ops):
+        if op.kind in SHARED_OPS:
+            group[root(i + 1)] = root(op.inputs[0])
+    for k in lo:
+        r = root(k)
+        lo[r], hi[r] = min(lo[r], lo[k]), max(hi[r], hi[k])
+    trunk = Int8Trunk(n, np.zeros(n + 1, np.float32), np.zeros(n + 1, np.int32))
+    convs = []  # (input key, output key, largest weight scale)
+    for i, op in enumerate(ops):
         if op.kind in ("conv2d", "depthwise_conv2d"):
             trunk.weights[i], trunk.weight_scales[i] = quantise_weights(op.tensors[0][1])
             trunk.biases[i] = op.tensors[1][1].astype(np.float32).copy()
-            # keep every factor s_x s_w[m] / s_y below 0.5 (CONV_SHIFTS): widen the output's range if needed
-            need = float(scales[op.inputs[0]]) * float(trunk.weight_scales[i].max()) / 0.499
-            if float(scales[i + 1]) < need:
-                ratio = need / float(scales[i + 1])
-                scales[i + 1], zps[i + 1] = value_params(min(lo[i + 1], 0.0) * ratio, max(hi[i + 1], 0.0) * ratio)
+            convs.append((op.inputs[0], i + 1, float(trunk.weight_scales[i].max())))
+        elif op.kind == "dense_block":
+            q = [quantise_weights(op.tensors[2 * j][1]) for j in range(2 * op.ip(1))]
+            trunk.dense[i] = DenseInt8([w for w, _ in q], [s for _, s in q],
+                                       [op.tensors[2 * j + 1][1].astype(np.float32).copy() for j in range(len(q))],
+                                       np.zeros(op.ip(1), np.float32), np.zeros(op.ip(1), np.int32))
+            for li in range(op.ip(1)):
+                convs.append((i + 1, (i, li), float(q[2 * li][1].max())))
+                convs.append(((i, li), i + 1, float(q[2 * li + 1][1].max())))
+
+    def params(k) -> Tuple[np.float32, int]:
+        r = root(k)
+        return value_params(lo[r], hi[r])
+
+    # Keep every factor s_x s_w[m] / s_y below 0.5 (CONV_SHIFTS): widen an output's range (its group's) to a
+    # factor of 0.499 where needed; a second pass settles what a dense block's cycle of convolutions undid.
+    for rnd in range(64):
+        changed = False
+        for k_in, k_out, w_max in convs:
+            need = float(params(k_in)[0]) * w_max / 0.499
+            s_out = float(params(k_out)[0])
+            if s_out < need if rnd == 0 else float(params(k_in)[0]) * w_max / s_out >= 0.5:
+                r, ratio = root(k_out), need / s_out
+                lo[r], hi[r] = min(lo[r], 0.0) * ratio, max(hi[r], 0.0) * ratio
+                changed = True
+        if not changed:
+            break
+    for v in range(n + 1):
+        trunk.scales[v], trunk.zero_points[v] = params(v)
+    for i, d in trunk.dense.items():
+        for li in range(len(d.mid_scales)):
+            d.mid_scales[li], d.mid_zero_points[li] = params((i, li))
     if bias_correction:
         _correct_biases(net, trunk, imgs)
     trunk.validate(net)
@@ -379,25 +549,50 @@ def calibrate(net: Network, images: Iterable[np.ndarray], n_ops: Optional[int] =
 
 
 def _relu6(op: Op) -> bool:
-    return (op.ip(0) if op.kind == "add" else op.ip(5)) == 3
+    return op.kind in ("conv2d", "depthwise_conv2d", "add") and (op.ip(0) if op.kind == "add" else op.ip(5)) == 3
+
+
+def _bias_error(xs: List[np.ndarray], s_x: float, z_x: int, w: np.ndarray, wq: np.ndarray, ws: np.ndarray,
+                stride: int, pads, depthwise: bool = False) -> np.ndarray:
+    """float64 (M,): the mean over the int8 inputs ``xs`` and pixels of ``conv(x, s_w w_q) - conv(x, w)``."""
+    f = reference._depthwise if depthwise else reference._conv
+    dw = (wq.astype(np.float32) * ws[:, None, None, None]) - w
+    zero = np.zeros(w.shape[0], np.float32)
+    err = np.zeros(w.shape[0], np.float64)
+    for q in xs:
+        x = dequantise(q, s_x, z_x)
+        e = f(x, dw, zero, stride, pads(x) if callable(pads) else pads, 0)
+        err += e.mean(axis=(1, 2), dtype=np.float64) / len(xs)
+    return err
 
 
 def _correct_biases(net: Network, trunk: Int8Trunk, imgs: List[np.ndarray]) -> None:
-    """Empirical bias correction in place, op by op on the int8 path's own values (exact integer forward)."""
+    """Empirical bias correction in place, op by op (layer by layer in a dense block) on the int8 path's own
+    values (exact integer forward)."""
     table = input_table(net, float(trunk.scales[0]), int(trunk.zero_points[0]))
     vals = [[np.stack([table[c][img[:, :, c]] for c in range(3)])] for img in imgs]
     for i, op in enumerate(net.ops[:trunk.n_ops]):
+        v_in = op.inputs[0]
         if op.kind in ("conv2d", "depthwise_conv2d"):
-            f = reference._conv if op.kind == "conv2d" else reference._depthwise
-            w = op.tensors[0][1]
-            dw = (trunk.weights[i].astype(np.float32) * trunk.weight_scales[i][:, None, None, None]) - w
-            zero = np.zeros(w.shape[0], np.float32)
-            v_in = op.inputs[0]
-            err = np.zeros(w.shape[0], np.float64)
-            for v in vals:
-                x = dequantise(v[v_in], float(trunk.scales[v_in]), int(trunk.zero_points[v_in]))
-                e = f(x, dw, zero, op.ip(3), op_padding(op, x.shape[1], x.shape[2]), 0)
-                err += e.mean(axis=(1, 2), dtype=np.float64) / len(vals)
+            err = _bias_error([v[v_in] for v in vals], trunk._s(v_in), int(trunk.zero_points[v_in]),
+                              op.tensors[0][1], trunk.weights[i], trunk.weight_scales[i], op.ip(3),
+                              lambda x: op_padding(op, x.shape[1], x.shape[2]), op.kind == "depthwise_conv2d")
             trunk.biases[i] = (trunk.biases[i].astype(np.float64) - err).astype(np.float32)
+        if op.kind == "dense_block":
+            d = trunk.dense[i]
+            sb, zb = trunk._s(i + 1), int(trunk.zero_points[i + 1])
+            states = [v[v_in] for v in vals]
+            for li in range(op.ip(1)):
+                j = 2 * li
+                err = _bias_error(states, sb, zb, op.tensors[2 * j][1], d.weights[j], d.weight_scales[j], 1, 0)
+                d.biases[j] = (d.biases[j].astype(np.float64) - err).astype(np.float32)
+                mids = [_dense_layer(trunk, i, li, st)[0] for st in states]
+                err = _bias_error(mids, float(d.mid_scales[li]), int(d.mid_zero_points[li]), op.tensors[2 * j + 2][1],
+                                  d.weights[j + 1], d.weight_scales[j + 1], 1, 1)
+                d.biases[j + 1] = (d.biases[j + 1].astype(np.float64) - err).astype(np.float32)
+                states = [np.concatenate([st, _dense_layer(trunk, i, li, st)[1]], 0) for st in states]
+            for v, st in zip(vals, states):
+                v.append(st)
+            continue
         for v in vals:
             v.append(_run_int8_op(trunk, i, op, v))

@@ -7,7 +7,7 @@ in float32 (im2col + matmul); the head (blur, centre bias, log-softmax) in float
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,6 +88,18 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pads, a
     return _act(y.astype(np.float32), act)
 
 
+def dense_layers(op: Op, x: np.ndarray) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """The layers of a ``dense_block`` op (Huang et al. 2017, "Densely Connected Convolutional Networks") on its
+    float32 (C, H, W) input: per layer, (the 1x1 bottleneck's output, the 3x3 convolution's new channels), each
+    layer reading the concatenation of the input and every earlier layer's new channels; ReLU after both."""
+    t = [a for _, a in op.tensors]
+    feats = [x]
+    for li in range(op.ip(1)):
+        mid = _conv(np.concatenate(feats, 0), t[4 * li], t[4 * li + 1], 1, 0, 1)
+        feats.append(_conv(mid, t[4 * li + 2], t[4 * li + 3], 1, 1, 1))
+        yield mid, feats[-1]
+
+
 def _pool(x: np.ndarray, k: int, s: int, pad: int, kind: str) -> np.ndarray:
     c, h, w = x.shape
     ho, wo = out_size(h, k, s, pad), out_size(w, k, s, pad)
@@ -157,12 +169,7 @@ def _run_op(op: Op, vals: List[np.ndarray]) -> np.ndarray:
             raise ValueError(f"add: inputs have different shapes {x.shape} and {y.shape}")
         return _act(x + y, op.ip(0))
     if op.kind == "dense_block":
-        feats = [x]
-        for li in range(op.ip(1)):
-            cat = np.concatenate(feats, 0)
-            mid = _conv(cat, t[4 * li], t[4 * li + 1], 1, 0, 1)
-            feats.append(_conv(mid, t[4 * li + 2], t[4 * li + 3], 1, 1, 1))
-        return np.concatenate(feats, 0)
+        return np.concatenate([x] + [new for _, new in dense_layers(op, x)], 0)
     if op.kind == "avg_pool":
         return _pool(x, op.ip(0), op.ip(1), 0, "avg")
     if op.kind == "max_pool":

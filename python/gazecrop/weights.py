@@ -499,7 +499,9 @@ def _check_op(i: int, op: Op, chans: List[int], version: int = VERSION) -> int:
 # ---------------------------------------------------------------------- writer
 def _file_tensors(net: Network) -> List[List[Tuple[str, np.ndarray]]]:
     """Each op's tensors as stored: an int8 trunk's conv / depthwise ops add ``<weight>_q`` (int8, the weight's
-    shape) and ``<weight>_int8`` (float32 (2, M): weight scales, then the int8 path's bias)."""
+    shape) and ``<weight>_int8`` (float32 (2, M): weight scales, then the int8 path's bias); its dense blocks
+    the same pair for each of their 2L convolutions in order, then ``<first weight>_mid_int8`` (float32 (2, L):
+    the bottlenecks' scales, then their zero points)."""
     out = []
     for i, op in enumerate(net.ops):
         ts = list(op.tensors)
@@ -507,6 +509,13 @@ def _file_tensors(net: Network) -> List[List[Tuple[str, np.ndarray]]]:
         if t8 is not None and i < t8.n_ops and op.kind in ("conv2d", "depthwise_conv2d"):
             base = op.tensors[0][0][:40]
             ts += [(base + "_q", t8.weights[i]), (base + "_int8", np.stack([t8.weight_scales[i], t8.biases[i]]))]
+        if t8 is not None and i < t8.n_ops and op.kind == "dense_block":
+            d = t8.dense[i]
+            for j in range(2 * op.ip(1)):
+                base = op.tensors[2 * j][0][:40]
+                ts += [(base + "_q", d.weights[j]), (base + "_int8", np.stack([d.weight_scales[j], d.biases[j]]))]
+            mid = np.stack([d.mid_scales, d.mid_zero_points]).astype(np.float32)
+            ts.append((op.tensors[0][0][:38] + "_mid_int8", mid))
         out.append(ts)
     return out
 
@@ -708,6 +717,9 @@ def _read_int8(net: Network, n: int, header: tuple, value_q: list) -> None:
     zps = np.array([in_zp] + [q[1] for q in value_q], np.int32)
     trunk = Int8Trunk(n, scales, zps)
     for i, op in enumerate(net.ops[:n]):
+        if op.kind == "dense_block":
+            _read_dense_int8(trunk, i, op)
+            continue
         if op.kind not in ("conv2d", "depthwise_conv2d"):
             continue
         if len(op.tensors) != 4:
@@ -721,6 +733,35 @@ def _read_int8(net: Network, n: int, header: tuple, value_q: list) -> None:
         trunk.weights[i], trunk.weight_scales[i], trunk.biases[i] = wq, par[0].copy(), par[1].copy()
         op.tensors = op.tensors[:2]
     net.int8, net.precision, net.int8_verdict = trunk, codes[precision], verdict
+
+
+def _read_dense_int8(trunk, i: int, op: Op) -> None:
+    """A dense block's int8 tensors (:func:`_file_tensors`) into ``trunk.dense[i]``; the op keeps its 4L float
+    ones."""
+    from .int8 import DenseInt8
+
+    nl = op.ip(1)
+    where = f"op {i} (dense_block)"
+    if not 1 <= nl <= 256 or len(op.tensors) != 8 * nl + 1:
+        raise WeightsFormatError(f"{where}: an int8 trunk dense block of {nl} layers owns 8 tensors per layer + 1, "
+                                 f"not {len(op.tensors)}")
+    ws, wq, par = [], [], []
+    for j in range(2 * nl):
+        (qn, q), (pn, p) = op.tensors[4 * nl + 2 * j: 4 * nl + 2 * j + 2]
+        m = op.tensors[2 * j][1].shape[0]
+        if q.dtype != np.int8 or p.dtype != np.float32 or p.shape != (2, m):
+            raise WeightsFormatError(f"{where}: tensors {qn}, {pn} must be int8 weights and float32 (2, {m}) scales "
+                                     "and biases")
+        wq.append(q)
+        ws.append(p[0].copy())
+        par.append(p[1].copy())
+    mn, mid = op.tensors[-1]
+    if mid.dtype != np.float32 or mid.shape != (2, nl) or not np.all(np.isfinite(mid)) \
+            or not np.all(mid[1] == np.rint(mid[1])) or np.any(np.abs(mid[1]) > 128):
+        raise WeightsFormatError(f"{where}: tensor {mn} must be float32 (2, {nl}): bottleneck scales, then integer "
+                                 "zero points")
+    trunk.dense[i] = DenseInt8(wq, ws, par, mid[0].copy(), mid[1].astype(np.int32))
+    op.tensors = op.tensors[:4 * nl]
 
 
 def read_weights(path: "os.PathLike[str] | str") -> Network:
