@@ -58,10 +58,10 @@ std::int32_t to_i32(double v, const std::string& where) {
   return std::int32_t(v);
 }
 
-// One convolution packed for the kernels: GEMM weights (1x1 and im2col rows) or depthwise ones, and the
+// One convolution packed for the kernels: GEMM weights (read in place, run_conv) or depthwise ones, and the
 // requantisation of its output channels.
 struct ConvPack {
-  int cin = 0, cout = 0, k = 1, stride = 1, kc = 0;  // kc: the GEMM's K (a multiple of 4)
+  int cin = 0, cout = 0, k = 1, stride = 1, kc = 0;  // kc: the GEMM's K = k * k * cs_in (tap-major)
   std::vector<std::int8_t> w;                        // GEMM: per block of 16 output channels, kc / 4 groups of 64 bytes
   std::vector<std::int32_t> wdw;                     // depthwise: (k * k) x w_stride int32
   std::size_t w_stride = 0;
@@ -106,7 +106,7 @@ ConvPack pack_conv(const TensorRecord& wq, const TensorRecord& par, int cin, int
     return c;
   }
   const int cs_in = round4(cin);
-  c.kc = taps * cs_in;  // im2col order: tap-major, channels of the padded pixel within
+  c.kc = taps * cs_in;  // tap-major, the channels of the padded pixel within (run_conv reads it in place)
   const int blocks = (cout + 15) / 16;
   c.w.assign(std::size_t(blocks) * std::size_t(c.kc / 4) * 64, 0);
   for (int m = 0; m < cout; ++m) {
@@ -131,12 +131,12 @@ struct DenseLayer {
 }  // namespace
 
 struct Int8Trunk::Step {
-  enum Kind { kGemm, kIm2col, kDepthwise, kAdd, kMaxPool, kAvgPool, kDense } kind = kGemm;
+  enum Kind { kConv, kDepthwise, kAdd, kMaxPool, kAvgPool, kDense } kind = kConv;
   int out = 0;                         // value id written
   std::vector<int> inputs;             // value ids read
   int lo = -128, hi = 127;
   PadRule pad;
-  ConvPack conv;                       // kGemm, kIm2col, kDepthwise
+  ConvPack conv;                       // kConv, kDepthwise
   std::int32_t ma = 0, mb = 0;         // add
   int add_shift = 0;
   int pool_k = 0, pool_stride = 0, pool_pad = 0;
@@ -185,46 +185,23 @@ void add_bytes(std::int16_t* acc, const std::uint8_t* src, int n) {  // n window
   for (; c < n; ++c) acc[c] = std::int16_t(acc[c] + src[c]);
 }
 
-// A 1x1 convolution (stride 1): each output row one GEMM over its pixels. The output pointer `y` and its
-// layout `lo` may address a channel slice of a wider value (a dense block's state).
-void run_gemm(const kernels::Int8KernelTable& kt, ThreadPool& pool, const ConvPack& c, const std::uint8_t* x,
-              const QLayout& li, int zy, int lo8, int hi8, std::uint8_t* y, const QLayout& lo) {
+// A convolution, each output row one GEMM reading the input in place: window row u of pixel j is k pixels'
+// contiguous channels at x.at(r s + u - top, j s - left) (the ring holds the padding), so the K of the packed
+// weights (tap-major, the padded pixel's channels within) is k segments of k cs bytes, the input rows apart,
+// and the pixels are s cs bytes apart (cs: the input layout's; the packed channels may be fewer, a dense
+// layer reading the first of its state's). The output pointer `y` and its layout `lo` may address a channel
+// slice of a wider value (a dense block's state).
+void run_conv(const kernels::Int8KernelTable& kt, ThreadPool& pool, const ConvPack& c, const Pads& p,
+              const std::uint8_t* x, const QLayout& li, int zy, int lo8, int hi8, std::uint8_t* y, const QLayout& lo) {
+  // A segment: k pixels of the packed K's round4(cin) channels (a dense layer reads a prefix of its state's)
+  const std::size_t seg = std::size_t(c.kc / c.k), xs = std::size_t(c.stride) * std::size_t(li.cs);
+  if (c.k > 1 && seg != std::size_t(c.k) * std::size_t(li.cs))  // a window row must be contiguous
+    throw std::logic_error("int8 conv: a k x k window over a channel prefix");
   pool.run(std::size_t(lo.h), [&](std::size_t r) {
     const int ri = int(r);
-    kt.gemm(std::size_t(c.cout), std::size_t(lo.w), std::size_t(c.kc), x + li.at(ri, 0), std::size_t(li.cs),
-            c.w.data(), c.rq.bias.data(), c.rq.mult.data(), c.rq.shift.data(), zy, lo8, hi8, y + lo.at(ri, 0),
-            std::size_t(lo.cs));
-  });
-}
-
-// A k x k convolution through im2col rows: each output row's windows, tap-major, each tap the input pixel's cs
-// bytes, then one GEMM. `y` / `lo` as run_gemm.
-void run_im2col(const kernels::Int8KernelTable& kt, ThreadPool& pool, Workspace& ws, const ConvPack& c, const Pads& p,
-                const std::uint8_t* x, const QLayout& li, int zy, int lo8, int hi8, std::uint8_t* y,
-                const QLayout& lo) {
-  const std::size_t row_bytes = std::size_t(lo.w) * std::size_t(c.kc);
-  const std::size_t run = std::size_t(c.k) * std::size_t(li.cs);  // a window row: k pixels, contiguous
-  const std::size_t blocks = (run + 15) / 16;
-  ws.reserve_slots(std::size_t(pool.size()));
-  pool.run(std::size_t(lo.h), [&](std::size_t r, int thread) {
-    const int ri = int(r);
-    // One row's windows (a few KB, the thread's slot: stays in L1 for the GEMM); every byte is written below.
-    // Window rows are copied in 16-byte blocks (the stem's 12-byte rows took 0.33 ms of a 192x256 run in 4-byte
-    // pieces): a block may run up to 15 bytes past its window row, into bytes a later copy rewrites (pixel j's
-    // rows in order, then pixel j + 1's; 16 bytes of slack past the last), and it reads up to 15 bytes past the
-    // row in the input, inside its ring (2 pixels) and the next row's, or kSlack.
-    static_assert(2 * kRing * 4 + kSlack >= 15, "im2col blocks read past a window row");
-    std::uint8_t* const col = reinterpret_cast<std::uint8_t*>(
-        ws.slot(std::size_t(thread), (row_bytes + 16 + sizeof(float) - 1) / sizeof(float)));
-    for (int j = 0; j < lo.w; ++j)
-      for (int u = 0; u < c.k; ++u) {
-        std::uint8_t* dst = col + std::size_t(j) * c.kc + std::size_t(u) * run;
-        const std::uint8_t* src = x + li.at(ri * c.stride + u - p.top, j * c.stride - p.left);
-        for (std::size_t b = 0; b < blocks; ++b) std::memcpy(dst + 16 * b, src + 16 * b, 16);
-      }
-    kt.gemm(std::size_t(c.cout), std::size_t(lo.w), std::size_t(c.kc), col, std::size_t(c.kc), c.w.data(),
-            c.rq.bias.data(), c.rq.mult.data(), c.rq.shift.data(), zy, lo8, hi8, y + lo.at(ri, 0),
-            std::size_t(lo.cs));
+    kt.gemm(std::size_t(c.cout), std::size_t(lo.w), std::size_t(c.kc), x + li.at(ri * c.stride - p.top, -p.left), xs,
+            seg, li.row, c.w.data(), c.rq.bias.data(), c.rq.mult.data(), c.rq.shift.data(), zy, lo8, hi8,
+            y + lo.at(ri, 0), std::size_t(lo.cs));
   });
 }
 
@@ -325,8 +302,7 @@ Int8Trunk::Int8Trunk(const ParsedWeights& pw) {
         st->pad = PadRule::from_record(rec);
         st->conv = pack_conv(pw.tensors[rec.first_tensor + 2], pw.tensors[rec.first_tensor + 3], rec.iparams[0],
                              rec.iparams[1], rec.iparams[2], rec.iparams[3], dw, sx, zx, sy, where);
-        st->kind = dw ? Step::kDepthwise
-                      : (rec.iparams[2] == 1 && rec.iparams[3] == 1 ? Step::kGemm : Step::kIm2col);  // a 1x1: no padding
+        st->kind = dw ? Step::kDepthwise : Step::kConv;
       }
     }
     steps_.push_back(std::move(st));
@@ -394,8 +370,8 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
     emit(0);
   }
   static const bool profile = std::getenv("GAZECROP_PROFILE") != nullptr;  // per-op time on stderr
-  static const char* kind_names[] = {"int8 1x1",      "int8 im2col",   "int8 depthwise", "int8 add",
-                                     "int8 max_pool", "int8 avg_pool", "int8 dense_block"};
+  static const char* kind_names[] = {"int8 conv",     "int8 depthwise", "int8 add",
+                                     "int8 max_pool", "int8 avg_pool",  "int8 dense_block"};
   for (int i = 0; i < n_; ++i) {
     const Step& st = *steps_[std::size_t(i)];
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
@@ -469,8 +445,8 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
           std::uint8_t* mid = take(kMid, lm);
           fill_ring(mid, lm, std::uint8_t(d.mid_zp + 128));
           // ReLU after both: the lower bound is the zero point (stored z + 128)
-          run_gemm(kt, pool, d.conv1, y, lo, d.mid_zp + 128, d.mid_zp + 128, 255, mid, lm);
-          run_im2col(kt, pool, ws, d.conv2, Pads{1, 1, 1, 1}, mid, lm, zy, zy, 255, y + d.c_in, lo);
+          run_conv(kt, pool, d.conv1, Pads{}, y, lo, d.mid_zp + 128, d.mid_zp + 128, 255, mid, lm);
+          run_conv(kt, pool, d.conv2, Pads{1, 1, 1, 1}, mid, lm, zy, zy, 255, y + d.c_in, lo);
           bufs.give(kMid);
         }
         break;
@@ -486,18 +462,18 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
         });
         break;
       }
-      case Step::kGemm:
-        run_gemm(kt, pool, st.conv, x, li, zy, lo8, hi8, y, lo);
-        break;
-      case Step::kIm2col:
-        run_im2col(kt, pool, ws, st.conv, st.pad.at(li.h, li.w), x, li, zy, lo8, hi8, y, lo);
+      case Step::kConv:
+        run_conv(kt, pool, st.conv, st.pad.at(li.h, li.w), x, li, zy, lo8, hi8, y, lo);
         break;
     }
+    const auto t1 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     emit(st.out);
     if (profile) {
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "gazecrop: op %-3d (%s, %s) %4dx%4dx%4d %9.3f ms\n", i, kind_names[st.kind], kt.name,
-                   lo.c, lo.h, lo.w, ms);
+      const auto t2 = std::chrono::steady_clock::now();
+      const double ms = std::chrono::duration<double, std::milli>(t2 - t0).count();
+      std::fprintf(stderr, "gazecrop: op %-3d (%s, %s) %4dx%4dx%4d %9.3f ms (dequantised for float ops: %.3f ms)\n",
+                   i, kind_names[st.kind], kt.name, lo.c, lo.h, lo.w, ms,
+                   std::chrono::duration<double, std::milli>(t2 - t1).count());
     }
     for (int v : st.inputs)
       if (last_use_[std::size_t(v)] == i) bufs.give(std::size_t(v));

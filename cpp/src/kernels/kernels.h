@@ -133,15 +133,19 @@ struct KernelTable {
 // [2^30, 2^31), shift in [1, 62] (gazecrop.int8.multiplier).
 std::int32_t requantize(std::int32_t acc, std::int32_t mult, std::int32_t shift);
 
-// GEMM of the 1x1 convolutions (and of im2col rows): for n < nc, m < mc (any; blocks of 16 output channels),
+// GEMM of the convolutions, read in place from channels-last values: for n < nc, m < mc (any; blocks of 16
+// output channels),
 //   acc = bias[m] + sum_{k < kc} w[(m / 16) * (kc / 4) * 64 + (k / 4) * 64 + (m % 16) * 4 + k % 4]
-//                                * x[n * x_stride + k]                                            (int32)
+//                                * x[n * x_stride + (k / seg) * seg_stride + k % seg]             (int32)
 //   y[n * y_stride + m] = clamp(zp + requantize(acc, mult[m], shift[m]), lo, hi)
-// kc a multiple of 4; the last block's rows past mc are zero. The packer folds -(128 + the input's zero point)
-// * sum_k w into bias. Writes exactly mc bytes per pixel; reads x[n * x_stride + k] for k < kc only. Every
-// channel's shift is in [32, 62] (the convolution rule).
+// kc and seg multiples of 4, seg dividing kc: K in kc / seg segments, segment s at x + s * seg_stride (a 1x1
+// convolution: one segment, its pixels' channels; a k x k one: one segment per window row, k pixels' channels,
+// the rows seg_stride bytes apart and the pixels x_stride = stride x the pixel's bytes). The last block's rows
+// past mc are zero. The packer folds -(128 + the input's zero point) * sum_k w into bias. Writes exactly mc
+// bytes per pixel; reads the named x bytes only. Every channel's shift is in [32, 62] (the convolution rule).
 using S8GemmFn = void (*)(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
-                          std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
+                          std::size_t x_stride, std::size_t seg, std::size_t seg_stride, const std::int8_t* w,
+                          const std::int32_t* bias,
                           const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
                           std::uint8_t* y, std::size_t y_stride);
 // Depthwise K x K (3 or 5) convolution of one output row, stride s (1 or 2), padding already in memory (the
@@ -171,7 +175,8 @@ struct Int8KernelTable {
 // The int8 kernels of each set (same signatures as S8GemmFn, S8DwConvFn, S8AddFn).
 #define GAZECROP_S8_KERNELS(gemm, dwconv, add)                                                                  \
   void gemm(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,        \
-            const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, \
+            std::size_t seg, std::size_t seg_stride, const std::int8_t* w, const std::int32_t* bias,             \
+            const std::int32_t* mult, const std::int32_t* shift,                                                 \
             int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride);                                     \
   void dwconv(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x, std::size_t x_pixel, \
               std::size_t x_row, const std::int32_t* w, std::size_t w_stride, const std::int32_t* bias,         \

@@ -66,23 +66,26 @@ inline __m128i load_bytes(const std::uint8_t* p, std::size_t n) {
 }
 
 template <int NR>
-void gemm_tile(std::size_t mc, std::size_t kc, const std::uint8_t* x, std::size_t xs, const std::int8_t* w,
-               const std::int32_t* bias16, const std::int32_t* mult16, const std::int32_t* shift16, int zp, int lo,
-               int hi, std::uint8_t* y, std::size_t ys) {
+void gemm_tile(std::size_t mc, std::size_t kc, const std::uint8_t* x, std::size_t xs, std::size_t seg,
+               std::size_t seg_stride, const std::int8_t* w, const std::int32_t* bias16, const std::int32_t* mult16,
+               const std::int32_t* shift16, int zp, int lo, int hi, std::uint8_t* y, std::size_t ys) {
   __m256i acc[NR][4];
   for (int n = 0; n < NR; ++n)
     for (int q = 0; q < 4; ++q) acc[n][q] = _mm256_setzero_si256();
-  for (std::size_t k = 0; k < kc; k += 4) {
-    const std::int8_t* wk = w + (k / 4) * 64;
-    __m256i wq[4];
-    for (int q = 0; q < 4; ++q)
-      wq[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wk + 16 * q)));
-    for (int n = 0; n < NR; ++n) {
-      std::int32_t raw;
-      std::memcpy(&raw, x + std::size_t(n) * xs + k, 4);
-      const __m128i u = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(raw));  // 4 x int16
-      const __m256i xb = _mm256_broadcastq_epi64(u);
-      for (int q = 0; q < 4; ++q) acc[n][q] = _mm256_add_epi32(acc[n][q], _mm256_madd_epi16(wq[q], xb));
+  const std::uint8_t* xb = x;  // segment s's bytes at xb + k: xb advances by seg_stride - seg per segment
+  for (std::size_t k = 0; k < kc; xb += seg_stride - seg) {
+    for (const std::size_t end = k + seg; k < end; k += 4) {
+      const std::int8_t* wk = w + (k / 4) * 64;
+      __m256i wq[4];
+      for (int q = 0; q < 4; ++q)
+        wq[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wk + 16 * q)));
+      for (int n = 0; n < NR; ++n) {
+        std::int32_t raw;
+        std::memcpy(&raw, xb + std::size_t(n) * xs + k, 4);
+        const __m128i u = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(raw));  // 4 x int16
+        const __m256i xv = _mm256_broadcastq_epi64(u);
+        for (int q = 0; q < 4; ++q) acc[n][q] = _mm256_add_epi32(acc[n][q], _mm256_madd_epi16(wq[q], xv));
+      }
     }
   }
   const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias16));
@@ -102,13 +105,15 @@ void gemm_tile(std::size_t mc, std::size_t kc, const std::uint8_t* x, std::size_
 }  // namespace
 
 void s8_gemm_2x16c4_avx2(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
-                         const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
-                         const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride) {
-  assert(mc >= 1 && kc % 4 == 0);
+                         std::size_t seg, std::size_t seg_stride, const std::int8_t* w, const std::int32_t* bias,
+                         const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y,
+                         std::size_t y_stride) {
+  assert(mc >= 1 && kc % 4 == 0 && seg % 4 == 0 && seg >= 4 && kc % seg == 0);
   if (mc > 16) {  // block by block
     for (std::size_t m0 = 0; m0 < mc; m0 += 16)
-      s8_gemm_2x16c4_avx2(std::min<std::size_t>(16, mc - m0), nc, kc, x, x_stride, w + (m0 / 16) * (kc / 4) * 64,
-                          bias + m0, mult + m0, shift + m0, zp, lo, hi, y + m0, y_stride);
+      s8_gemm_2x16c4_avx2(std::min<std::size_t>(16, mc - m0), nc, kc, x, x_stride, seg, seg_stride,
+                          w + (m0 / 16) * (kc / 4) * 64, bias + m0, mult + m0, shift + m0, zp, lo, hi, y + m0,
+                          y_stride);
     return;
   }
   // Per-channel parameters padded to 16 lanes (channels >= mc: bias 0, a valid rule; never stored).
@@ -121,9 +126,11 @@ void s8_gemm_2x16c4_avx2(std::size_t mc, std::size_t nc, std::size_t kc, const s
   }
   std::size_t n = 0;
   for (; n + 2 <= nc; n += 2)
-    gemm_tile<2>(mc, kc, x + n * x_stride, x_stride, w, b16, m16, s16, zp, lo, hi, y + n * y_stride, y_stride);
+    gemm_tile<2>(mc, kc, x + n * x_stride, x_stride, seg, seg_stride, w, b16, m16, s16, zp, lo, hi,
+                 y + n * y_stride, y_stride);
   if (n < nc)
-    gemm_tile<1>(mc, kc, x + n * x_stride, x_stride, w, b16, m16, s16, zp, lo, hi, y + n * y_stride, y_stride);
+    gemm_tile<1>(mc, kc, x + n * x_stride, x_stride, seg, seg_stride, w, b16, m16, s16, zp, lo, hi,
+                 y + n * y_stride, y_stride);
 }
 
 void s8_dwconv_c8_avx2(std::size_t w_out, std::size_t ch, int k, int stride, const std::uint8_t* x,

@@ -70,7 +70,7 @@ inline __mmask16 lanes(std::size_t n) {
 #define GZ_S8_DOT(n)                                                                            \
   if constexpr (NR > n) {                                                                       \
     std::int32_t raw;                                                                           \
-    std::memcpy(&raw, x + std::size_t(n) * xs + k, 4);                                          \
+    std::memcpy(&raw, xb + std::size_t(n) * xs + k, 4);                                         \
     const __m512i xv = _mm512_set1_epi32(raw);                                                  \
     a##n##0 = _mm512_dpbusd_epi32(a##n##0, xv, w0);                                             \
     if constexpr (NB > 1) a##n##1 = _mm512_dpbusd_epi32(a##n##1, xv, w1);                       \
@@ -82,15 +82,18 @@ inline __mmask16 lanes(std::size_t n) {
                                        rq[NB > 1 ? 1 : 0], vzp, vlo, vhi);                      \
   }
 template <int NR, int NB>
-void gemm_tile(const __mmask16* km, std::size_t kc, const std::uint8_t* x, std::size_t xs, const std::int8_t* w,
-               std::size_t w_block, const __m512i* vb, const Rq16* rq, __m512i vzp, __m512i vlo, __m512i vhi,
-               std::uint8_t* y, std::size_t ys) {
+void gemm_tile(const __mmask16* km, std::size_t kc, const std::uint8_t* x, std::size_t xs, std::size_t seg,
+               std::size_t seg_stride, const std::int8_t* w, std::size_t w_block, const __m512i* vb, const Rq16* rq,
+               __m512i vzp, __m512i vlo, __m512i vhi, std::uint8_t* y, std::size_t ys) {
   static_assert(NR >= 1 && NR <= 8 && (NB == 1 || NB == 2), "tile: 1..8 pixels, 1 or 2 blocks");
   GZ_S8_ACC(0) GZ_S8_ACC(1) GZ_S8_ACC(2) GZ_S8_ACC(3) GZ_S8_ACC(4) GZ_S8_ACC(5) GZ_S8_ACC(6) GZ_S8_ACC(7)
-  for (std::size_t k = 0; k < kc; k += 4) {
-    const __m512i w0 = _mm512_loadu_si512(w + (k / 4) * 64);
-    const __m512i w1 = NB > 1 ? _mm512_loadu_si512(w + w_block + (k / 4) * 64) : w0;
-    GZ_S8_DOT(0) GZ_S8_DOT(1) GZ_S8_DOT(2) GZ_S8_DOT(3) GZ_S8_DOT(4) GZ_S8_DOT(5) GZ_S8_DOT(6) GZ_S8_DOT(7)
+  const std::uint8_t* xb = x;  // segment s's bytes at xb + k: xb advances by seg_stride - seg per segment
+  for (std::size_t k = 0; k < kc; xb += seg_stride - seg) {
+    for (const std::size_t end = k + seg; k < end; k += 4) {
+      const __m512i w0 = _mm512_loadu_si512(w + (k / 4) * 64);
+      const __m512i w1 = NB > 1 ? _mm512_loadu_si512(w + w_block + (k / 4) * 64) : w0;
+      GZ_S8_DOT(0) GZ_S8_DOT(1) GZ_S8_DOT(2) GZ_S8_DOT(3) GZ_S8_DOT(4) GZ_S8_DOT(5) GZ_S8_DOT(6) GZ_S8_DOT(7)
+    }
   }
   GZ_S8_OUT(0) GZ_S8_OUT(1) GZ_S8_OUT(2) GZ_S8_OUT(3) GZ_S8_OUT(4) GZ_S8_OUT(5) GZ_S8_OUT(6) GZ_S8_OUT(7)
 }
@@ -100,7 +103,7 @@ void gemm_tile(const __mmask16* km, std::size_t kc, const std::uint8_t* x, std::
 
 template <int NB>
 void gemm_blocks(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t xs,
-                 const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift,
+                 std::size_t seg, std::size_t seg_stride, const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift,
                  int zp, int lo, int hi, std::uint8_t* y, std::size_t ys) {
   // Channels past mc: bias 0, multiplier 2^30, shift 32 (a valid rule; never stored).
   __mmask16 km[NB];
@@ -118,17 +121,17 @@ void gemm_blocks(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint
   const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
   std::size_t n = 0;
   for (; n + 8 <= nc; n += 8)
-    gemm_tile<8, NB>(km, kc, x + n * xs, xs, w, w_block, vb, rq, vzp, vlo, vhi, y + n * ys, ys);
+    gemm_tile<8, NB>(km, kc, x + n * xs, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, y + n * ys, ys);
   const std::uint8_t* xn = x + n * xs;
   std::uint8_t* yn = y + n * ys;
   switch (nc - n) {
-    case 7: gemm_tile<7, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 6: gemm_tile<6, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 5: gemm_tile<5, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 4: gemm_tile<4, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 3: gemm_tile<3, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 2: gemm_tile<2, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
-    case 1: gemm_tile<1, NB>(km, kc, xn, xs, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 7: gemm_tile<7, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 6: gemm_tile<6, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 5: gemm_tile<5, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 4: gemm_tile<4, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 3: gemm_tile<3, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 2: gemm_tile<2, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
+    case 1: gemm_tile<1, NB>(km, kc, xn, xs, seg, seg_stride, w, w_block, vb, rq, vzp, vlo, vhi, yn, ys); break;
     default: break;
   }
 }
@@ -136,18 +139,18 @@ void gemm_blocks(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint
 }  // namespace
 
 void s8_gemm_8x16c4_avx512vnni(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x,
-                               std::size_t x_stride, const std::int8_t* w, const std::int32_t* bias,
-                               const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi,
-                               std::uint8_t* y, std::size_t y_stride) {
-  assert(mc >= 1 && kc % 4 == 0);
+                               std::size_t x_stride, std::size_t seg, std::size_t seg_stride, const std::int8_t* w,
+                               const std::int32_t* bias, const std::int32_t* mult, const std::int32_t* shift, int zp,
+                               int lo, int hi, std::uint8_t* y, std::size_t y_stride) {
+  assert(mc >= 1 && kc % 4 == 0 && seg % 4 == 0 && seg >= 4 && kc % seg == 0);
   const std::size_t w_block = (kc / 4) * 64;
   std::size_t m = 0;
   for (; m + 16 < mc; m += 32)  // pairs of blocks (the last pair may be partial)
-    gemm_blocks<2>(std::min<std::size_t>(32, mc - m), nc, kc, x, x_stride, w + (m / 16) * w_block, bias + m,
-                   mult + m, shift + m, zp, lo, hi, y + m, y_stride);
+    gemm_blocks<2>(std::min<std::size_t>(32, mc - m), nc, kc, x, x_stride, seg, seg_stride, w + (m / 16) * w_block,
+                   bias + m, mult + m, shift + m, zp, lo, hi, y + m, y_stride);
   if (m < mc)
-    gemm_blocks<1>(mc - m, nc, kc, x, x_stride, w + (m / 16) * w_block, bias + m, mult + m, shift + m, zp, lo, hi,
-                   y + m, y_stride);
+    gemm_blocks<1>(mc - m, nc, kc, x, x_stride, seg, seg_stride, w + (m / 16) * w_block, bias + m, mult + m,
+                   shift + m, zp, lo, hi, y + m, y_stride);
 }
 
 namespace {

@@ -17,13 +17,15 @@ std::int32_t requantize(std::int32_t acc, std::int32_t mult, std::int32_t shift)
 }
 
 void s8_gemm_4x16c4_scalar(std::size_t mc, std::size_t nc, std::size_t kc, const std::uint8_t* x, std::size_t x_stride,
-                           const std::int8_t* w, const std::int32_t* bias, const std::int32_t* mult,
-                           const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y, std::size_t y_stride) {
-  assert(mc >= 1 && kc % 4 == 0);
+                           std::size_t seg, std::size_t seg_stride, const std::int8_t* w, const std::int32_t* bias,
+                           const std::int32_t* mult, const std::int32_t* shift, int zp, int lo, int hi, std::uint8_t* y,
+                           std::size_t y_stride) {
+  assert(mc >= 1 && kc % 4 == 0 && seg % 4 == 0 && seg >= 4 && kc % seg == 0);
   if (mc > 16) {  // block by block
     for (std::size_t m0 = 0; m0 < mc; m0 += 16)
-      s8_gemm_4x16c4_scalar(std::min<std::size_t>(16, mc - m0), nc, kc, x, x_stride, w + (m0 / 16) * (kc / 4) * 64,
-                            bias + m0, mult + m0, shift + m0, zp, lo, hi, y + m0, y_stride);
+      s8_gemm_4x16c4_scalar(std::min<std::size_t>(16, mc - m0), nc, kc, x, x_stride, seg, seg_stride,
+                            w + (m0 / 16) * (kc / 4) * 64, bias + m0, mult + m0, shift + m0, zp, lo, hi, y + m0,
+                            y_stride);
     return;
   }
   for (std::size_t n0 = 0; n0 < nc; n0 += 4) {
@@ -34,7 +36,7 @@ void s8_gemm_4x16c4_scalar(std::size_t mc, std::size_t nc, std::size_t kc, const
     for (std::size_t k = 0; k < kc; k += 4) {
       const std::int8_t* wk = w + (k / 4) * 64;
       for (std::size_t n = 0; n < nr; ++n) {
-        const std::uint8_t* xn = x + (n0 + n) * x_stride + k;
+        const std::uint8_t* xn = x + (n0 + n) * x_stride + (k / seg) * seg_stride + k % seg;
         for (std::size_t m = 0; m < mc; ++m)
           for (std::size_t j = 0; j < 4; ++j) acc[n][m] += std::int32_t(wk[m * 4 + j]) * std::int32_t(xn[j]);
       }
