@@ -158,20 +158,54 @@ void fill_ring(std::uint8_t* buf, const QLayout& l, std::uint8_t z) {
   std::memset(buf + l.at(l.h, 0) - edge, z, l.bytes - (l.at(l.h, 0) - edge));
 }
 
-// top[c] = max(top[c], src[c]) and acc[c] += src[c] for c < n (the pools; SSE2 on every x86-64 CPU, else the
-// compiler's loop).
-void max_bytes(std::uint8_t* top, const std::uint8_t* src, int n) {
+// dst[c] = the largest of the rows x cols window's bytes at src (rows `row`, pixels `pixel` bytes apart) for
+// c < n: 16 channels per SSE2 register (every x86-64 CPU), else the compiler's loop.
+void max_window(std::uint8_t* dst, const std::uint8_t* src, int rows, int cols, std::size_t row, std::size_t pixel,
+                int n) {
   int c = 0;
 #if defined(__SSE2__)
   for (; c + 16 <= n; c += 16) {
-    __m128i* t = reinterpret_cast<__m128i*>(top + c);
-    _mm_storeu_si128(t, _mm_max_epu8(_mm_loadu_si128(t), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))));
+    __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
+    for (int u = 0; u < rows; ++u)
+      for (int v = 0; v < cols; ++v)
+        m = _mm_max_epu8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + u * row + v * pixel + c)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c), m);
   }
 #endif
-  for (; c < n; ++c) top[c] = std::max(top[c], src[c]);
+  for (; c < n; ++c) {
+    std::uint8_t m = src[c];
+    for (int u = 0; u < rows; ++u)
+      for (int v = 0; v < cols; ++v) m = std::max(m, src[u * row + v * pixel + std::size_t(c)]);
+    dst[c] = m;
+  }
 }
 
-void add_bytes(std::int16_t* acc, const std::uint8_t* src, int n) {  // n windows of at most 64 bytes: no overflow
+// dst[c] = clamp(zy + ((acc[c] - k2 zy) * mult + 2^(shift - 1)) >> shift, 0, 255): the average pool's
+// requantisation (kernels::requantize); with mult = 2^30 (k^2 a power of two) exactly
+// (acc[c] - k2 zy + 2^(shift - 31)) >> (shift - 30) in int16 lanes (|acc - k2 zy| <= 64 x 255).
+void average_bytes(std::uint8_t* dst, const std::int16_t* acc, int n, int k2, int zy, std::int32_t mult, int shift) {
+  int c = 0;
+#if defined(__SSE2__)
+  if (mult == (1 << 30)) {
+    const __m128i off = _mm_set1_epi16(std::int16_t(-k2 * zy + (1 << (shift - 31)))), vz = _mm_set1_epi16(std::int16_t(zy));
+    for (; c + 16 <= n; c += 16) {
+      const __m128i* a = reinterpret_cast<const __m128i*>(acc + c);
+      const __m128i lo = _mm_add_epi16(_mm_srai_epi16(_mm_add_epi16(_mm_loadu_si128(a), off), shift - 30), vz);
+      const __m128i hi = _mm_add_epi16(_mm_srai_epi16(_mm_add_epi16(_mm_loadu_si128(a + 1), off), shift - 30), vz);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c), _mm_packus_epi16(lo, hi));  // clamps to 0 .. 255
+    }
+  }
+#endif
+  const std::int64_t half = std::int64_t(1) << (shift - 1);
+  for (; c < n; ++c) {
+    const std::int64_t q = (std::int64_t(acc[c] - k2 * zy) * mult + half) >> shift;
+    dst[c] = std::uint8_t(std::min<std::int64_t>(255, std::max<std::int64_t>(0, zy + q)));
+  }
+}
+
+// acc[c] += src[c] for c < n (the average pool's window sums, at most 64 x 255: no overflow; SSE2, else the
+// compiler's loop).
+void add_bytes(std::int16_t* acc, const std::uint8_t* src, int n) {
   int c = 0;
 #if defined(__SSE2__)
   const __m128i zero = _mm_setzero_si128();
@@ -406,28 +440,20 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
           const int ri = int(r), u0 = std::max(0, ri * s - pad), u1 = std::min(li.h, ri * s - pad + k);
           constexpr int kChunk = 256;
           std::int16_t acc[kChunk];  // a window's sum of stored bytes: at most 64 x 255
-          std::uint8_t top[kChunk];
           for (int j = 0; j < lo.w; ++j) {
             const int v0 = std::max(0, j * s - pad), v1 = std::min(li.w, j * s - pad + k);
             std::uint8_t* dst = y + lo.at(ri, j);
             for (int c0 = 0; c0 < c; c0 += kChunk) {
               const int n = std::min(kChunk, c - c0);
               if (st.kind == Step::kMaxPool) {
-                std::memcpy(top, x + li.at(u0, v0) + c0, std::size_t(n));
-                for (int u = u0; u < u1; ++u)
-                  for (int v = v0; v < v1; ++v) max_bytes(top, x + li.at(u, v) + c0, n);
-                std::memcpy(dst + c0, top, std::size_t(n));
+                max_window(dst + c0, x + li.at(u0, v0) + c0, u1 - u0, v1 - v0, li.row, std::size_t(li.cs), n);
                 continue;
               }
               // sum (q - z) over the k x k window (no padding), requantised by the multiplier of 1 / k^2
-              std::memset(acc, 0, sizeof(acc[0]) * std::size_t(n));
+              for (int ch = 0; ch < n; ++ch) acc[ch] = 0;
               for (int u = u0; u < u1; ++u)
                 for (int v = v0; v < v1; ++v) add_bytes(acc, x + li.at(u, v) + c0, n);
-              const std::int64_t mult = st.avg_mult, half = std::int64_t(1) << (st.avg_shift - 1);
-              for (int ch = 0; ch < n; ++ch) {  // kernels::requantize, inline
-                const std::int64_t q = (std::int64_t(acc[ch] - k * k * zy) * mult + half) >> st.avg_shift;
-                dst[c0 + ch] = std::uint8_t(std::min<std::int64_t>(255, std::max<std::int64_t>(0, zy + q)));
-              }
+              average_bytes(dst + c0, acc, n, k * k, zy, st.avg_mult, st.avg_shift);
             }
           }
         });
