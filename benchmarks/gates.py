@@ -89,7 +89,9 @@ def gate_implementation(rounds: int = 15, photo: Optional[Path] = None, with_num
     fns, skipped, info = M.implementation_methods(photo, with_numpy=with_numpy)
     notes = [f"{info['label']} ({info['macs'] / 1e6:.0f} M MACs at {info['input'][0]}x{info['input'][1]}), batch 1"]
     if info.get("kernel_set"):
-        notes.append(f"native core kernel set: {info['kernel_set']}")
+        notes.append(f"native core kernel set: {info['kernel_set']} (float32; the file's int8 trunk: the int8 row, "
+                     f"{info['int8_kernels']} kernels, not gated)" if info.get("int8_kernels") else
+                     f"native core kernel set: {info['kernel_set']}")
     if info["standin"]:
         notes.append("the pruned student is a random-weight stand-in: the trained model is missing")
     if M.TORCH in fns:

@@ -183,10 +183,11 @@ def read_network(path: Path):
     return read_weights(str(path))
 
 
-def load_core_model(path: Path, threads: int = 1):
-    """A :class:`gazecrop.Model` (native core) on ``threads`` intra-op threads."""
+def load_core_model(path: Path, threads: int = 1, precision: Optional[str] = None):
+    """A :class:`gazecrop.Model` (native core) on ``threads`` intra-op threads, ``precision`` as
+    :func:`gazecrop.load_model`."""
     gz = import_gazecrop()
-    return gz.load_model(str(path), threads=threads)
+    return gz.load_model(str(path), threads=threads, precision=precision)
 
 
 def require(module: str, package: Optional[str] = None):

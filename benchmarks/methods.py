@@ -117,6 +117,7 @@ def teacher_macs(hw) -> Optional[int]:
 
 CORE1 = "native core, 1 thread"
 CORE2 = "native core, 2 threads"
+CORE1_INT8 = "native core int8, 1 thread"
 TORCH = "PyTorch, 1 thread"
 ORT = "ONNX Runtime, 1 thread"
 NUMPY = "NumPy reference, 1 thread"
@@ -169,9 +170,14 @@ def implementation_methods(photo: Path, *, with_numpy: bool = True):
     rgb = np.ascontiguousarray(H.resized(rgb_full, hw))
     info = dict(label=mf.label, standin=mf.standin, path=str(mf.path), input=hw, macs=net.num_macs(*hw))
     try:
-        core = H.load_core_model(mf.path, threads=1)
+        # float32 like the peers (a calibrated file's default on uint8 images is its int8 trunk: its own row)
+        core = H.load_core_model(mf.path, threads=1, precision="fp32")
         fns[CORE1] = lambda: core.run(rgb, threads=1)
         fns[CORE2] = lambda: core.run(rgb, threads=2)
+        if net.int8 is not None:
+            core8 = H.load_core_model(mf.path, threads=1, precision="int8")
+            fns[CORE1_INT8] = lambda: core8.run(rgb, threads=1)
+            info["int8_kernels"] = H.import_gazecrop()._core.int8_kernel_set()
         info["kernel_set"] = H.import_gazecrop()._core.kernel_set()
     except H.Unavailable as e:
         skipped[CORE1] = skipped[CORE2] = str(e)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gazecrop import int8, weights
+from gazecrop._testing import random_conv
 from gazecrop.train import calibrate
 
 from _native_helpers import core
@@ -65,10 +66,14 @@ def test_bad_arguments(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             calibrate.main([str(LITE0), "--out", str(tmp_path / "o.gzw"), *bad])
         assert e.value.code == 2
-    # a network without an inverted-residual trunk (the DenseNet default): a clear message, nothing written
-    out = tmp_path / "dense.gzw"
-    assert calibrate.main([str(ROOT / "weights" / "gazecrop-fast.gzw"), "--out", str(out), "--val", "0"]) == 2
-    assert "depthwise" in capsys.readouterr().err and not out.exists()
+    # a network without a trunk int8 can run (no depthwise convolution, no dense block): a clear message, nothing
+    # written
+    plain = weights.Network()
+    plain.log_softmax(plain.conv2d(0, *random_conv(np.random.default_rng(0), 1, 3, 1), activation="none"))
+    src, out = tmp_path / "plain.gzw", tmp_path / "plain-int8.gzw"
+    weights.write_weights(src, plain)
+    assert calibrate.main([str(src), "--out", str(out), "--val", "0"]) == 2
+    assert "no depthwise convolution or dense block" in capsys.readouterr().err and not out.exists()
     assert calibrate.main([str(tmp_path / "missing.gzw"), "--out", str(out), "--val", "0"]) == 2
     assert not out.exists()
 

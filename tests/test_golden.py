@@ -1,5 +1,7 @@
-"""Golden check of the bundled models: the NumPy reference and every kernel set of the native core reproduce the
-PyTorch student's log-density (stored by the exporter's ``--golden``) on synthetic images, max abs error 1e-3.
+"""Golden check of the bundled models: the NumPy reference and every kernel set of the native core (float32)
+reproduce the PyTorch student's log-density (stored by the exporter's ``--golden``) on synthetic images, max abs
+error 1e-3; a file's int8 trunk (the default's, weights format version 3) reproduces the exact integer reference
+:func:`gazecrop.int8.run` on them, and stays near the float32 map.
 
 - ``weights/gazecrop-fast.gzw``: the default (the DenseNet student, ``python -m gazecrop.train.export --golden``);
 - ``weights/candidate-lite0/gazecrop-fast.gzw``: the first EfficientNet-Lite0 candidate;
@@ -53,7 +55,7 @@ def test_reference_matches_pytorch(name):
 def test_core_matches_pytorch_on_every_kernel_set(name):
     core = pytest.importorskip("gazecrop._core")
     weights, golden = MODELS[name]
-    model = gazecrop.load_model(weights)
+    model = gazecrop.load_model(weights, precision="fp32")
     before = core.kernel_set()
     try:
         for ks in core.supported_kernel_sets():
@@ -66,9 +68,31 @@ def test_core_matches_pytorch_on_every_kernel_set(name):
         core.set_kernel_set(before)
 
 
+@pytest.mark.parametrize("name", [n for n, (w, _) in MODELS.items() if read_weights(w).int8 is not None])
+def test_int8_trunk_matches_the_exact_reference(name):
+    from gazecrop import int8
+
+    core = pytest.importorskip("gazecrop._core")
+    weights, golden = MODELS[name]
+    net = read_weights(weights)
+    model = gazecrop.load_model(weights, precision="int8")
+    before = core.kernel_set()
+    try:
+        for ks in core.supported_kernel_sets():
+            core.set_kernel_set(ks)
+            for image, expect in _cases(golden):
+                want = int8.run(net, net.int8, image)
+                np.testing.assert_allclose(model.run(image), want, rtol=0, atol=2e-5, err_msg=ks)
+                # int8 moves the map a little: within 0.2 of the float32 log-density on these images
+                assert np.abs(want - expect).max() < 0.2
+    finally:
+        core.set_kernel_set(before)
+
+
 def test_default_model_is_the_shipped_file():
     weights, golden = MODELS["default"]
-    model = gazecrop.load_model()
+    model = gazecrop.load_model(precision="fp32")
     image, expect = _cases(golden)[0]
     np.testing.assert_allclose(model.run(image), expect, atol=TOL)
     assert Path(model.path).read_bytes() == weights.read_bytes()  # the packaged copy is the repository's file
+    assert read_weights(weights).precision == "int8"  # calibrated: int8 where the int8 kernels beat float32

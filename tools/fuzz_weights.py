@@ -38,6 +38,8 @@ def seeds() -> list:
     nets += [with_head_map(nets[s], np.random.default_rng(10 + s)) for s in (0, 4, 5, 6)]
     # format version 3: an int8 trunk (with and without a head map)
     nets += [with_int8_trunk(nets[s], np.random.default_rng(20 + s)) for s in (5, 6, 11)]
+    # a DenseNet's int8 trunk: pools and dense blocks (the student-like net, and one with a head map)
+    nets += [with_int8_trunk(nets[s], np.random.default_rng(30 + s)) for s in (4, 10)]
     return [weights.to_bytes(n) for n in nets]
 
 
