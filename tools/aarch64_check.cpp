@@ -12,8 +12,9 @@
 //    bound; the best set again on 2 threads must give the same bits.
 // 3. Every crop placement of FIXTURES/placement.txt (gazecrop.crop's Python reference on random grids) through
 //    place_crops, which must give the same boxes, scores, peaks and cut measures bit for bit.
-// 4. Every int8 trunk of FIXTURES/int8.txt (random inverted-residual networks calibrated for int8): each trunk
-//    value's bytes on every kernel set equal to those of the exact reference, gazecrop.int8.run_trunk.
+// 4. Every int8 trunk of FIXTURES/int8.txt (random inverted-residual networks and DenseNets calibrated for
+//    int8): each trunk value's bytes on every kernel set equal to those of the exact reference,
+//    gazecrop.int8.run_trunk.
 // Prints one summary line per part; exits 1 on the first failures (all printed), 0 otherwise.
 
 #include <gazecrop/gazecrop.h>

@@ -204,16 +204,22 @@ def placement_cases(out: Path, n: int = 60) -> int:
 
 
 def int8_cases(out: Path, n: int = 8) -> int:
-    """Random inverted-residual networks with calibrated int8 trunks (gazecrop._testing.with_int8_trunk) and uint8
-    images: ``int8{i}.gzw``, ``int8{i}.in`` (H, W, 3) and ``int8{i}.q``, every trunk value's int8 bytes from the
-    exact reference (gazecrop.int8.run_trunk), concatenated; one line ``i h w bytes`` per case in int8.txt."""
+    """Random inverted-residual networks and DenseNets (every other case: pools and dense blocks) with calibrated
+    int8 trunks (gazecrop._testing.with_int8_trunk) and uint8 images: ``int8{i}.gzw``, ``int8{i}.in`` (H, W, 3)
+    and ``int8{i}.q``, every trunk value's int8 bytes from the exact reference (gazecrop.int8.run_trunk),
+    concatenated; one line ``i h w bytes`` per case in int8.txt."""
     from gazecrop import int8
-    from gazecrop._testing import inverted_residual_net, with_int8_trunk
+    from gazecrop._testing import inverted_residual_net, student_like, with_int8_trunk
 
     lines = []
     for i in range(n):
         rng = np.random.default_rng(300 + i)
-        net = with_int8_trunk(inverted_residual_net(rng, stages=2, max_channels=19), rng)
+        if i % 2:
+            net = student_like(300 + i, stem=int(rng.integers(3, 12)), blocks=(((5, 7), (3, 9)), ((4, 6),) * 2),
+                               readout=(4,), input_long_side=64)
+        else:
+            net = inverted_residual_net(rng, stages=2, max_channels=19)
+        net = with_int8_trunk(net, rng)
         h, w = int(rng.integers(8, 70)), int(rng.integers(8, 70))
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         try:
