@@ -1,5 +1,8 @@
 """The native core's kernel sets side by side: ``python benchmarks/kernel_sets.py [--quick] [--json PATH]``.
 
+Every run is float32 (``precision="fp32"``): the float32 kernel sets are what this compares; a calibrated file's
+int8 trunk (the shipped default's) is timed by ``benchmarks/gates.py`` (its implementation table's int8 row).
+
 1. **Peak.** Each kernel set's single-thread peak, measured with its FMA-throughput loop
    (``gazecrop._core._peak_gflops``: 12 independent accumulators per set, best of 40 runs of ~1 ms), since
    CPUID cannot tell how many 512-bit FMA ports a CPU has (AMD Zen 4 double-pumps 256-bit units; recent
@@ -58,7 +61,7 @@ img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 for r in range(runs):
     for ks in (sets if r % 2 == 0 else sets[::-1]):
         c.set_kernel_set(ks)
-        m.run(img, threads=1, fuse=fuse)
+        m.run(img, threads=1, fuse=fuse, precision="fp32")
 """
 
 
@@ -151,7 +154,7 @@ def shipped_model_times(core, sets: List[str], rounds: int):
     def runner(ks):
         def run():
             core.set_kernel_set(ks)
-            return model.run(rgb, threads=1)
+            return model.run(rgb, threads=1, precision="fp32")  # the float32 kernel sets (an int8 file too)
         return run
     try:
         stats = H.interleaved({ks: runner(ks) for ks in sets}, rounds, warmup=2, inner={ks: 5 for ks in sets})
@@ -179,7 +182,7 @@ def fusion_times(core, sets: List[str], rounds: int, nets: Dict[str, tuple]) -> 
             def runner(ks, fuse):
                 def run():
                     core.set_kernel_set(ks)
-                    return model.run(img, threads=1, fuse=fuse)
+                    return model.run(img, threads=1, fuse=fuse, precision="fp32")
                 return run
             fns = {(ks, f): runner(ks, f) for ks in sets for f in (True, False)}
             stats = H.interleaved(fns, rounds, warmup=2, inner={k: 5 for k in fns})
