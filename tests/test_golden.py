@@ -51,42 +51,42 @@ def test_reference_matches_pytorch(name):
         assert np.abs(got - expect).max() < TOL
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_core_matches_pytorch_on_every_kernel_set(name):
+def _each_kernel_set():
+    """Switch the core to each supported kernel set in turn (yielding its name); the set in use is restored."""
     core = pytest.importorskip("gazecrop._core")
-    weights, golden = MODELS[name]
-    model = gazecrop.load_model(weights, precision="fp32")
     before = core.kernel_set()
     try:
         for ks in core.supported_kernel_sets():
             core.set_kernel_set(ks)
-            for image, expect in _cases(golden):
-                got = model.run(image)
-                assert got.shape == expect.shape
-                assert np.abs(got - expect).max() < TOL, ks
+            yield ks
     finally:
         core.set_kernel_set(before)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_core_matches_pytorch_on_every_kernel_set(name):
+    weights, golden = MODELS[name]
+    model = gazecrop.load_model(weights, precision="fp32")
+    for ks in _each_kernel_set():
+        for image, expect in _cases(golden):
+            got = model.run(image)
+            assert got.shape == expect.shape
+            assert np.abs(got - expect).max() < TOL, ks
 
 
 @pytest.mark.parametrize("name", [n for n, (w, _) in MODELS.items() if read_weights(w).int8 is not None])
 def test_int8_trunk_matches_the_exact_reference(name):
     from gazecrop import int8
 
-    core = pytest.importorskip("gazecrop._core")
     weights, golden = MODELS[name]
     net = read_weights(weights)
     model = gazecrop.load_model(weights, precision="int8")
-    before = core.kernel_set()
-    try:
-        for ks in core.supported_kernel_sets():
-            core.set_kernel_set(ks)
-            for image, expect in _cases(golden):
-                want = int8.run(net, net.int8, image)
-                np.testing.assert_allclose(model.run(image), want, rtol=0, atol=2e-5, err_msg=ks)
-                # int8 moves the map a little: within 0.2 of the float32 log-density on these images
-                assert np.abs(want - expect).max() < 0.2
-    finally:
-        core.set_kernel_set(before)
+    for ks in _each_kernel_set():
+        for image, expect in _cases(golden):
+            want = int8.run(net, net.int8, image)
+            np.testing.assert_allclose(model.run(image), want, rtol=0, atol=2e-5, err_msg=ks)
+            # int8 moves the map a little: within 0.2 of the float32 log-density on these images
+            assert np.abs(want - expect).max() < 0.2
 
 
 def test_default_model_is_the_shipped_file():

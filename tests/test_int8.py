@@ -216,27 +216,17 @@ def _dense_net(seed: int = 3) -> weights.Network:
     return student_like(seed, stem=5, blocks=(((3, 4), (2, 5)), ((3, 3),)), readout=(4,), input_long_side=64)
 
 
-def test_run_trunk_equals_the_loop_version():
-    net = _trunk_net()
-    trunk = int8.calibrate(net, _images(3), 6)
-    img = _images(1, (13, 21), seed=9)[0]  # odd sizes: "same" and per-side padding at work
+@pytest.mark.parametrize("make,n_ops,cal_hw,hw,seed", [(_trunk_net, 6, (24, 40), (13, 21), 9),
+                                                      (_dense_net, None, (48, 64), (21, 27), 4)],
+                         ids=["inverted-residual", "dense"])
+def test_run_trunk_equals_the_loop_version(make, n_ops, cal_hw, hw, seed):
+    net = make()
+    trunk = int8.calibrate(net, _images(3, cal_hw), n_ops)
+    # odd sizes: "same" and per-side padding at work, the pools' windows clipped / dropped at the edges
+    img = _images(1, hw, seed=seed)[0]
     got = int8.run_trunk(net, trunk, img)
     want = _loop_trunk(net, trunk, img)
-    assert len(got) == len(want) == 7
-    for v, (a, b) in enumerate(zip(got, want)):
-        assert a.dtype == np.int8, v
-        np.testing.assert_array_equal(a.astype(np.int64), b, err_msg=f"value {v}")
-
-
-def test_dense_trunk_equals_the_loop_version():
-    net = _dense_net()
-    assert int8.trunk_end(net) == 6 and [op.kind for op in net.ops[:6]] == [
-        "conv2d", "max_pool", "dense_block", "conv2d", "avg_pool", "dense_block"]
-    trunk = int8.calibrate(net, _images(3, (48, 64)))
-    img = _images(1, (21, 27), seed=4)[0]  # odd sizes: the pools' windows clipped / dropped at the edges
-    got = int8.run_trunk(net, trunk, img)
-    want = _loop_trunk(net, trunk, img)
-    assert len(got) == len(want) == 7
+    assert len(got) == len(want) == trunk.n_ops + 1 == 7
     for v, (a, b) in enumerate(zip(got, want)):
         assert a.dtype == np.int8, v
         np.testing.assert_array_equal(a.astype(np.int64), b, err_msg=f"value {v}")
@@ -315,6 +305,7 @@ def test_trunk_end():
         int8.trunk_end(net)
     net = _dense_net()
     assert int8.trunk_end(net) == 6  # through the last dense block
+    assert [op.kind for op in net.ops[:6]] == ["conv2d", "max_pool", "dense_block", "conv2d", "avg_pool", "dense_block"]
     net.ops[4].iparams[0] = 1  # an average pool of kernel 1 cannot run in int8: the trunk stops before it
     assert int8.trunk_end(net) == 4
 
