@@ -364,7 +364,8 @@ void Int8Trunk::run(const kernels::Int8KernelTable& kt, ThreadPool& pool, Worksp
     vals[std::size_t(v)] = take(std::size_t(v), l);
     fill_ring(vals[std::size_t(v)], l, std::uint8_t(zp_[std::size_t(v)] + 128));
     // The padding channels (cs > c) of interior pixels are left as they are: the GEMM reads them against zero
-    // weights, the add sums them into padding channels, nothing else reads them.
+    // weights, the add sums them into padding channels, a dense block copies them with its input onto channels
+    // its layers then write (or the state's own padding), nothing else reads them.
   };
   auto emit = [&](int v) {
     const QLayout l = QLayout::of(shapes[std::size_t(v)]);
