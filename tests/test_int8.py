@@ -88,7 +88,8 @@ def test_quantise_weights_rounding():
     w[2] = 0.0
     q, s = int8.quantise_weights(w)
     assert q.dtype == np.int8 and s.dtype == np.float32 and q.shape == w.shape
-    assert q.min() >= -127 and s[2] == 1.0 and not q[2].any()
+    assert q.min() >= -127 and s[2] == s.max() and not q[2].any()  # the zero channel: the largest other scale
+    assert int8.quantise_weights(np.zeros((3, 4), np.float32))[1].tolist() == [1.0, 1.0, 1.0]
     err = np.abs(q.astype(np.float64) * s[:, None, None, None] - w)
     assert np.all(err <= s[:, None, None, None] * 0.5 + 1e-7)
     assert np.all(np.abs(q.reshape(7, -1)).max(axis=1)[[0, 1, 3, 4, 5, 6]] == 127)
@@ -251,6 +252,34 @@ def test_dense_calibration_shares_one_quantisation_per_block():
     plain = int8.calibrate(net, _images(3, (48, 64)), bias_correction=False)
     assert any(not np.array_equal(a, b) for i in trunk.dense for a, b in zip(trunk.dense[i].biases,
                                                                               plain.dense[i].biases))
+
+
+def test_dense_calibration_edge_cases():
+    import copy
+
+    net = _dense_net()
+    imgs = _images(2, (48, 64))
+
+    def with_layer0(edit):
+        q = copy.deepcopy(net)
+        op = q.ops[2]
+        ts = [(n, t.copy()) for n, t in op.tensors]
+        edit(ts)
+        op.tensors = ts
+        return q
+
+    # all-zero output channels: their scale is the largest other channel's, so every factor stays in range
+    q = with_layer0(lambda ts: (ts[0][1].__setitem__(0, 0), ts[2][1].__setitem__(0, 0)))
+    t = int8.calibrate(q, imgs)
+    assert t.dense[2].weight_scales[0][0] == t.dense[2].weight_scales[0].max()
+    q.int8 = t
+    assert weights.from_bytes(weights.to_bytes(q)).int8 is not None
+    # weights no int8 scales can hold (a dense layer's cycle of factors cannot stay below 0.5): a clear error
+    with pytest.raises(ValueError, match="weights too large for int8"):
+        int8.calibrate(with_layer0(lambda ts: [ts[j][1].__imul__(np.float32(1e3)) for j in (0, 2)]), imgs)
+    # a channel of tiny weights: a factor no shift expresses, named by op and layer
+    with pytest.raises(ValueError, match="op 2 layer 0 conv2.*out of range"):
+        int8.calibrate(with_layer0(lambda ts: ts[2][1].__setitem__(0, ts[2][1][0] * np.float32(1e-8))), imgs)
 
 
 def test_int8_close_to_float():

@@ -14,8 +14,8 @@ Numbers (the single definition; the native kernels must reproduce :func:`run_tru
   Padding of a quantised value is ``z`` (the real 0).
 - The input (value 0): each channel's 256 possible pixels map through ``q = clip(rint(f32(f32(f32(p) - mean)
   / std) / s) + z)`` (float32 arithmetic, as :func:`gazecrop.reference.preprocess`; :func:`input_table`).
-- Weights: symmetric per output channel, ``s_w[m] = f32(max_k |w[m, k]| / 127)`` (1 for an all-zero
-  channel), ``w_q = clip(rint(w / s_w), -127, 127)`` (:func:`quantise_weights`).
+- Weights: symmetric per output channel, ``s_w[m] = f32(max_k |w[m, k]| / 127)`` (an all-zero channel: the
+  largest other channel's, 1 if none), ``w_q = clip(rint(w / s_w), -127, 127)`` (:func:`quantise_weights`).
 - A convolution's output channel ``m``: ``acc = B[m] + sum_k w_q[m, k] (q_k - z_x)`` in int32, with ``B[m] =
   rint(b[m] / (s_x s_w[m]))`` (double arithmetic), then :func:`requantise` with the multiplier of
   ``M = s_x s_w[m] / s_y`` (double).
@@ -231,7 +231,10 @@ def _int_bias(b: np.ndarray, ws: np.ndarray, s_x: float) -> np.ndarray:
 def _conv_multipliers(where: str, ws: np.ndarray, s_x: float, s_y: float) -> List[Tuple[int, int]]:
     """(mult, shift) per output channel for ``M = s_x s_w[m] / s_y`` (:func:`multiplier`); ValueError when a
     shift is outside :data:`CONV_SHIFTS`."""
-    out = [multiplier(s_x * float(s) / s_y) for s in ws]
+    try:
+        out = [multiplier(s_x * float(s) / s_y) for s in ws]
+    except ValueError as e:  # a factor no shift can express: name the convolution
+        raise ValueError(f"int8 trunk: {where}: {e}") from None
     for m, (_, shift) in enumerate(out):
         if not CONV_SHIFTS[0] <= shift <= CONV_SHIFTS[1]:
             raise ValueError(f"int8 trunk: {where} channel {m}: requantisation factor {s_x * float(ws[m]) / s_y:.6g} "
@@ -288,10 +291,12 @@ def value_params(lo: float, hi: float) -> Tuple[np.float32, int]:
 
 def quantise_weights(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """float32 (M, ...) weights -> (int8 (M, ...) in [-127, 127], float32 (M,) scales): symmetric per output
-    channel, ``s_w[m] = f32(max |w[m]| / 127)``, 1 for an all-zero channel."""
+    channel, ``s_w[m] = f32(max |w[m]| / 127)``; an all-zero channel (its int8 weights are 0 whatever its scale)
+    takes the largest other channel's scale, so that its requantisation factor is in range whenever theirs
+    are (1 when every channel is zero)."""
     flat = w.reshape(w.shape[0], -1)
     top = np.abs(flat).max(axis=1).astype(np.float64)
-    s = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
+    s = np.where(top > 0, top / 127.0, top.max() / 127.0 if top.max() > 0 else 1.0).astype(np.float32)
     q = np.clip(np.rint(flat / s[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), s
 
@@ -375,10 +380,12 @@ def _dense_layer(trunk: Int8Trunk, i: int, li: int, state: np.ndarray) -> Tuple[
     sb, zb = trunk._s(i + 1), int(trunk.zero_points[i + 1])
     sm, zm = float(d.mid_scales[li]), int(d.mid_zero_points[li])
     j = 2 * li
+    where = f"op {i} layer {li}"
     mid = _conv_int8(state, zb, d.weights[j], _int_bias(d.biases[j], d.weight_scales[j], sb),
-                     _conv_multipliers(f"op {i}", d.weight_scales[j], sb, sm), 1, 0, zm, max(QMIN, zm), QMAX)
+                     _conv_multipliers(where + " conv1", d.weight_scales[j], sb, sm), 1, 0, zm, max(QMIN, zm), QMAX)
     new = _conv_int8(mid, zm, d.weights[j + 1], _int_bias(d.biases[j + 1], d.weight_scales[j + 1], sm),
-                     _conv_multipliers(f"op {i}", d.weight_scales[j + 1], sm, sb), 1, 1, zb, max(QMIN, zb), QMAX)
+                     _conv_multipliers(where + " conv2", d.weight_scales[j + 1], sm, sb), 1, 1, zb, max(QMIN, zb),
+                     QMAX)
     return mid, new
 
 
@@ -535,8 +542,15 @@ def calibrate(net: Network, images: Iterable[np.ndarray], n_ops: Optional[int] =
                 r, ratio = root(k_out), need / s_out
                 lo[r], hi[r] = min(lo[r], 0.0) * ratio, max(hi[r], 0.0) * ratio
                 changed = True
+                if not (hi[r] - lo[r]) < 1e30:  # a dense layer's pair of convolutions whose weights are too large
+                    what = f"op {k_out[0]} layer {k_out[1]}'s bottleneck" if isinstance(k_out, tuple) \
+                        else f"value {k_out}"
+                    raise ValueError(f"int8 calibration: no scales keep every factor s_x s_w / s_y below 0.5 around "
+                                     f"{what} (its range grew past 1e30: weights too large for int8)")
         if not changed:
             break
+    else:
+        raise ValueError("int8 calibration: the ranges did not settle so that every factor s_x s_w / s_y < 0.5")
     for v in range(n + 1):
         trunk.scales[v], trunk.zero_points[v] = params(v)
     for i, d in trunk.dense.items():
