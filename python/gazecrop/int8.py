@@ -14,8 +14,9 @@ Numbers (the single definition; the native kernels must reproduce :func:`run_tru
   Padding of a quantised value is ``z`` (the real 0).
 - The input (value 0): each channel's 256 possible pixels map through ``q = clip(rint(f32(f32(f32(p) - mean)
   / std) / s) + z)`` (float32 arithmetic, as :func:`gazecrop.reference.preprocess`; :func:`input_table`).
-- Weights: symmetric per output channel, ``s_w[m] = f32(max_k |w[m, k]| / 127)`` (an all-zero channel: the
-  largest other channel's, 1 if none), ``w_q = clip(rint(w / s_w), -127, 127)`` (:func:`quantise_weights`).
+- Weights: symmetric per output channel, ``s_w[m] = f32(max_k |w[m, k]| / 127)`` (at least 2^-16 of the
+  largest channel's; an all-zero channel: the largest channel's, 1 if none), ``w_q = clip(rint(w / s_w), -127,
+  127)`` (:func:`quantise_weights`).
 - A convolution's output channel ``m``: ``acc = B[m] + sum_k w_q[m, k] (q_k - z_x)`` in int32, with ``B[m] =
   rint(b[m] / (s_x s_w[m]))`` (double arithmetic), then :func:`requantise` with the multiplier of
   ``M = s_x s_w[m] / s_y`` (double).
@@ -291,12 +292,15 @@ def value_params(lo: float, hi: float) -> Tuple[np.float32, int]:
 
 def quantise_weights(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """float32 (M, ...) weights -> (int8 (M, ...) in [-127, 127], float32 (M,) scales): symmetric per output
-    channel, ``s_w[m] = f32(max |w[m]| / 127)``; an all-zero channel (its int8 weights are 0 whatever its scale)
-    takes the largest other channel's scale, so that its requantisation factor is in range whenever theirs
-    are (1 when every channel is zero)."""
+    channel, ``s_w[m] = f32(max(max |w[m]|, 2^-16 max |w|) / 127)``: a channel whose weights are all below 2^-16
+    of the tensor's largest (a nearly dead channel of a trained network) is floored there, so that its
+    requantisation factor stays in range (its int8 weights round to about 0); an all-zero channel takes the
+    largest channel's scale (1 when every channel is zero)."""
     flat = w.reshape(w.shape[0], -1)
     top = np.abs(flat).max(axis=1).astype(np.float64)
-    s = np.where(top > 0, top / 127.0, top.max() / 127.0 if top.max() > 0 else 1.0).astype(np.float32)
+    big = top.max()
+    s = np.where(top > 0, np.maximum(top, big * 2.0 ** -16) / 127.0, big / 127.0 if big > 0 else 1.0)
+    s = s.astype(np.float32)
     q = np.clip(np.rint(flat / s[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), s
 
