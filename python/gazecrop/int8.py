@@ -378,19 +378,17 @@ def _conv_int8(x: np.ndarray, z_x: int, w: np.ndarray, bias: np.ndarray, ms, str
     return requantise(acc, ms[:, 0, None, None], ms[:, 1, None, None], z_y, lo, hi)
 
 
-def _dense_layer(trunk: Int8Trunk, i: int, li: int, state: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Layer ``li`` of int8 dense block op ``i`` on the int8 state so far: (the bottleneck, the new channels)."""
+def _dense_conv(trunk: Int8Trunk, i: int, li: int, second: bool, x: np.ndarray) -> np.ndarray:
+    """One convolution of layer ``li`` of int8 dense block op ``i``: the 1x1 from the state ``x`` to the
+    bottleneck, or (``second``) the 3x3 from the bottleneck ``x`` to the layer's new channels (ReLU after both)."""
     d = trunk.dense[i]
     sb, zb = trunk._s(i + 1), int(trunk.zero_points[i + 1])
     sm, zm = float(d.mid_scales[li]), int(d.mid_zero_points[li])
-    j = 2 * li
-    where = f"op {i} layer {li}"
-    mid = _conv_int8(state, zb, d.weights[j], _int_bias(d.biases[j], d.weight_scales[j], sb),
-                     _conv_multipliers(where + " conv1", d.weight_scales[j], sb, sm), 1, 0, zm, max(QMIN, zm), QMAX)
-    new = _conv_int8(mid, zm, d.weights[j + 1], _int_bias(d.biases[j + 1], d.weight_scales[j + 1], sm),
-                     _conv_multipliers(where + " conv2", d.weight_scales[j + 1], sm, sb), 1, 1, zb, max(QMIN, zb),
-                     QMAX)
-    return mid, new
+    (s_x, z_x), (s_y, z_y) = ((sm, zm), (sb, zb)) if second else ((sb, zb), (sm, zm))
+    j = 2 * li + int(second)
+    return _conv_int8(x, z_x, d.weights[j], _int_bias(d.biases[j], d.weight_scales[j], s_x),
+                      _conv_multipliers(f"op {i} layer {li} conv{j % 2 + 1}", d.weight_scales[j], s_x, s_y), 1,
+                      int(second), z_y, max(QMIN, z_y), QMAX)
 
 
 def _run_int8_op(trunk: Int8Trunk, i: int, op: Op, vals: List[np.ndarray]) -> np.ndarray:
@@ -417,7 +415,7 @@ def _run_int8_op(trunk: Int8Trunk, i: int, op: Op, vals: List[np.ndarray]) -> np
     if op.kind == "dense_block":
         feats = [x]
         for li in range(op.ip(1)):
-            feats.append(_dense_layer(trunk, i, li, np.concatenate(feats, 0))[1])
+            feats.append(_dense_conv(trunk, i, li, True, _dense_conv(trunk, i, li, False, np.concatenate(feats, 0))))
         return np.concatenate(feats, 0)
     return _conv_int8(x, int(trunk.zero_points[op.inputs[0]]), trunk.weights[i], trunk.int_bias(i, op.inputs[0]),
                       trunk.conv_multipliers(i, op.inputs[0]), op.ip(3), op_padding(op, x.shape[1], x.shape[2]), z,
@@ -604,11 +602,11 @@ def _correct_biases(net: Network, trunk: Int8Trunk, imgs: List[np.ndarray]) -> N
                 j = 2 * li
                 err = _bias_error(states, sb, zb, op.tensors[2 * j][1], d.weights[j], d.weight_scales[j], 1, 0)
                 d.biases[j] = (d.biases[j].astype(np.float64) - err).astype(np.float32)
-                mids = [_dense_layer(trunk, i, li, st)[0] for st in states]
+                mids = [_dense_conv(trunk, i, li, False, st) for st in states]
                 err = _bias_error(mids, float(d.mid_scales[li]), int(d.mid_zero_points[li]), op.tensors[2 * j + 2][1],
                                   d.weights[j + 1], d.weight_scales[j + 1], 1, 1)
                 d.biases[j + 1] = (d.biases[j + 1].astype(np.float64) - err).astype(np.float32)
-                states = [np.concatenate([st, _dense_layer(trunk, i, li, st)[1]], 0) for st in states]
+                states = [np.concatenate([st, _dense_conv(trunk, i, li, True, m)], 0) for st, m in zip(states, mids)]
             for v, st in zip(vals, states):
                 v.append(st)
             continue
